@@ -1,0 +1,61 @@
+# cdlc-stream. `make demo` and `make test` set everything up themselves.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMPS := .stamps
+APT_PACKAGES := ffmpeg pkg-config cmake g++ libavcodec-dev libavformat-dev libavutil-dev \
+	libswscale-dev libswresample-dev libavfilter-dev nginx-light wrk chromium redis-server
+
+.PHONY: setup apt venv native node demo test test-fast bench lint clean
+setup: apt venv native node
+
+# Debian packages: installed only when one is missing, so a second run is instant.
+apt: $(STAMPS)/apt
+$(STAMPS)/apt: Makefile
+	@mkdir -p $(STAMPS)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@touch $@
+
+venv: $(STAMPS)/venv
+$(STAMPS)/venv: pyproject.toml setup.py | $(STAMPS)/apt
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q -U pip setuptools wheel
+	$(VPY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+# The native module: CMake rebuilds only what changed.
+native: $(STAMPS)/venv
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE=$(abspath $(VPY)) >/dev/null
+	@cmake --build build -j2 --target _core | grep -vE '^\[|Built target|Consolidate' || true
+	@test -n "$$(ls native/_core*.so 2>/dev/null)"
+
+# Players for the e2e tests (hls.js, dash.js, Shaka), pinned in package.json.
+node: $(STAMPS)/node
+$(STAMPS)/node: package.json
+	@if [ -f package-lock.json ]; then npm ci --silent --no-audit --no-fund; else npm install --silent --no-audit --no-fund; fi
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/cdlc demo
+
+test: setup
+	$(VPY) -m pytest -q
+
+test-fast: native
+	$(VPY) -m pytest -q -m "not e2e and not slow"
+
+bench: setup
+	$(VPY) -m bench
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf build $(STAMPS) native/_core*.so

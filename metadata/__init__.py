@@ -1,0 +1,1 @@
+"""Data model, metadata stores, caches and object stores. Imports nothing of ours."""

@@ -1,0 +1,79 @@
+"""The data model: asset, job state, rendition, segment index.
+
+Plain dataclasses, no I/O; every store and the packager read and write these.
+Times in a rendition's segments are in that rendition's timescale.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    PROBING = "probing"
+    TRANSCODING = "transcoding"
+    PACKAGING = "packaging"
+    PUBLISHING = "publishing"
+    READY = "ready"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.READY, JobState.FAILED)
+
+
+@dataclass
+class Asset:
+    id: str
+    state: JobState = JobState.QUEUED
+    progress: float = 0.0            # 0..1 of the current job
+    error: str | None = None         # the reason, when FAILED
+    duration: float = 0.0            # seconds, of the published output
+    source_name: str = ""            # original file name of the master
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    version: int = 0                 # bumped on every publish; part of cache keys
+
+
+@dataclass
+class Rendition:
+    asset_id: str
+    id: str                          # "v1080", "v720", "audio"
+    kind: str                        # "video" | "audio"
+    codec: str                       # "h264", "hevc", "aac", "opus"
+    codec_string: str                # RFC 6381, from the real SPS / AudioSpecificConfig
+    timescale: int
+    bitrate: int                     # target / nominal bit/s
+    avg_bitrate: int = 0             # measured over all segments, bit/s
+    peak_bitrate: int = 0            # highest segment bitrate, bit/s
+    width: int = 0
+    height: int = 0
+    sar: str = "1:1"
+    frame_rate: str = ""             # "30", "30000/1001"
+    sample_rate: int = 0
+    channels: int = 0
+    language: str = "und"
+
+
+@dataclass
+class Segment:
+    asset_id: str
+    rendition_id: str
+    number: int                      # 1-based, {number}.m4s
+    start: int                       # tfdt, rendition timescale
+    duration: int                    # rendition timescale
+    size: int                        # bytes
+    iframe_size: int = 0             # bytes from 0 to the end of the first sync sample
+
+
+def media_key(asset_id: str, rendition_id: str, name: str) -> str:
+    """Object-store key of a published media file (init.mp4 or N.m4s)."""
+    return f"media/{asset_id}/{rendition_id}/{name}"
+
+
+def master_key(asset_id: str) -> str:
+    """Object-store key of an uploaded master (DESIGN.md: /masters/{asset}/source)."""
+    return f"masters/{asset_id}/source"

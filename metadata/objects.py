@@ -1,0 +1,43 @@
+"""The object store interface for media bytes. Local directory by default, S3 at
+scale; every implementation passes tests/metadata/test_objects_contract.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ObjectStat:
+    size: int
+    etag: str          # strong validator, quoted as an HTTP ETag: '"..."'
+    mtime: float
+
+
+class ObjectStore(Protocol):
+    async def put_file(self, key: str, path: Path) -> None:
+        """Upload a local file (multipart for large files on S3)."""
+
+    async def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    async def get_bytes(self, key: str) -> bytes:
+        """Raise KeyError if the object does not exist."""
+
+    async def stat(self, key: str) -> ObjectStat | None: ...
+
+    def iter_range(
+        self, key: str, start: int = 0, end: int | None = None, chunk: int = 256 * 1024
+    ) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of the object (end None = to the end), streamed."""
+
+    def local_path(self, key: str) -> Path | None:
+        """Filesystem path for sendfile when the store is local, else None."""
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under prefix; returns how many."""
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,240 @@
+// The only pybind11 file (DESIGN.md). Thin: converts types, releases the GIL around
+// all media work (STYLE.md §6) and maps core errors to Python exceptions (§5).
+#include <pybind11/functional.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "cmaf/segmenter.h"
+#include "common/error.h"
+#include "common/media_types.h"
+#include "probe/probe.h"
+#include "remux/remux.h"
+#include "transcode/transcoder.h"
+
+namespace py = pybind11;
+using namespace cdlc;
+
+namespace {
+
+py::bytes to_bytes(const std::vector<uint8_t>& v) {
+    return py::bytes(reinterpret_cast<const char*>(v.data()), v.size());
+}
+
+// Python classes that inherit both our base and the matching builtin, like PyAV's.
+struct ErrorClasses {
+    py::object base, invalid, not_found, io, cancelled;
+};
+ErrorClasses* g_errors = nullptr;
+
+py::object make_error_class(py::module_& m, const char* name, py::tuple bases) {
+    py::object type = py::module_::import("builtins").attr("type");
+    py::dict ns;
+    ns["__module__"] = m.attr("__name__");
+    py::object cls = type(name, bases, ns);
+    m.attr(name) = cls;
+    return cls;
+}
+
+void raise_as(const py::object& cls, const Error& e) {
+    py::object exc = cls(py::str(e.what()));
+    exc.attr("code") = e.code();
+    PyErr_SetObject(cls.ptr(), exc.ptr());
+}
+
+void init_errors(py::module_& m) {
+    g_errors = new ErrorClasses();
+    py::object builtins = py::module_::import("builtins");
+    g_errors->base = make_error_class(m, "NativeError", py::make_tuple(builtins.attr("Exception")));
+    g_errors->invalid = make_error_class(
+        m, "InvalidDataError", py::make_tuple(g_errors->base, builtins.attr("ValueError")));
+    g_errors->not_found = make_error_class(
+        m, "NotFoundError", py::make_tuple(g_errors->base, builtins.attr("LookupError")));
+    g_errors->io = make_error_class(
+        m, "NativeIOError", py::make_tuple(g_errors->base, builtins.attr("OSError")));
+    g_errors->cancelled = make_error_class(m, "CancelledError", py::make_tuple(g_errors->base));
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const InvalidDataError& e) {
+            raise_as(g_errors->invalid, e);
+        } catch (const NotFoundError& e) {
+            raise_as(g_errors->not_found, e);
+        } catch (const IOError& e) {
+            raise_as(g_errors->io, e);
+        } catch (const CancelledError& e) {
+            raise_as(g_errors->cancelled, e);
+        } catch (const Error& e) {
+            raise_as(g_errors->base, e);
+        }
+    });
+}
+
+void init_models(py::module_& m) {
+    py::enum_<TrackKind>(m, "TrackKind")
+        .value("VIDEO", TrackKind::Video)
+        .value("AUDIO", TrackKind::Audio);
+
+    py::class_<TrackInfo>(m, "TrackInfo")
+        .def_readonly("kind", &TrackInfo::kind)
+        .def_readonly("codec", &TrackInfo::codec)
+        .def_readonly("timescale", &TrackInfo::timescale)
+        .def_property_readonly("extradata", [](const TrackInfo& t) { return to_bytes(t.extradata); })
+        .def_readonly("width", &TrackInfo::width)
+        .def_readonly("height", &TrackInfo::height)
+        .def_readonly("sar_num", &TrackInfo::sar_num)
+        .def_readonly("sar_den", &TrackInfo::sar_den)
+        .def_readonly("frame_rate_num", &TrackInfo::frame_rate_num)
+        .def_readonly("frame_rate_den", &TrackInfo::frame_rate_den)
+        .def_readonly("sample_rate", &TrackInfo::sample_rate)
+        .def_readonly("channels", &TrackInfo::channels)
+        .def_readonly("bitrate", &TrackInfo::bitrate)
+        .def_readonly("language", &TrackInfo::language);
+
+    py::class_<SegmentRecord>(m, "SegmentRecord")
+        .def_readonly("number", &SegmentRecord::number)
+        .def_readonly("start", &SegmentRecord::start)
+        .def_readonly("duration", &SegmentRecord::duration)
+        .def_readonly("size", &SegmentRecord::size)
+        .def_readonly("iframe_size", &SegmentRecord::iframe_size);
+
+    py::class_<RenditionResult>(m, "RenditionResult")
+        .def_readonly("id", &RenditionResult::id)
+        .def_readonly("track", &RenditionResult::track)
+        .def_readonly("segments", &RenditionResult::segments);
+
+    py::class_<PipelineResult>(m, "PipelineResult")
+        .def_readonly("renditions", &PipelineResult::renditions)
+        .def_readonly("duration_seconds", &PipelineResult::duration_seconds)
+        .def_readonly("source_frames", &PipelineResult::source_frames);
+}
+
+void init_probe(py::module_& m) {
+    py::class_<StreamInfo>(m, "StreamInfo")
+        .def_readonly("index", &StreamInfo::index)
+        .def_readonly("kind", &StreamInfo::kind)
+        .def_readonly("codec", &StreamInfo::codec)
+        .def_readonly("profile", &StreamInfo::profile)
+        .def_readonly("width", &StreamInfo::width)
+        .def_readonly("height", &StreamInfo::height)
+        .def_readonly("display_width", &StreamInfo::display_width)
+        .def_readonly("display_height", &StreamInfo::display_height)
+        .def_readonly("sar_num", &StreamInfo::sar_num)
+        .def_readonly("sar_den", &StreamInfo::sar_den)
+        .def_readonly("frame_rate", &StreamInfo::frame_rate)
+        .def_readonly("variable_frame_rate", &StreamInfo::variable_frame_rate)
+        .def_readonly("interlaced", &StreamInfo::interlaced)
+        .def_readonly("rotation", &StreamInfo::rotation)
+        .def_readonly("pix_fmt", &StreamInfo::pix_fmt)
+        .def_readonly("bit_depth", &StreamInfo::bit_depth)
+        .def_readonly("sample_rate", &StreamInfo::sample_rate)
+        .def_readonly("channels", &StreamInfo::channels)
+        .def_readonly("channel_layout", &StreamInfo::channel_layout)
+        .def_readonly("bit_rate", &StreamInfo::bit_rate)
+        .def_readonly("duration", &StreamInfo::duration);
+
+    py::class_<MediaInfo>(m, "MediaInfo")
+        .def_readonly("path", &MediaInfo::path)
+        .def_readonly("format", &MediaInfo::format)
+        .def_readonly("duration", &MediaInfo::duration)
+        .def_readonly("size", &MediaInfo::size)
+        .def_readonly("bit_rate", &MediaInfo::bit_rate)
+        .def_readonly("streams", &MediaInfo::streams);
+
+    m.def(
+        "probe",
+        [](const std::string& path) {
+            py::gil_scoped_release release;
+            return probe(path);
+        },
+        py::arg("path"));
+}
+
+void init_transcode(py::module_& m) {
+    py::class_<RungConfig>(m, "RungConfig")
+        .def(py::init<>())
+        .def_readwrite("id", &RungConfig::id)
+        .def_readwrite("width", &RungConfig::width)
+        .def_readwrite("height", &RungConfig::height)
+        .def_readwrite("bitrate", &RungConfig::bitrate)
+        .def_readwrite("maxrate", &RungConfig::maxrate)
+        .def_readwrite("bufsize", &RungConfig::bufsize)
+        .def_readwrite("crf", &RungConfig::crf)
+        .def_readwrite("encoder", &RungConfig::encoder);
+
+    py::class_<TranscodeConfig>(m, "TranscodeConfig")
+        .def(py::init<>())
+        .def_readwrite("input", &TranscodeConfig::input)
+        .def_readwrite("output_dir", &TranscodeConfig::output_dir)
+        .def_readwrite("rungs", &TranscodeConfig::rungs)
+        .def_readwrite("segment_seconds", &TranscodeConfig::segment_seconds)
+        .def_readwrite("gop_seconds", &TranscodeConfig::gop_seconds)
+        .def_readwrite("preset", &TranscodeConfig::preset)
+        .def_readwrite("fps_num", &TranscodeConfig::fps_num)
+        .def_readwrite("fps_den", &TranscodeConfig::fps_den)
+        .def_readwrite("audio", &TranscodeConfig::audio)
+        .def_readwrite("audio_bitrate", &TranscodeConfig::audio_bitrate)
+        .def_readwrite("audio_sample_rate", &TranscodeConfig::audio_sample_rate)
+        .def_readwrite("audio_channels", &TranscodeConfig::audio_channels)
+        .def_readwrite("audio_id", &TranscodeConfig::audio_id);
+
+    py::class_<Transcoder>(m, "Transcoder")
+        .def(py::init<TranscodeConfig>(), py::arg("config"))
+        .def(
+            "run",
+            [](Transcoder& self, py::object progress) {
+                // A Python exception raised in the callback is kept, the run is
+                // cancelled, and the exception re-raised here (STYLE.md §6).
+                std::shared_ptr<py::error_already_set> pending;
+                std::mutex pending_mutex;
+                ProgressFn fn;
+                if (!progress.is_none()) {
+                    fn = [&](double fraction) {
+                        py::gil_scoped_acquire acquire;
+                        try {
+                            progress(fraction);
+                        } catch (py::error_already_set& e) {
+                            std::lock_guard<std::mutex> lock(pending_mutex);
+                            if (!pending) pending = std::make_shared<py::error_already_set>(std::move(e));
+                            self.cancel();
+                        }
+                    };
+                }
+                PipelineResult result;
+                try {
+                    py::gil_scoped_release release;
+                    result = self.run(fn);
+                } catch (const CancelledError&) {
+                    if (pending) throw *pending;
+                    throw;
+                }
+                if (pending) throw *pending;
+                return result;
+            },
+            py::arg("progress") = py::none())
+        .def("cancel", &Transcoder::cancel, py::call_guard<py::gil_scoped_release>());
+}
+
+void init_cmaf(py::module_& m) {
+    m.def(
+        "package_copy",
+        [](const std::string& input, const std::string& output_dir, double segment_seconds) {
+            py::gil_scoped_release release;
+            return package_copy(input, output_dir, segment_seconds);
+        },
+        py::arg("input"), py::arg("output_dir"), py::arg("segment_seconds"));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "cdlc-stream native core (FFmpeg libav* + CMAF writer)";
+    init_errors(m);
+    init_models(m);
+    init_probe(m);
+    init_transcode(m);
+    init_cmaf(m);
+}

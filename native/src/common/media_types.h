@@ -1,0 +1,81 @@
+// Neutral media models shared by every stage of the native core (STYLE.md §1):
+// demuxers/encoders produce them, the CMAF writer and the segmenter consume them.
+// Nothing here knows about FFmpeg or Python.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cdlc {
+
+enum class TrackKind { Video, Audio };
+
+// Everything the ISO-BMFF writer needs to describe one track (moov/trak) and
+// everything the packager needs for codec strings and manifests.
+struct TrackInfo {
+    TrackKind kind = TrackKind::Video;
+    std::string codec;               // "h264", "hevc", "aac", "opus"
+    uint32_t timescale = 90000;      // mdhd timescale; all packet times below use it
+    // Decoder configuration in ISO form: AVCDecoderConfigurationRecord (avcC),
+    // HEVCDecoderConfigurationRecord (hvcC), AudioSpecificConfig (esds) or OpusHead (dOps).
+    std::vector<uint8_t> extradata;
+    // video
+    int width = 0;
+    int height = 0;
+    int sar_num = 1;
+    int sar_den = 1;
+    int frame_rate_num = 0;          // constant output frame rate, e.g. 30000/1001
+    int frame_rate_den = 1;
+    // audio
+    int sample_rate = 0;
+    int channels = 0;
+    // nominal (target) bitrate in bit/s; 0 if unknown (copy path)
+    int64_t bitrate = 0;
+    std::string language = "und";
+};
+
+// One coded access unit. Video data is length-prefixed (4-byte NAL lengths,
+// ISO/IEC 14496-15), never Annex B; AAC is raw (no ADTS header).
+struct EncodedPacket {
+    std::vector<uint8_t> data;
+    int64_t pts = 0;                 // presentation time, track timescale
+    int64_t dts = 0;                 // decode time, track timescale
+    int64_t duration = 0;            // track timescale
+    bool keyframe = false;           // sync sample (IDR / audio frame)
+};
+
+// One media segment as written: what manifests and the metadata store need.
+struct SegmentRecord {
+    int number = 0;                  // 1-based, the {number} of {number}.m4s
+    int64_t start = 0;               // tfdt: earliest decode time, track timescale
+    int64_t duration = 0;            // sum of sample durations, track timescale
+    uint64_t size = 0;               // bytes of the .m4s file
+    uint64_t iframe_size = 0;        // bytes from file start to end of its first sync
+                                     // sample (I-frame playlists); 0 for audio
+};
+
+// A rendition as finished: its track, where its files are, its segment index.
+struct RenditionResult {
+    std::string id;                  // directory name under the output dir, e.g. "v720" or "audio"
+    TrackInfo track;
+    std::vector<SegmentRecord> segments;
+};
+
+struct PipelineResult {
+    std::vector<RenditionResult> renditions;
+    double duration_seconds = 0.0;   // of the output
+    int64_t source_frames = 0;       // decoded video frames (0 on the copy path)
+};
+
+// A consumer of encoded packets, e.g. the CMAF segmenter. Called from one thread
+// per track; implementations need not be thread-safe across calls.
+class PacketSink {
+public:
+    virtual ~PacketSink() = default;
+    virtual void write(const EncodedPacket& packet) = 0;
+    // Flush everything buffered (the last segment). No write() after finish().
+    virtual void finish() = 0;
+};
+
+}  // namespace cdlc

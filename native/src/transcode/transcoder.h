@@ -1,0 +1,66 @@
+// One-pass ABR transcoder: demux and decode the master once, scale every rung from
+// the decoded frame, encode each rung in its own thread, encode audio once, and
+// hand encoded packets to one CMAF segmenter per rendition.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/media_types.h"
+
+namespace cdlc {
+
+struct RungConfig {
+    std::string id;              // rendition id / directory name, e.g. "v720"
+    int width = 0;               // output size (even); 0 = derive from height and the DAR
+    int height = 0;
+    int64_t bitrate = 0;         // target, bit/s (capped VBR)
+    int64_t maxrate = 0;         // 0 = 1.5 x bitrate (ISO buffer model cap)
+    int64_t bufsize = 0;         // 0 = 2 x bitrate
+    int crf = -1;                // >= 0 selects CRF (still capped by maxrate)
+    std::string encoder = "libx264";   // or "h264_nvenc"
+};
+
+struct TranscodeConfig {
+    std::string input;
+    std::string output_dir;      // each rendition writes output_dir/<id>/init.mp4 and N.m4s
+    std::vector<RungConfig> rungs;
+    double segment_seconds = 4.0;
+    double gop_seconds = 2.0;    // keyframe interval; segment_seconds is a multiple of it
+    std::string preset = "veryfast";
+    int fps_num = 0;             // output frame rate; 0 = the source's (normalised to CFR)
+    int fps_den = 1;
+    bool audio = true;           // encode the first audio stream, if any
+    int64_t audio_bitrate = 128000;
+    int audio_sample_rate = 48000;
+    int audio_channels = 2;
+    std::string audio_id = "audio";
+};
+
+// progress: fraction done in [0, 1]; called at most ~10 times a second, from a
+// worker thread, never while holding internal locks.
+using ProgressFn = std::function<void(double)>;
+
+class Transcoder {
+public:
+    explicit Transcoder(TranscodeConfig config);
+    ~Transcoder();
+    Transcoder(const Transcoder&) = delete;
+    Transcoder& operator=(const Transcoder&) = delete;
+
+    // Runs the whole ladder. Blocking. Throws cdlc::Error subclasses; throws
+    // CancelledError when cancel() was called.
+    PipelineResult run(const ProgressFn& progress);
+
+    // Safe from any thread; run() returns (throws CancelledError) within a second.
+    void cancel();
+
+private:
+    TranscodeConfig config_;
+    std::atomic<bool> cancelled_{false};
+};
+
+}  // namespace cdlc

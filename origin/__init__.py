@@ -1,0 +1,1 @@
+"""cdlc-stream origin."""
