@@ -1,0 +1,27 @@
+// H.264/HEVC bitstream form conversions (ISO/IEC 14496-15). Encoders through
+// libavcodec and MPEG-TS demuxing give Annex B (start codes); CMAF wants 4-byte
+// length-prefixed NAL units and an avcC/hvcC decoder configuration record.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace cdlc {
+
+// True if data starts with a 00 00 01 or 00 00 00 01 start code.
+bool is_annexb(const uint8_t* data, size_t size);
+
+// Annex B -> 4-byte length-prefixed NAL units. Input already length-prefixed
+// (is_annexb false) is returned unchanged.
+std::vector<uint8_t> annexb_to_length_prefixed(const uint8_t* data, size_t size);
+
+// AVCDecoderConfigurationRecord from encoder/demuxer extradata: Annex B SPS/PPS
+// is converted, an ISO record (first byte 1) is returned as is.
+// Throws InvalidDataError when no SPS/PPS is found.
+std::vector<uint8_t> avc_decoder_config(const uint8_t* extradata, size_t size);
+
+// HEVCDecoderConfigurationRecord from Annex B VPS/SPS/PPS or an ISO record.
+std::vector<uint8_t> hevc_decoder_config(const uint8_t* extradata, size_t size);
+
+}  // namespace cdlc
