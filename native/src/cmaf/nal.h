@@ -22,6 +22,26 @@ std::vector<uint8_t> annexb_to_length_prefixed(const uint8_t* data, size_t size)
 std::vector<uint8_t> avc_decoder_config(const uint8_t* extradata, size_t size);
 
 // HEVCDecoderConfigurationRecord from Annex B VPS/SPS/PPS or an ISO record.
+// Throws InvalidDataError when no VPS/SPS/PPS is found or the SPS is malformed.
 std::vector<uint8_t> hevc_decoder_config(const uint8_t* extradata, size_t size);
+
+// --- helpers shared with the copy path (additive to the original contract) ---
+
+// One NAL unit inside a larger buffer (no start code, no length prefix).
+struct NalSpan {
+    const uint8_t* data;
+    size_t size;
+};
+
+// NAL units of an Annex B buffer, in order; trailing zero bytes (the leading byte
+// of a following 4-byte start code, H.264 §B.1.1 trailing_zero_8bits) are trimmed.
+std::vector<NalSpan> split_annexb(const uint8_t* data, size_t size);
+
+// NAL units of a 4-byte length-prefixed buffer. Throws InvalidDataError when a
+// length runs past the end.
+std::vector<NalSpan> split_length_prefixed(const uint8_t* data, size_t size);
+
+// Removes emulation prevention bytes (00 00 03 -> 00 00), H.264 §7.4.1.
+std::vector<uint8_t> nal_to_rbsp(const uint8_t* data, size_t size);
 
 }  // namespace cdlc

@@ -1,0 +1,47 @@
+"""One settings object for the whole engine (pydantic-settings, prefix CDLC_).
+
+Embedded defaults need no server: everything lives under CDLC_DATA_DIR. Pointing a
+URL at a server (S3, ScyllaDB, Redis, a Celery broker) is configuration only.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CDLC_", extra="ignore")
+
+    data_dir: Path = Field(Path("./cdlc-data"), description="local data: SQLite, objects, work")
+    storage: str = Field("", description="'' = <data_dir>/objects, or s3://bucket/prefix")
+    metadata: str = Field("", description="'' = SQLite in data_dir, or scylla://h1,h2/keyspace")
+    cache: str = Field("", description="'' = in-process LRU, or redis://host:port/db")
+    broker: str = Field("", description="'' = in-process executor, or a Celery broker URL")
+    signing_key: str = Field("", description="playback-token HMAC key; '' = tokens off")
+    api_key: str = Field("", description="admin API key; '' = admin API open (local use)")
+    segment_seconds: float = Field(4.0, gt=0)
+    gop_seconds: float = Field(2.0, gt=0)
+    preset: str = "veryfast"
+    encoder: str = Field("auto", description="auto | cpu | gpu")
+    max_jobs: int = Field(1, ge=1, description="concurrent jobs of the in-process executor")
+    max_upload_bytes: int = 20 * 2**30
+
+    @field_validator("encoder")
+    @classmethod
+    def _encoder_known(cls, value: str) -> str:
+        if value not in ("auto", "cpu", "gpu"):
+            raise ValueError("encoder must be auto, cpu or gpu")
+        return value
+
+    @cached_property
+    def work_dir(self) -> Path:
+        """Scratch space for jobs; never served."""
+        return self.data_dir / "work"
+
+    @property
+    def signing_key_bytes(self) -> bytes | None:
+        return self.signing_key.encode() if self.signing_key else None

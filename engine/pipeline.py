@@ -1,0 +1,268 @@
+"""The ingest job: probe -> plan -> transcode -> package -> publish.
+
+Every state change is written to the metadata store. Media is produced in a private
+work directory, uploaded, and only then made visible by one atomic `publish()`; a
+job that fails or is killed leaves no served asset behind (the origin serves READY
+assets only, and a failed job removes what it uploaded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import native
+from engine.ladder import plan_ladder
+from engine.workers import choose_encoder
+from metadata.models import Asset, JobState, Rendition, Segment, media_key
+from metadata.objects import ObjectStore
+from metadata.store import MetadataStore
+from packager.codecs import codec_string
+
+log = logging.getLogger(__name__)
+
+ASSET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+# (stage, fraction of that stage in 0..1); called from worker threads too.
+ProgressFn = Callable[[JobState, float], None]
+
+
+class IngestError(Exception):
+    """The master or the request is unusable: a user error, reported in one line."""
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    ladder: str | None = None          # "1080:5000,720:3000"; None plans from the source
+    preset: str = "veryfast"
+    segment_seconds: float = 4.0
+    gop_seconds: float = 2.0
+    copy: bool = False                 # package without re-encoding
+    encoder: str = "auto"              # auto | cpu | gpu
+
+
+@dataclass
+class Services:
+    store: MetadataStore
+    objects: ObjectStore
+    work_dir: Path
+
+
+def new_asset_id(master: Path) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", master.stem).strip("-_")[:40] or "asset"
+    return f"{stem}-{uuid.uuid4().hex[:8]}"
+
+
+def check_asset_id(asset_id: str) -> str:
+    if not ASSET_ID.match(asset_id):
+        raise IngestError(
+            f"invalid asset id {asset_id!r}: use 1-64 letters, digits, '-' or '_'"
+        )
+    return asset_id
+
+
+class _StateWriter:
+    """Throttled progress writes from worker threads into the async store."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, store: MetadataStore, asset_id: str,
+                 state: JobState, on_progress: ProgressFn | None) -> None:
+        self._loop, self._store, self._asset_id = loop, store, asset_id
+        self._state, self._on_progress = state, on_progress
+        self._last = 0.0
+
+    def __call__(self, fraction: float) -> None:
+        if self._on_progress is not None:
+            self._on_progress(self._state, fraction)
+        now = time.monotonic()
+        if now - self._last >= 1.0:
+            self._last = now
+            asyncio.run_coroutine_threadsafe(
+                self._store.set_state(self._asset_id, self._state, progress=fraction),
+                self._loop,
+            )
+
+
+async def _in_thread(fn: Callable[[], native.PipelineResult],
+                     cancel: Callable[[], None]) -> native.PipelineResult:
+    """Run native work in a thread; if this task is cancelled, cancel the native run
+    and wait for it to stop so no thread outlives the job."""
+    fut = asyncio.get_running_loop().run_in_executor(None, fn)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        cancel()
+        try:
+            await fut
+        except native.NativeError:
+            pass
+        raise
+
+
+def _frame_rate(track: native.TrackInfo) -> str:
+    if track.frame_rate_num <= 0:
+        return ""
+    if track.frame_rate_den == 1:
+        return str(track.frame_rate_num)
+    return f"{track.frame_rate_num}/{track.frame_rate_den}"
+
+
+def to_models(
+    asset_id: str, result: native.PipelineResult
+) -> tuple[list[Rendition], list[Segment]]:
+    """Neutral native results -> metadata models (codec strings from the real config)."""
+    renditions: list[Rendition] = []
+    segments: list[Segment] = []
+    for r in result.renditions:
+        t = r.track
+        is_video = t.kind == native.TrackKind.VIDEO
+        sizes = [s.size for s in r.segments]
+        durations = [s.duration / t.timescale for s in r.segments]
+        total_seconds = sum(durations) or 1.0
+        avg = int(sum(sizes) * 8 / total_seconds)
+        peak = max((int(sz * 8 / d) for sz, d in zip(sizes, durations, strict=True) if d > 0),
+                   default=avg)
+        renditions.append(Rendition(
+            asset_id=asset_id, id=r.id, kind="video" if is_video else "audio", codec=t.codec,
+            codec_string=codec_string(t.codec, t.extradata), timescale=t.timescale,
+            bitrate=t.bitrate or avg, avg_bitrate=avg, peak_bitrate=peak,
+            width=t.width, height=t.height, sar=f"{t.sar_num}:{t.sar_den}",
+            frame_rate=_frame_rate(t) if is_video else "",
+            sample_rate=t.sample_rate, channels=t.channels, language=t.language,
+        ))
+        segments.extend(
+            Segment(asset_id=asset_id, rendition_id=r.id, number=s.number, start=s.start,
+                    duration=s.duration, size=s.size, iframe_size=s.iframe_size)
+            for s in r.segments
+        )
+    return renditions, segments
+
+
+async def _upload(objects: ObjectStore, asset_id: str, out_dir: Path,
+                  renditions: Sequence[Rendition], segments: Sequence[Segment],
+                  on_progress: Callable[[float], None]) -> None:
+    files = [(r.id, "init.mp4") for r in renditions]
+    files += [(s.rendition_id, f"{s.number}.m4s") for s in segments]
+    sem = asyncio.Semaphore(8)
+    done = 0
+
+    async def one(rendition_id: str, name: str) -> None:
+        nonlocal done
+        async with sem:
+            await objects.put_file(media_key(asset_id, rendition_id, name),
+                                   out_dir / rendition_id / name)
+        done += 1
+        on_progress(done / len(files))
+
+    await asyncio.gather(*(one(rid, name) for rid, name in files))
+
+
+async def ingest(
+    services: Services,
+    asset_id: str,
+    master: Path,
+    options: IngestOptions,
+    on_progress: ProgressFn | None = None,
+    source_name: str | None = None,
+) -> Asset:
+    """Run the whole pipeline for one master. Returns the READY asset.
+
+    Raises IngestError (bad input: the job is FAILED with the reason) or other
+    exceptions (infrastructure); in every failure nothing of the asset is served.
+    """
+    store, objects = services.store, services.objects
+    check_asset_id(asset_id)
+    existing = await store.get_asset(asset_id)
+    if existing is not None and existing.state == JobState.READY:
+        raise IngestError(f"asset {asset_id} already exists; delete it or choose another --id")
+    asset = Asset(id=asset_id, source_name=source_name or master.name)
+    await store.put_asset(asset)
+    loop = asyncio.get_running_loop()
+    work = services.work_dir / f"{asset_id}-{uuid.uuid4().hex[:8]}"
+    uploaded = False
+
+    def report(state: JobState, fraction: float) -> None:
+        if on_progress is not None:
+            on_progress(state, fraction)
+
+    try:
+        await store.set_state(asset_id, JobState.PROBING, progress=0.0)
+        report(JobState.PROBING, 0.0)
+        if not master.is_file():
+            raise IngestError(f"{master}: no such file")
+        if master.stat().st_size == 0:
+            raise IngestError(f"{master}: empty file, not a media file")
+        try:
+            info = await asyncio.to_thread(native.probe, master)
+        except native.NativeError as exc:
+            raise IngestError(f"{master}: not a playable media file ({exc})") from exc
+        if not any(s.kind == "video" for s in info.streams):
+            raise IngestError(f"{master}: no video stream")
+        report(JobState.PROBING, 1.0)
+        work.mkdir(parents=True, exist_ok=True)
+        out_dir = work / "out"
+
+        if options.copy:
+            await store.set_state(asset_id, JobState.PACKAGING, progress=0.0)
+            report(JobState.PACKAGING, 0.0)
+            result = await _in_thread(
+                lambda: native.package_copy(master, out_dir, options.segment_seconds),
+                lambda: None)
+        else:
+            try:
+                rungs = plan_ladder(info, options.ladder)
+            except ValueError as exc:
+                raise IngestError(str(exc)) from exc
+            encoder = choose_encoder(options.encoder)
+            rungs = [native.Rung(**{**r.__dict__, "encoder": encoder}) for r in rungs]
+            await store.set_state(asset_id, JobState.TRANSCODING, progress=0.0)
+            writer = _StateWriter(loop, store, asset_id, JobState.TRANSCODING, on_progress)
+            transcoder = native.Transcoder(
+                master, out_dir, rungs, segment_seconds=options.segment_seconds,
+                gop_seconds=options.gop_seconds, preset=options.preset)
+            result = await _in_thread(lambda: transcoder.run(writer), transcoder.cancel)
+            await store.set_state(asset_id, JobState.PACKAGING, progress=0.0)
+            report(JobState.PACKAGING, 0.0)
+
+        renditions, segments = to_models(asset_id, result)
+        if not segments:
+            raise IngestError(f"{master}: produced no segments")
+        report(JobState.PACKAGING, 1.0)
+
+        await store.set_state(asset_id, JobState.PUBLISHING, progress=0.0)
+        uploaded = True
+        await _upload(objects, asset_id, out_dir, renditions, segments,
+                      lambda f: report(JobState.PUBLISHING, f))
+        asset.duration = result.duration_seconds
+        asset.state = JobState.READY
+        asset.progress = 1.0
+        await store.publish(asset, renditions, segments)
+        report(JobState.READY, 1.0)
+        published = await store.get_asset(asset_id)
+        return published or asset
+    except BaseException as exc:
+        reason = _reason(exc)
+        try:
+            if uploaded:
+                await objects.delete_prefix(f"media/{asset_id}/")
+            await store.set_state(asset_id, JobState.FAILED, error=reason)
+        except Exception:  # the store itself may be what failed
+            log.exception("could not record failure of %s", asset_id)
+        if isinstance(exc, native.InvalidDataError | native.NotFoundError):
+            raise IngestError(f"{master}: {exc}") from exc
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+        return "cancelled"
+    return str(exc) or type(exc).__name__
+
