@@ -25,8 +25,9 @@ $(STAMPS)/apt: Makefile
 venv: $(STAMPS)/venv
 $(STAMPS)/venv: pyproject.toml setup.py | $(STAMPS)/apt
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q -U pip setuptools wheel
-	$(VPY) -m pip install -q -e '.[dev]'
+	$(VPY) -m pip install -q -U pip setuptools wheel pybind11
+	# no build isolation: setup.py's CMake run then shares build/ with `make native`
+	$(VPY) -m pip install -q --no-build-isolation -e '.[dev]'
 	@touch $@
 
 # The native module: CMake rebuilds only what changed.

@@ -224,6 +224,41 @@ async def build_origin_app(settings: Settings) -> Any:
     return application
 
 
+@cdn_app.command("nginx-config")
+def nginx_config_cmd(
+    origin: Annotated[str, typer.Option(help="origin base URL, e.g. http://127.0.0.1:8080")],
+    listen: Annotated[str, typer.Option(help="HOST:PORT the edge listens on")],
+    cache_dir: Annotated[Path, typer.Option(help="cache, pid, logs and temp files")],
+    foreground: Annotated[bool, typer.Option("--foreground", help="daemon off")] = False,
+) -> None:
+    """Print a complete nginx.conf for an edge in front of ORIGIN (`nginx -c FILE`).
+    Token checks at the edge use CDLC_SIGNING_KEY when it is set."""
+    from cdn.nginx import render_nginx_config
+
+    settings = Settings()
+    try:
+        print(render_nginx_config(origin, listen, cache_dir.resolve(),
+                                  settings.signing_key_bytes, daemon=not foreground), end="")
+    except (ValueError, LookupError) as exc:
+        fail(str(exc))
+
+
+@app.command("token")
+def token_cmd(
+    asset_id: Annotated[str, typer.Argument(help="asset id")],
+    ttl: Annotated[float, typer.Option(help="seconds the token stays valid")] = 3600,
+    client_ip: Annotated[str | None, typer.Option(help="bind the token to this client")] = None,
+) -> None:
+    """Print a playback token for ASSET_ID (needs CDLC_SIGNING_KEY); players pass it
+    as ?token=... on the manifest URL."""
+    from cdn.tokens import sign_for
+
+    key = Settings().signing_key_bytes
+    if key is None:
+        fail("CDLC_SIGNING_KEY is not set: playback tokens are off", 1)
+    print(sign_for(key, asset_id, ttl, client_ip))
+
+
 def make_demo_master(path: Path, seconds: int = 10) -> Path:
     """A 1080p30 test pattern with a tone, made with the ffmpeg CLI."""
     if shutil.which("ffmpeg") is None:

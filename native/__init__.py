@@ -37,10 +37,16 @@ __all__ = [
     "RenditionResult",
     "Rung",
     "SegmentRecord",
+    "Segmenter",
     "StreamInfo",
     "TrackInfo",
     "TrackKind",
     "Transcoder",
+    "annexb_to_length_prefixed",
+    "avc_decoder_config",
+    "encoders_available",
+    "hevc_decoder_config",
+    "nvenc_available",
     "package_copy",
     "probe",
 ]
@@ -63,6 +69,18 @@ class Rung:
     bufsize: int = 0
     crf: int = -1
     encoder: str = "libx264"
+
+
+def encoders_available() -> list[str]:
+    """H.264 encoders that open on this machine, CPU first: ["libx264"] or
+    ["libx264", "h264_nvenc"]. Checked once per process by opening each encoder."""
+    return list(_core.h264_encoders_available())
+
+
+def nvenc_available() -> bool:
+    """True when this FFmpeg build has h264_nvenc and a CUDA device with NVENC opens it
+    (a Rung with encoder="h264_nvenc" then runs on the GPU). Cached per process."""
+    return bool(_core.encoder_usable("h264_nvenc"))
 
 
 class Transcoder:
@@ -117,3 +135,75 @@ def package_copy(
 ) -> PipelineResult:
     """Package an H.264/HEVC + AAC master into CMAF without re-encoding."""
     return _core.package_copy(str(input), str(output_dir), segment_seconds)
+
+
+class Segmenter:
+    """The CMAF segmenter of the core (cmaf/segmenter.h) for one track, usable from
+    Python: writes out_dir/init.mp4 and out_dir/N.m4s.
+
+    Video packets must be length-prefixed (see annexb_to_length_prefixed), AAC raw.
+    Times are in `timescale` units. segment_seconds <= 0 cuts only at force_cut().
+    Raises InvalidDataError for unsupported codecs, bad extradata or decode times
+    that go backwards, NativeIOError when a file cannot be written.
+    """
+
+    def __init__(
+        self,
+        track_kind: TrackKind,
+        codec: str,
+        timescale: int,
+        extradata: bytes,
+        width: int,
+        height: int,
+        sample_rate: int,
+        channels: int,
+        out_dir: str | Path,
+        segment_seconds: float,
+        *,
+        sar: tuple[int, int] = (1, 1),
+        frame_rate: tuple[int, int] = (0, 1),
+        bitrate: int = 0,
+        language: str = "und",
+    ) -> None:
+        self._impl = _core.Segmenter(
+            track_kind, codec, timescale, bytes(extradata), width, height, sample_rate,
+            channels, str(out_dir), segment_seconds, sar_num=sar[0], sar_den=sar[1],
+            frame_rate_num=frame_rate[0], frame_rate_den=frame_rate[1], bitrate=bitrate,
+            language=language,
+        )
+
+    def write(self, data: bytes, pts: int, dts: int, duration: int, keyframe: bool) -> None:
+        """One access unit; `data` is copied (never pass PyAV packet objects)."""
+        self._impl.write(bytes(data), pts, dts, duration, keyframe)
+
+    def force_cut(self) -> None:
+        """End the current segment before the next packet."""
+        self._impl.force_cut()
+
+    def finish(self) -> list[SegmentRecord]:
+        """Flush the last segment; returns every segment written."""
+        return list(self._impl.finish())
+
+    @property
+    def segments(self) -> list[SegmentRecord]:
+        return list(self._impl.segments)
+
+    @property
+    def track(self) -> TrackInfo:
+        return self._impl.track
+
+
+def avc_decoder_config(extradata: bytes) -> bytes:
+    """AVCDecoderConfigurationRecord (avcC) from Annex B SPS/PPS or an avcC."""
+    return bytes(_core.avc_decoder_config(bytes(extradata)))
+
+
+def hevc_decoder_config(extradata: bytes) -> bytes:
+    """HEVCDecoderConfigurationRecord (hvcC) from Annex B VPS/SPS/PPS or an hvcC."""
+    return bytes(_core.hevc_decoder_config(bytes(extradata)))
+
+
+def annexb_to_length_prefixed(data: bytes) -> bytes:
+    """Start codes -> 4-byte NAL lengths; input not starting with a start code is
+    returned unchanged."""
+    return bytes(_core.annexb_to_length_prefixed(bytes(data)))

@@ -8,11 +8,13 @@
 #include <mutex>
 #include <string>
 
+#include "cmaf/nal.h"
 #include "cmaf/segmenter.h"
 #include "common/error.h"
 #include "common/media_types.h"
 #include "probe/probe.h"
 #include "remux/remux.h"
+#include "transcode/encoders.h"
 #include "transcode/transcoder.h"
 
 namespace py = pybind11;
@@ -216,7 +218,52 @@ void init_transcode(py::module_& m) {
             },
             py::arg("progress") = py::none())
         .def("cancel", &Transcoder::cancel, py::call_guard<py::gil_scoped_release>());
+
+    // Run-time encoder detection (GPU workers): opening an encoder can take a while
+    // (CUDA initialisation), so the GIL is released; answers are cached per process.
+    m.def("encoder_usable", &encoder_usable, py::arg("name"),
+          py::call_guard<py::gil_scoped_release>());
+    m.def("h264_encoders_available", &h264_encoders_available,
+          py::call_guard<py::gil_scoped_release>());
 }
+
+std::vector<uint8_t> bytes_to_vector(const py::bytes& b) {
+    char* data = nullptr;
+    Py_ssize_t size = 0;
+    if (PyBytes_AsStringAndSize(b.ptr(), &data, &size) != 0) throw py::error_already_set();
+    return std::vector<uint8_t>(reinterpret_cast<uint8_t*>(data), reinterpret_cast<uint8_t*>(data) + size);
+}
+
+// A segmenter usable from Python (tests, tools): packets are copied out of the
+// Python bytes object with the GIL held, then written with it released.
+class PySegmenter {
+public:
+    PySegmenter(TrackInfo track, std::string out_dir, double segment_seconds)
+        : seg_(std::move(track), std::move(out_dir), segment_seconds) {}
+    void write(const py::bytes& data, int64_t pts, int64_t dts, int64_t duration, bool keyframe) {
+        EncodedPacket p;
+        p.data = bytes_to_vector(data);
+        p.pts = pts;
+        p.dts = dts;
+        p.duration = duration;
+        p.keyframe = keyframe;
+        py::gil_scoped_release release;
+        seg_.write(std::move(p));
+    }
+    std::vector<SegmentRecord> finish() {
+        {
+            py::gil_scoped_release release;
+            seg_.finish();
+        }
+        return seg_.segments();
+    }
+    void force_cut() { seg_.force_cut(); }
+    const std::vector<SegmentRecord>& segments() const { return seg_.segments(); }
+    const TrackInfo& track() const { return seg_.track(); }
+
+private:
+    CmafSegmenter seg_;
+};
 
 void init_cmaf(py::module_& m) {
     m.def(
@@ -226,6 +273,63 @@ void init_cmaf(py::module_& m) {
             return package_copy(input, output_dir, segment_seconds);
         },
         py::arg("input"), py::arg("output_dir"), py::arg("segment_seconds"));
+
+    py::class_<PySegmenter>(m, "Segmenter")
+        .def(py::init([](TrackKind kind, const std::string& codec, uint32_t timescale,
+                         const py::bytes& extradata, int width, int height, int sample_rate,
+                         int channels, const std::string& out_dir, double segment_seconds,
+                         int sar_num, int sar_den, int frame_rate_num, int frame_rate_den,
+                         int64_t bitrate, const std::string& language) {
+                 TrackInfo t;
+                 t.kind = kind;
+                 t.codec = codec;
+                 t.timescale = timescale;
+                 t.extradata = bytes_to_vector(extradata);
+                 t.width = width;
+                 t.height = height;
+                 t.sample_rate = sample_rate;
+                 t.channels = channels;
+                 t.sar_num = sar_num;
+                 t.sar_den = sar_den;
+                 t.frame_rate_num = frame_rate_num;
+                 t.frame_rate_den = frame_rate_den;
+                 t.bitrate = bitrate;
+                 t.language = language;
+                 return new PySegmenter(std::move(t), out_dir, segment_seconds);
+             }),
+             py::arg("track_kind"), py::arg("codec"), py::arg("timescale"), py::arg("extradata"),
+             py::arg("width"), py::arg("height"), py::arg("sample_rate"), py::arg("channels"),
+             py::arg("out_dir"), py::arg("segment_seconds"), py::arg("sar_num") = 1,
+             py::arg("sar_den") = 1, py::arg("frame_rate_num") = 0, py::arg("frame_rate_den") = 1,
+             py::arg("bitrate") = 0, py::arg("language") = "und")
+        .def("write", &PySegmenter::write, py::arg("data"), py::arg("pts"), py::arg("dts"),
+             py::arg("duration"), py::arg("keyframe"))
+        .def("force_cut", &PySegmenter::force_cut)
+        .def("finish", &PySegmenter::finish)
+        .def_property_readonly("segments", &PySegmenter::segments)
+        .def_property_readonly("track", &PySegmenter::track);
+
+    m.def(
+        "avc_decoder_config",
+        [](const py::bytes& b) {
+            const std::vector<uint8_t> v = bytes_to_vector(b);
+            return to_bytes(avc_decoder_config(v.data(), v.size()));
+        },
+        py::arg("extradata"));
+    m.def(
+        "hevc_decoder_config",
+        [](const py::bytes& b) {
+            const std::vector<uint8_t> v = bytes_to_vector(b);
+            return to_bytes(hevc_decoder_config(v.data(), v.size()));
+        },
+        py::arg("extradata"));
+    m.def(
+        "annexb_to_length_prefixed",
+        [](const py::bytes& b) {
+            const std::vector<uint8_t> v = bytes_to_vector(b);
+            return to_bytes(annexb_to_length_prefixed(v.data(), v.size()));
+        },
+        py::arg("data"));
 }
 
 }  // namespace

@@ -1,1 +1,17 @@
-"""cdlc-stream packager."""
+"""cdlc-stream packager: HLS playlists and DASH MPDs from the segment index, and
+RFC 6381 codec strings. Pure Python over metadata.models (DESIGN.md)."""
+
+from packager.bitrates import average_bitrate, peak_bitrate
+from packager.codecs import codec_string
+from packager.dash import build_mpd
+from packager.hls import build_iframes, build_master, build_media
+
+__all__ = [
+    "average_bitrate",
+    "build_iframes",
+    "build_master",
+    "build_media",
+    "build_mpd",
+    "codec_string",
+    "peak_bitrate",
+]

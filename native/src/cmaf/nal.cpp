@@ -280,4 +280,48 @@ std::vector<uint8_t> hevc_decoder_config(const uint8_t* d, size_t n) {
     return out;
 }
 
+std::vector<std::vector<uint8_t>> decoder_config_parameter_sets(const std::vector<uint8_t>& r, bool hevc) {
+    std::vector<std::vector<uint8_t>> sets;
+    size_t pos = 0;
+    auto need = [&](size_t n) {
+        if (r.size() - pos < n || pos > r.size()) throw InvalidDataError("decoder configuration record truncated");
+    };
+    auto take = [&]() {
+        need(2);
+        const size_t len = (size_t(r[pos]) << 8) | r[pos + 1];
+        pos += 2;
+        need(len);
+        sets.emplace_back(r.begin() + long(pos), r.begin() + long(pos + len));
+        pos += len;
+    };
+    if (!hevc) {
+        pos = 5;
+        need(1);
+        const int nsps = r[pos++] & 0x1F;
+        for (int i = 0; i < nsps; ++i) take();
+        need(1);
+        const int npps = r[pos++];
+        for (int i = 0; i < npps; ++i) take();
+    } else {
+        pos = 22;
+        need(1);
+        const int arrays = r[pos++];
+        for (int a = 0; a < arrays; ++a) {
+            need(3);
+            const size_t count = (size_t(r[pos + 1]) << 8) | r[pos + 2];
+            pos += 3;
+            for (size_t i = 0; i < count; ++i) take();
+        }
+    }
+    return sets;
+}
+
+int decoder_config_nal_length_size(const std::vector<uint8_t>& r, bool hevc) {
+    const size_t at = hevc ? 21 : 4;
+    if (r.size() <= at || r[0] != 1) throw InvalidDataError("decoder configuration record truncated");
+    const int n = (r[at] & 3) + 1;
+    if (n == 3) throw InvalidDataError("NAL length size 3 is not allowed (ISO/IEC 14496-15)");
+    return n;
+}
+
 }  // namespace cdlc

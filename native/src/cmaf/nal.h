@@ -13,7 +13,9 @@ namespace cdlc {
 bool is_annexb(const uint8_t* data, size_t size);
 
 // Annex B -> 4-byte length-prefixed NAL units. Input already length-prefixed
-// (is_annexb false) is returned unchanged.
+// (is_annexb false) is returned unchanged. Call it only on data known to be Annex B
+// (encoder output without a global header, MPEG-TS): a length-prefixed sample whose
+// first NAL is 256-511 bytes long starts with 00 00 01 too and would be mangled.
 std::vector<uint8_t> annexb_to_length_prefixed(const uint8_t* data, size_t size);
 
 // AVCDecoderConfigurationRecord from encoder/demuxer extradata: Annex B SPS/PPS
@@ -40,6 +42,12 @@ std::vector<NalSpan> split_annexb(const uint8_t* data, size_t size);
 // NAL units of a 4-byte length-prefixed buffer. Throws InvalidDataError when a
 // length runs past the end.
 std::vector<NalSpan> split_length_prefixed(const uint8_t* data, size_t size);
+
+// Parameter sets (SPS/PPS, or VPS/SPS/PPS) listed in an avcC / hvcC record, and
+// the record's NAL length size (1, 2 or 4). Throw InvalidDataError on a malformed
+// record.
+std::vector<std::vector<uint8_t>> decoder_config_parameter_sets(const std::vector<uint8_t>& record, bool hevc);
+int decoder_config_nal_length_size(const std::vector<uint8_t>& record, bool hevc);
 
 // Removes emulation prevention bytes (00 00 03 -> 00 00), H.264 §7.4.1.
 std::vector<uint8_t> nal_to_rbsp(const uint8_t* data, size_t size);

@@ -1,7 +1,25 @@
-// CMAF segmenter: one per track. Writes output_dir/init.mp4 on the first packet
-// (ftyp + moov) and output_dir/<n>.m4s (styp, sidx, moof, mdat) for n = 1, 2, ...
+// CMAF segmenter: one per track. Writes output_dir/init.mp4 (ftyp + moov, the CMAF
+// header, ISO/IEC 23000-19 §7.3.2) and output_dir/<n>.m4s (styp, sidx, moof, mdat:
+// one CMAF fragment per segment, §7.3.3) for n = 1, 2, ...
 // A segment is closed at the first sync sample whose decode time reaches the next
 // multiple of segment_seconds (video), or at the first packet at or past it (audio).
+// segment_seconds <= 0 disables automatic cuts: segments then end only at
+// force_cut() and finish() (the copy path aligns audio to video that way).
+//
+// init.mp4 is written just before the first segment (or by finish() when there
+// was no packet), so set_track() may still change the track until then.
+//
+// Timeline: decode times are shifted by the first packet's composition delay
+// (pts - dts), so the first sample's decode time equals its presentation time and
+// tfdt of each segment is the presentation time of its first (sync) sample; the
+// remaining B-frame reordering is carried by signed composition offsets (trun
+// version 1). A track whose first presentation time is negative is moved to 0.
+// Sample durations are the differences of consecutive decode times (the last
+// sample keeps its packet duration), so every segment's tfdt equals the previous
+// segment's tfdt + duration exactly.
+//
+// Throws InvalidDataError for unsupported codecs, unusable extradata and decode
+// times that go backwards; IOError when a file cannot be written.
 #pragma once
 
 #include <string>
@@ -15,8 +33,21 @@ class CmafSegmenter : public PacketSink {
 public:
     CmafSegmenter(TrackInfo track, std::string output_dir, double segment_seconds);
     ~CmafSegmenter() override;
+    CmafSegmenter(const CmafSegmenter&) = delete;
+    CmafSegmenter& operator=(const CmafSegmenter&) = delete;
+    CmafSegmenter(CmafSegmenter&& other) noexcept;
+    CmafSegmenter& operator=(CmafSegmenter&& other) noexcept;
     void write(const EncodedPacket& packet) override;
+    // Same, taking ownership of the payload (saves one copy on the copy path).
+    void write(EncodedPacket&& packet);
     void finish() override;
+
+    // Ends the current segment (if it holds any sample) before the next packet.
+    void force_cut();
+
+    // Output decode time = input dts + decode_time_shift() (fixed by the first
+    // packet; 0 before it). Lets a caller map its input times onto tfdt.
+    int64_t decode_time_shift() const;
 
     const TrackInfo& track() const;
     const std::vector<SegmentRecord>& segments() const;

@@ -1,8 +1,919 @@
+// One-pass ABR transcoder (see transcoder.h). Stages and threads:
+//
+//   main thread:  demux ─► video decode ─► normalise (libavfilter: deinterlace,
+//                 CFR via fps, rotation) ─► one reference-counted AVFrame ─┬─► rung queue ×N
+//                 audio packets ─► audio queue                             │
+//   rung thread ×N: swscale to the rung's size/8-bit 4:2:0 ─► H.264 encode ─► CmafSegmenter
+//   audio thread: decode ─► swresample (48 kHz stereo) ─► AAC encode ─► CmafSegmenter
+//
+// Queues are bounded, so memory stays flat and the demuxer runs at the pace of the
+// slowest rung. Every loop and every queue wait checks the stop flag, which both
+// cancel() and the first failure of any stage set; the first failure is rethrown.
 #include "transcode/transcoder.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <exception>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <thread>
+
+#include "cmaf/nal.h"
+#include "cmaf/segmenter.h"
 #include "common/error.h"
+#include "transcode/av_log.h"
+#include "transcode/av_util.h"
+#include "transcode/video_encoder.h"
+#include "transcode/queue.h"
+
+extern "C" {
+#include <libavfilter/buffersink.h>
+#include <libavfilter/buffersrc.h>
+#include <libavutil/audio_fifo.h>
+#include <libavutil/channel_layout.h>
+#include <libavutil/opt.h>
+#include <libavutil/pixdesc.h>
+}
+
 namespace cdlc {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr size_t kFrameQueue = 6;     // decoded frames waiting per rung
+constexpr size_t kPacketQueue = 256;  // audio packets waiting (they are small)
+constexpr auto kProgressEvery = std::chrono::milliseconds(100);
+
+// Shared by all stages of one run: the stop flag and the first failure.
+struct RunState {
+    std::atomic<bool>& stop;
+    std::mutex mutex;
+    std::exception_ptr error;
+
+    explicit RunState(std::atomic<bool>& s) : stop(s) {}
+    void fail(std::exception_ptr e) {
+        {
+            std::lock_guard<std::mutex> lock(mutex);
+            if (!error) error = std::move(e);
+        }
+        stop = true;
+    }
+    std::exception_ptr first_error() {
+        std::lock_guard<std::mutex> lock(mutex);
+        return error;
+    }
+};
+
+int even_at_least_2(double v) {
+    long n = std::lround(v / 2.0) * 2;
+    return static_cast<int>(std::max(2L, n));
+}
+
+// Output frame rate: the configured one, else the source's snapped to a broadcast
+// rate. VFR sources use r_frame_rate (the capture's nominal rate) when it is sane,
+// so no captured frame is dropped; fps-filter semantics then fill the gaps.
+AVRational choose_rate(const AVStream* st, const TranscodeConfig& cfg) {
+    if (cfg.fps_num > 0 && cfg.fps_den > 0) return AVRational{cfg.fps_num, cfg.fps_den};
+    auto valid = [](AVRational r) { return r.num > 0 && r.den > 0 && av_q2d(r) < 1000; };
+    const AVRational avg = st->avg_frame_rate, r = st->r_frame_rate;
+    double v = 0;
+    if (valid(avg) && valid(r) && std::fabs(av_q2d(avg) - av_q2d(r)) / av_q2d(r) > 0.01 &&
+        av_q2d(r) <= 60.5)
+        v = av_q2d(r);
+    else if (valid(avg))
+        v = av_q2d(avg);
+    else if (valid(r))
+        v = av_q2d(r);
+    if (v <= 0) return AVRational{25, 1};
+    static const AVRational standard[] = {{24000, 1001}, {24, 1}, {25, 1},         {30000, 1001},
+                                          {30, 1},       {48, 1}, {50, 1},         {60000, 1001},
+                                          {60, 1},       {15, 1}, {12, 1}};
+    for (const AVRational& s : standard)
+        if (std::fabs(v - av_q2d(s)) / av_q2d(s) < 0.0003) return s;  // 29.97 vs 30 is 0.1%
+    if (v > 60.5) return AVRational{60, 1};  // high-frame-rate capture: a streaming ladder tops at 60
+    if (std::fabs(v - std::round(v)) < 0.01) return AVRational{static_cast<int>(std::lround(v)), 1};
+    return av_d2q(v, 1001000);
+}
+
+// mdhd timescale: 90 kHz when every frame lands on a tick (like MPEG-TS), else a
+// multiple of the frame rate, so frame durations are exact integers.
+uint32_t video_timescale(AVRational fps) {
+    if ((90000LL * fps.den) % fps.num == 0) return 90000;
+    int64_t k = std::max<int64_t>(1, 90000 / fps.num);
+    return static_cast<uint32_t>(fps.num * k);
+}
+
+std::string seconds_text(double s) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.2f s", s);
+    return buf;
+}
+
+// ---------------------------------------------------------------------------
+// One rung: scale + encode + segment, on its own thread.
+class RungWorker {
+public:
+    RungWorker(RungConfig rung, RunState& state, const std::string& input)
+        : rung_(std::move(rung)), state_(state), input_(input), queue_(kFrameQueue, state.stop) {}
+
+    // Opens encoder and segmenter; called by the main thread once the first
+    // normalised frame fixes the source size.
+    void open(int width, int height, AVRational fps, uint32_t timescale, int gop_frames,
+              const TranscodeConfig& cfg, const AVFrame* first, int threads) {
+        width_ = width;
+        height_ = height;
+        fps_ = fps;
+        timescale_ = timescale;
+        VideoEncoderParams p;
+        p.width = width;
+        p.height = height;
+        p.frame_rate = fps;
+        p.gop_frames = gop_frames;
+        p.preset = cfg.preset;
+        p.threads = threads;
+        const auto* desc = av_pix_fmt_desc_get(static_cast<AVPixelFormat>(first->format));
+        const bool jpeg_fmt = desc && std::string(desc->name).rfind("yuvj", 0) == 0;
+        // swscale turns yuvj* into limited range; other formats keep their range
+        // (and their matrix: swscale does not convert colour spaces, so tags carry over).
+        p.color_range = jpeg_fmt ? AVCOL_RANGE_MPEG : first->color_range;
+        p.color_primaries = first->color_primaries;
+        p.color_trc = first->color_trc;
+        p.colorspace = first->colorspace;
+        enc_ = open_video_encoder(rung_, p);
+
+        TrackInfo track;
+        track.kind = TrackKind::Video;
+        track.codec = "h264";
+        track.timescale = timescale;
+        track.extradata = avc_decoder_config(enc_->extradata, static_cast<size_t>(enc_->extradata_size));
+        track.width = width;
+        track.height = height;
+        track.frame_rate_num = fps.num;
+        track.frame_rate_den = fps.den;
+        track.bitrate = rung_.crf >= 0 ? enc_->rc_max_rate : rung_.bitrate;
+        const std::filesystem::path dir = std::filesystem::path(cfg.output_dir) / rung_.id;
+        std::error_code ec;
+        std::filesystem::create_directories(dir, ec);
+        if (ec) throw IOError("create output directory " + dir.string() + ": " + ec.message());
+        segmenter_ = std::make_unique<CmafSegmenter>(track, dir.string(), cfg.segment_seconds);
+        scaled_ = av::make_frame();
+        pkt_ = av::make_packet();
+    }
+
+    void start() { thread_ = std::thread([this] { loop(); }); }
+    void join() {
+        if (thread_.joinable()) thread_.join();
+    }
+    bool push(av::FramePtr f, const std::function<void()>& on_wait) {
+        return queue_.push(std::move(f), on_wait);
+    }
+    void close() { queue_.close(); }
+    int64_t frames_encoded() const { return frames_.load(); }
+    const RungConfig& config() const { return rung_; }
+    int width() const { return width_; }
+    int height() const { return height_; }
+    RenditionResult result() const {
+        RenditionResult r;
+        r.id = rung_.id;
+        r.track = segmenter_->track();
+        r.segments = segmenter_->segments();
+        return r;
+    }
+
+private:
+    void loop() {
+        try {
+            av::FramePtr f;
+            while (queue_.pop(f)) {
+                encode(f.get());
+                f.reset();
+            }
+            if (state_.stop) return;
+            encode(nullptr);
+            if (state_.stop) return;
+            segmenter_->finish();
+        } catch (...) {
+            state_.fail(std::current_exception());
+        }
+    }
+
+    void encode(AVFrame* in) {
+        AVFrame* send = nullptr;
+        if (in) {
+            if (in->width == width_ && in->height == height_ && in->format == AV_PIX_FMT_YUV420P) {
+                send = in;  // the 1:1 rung: the decoded buffer goes to the encoder as is
+            } else {
+                sws_.reset(sws_getCachedContext(sws_.release(), in->width, in->height,
+                                                static_cast<AVPixelFormat>(in->format), width_,
+                                                height_, AV_PIX_FMT_YUV420P, SWS_BICUBIC, nullptr,
+                                                nullptr, nullptr));
+                if (!sws_) throw Error("swscale cannot convert to " + rung_.id + " for " + input_);
+                if (!scaled_->buf[0]) {
+                    scaled_->width = width_;
+                    scaled_->height = height_;
+                    scaled_->format = AV_PIX_FMT_YUV420P;
+                    check_av(av_frame_get_buffer(scaled_.get(), 0), "allocate frame", rung_.id);
+                }
+                // The encoder copied the previous picture; this only copies if it still holds it.
+                check_av(av_frame_make_writable(scaled_.get()), "allocate frame", rung_.id);
+                sws_scale(sws_.get(), in->data, in->linesize, 0, in->height, scaled_->data,
+                          scaled_->linesize);
+                scaled_->pts = in->pts;
+                scaled_->pict_type = in->pict_type;
+                scaled_->color_range = in->color_range;
+                send = scaled_.get();
+            }
+            send->sample_aspect_ratio = AVRational{1, 1};
+        }
+        int ret = avcodec_send_frame(enc_.get(), send);
+        if (ret < 0 && !(ret == AVERROR_EOF && !send))
+            check_av(ret, "encode video", rung_.id + " of " + input_);
+        for (;;) {
+            if (state_.stop) return;
+            ret = avcodec_receive_packet(enc_.get(), pkt_.get());
+            if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) break;
+            check_av(ret, "encode video", rung_.id + " of " + input_);
+            write_packet(pkt_.get());
+            av_packet_unref(pkt_.get());
+        }
+        if (in) frames_.fetch_add(1);
+    }
+
+    void write_packet(const AVPacket* pkt) {
+        const AVRational tb = enc_->time_base;
+        const AVRational ts{1, static_cast<int>(timescale_)};
+        // Raw encoder times: with B-frames the first decode time is negative; the
+        // segmenter shifts decode times by the first composition delay, so each IDR's
+        // decode time equals its presentation time, a multiple of the GOP (segmenter.h).
+        EncodedPacket ep;
+        ep.data = annexb_to_length_prefixed(pkt->data, static_cast<size_t>(pkt->size));
+        ep.pts = av_rescale_q(pkt->pts, tb, ts);
+        ep.dts = av_rescale_q(pkt->dts, tb, ts);
+        ep.duration = av_rescale_q(1, av_inv_q(fps_), ts);
+        ep.keyframe = (pkt->flags & AV_PKT_FLAG_KEY) != 0;
+        segmenter_->write(ep);
+    }
+
+    RungConfig rung_;
+    RunState& state_;
+    std::string input_;
+    BoundedQueue<av::FramePtr> queue_;
+    std::thread thread_;
+    std::atomic<int64_t> frames_{0};
+    int width_ = 0, height_ = 0;
+    AVRational fps_{30, 1};
+    uint32_t timescale_ = 90000;
+    av::CodecPtr enc_;
+    av::SwsPtr sws_;
+    av::FramePtr scaled_;
+    av::PacketPtr pkt_;
+    std::unique_ptr<CmafSegmenter> segmenter_;
+};
+
+// ---------------------------------------------------------------------------
+// Audio: decode, resample to 48 kHz stereo (downmixing any layout), AAC once for
+// every rung, on its own thread.
+class AudioWorker {
+public:
+    AudioWorker(const AVStream* st, const TranscodeConfig& cfg, RunState& state, int64_t origin)
+        : st_(st), cfg_(cfg), state_(state), origin_(origin), queue_(kPacketQueue, state.stop) {
+        const AVCodec* dcodec = avcodec_find_decoder(st->codecpar->codec_id);
+        if (!dcodec)
+            throw NotFoundError("no decoder for audio codec " +
+                                    std::string(avcodec_get_name(st->codecpar->codec_id)) + " in " +
+                                    cfg.input,
+                                AVERROR_DECODER_NOT_FOUND);
+        dec_.reset(avcodec_alloc_context3(dcodec));
+        check_av(avcodec_parameters_to_context(dec_.get(), st->codecpar), "open audio decoder", cfg.input);
+        dec_->pkt_timebase = st->time_base;
+        check_av(avcodec_open2(dec_.get(), dcodec, nullptr), "open audio decoder", cfg.input);
+        av::clear_errors(dcodec->name);
+
+        const AVCodec* ecodec = avcodec_find_encoder(AV_CODEC_ID_AAC);
+        if (!ecodec) throw NotFoundError("AAC encoder not found", AVERROR_ENCODER_NOT_FOUND);
+        enc_.reset(avcodec_alloc_context3(ecodec));
+        enc_->sample_rate = cfg.audio_sample_rate;
+        enc_->sample_fmt = AV_SAMPLE_FMT_FLTP;
+        av_channel_layout_default(&enc_->ch_layout, cfg.audio_channels);
+        enc_->bit_rate = cfg.audio_bitrate;
+        enc_->time_base = AVRational{1, cfg.audio_sample_rate};
+        enc_->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;  // AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1)
+        check_av(avcodec_open2(enc_.get(), ecodec, nullptr), "open AAC encoder", cfg.input);
+
+        TrackInfo track;
+        track.kind = TrackKind::Audio;
+        track.codec = "aac";
+        track.timescale = static_cast<uint32_t>(cfg.audio_sample_rate);
+        track.extradata.assign(enc_->extradata, enc_->extradata + enc_->extradata_size);
+        track.sample_rate = cfg.audio_sample_rate;
+        track.channels = cfg.audio_channels;
+        track.bitrate = cfg.audio_bitrate;
+        if (const AVDictionaryEntry* lang = av_dict_get(st->metadata, "language", nullptr, 0))
+            if (std::string(lang->value).size() == 3) track.language = lang->value;
+        const std::filesystem::path dir = std::filesystem::path(cfg.output_dir) / cfg.audio_id;
+        std::error_code ec;
+        std::filesystem::create_directories(dir, ec);
+        if (ec) throw IOError("create output directory " + dir.string() + ": " + ec.message());
+        segmenter_ = std::make_unique<CmafSegmenter>(track, dir.string(), cfg.segment_seconds);
+        fifo_ = av_audio_fifo_alloc(AV_SAMPLE_FMT_FLTP, cfg.audio_channels, 4096);
+        if (!fifo_) throw Error("out of memory allocating the audio FIFO");
+        frame_ = av::make_frame();
+        pkt_ = av::make_packet();
+    }
+    ~AudioWorker() {
+        join();
+        if (fifo_) av_audio_fifo_free(fifo_);
+    }
+
+    void start() { thread_ = std::thread([this] { loop(); }); }
+    void join() {
+        if (thread_.joinable()) thread_.join();
+    }
+    bool push(av::PacketPtr p, const std::function<void()>& on_wait) {
+        return queue_.push(std::move(p), on_wait);
+    }
+    void close() { queue_.close(); }
+    RenditionResult result() const {
+        RenditionResult r;
+        r.id = cfg_.audio_id;
+        r.track = segmenter_->track();
+        r.segments = segmenter_->segments();
+        return r;
+    }
+
+private:
+    void loop() {
+        try {
+            av::PacketPtr p;
+            while (queue_.pop(p)) {
+                decode(p.get());
+                p.reset();
+            }
+            if (state_.stop) return;
+            decode(nullptr);
+            if (swr_) resample(nullptr);
+            drain_fifo(true);
+            encode(nullptr);
+            if (state_.stop) return;
+            segmenter_->finish();
+        } catch (...) {
+            state_.fail(std::current_exception());
+        }
+    }
+
+    [[noreturn]] void corrupt(int ret) {
+        std::string why = av::recent_errors(dec_->codec->name);
+        throw InvalidDataError("decode audio failed for " + cfg_.input + ": " + av_error_text(ret) +
+                                   " after " + seconds_text(static_cast<double>(samples_in_) /
+                                                            cfg_.audio_sample_rate) +
+                                   (why.empty() ? "" : " (" + std::string(dec_->codec->name) +
+                                                           ": " + why + ")"),
+                               AVERROR_INVALIDDATA);
+    }
+
+    void decode(AVPacket* pkt) {
+        int ret = avcodec_send_packet(dec_.get(), pkt);
+        if (ret < 0 && ret != AVERROR_EOF) {
+            if (ret == AVERROR_INVALIDDATA && decoded_ == 0) return;  // garbage before the first frame
+            if (ret == AVERROR_INVALIDDATA) corrupt(ret);
+            check_av(ret, "decode audio", cfg_.input);
+        }
+        for (;;) {
+            if (state_.stop) return;
+            ret = avcodec_receive_frame(dec_.get(), frame_.get());
+            if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) break;
+            if (ret == AVERROR_INVALIDDATA) corrupt(ret);
+            check_av(ret, "decode audio", cfg_.input);
+            if (frame_->decode_error_flags || (frame_->flags & AV_FRAME_FLAG_CORRUPT))
+                corrupt(AVERROR_INVALIDDATA);
+            ++decoded_;
+            if (!swr_) open_resampler(frame_.get());
+            resample(frame_.get());
+            av_frame_unref(frame_.get());
+            drain_fifo(false);
+        }
+    }
+
+    void open_resampler(const AVFrame* f) {
+        AVChannelLayout in_layout{};
+        if (f->ch_layout.order == AV_CHANNEL_ORDER_UNSPEC || f->ch_layout.nb_channels <= 0)
+            av_channel_layout_default(&in_layout, std::max(1, f->ch_layout.nb_channels));
+        else
+            check_av(av_channel_layout_copy(&in_layout, &f->ch_layout), "read channel layout", cfg_.input);
+        SwrContext* raw = nullptr;
+        // Downmix uses swresample's matrix (ITU-R BS.775 coefficients: centre and
+        // surrounds at -3 dB), with normalisation so the sum cannot clip.
+        int ret = swr_alloc_set_opts2(&raw, &enc_->ch_layout, enc_->sample_fmt, enc_->sample_rate,
+                                      &in_layout, static_cast<AVSampleFormat>(f->format),
+                                      f->sample_rate, 0, nullptr);
+        av_channel_layout_uninit(&in_layout);
+        swr_.reset(raw);
+        check_av(ret, "set up resampler", cfg_.input);
+        check_av(swr_init(swr_.get()), "set up resampler", cfg_.input);
+        // Audio that starts after the video's origin is padded with silence so both
+        // tracks share time zero.
+        int64_t ts = f->best_effort_timestamp;
+        if (ts != AV_NOPTS_VALUE) {
+            const int64_t lead = av_rescale_q(ts - origin_, st_->time_base, enc_->time_base);
+            if (lead > 0 && lead < int64_t{cfg_.audio_sample_rate} * 10) {
+                av::FramePtr silence = av::make_frame();
+                silence->nb_samples = static_cast<int>(lead);
+                silence->format = AV_SAMPLE_FMT_FLTP;
+                check_av(av_channel_layout_copy(&silence->ch_layout, &enc_->ch_layout), "pad audio", cfg_.input);
+                check_av(av_frame_get_buffer(silence.get(), 0), "pad audio", cfg_.input);
+                av_samples_set_silence(silence->extended_data, 0, silence->nb_samples,
+                                       cfg_.audio_channels, AV_SAMPLE_FMT_FLTP);
+                av_audio_fifo_write(fifo_, reinterpret_cast<void**>(silence->extended_data),
+                                    silence->nb_samples);
+            }
+        }
+    }
+
+    void resample(const AVFrame* f) {
+        const int in_samples = f ? f->nb_samples : 0;
+        const int cap = swr_get_out_samples(swr_.get(), in_samples) + 32;
+        if (cap <= 0) return;
+        if (!conv_ || conv_->nb_samples < cap) {
+            conv_ = av::make_frame();
+            conv_->nb_samples = cap;
+            conv_->format = AV_SAMPLE_FMT_FLTP;
+            check_av(av_channel_layout_copy(&conv_->ch_layout, &enc_->ch_layout), "resample", cfg_.input);
+            check_av(av_frame_get_buffer(conv_.get(), 0), "resample", cfg_.input);
+        }
+        int n = swr_convert(swr_.get(), conv_->extended_data, cap,
+                            f ? const_cast<const uint8_t**>(f->extended_data) : nullptr, in_samples);
+        check_av(n, "resample audio", cfg_.input);
+        if (n > 0) {
+            av_audio_fifo_write(fifo_, reinterpret_cast<void**>(conv_->extended_data), n);
+            samples_in_ += n;
+        }
+    }
+
+    void drain_fifo(bool final) {
+        const int fs = enc_->frame_size > 0 ? enc_->frame_size : 1024;
+        while (av_audio_fifo_size(fifo_) >= fs || (final && av_audio_fifo_size(fifo_) > 0)) {
+            if (state_.stop) return;
+            const int n = std::min(fs, av_audio_fifo_size(fifo_));
+            av::FramePtr f = av::make_frame();
+            f->nb_samples = n;
+            f->format = enc_->sample_fmt;
+            f->sample_rate = enc_->sample_rate;
+            check_av(av_channel_layout_copy(&f->ch_layout, &enc_->ch_layout), "encode audio", cfg_.input);
+            check_av(av_frame_get_buffer(f.get(), 0), "encode audio", cfg_.input);
+            av_audio_fifo_read(fifo_, reinterpret_cast<void**>(f->extended_data), n);
+            f->pts = next_pts_;
+            next_pts_ += n;
+            encode(f.get());
+        }
+    }
+
+    void encode(const AVFrame* f) {
+        int ret = avcodec_send_frame(enc_.get(), f);
+        if (ret < 0 && !(ret == AVERROR_EOF && !f)) check_av(ret, "encode audio", cfg_.input);
+        for (;;) {
+            if (state_.stop) return;
+            ret = avcodec_receive_packet(enc_.get(), pkt_.get());
+            if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) break;
+            check_av(ret, "encode audio", cfg_.input);
+            // The AAC encoder's packets start at -initial_padding (its priming
+            // samples); the track starts at 0, so the priming plays as 21 ms of lead-in.
+            EncodedPacket ep;
+            ep.data.assign(pkt_->data, pkt_->data + pkt_->size);
+            ep.pts = pkt_->pts + enc_->initial_padding;
+            ep.dts = pkt_->dts + enc_->initial_padding;
+            ep.duration = pkt_->duration > 0 ? pkt_->duration : enc_->frame_size;
+            ep.keyframe = true;
+            segmenter_->write(ep);
+            av_packet_unref(pkt_.get());
+        }
+    }
+
+    const AVStream* st_;
+    const TranscodeConfig& cfg_;
+    RunState& state_;
+    int64_t origin_;
+    BoundedQueue<av::PacketPtr> queue_;
+    std::thread thread_;
+    av::CodecPtr dec_, enc_;
+    av::SwrPtr swr_;
+    AVAudioFifo* fifo_ = nullptr;
+    av::FramePtr frame_, conv_;
+    av::PacketPtr pkt_;
+    std::unique_ptr<CmafSegmenter> segmenter_;
+    int64_t next_pts_ = 0;
+    int64_t samples_in_ = 0;
+    int64_t decoded_ = 0;
+};
+
+// ---------------------------------------------------------------------------
+class Pipeline {
+public:
+    Pipeline(const TranscodeConfig& cfg, std::atomic<bool>& stop, const ProgressFn& progress)
+        : cfg_(cfg), state_(stop), progress_(progress) {}
+
+    ~Pipeline() {
+        // Any path out (success, failure, cancel) stops and joins every thread first.
+        state_.stop = stop_requested_on_exit_ ? true : state_.stop.load();
+        for (auto& r : rungs_) r->close();
+        if (audio_) audio_->close();
+        for (auto& r : rungs_) r->join();
+        if (audio_) audio_->join();
+    }
+
+    PipelineResult run() {
+        stop_requested_on_exit_ = true;
+        validate();
+        fmt_ = av::open_input(cfg_.input);
+        open_video();
+        open_audio();
+        demux();
+        finish_video();
+        for (auto& r : rungs_) r->close();
+        if (audio_) audio_->close();
+        wait_for_workers();
+        rethrow_if_stopped();
+        stop_requested_on_exit_ = false;
+
+        PipelineResult result;
+        for (auto& r : rungs_) result.renditions.push_back(r->result());
+        if (audio_) result.renditions.push_back(audio_->result());
+        result.duration_seconds = static_cast<double>(frames_out_) * fps_.den / fps_.num;
+        result.source_frames = decoded_;
+        if (progress_) progress_(1.0);
+        return result;
+    }
+
+private:
+    void validate() const {
+        if (cfg_.rungs.empty()) throw std::invalid_argument("transcode needs at least one rung");
+        if (!(cfg_.gop_seconds > 0) || !(cfg_.segment_seconds > 0))
+            throw std::invalid_argument("gop_seconds and segment_seconds must be > 0");
+        const double ratio = cfg_.segment_seconds / cfg_.gop_seconds;
+        if (ratio < 1 - 1e-9 || std::fabs(ratio - std::round(ratio)) > 1e-6)
+            throw std::invalid_argument("segment_seconds (" + std::to_string(cfg_.segment_seconds) +
+                                        ") must be a multiple of gop_seconds (" +
+                                        std::to_string(cfg_.gop_seconds) + ")");
+        std::set<std::string> ids;
+        for (const auto& r : cfg_.rungs) {
+            if (r.id.empty() || r.id.find('/') != std::string::npos || r.id == "." || r.id == "..")
+                throw std::invalid_argument("bad rung id '" + r.id + "'");
+            if (!ids.insert(r.id).second) throw std::invalid_argument("duplicate rung id " + r.id);
+            if (r.width < 0 || r.height < 0 || (r.crf < 0 && r.bitrate <= 0))
+                throw std::invalid_argument("rung " + r.id + ": needs a size >= 0 and a bitrate > 0");
+        }
+        if (cfg_.audio && ids.count(cfg_.audio_id))
+            throw std::invalid_argument("audio id " + cfg_.audio_id + " clashes with a rung id");
+        if (cfg_.audio_channels < 1 || cfg_.audio_sample_rate < 8000)
+            throw std::invalid_argument("bad audio channel count or sample rate");
+    }
+
+    void open_video() {
+        int idx = av_find_best_stream(fmt_.get(), AVMEDIA_TYPE_VIDEO, -1, -1, nullptr, 0);
+        if (idx < 0) throw InvalidDataError("no video stream in " + cfg_.input, AVERROR_STREAM_NOT_FOUND);
+        vst_ = fmt_->streams[idx];
+        const AVCodec* codec = avcodec_find_decoder(vst_->codecpar->codec_id);
+        if (!codec)
+            throw NotFoundError("no decoder for video codec " +
+                                    std::string(avcodec_get_name(vst_->codecpar->codec_id)) +
+                                    " in " + cfg_.input,
+                                AVERROR_DECODER_NOT_FOUND);
+        vdec_.reset(avcodec_alloc_context3(codec));
+        check_av(avcodec_parameters_to_context(vdec_.get(), vst_->codecpar), "open video decoder", cfg_.input);
+        vdec_->pkt_timebase = vst_->time_base;
+        vdec_->thread_count = 0;  // libavcodec picks (frame and slice threads)
+        check_av(avcodec_open2(vdec_.get(), codec, nullptr), "open video decoder", cfg_.input);
+        av::clear_errors(codec->name);
+        fps_ = choose_rate(vst_, cfg_);
+        timescale_ = video_timescale(fps_);
+        gop_frames_ = std::max(1, static_cast<int>(std::lround(cfg_.gop_seconds * av_q2d(fps_))));
+        rotation_ = av::stream_rotation(vst_);
+        interlaced_hint_ = vst_->codecpar->field_order != AV_FIELD_PROGRESSIVE &&
+                           vst_->codecpar->field_order != AV_FIELD_UNKNOWN;
+        origin_ = fmt_->start_time != AV_NOPTS_VALUE
+                      ? av_rescale_q(fmt_->start_time, AV_TIME_BASE_Q, vst_->time_base)
+                      : 0;
+        double duration = fmt_->duration > 0 ? static_cast<double>(fmt_->duration) / AV_TIME_BASE : 0;
+        if (vst_->duration > 0) duration = static_cast<double>(vst_->duration) * av_q2d(vst_->time_base);
+        expected_frames_ = duration * av_q2d(fps_);
+        frame_ = av::make_frame();
+        filtered_ = av::make_frame();
+        for (const auto& r : cfg_.rungs) rungs_.push_back(std::make_unique<RungWorker>(r, state_, cfg_.input));
+        for (unsigned i = 0; i < fmt_->nb_streams; ++i)
+            if (static_cast<int>(i) != idx) fmt_->streams[i]->discard = AVDISCARD_ALL;
+    }
+
+    void open_audio() {
+        if (!cfg_.audio) return;
+        int idx = av_find_best_stream(fmt_.get(), AVMEDIA_TYPE_AUDIO, -1, vst_->index, nullptr, 0);
+        if (idx < 0) return;  // a silent master gives a video-only ladder
+        ast_ = fmt_->streams[idx];
+        ast_->discard = AVDISCARD_DEFAULT;
+        const int64_t origin = fmt_->start_time != AV_NOPTS_VALUE
+                                   ? av_rescale_q(fmt_->start_time, AV_TIME_BASE_Q, ast_->time_base)
+                                   : 0;
+        audio_ = std::make_unique<AudioWorker>(ast_, cfg_, state_, origin);
+        audio_->start();
+    }
+
+    // ---- progress and stop -------------------------------------------------
+    void report_progress() {
+        if (!progress_) return;
+        const auto now = Clock::now();
+        if (now - last_progress_ < kProgressEvery) return;
+        last_progress_ = now;
+        int64_t done = frames_out_;
+        for (auto& r : rungs_) done = std::min(done, r->frames_encoded());
+        double fraction = expected_frames_ > 0 ? static_cast<double>(done) / expected_frames_ : 0.0;
+        progress_(std::clamp(fraction, 0.0, 0.99));
+    }
+
+    void rethrow_if_stopped() {
+        if (std::exception_ptr e = state_.first_error()) std::rethrow_exception(e);
+        if (state_.stop) throw CancelledError("transcode of " + cfg_.input + " cancelled");
+    }
+
+    // ---- demux and video decode --------------------------------------------
+    void demux() {
+        av::PacketPtr pkt = av::make_packet();
+        const auto on_wait = [this] { report_progress(); };
+        for (;;) {
+            rethrow_if_stopped();
+            int ret = av_read_frame(fmt_.get(), pkt.get());
+            if (ret == AVERROR(EAGAIN)) continue;
+            if (ret == AVERROR_EOF) break;
+            if (ret < 0) {
+                if (fmt_->pb && avio_feof(fmt_->pb) && ret != AVERROR_INVALIDDATA) break;
+                std::string why = av::recent_errors(fmt_->iformat->name);
+                throw InvalidDataError("read packet failed for " + cfg_.input + ": " + av_error_text(ret) +
+                                           (why.empty() ? "" : " (" + why + ")"),
+                                       ret);
+            }
+            if (pkt->stream_index == vst_->index) {
+                decode_video(pkt.get());
+            } else if (ast_ && pkt->stream_index == ast_->index) {
+                av::PacketPtr copy(av_packet_clone(pkt.get()));
+                if (!copy) throw Error("out of memory queuing an audio packet");
+                audio_->push(std::move(copy), on_wait);
+            }
+            av_packet_unref(pkt.get());
+            report_progress();
+        }
+        decode_video(nullptr);
+    }
+
+    [[noreturn]] void video_corrupt(int ret, int64_t at_pts) {
+        std::string why = av::recent_errors(vdec_->codec->name);
+        double at = at_pts != AV_NOPTS_VALUE
+                        ? static_cast<double>(at_pts - origin_) * av_q2d(vst_->time_base)
+                        : static_cast<double>(decoded_) / av_q2d(fps_);
+        throw InvalidDataError("decode video failed for " + cfg_.input + ": " + av_error_text(ret) +
+                                   " near " + seconds_text(at) + " (frame " + std::to_string(decoded_) +
+                                   (why.empty() ? "" : "; " + std::string(vdec_->codec->name) + ": " + why) +
+                                   ")",
+                               AVERROR_INVALIDDATA);
+    }
+
+    void decode_video(const AVPacket* pkt) {
+        const int64_t pkt_pts = pkt ? (pkt->pts != AV_NOPTS_VALUE ? pkt->pts : pkt->dts) : AV_NOPTS_VALUE;
+        int ret = avcodec_send_packet(vdec_.get(), pkt);
+        if (ret < 0 && ret != AVERROR_EOF) {
+            // Streams cut mid-GOP (TS captures) start with undecodable pictures:
+            // tolerate errors until the first picture decodes, never after.
+            if (decoded_ == 0 && ret == AVERROR_INVALIDDATA && ++early_errors_ < 200) return;
+            if (ret == AVERROR_INVALIDDATA) video_corrupt(ret, pkt_pts);
+            check_av(ret, "decode video", cfg_.input);
+        }
+        for (;;) {
+            if (state_.stop) return;
+            ret = avcodec_receive_frame(vdec_.get(), frame_.get());
+            if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) break;
+            if (ret == AVERROR_INVALIDDATA) {
+                if (decoded_ == 0 && ++early_errors_ < 200) continue;
+                video_corrupt(ret, pkt_pts);
+            }
+            check_av(ret, "decode video", cfg_.input);
+            if (frame_->decode_error_flags || (frame_->flags & AV_FRAME_FLAG_CORRUPT)) {
+                if (decoded_ == 0 && ++early_errors_ < 200) {
+                    av_frame_unref(frame_.get());
+                    continue;
+                }
+                video_corrupt(AVERROR_INVALIDDATA, frame_->best_effort_timestamp);
+            }
+            ++decoded_;
+            filter_frame(frame_.get());
+            av_frame_unref(frame_.get());
+        }
+        if (!pkt && decoded_ == 0) {
+            std::string why = av::recent_errors(vdec_->codec->name);
+            throw InvalidDataError("no video frame could be decoded from " + cfg_.input +
+                                       (why.empty() ? "" : " (" + why + ")"),
+                                   AVERROR_INVALIDDATA);
+        }
+    }
+
+    // ---- normalisation graph -----------------------------------------------
+    std::string graph_description(const AVFrame* f) const {
+        std::string chain;
+        auto add = [&chain](const std::string& s) { chain += (chain.empty() ? "" : ",") + s; };
+        // Deinterlace only pictures flagged interlaced (deint=interlaced), one output
+        // frame per frame; bwdif's motion-adaptive interpolation beats yadif at 1080i.
+        if (interlaced_hint_ || f->interlaced_frame) add("bwdif=mode=send_frame:parity=auto:deint=interlaced");
+        char fps[96];
+        // fps filter semantics: output frame n shows the input frame current at n/rate;
+        // duplicates fill gaps, extras are dropped (VFR -> CFR), timeline starts at 0.
+        std::snprintf(fps, sizeof(fps), "fps=fps=%d/%d:start_time=0:round=near", fps_.num, fps_.den);
+        add(fps);
+        if (rotation_ == 90) add("transpose=clock");
+        else if (rotation_ == 270) add("transpose=cclock");
+        else if (rotation_ == 180) add("hflip,vflip");
+        return chain;
+    }
+
+    void build_graph(const AVFrame* f) {
+        graph_.reset(avfilter_graph_alloc());
+        if (!graph_) throw Error("out of memory allocating a filter graph");
+        graph_->nb_threads = 1;
+        AVRational sar = f->sample_aspect_ratio;
+        if (sar.num <= 0 || sar.den <= 0) sar = vst_->codecpar->sample_aspect_ratio;
+        if (sar.num <= 0 || sar.den <= 0) sar = AVRational{1, 1};
+        char args[256];
+        std::snprintf(args, sizeof(args),
+                      "video_size=%dx%d:pix_fmt=%d:time_base=%d/%d:pixel_aspect=%d/%d:frame_rate=%d/%d",
+                      f->width, f->height, f->format, vst_->time_base.num, vst_->time_base.den, sar.num,
+                      sar.den, fps_.num, fps_.den);
+        const std::string subject = "normalise video of " + cfg_.input;
+        check_av(avfilter_graph_create_filter(&src_, avfilter_get_by_name("buffer"), "in", args, nullptr,
+                                              graph_.get()),
+                 "create buffer source", subject);
+        check_av(avfilter_graph_create_filter(&sink_, avfilter_get_by_name("buffersink"), "out", nullptr,
+                                              nullptr, graph_.get()),
+                 "create buffer sink", subject);
+        AVFilterInOut* outputs = avfilter_inout_alloc();
+        AVFilterInOut* inputs = avfilter_inout_alloc();
+        outputs->name = av_strdup("in");
+        outputs->filter_ctx = src_;
+        inputs->name = av_strdup("out");
+        inputs->filter_ctx = sink_;
+        const std::string desc = graph_description(f);
+        int ret = avfilter_graph_parse_ptr(graph_.get(), desc.c_str(), &inputs, &outputs, nullptr);
+        avfilter_inout_free(&inputs);
+        avfilter_inout_free(&outputs);
+        check_av(ret, "build filter graph '" + desc + "'", subject);
+        check_av(avfilter_graph_config(graph_.get(), nullptr), "configure filter graph", subject);
+        graph_w_ = f->width;
+        graph_h_ = f->height;
+        graph_fmt_ = f->format;
+    }
+
+    void filter_frame(AVFrame* f) {
+        int64_t ts = f->best_effort_timestamp;
+        if (ts == AV_NOPTS_VALUE) ts = next_guess_;
+        else ts -= origin_;
+        f->pts = ts;
+        int64_t dur = f->pkt_duration > 0 ? f->pkt_duration : av_rescale_q(1, av_inv_q(fps_), vst_->time_base);
+        next_guess_ = ts + dur;
+        last_end_ = std::max(last_end_, ts + dur);
+        if (!graph_ || f->width != graph_w_ || f->height != graph_h_ || f->format != graph_fmt_) {
+            if (graph_) {  // resolution or format change mid-stream: drain, then rebuild
+                check_av(av_buffersrc_close(src_, ts, 0), "flush filter graph", cfg_.input);
+                pull_graph();
+            }
+            build_graph(f);
+        }
+        check_av(av_buffersrc_add_frame_flags(src_, f, AV_BUFFERSRC_FLAG_KEEP_REF), "filter video",
+                 cfg_.input);
+        pull_graph();
+    }
+
+    void pull_graph() {
+        for (;;) {
+            if (state_.stop) return;
+            int ret = av_buffersink_get_frame(sink_, filtered_.get());
+            if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) break;
+            check_av(ret, "filter video", cfg_.input);
+            emit(filtered_.get());
+            av_frame_unref(filtered_.get());
+        }
+    }
+
+    void finish_video() {
+        if (!graph_) return;
+        // Close at the end of the last frame so the fps filter emits the tail and the
+        // output lasts as long as the source (within one frame).
+        check_av(av_buffersrc_close(src_, last_end_, 0), "flush filter graph", cfg_.input);
+        pull_graph();
+    }
+
+    void start_rungs(const AVFrame* f) {
+        AVRational sar = av_buffersink_get_sample_aspect_ratio(sink_);
+        if (sar.num <= 0 || sar.den <= 0) sar = AVRational{1, 1};
+        const double dar = static_cast<double>(f->width) * sar.num / sar.den / f->height;
+        const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+        double total_pixels = 0;
+        std::vector<std::pair<int, int>> sizes;
+        for (auto& r : rungs_) {
+            const RungConfig& c = r->config();
+            int w = c.width, h = c.height;
+            if (w == 0 && h == 0) {
+                h = even_at_least_2(f->height);
+                w = even_at_least_2(f->height * dar);
+            } else if (w == 0) {
+                w = even_at_least_2(h * dar);
+            } else if (h == 0) {
+                h = even_at_least_2(w / dar);
+            }
+            w = even_at_least_2(w);
+            h = even_at_least_2(h);
+            sizes.emplace_back(w, h);
+            total_pixels += static_cast<double>(w) * h;
+        }
+        for (size_t i = 0; i < rungs_.size(); ++i) {
+            // Encoder threads in proportion to the rung's share of the pixels: every
+            // rung already runs on its own thread, so a full x264 thread pool per rung
+            // would only oversubscribe the cores.
+            const double share = static_cast<double>(sizes[i].first) * sizes[i].second / total_pixels;
+            int threads = std::max(1, static_cast<int>(std::lround(share * cores * 1.5)));
+            if (const char* env = std::getenv("CDLC_X264_THREADS_EXPERIMENT")) threads = std::atoi(env);
+            rungs_[i]->open(sizes[i].first, sizes[i].second, fps_, timescale_, gop_frames_, cfg_, f,
+                            threads);
+        }
+        for (auto& r : rungs_) r->start();
+        rungs_started_ = true;
+    }
+
+    void emit(AVFrame* f) {
+        if (f->pts <= last_out_pts_) return;  // overlap after a mid-stream graph rebuild
+        last_out_pts_ = f->pts;
+        if (!rungs_started_) start_rungs(f);
+        // A keyframe at exactly every GOP boundary, by output time, on every rung.
+        const double t = static_cast<double>(f->pts) * fps_.den / fps_.num;
+        const int64_t gop = static_cast<int64_t>(std::floor(t / cfg_.gop_seconds + 1e-9));
+        f->pict_type = gop != last_gop_ ? AV_PICTURE_TYPE_I : AV_PICTURE_TYPE_NONE;
+        f->key_frame = gop != last_gop_;
+        last_gop_ = gop;
+        const auto on_wait = [this] { report_progress(); };
+        for (auto& r : rungs_) {
+            av::FramePtr ref(av_frame_clone(f));  // a new reference, not a copy of the picture
+            if (!ref) throw Error("out of memory referencing a frame");
+            if (!r->push(std::move(ref), on_wait)) return;
+        }
+        ++frames_out_;
+    }
+
+    void wait_for_workers() {
+        for (auto& r : rungs_) r->join();
+        if (audio_) audio_->join();
+    }
+
+    const TranscodeConfig& cfg_;
+    RunState state_;
+    const ProgressFn& progress_;
+    bool stop_requested_on_exit_ = false;
+    av::FormatPtr fmt_;
+    AVStream* vst_ = nullptr;
+    AVStream* ast_ = nullptr;
+    av::CodecPtr vdec_;
+    av::FramePtr frame_, filtered_;
+    av::GraphPtr graph_;
+    AVFilterContext* src_ = nullptr;
+    AVFilterContext* sink_ = nullptr;
+    int graph_w_ = 0, graph_h_ = 0, graph_fmt_ = -1;
+    AVRational fps_{30, 1};
+    uint32_t timescale_ = 90000;
+    int gop_frames_ = 60;
+    int rotation_ = 0;
+    bool interlaced_hint_ = false;
+    int64_t origin_ = 0;
+    int64_t next_guess_ = 0;
+    int64_t last_end_ = 0;
+    double expected_frames_ = 0;
+    int64_t decoded_ = 0;
+    int early_errors_ = 0;
+    int64_t frames_out_ = 0;
+    int64_t last_out_pts_ = INT64_MIN;
+    int64_t last_gop_ = -1;
+    bool rungs_started_ = false;
+    std::vector<std::unique_ptr<RungWorker>> rungs_;
+    std::unique_ptr<AudioWorker> audio_;
+    Clock::time_point last_progress_{};
+};
+
+}  // namespace
+
 Transcoder::Transcoder(TranscodeConfig config) : config_(std::move(config)) {}
 Transcoder::~Transcoder() = default;
-PipelineResult Transcoder::run(const ProgressFn&) { throw Error("transcode not implemented"); }
-void Transcoder::cancel() { cancelled_ = true; }
+
+PipelineResult Transcoder::run(const ProgressFn& progress) {
+    av::install_log_capture();
+    if (cancelled_) throw CancelledError("transcode of " + config_.input + " cancelled");
+    Pipeline pipeline(config_, cancelled_, progress);
+    return pipeline.run();
 }
+
+void Transcoder::cancel() { cancelled_ = true; }
+
+}  // namespace cdlc

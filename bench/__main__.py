@@ -1,0 +1,28 @@
+"""`python -m bench [NAME ...]`: run the benchmark scripts (all by default).
+
+Each one prints its own table (medians and ratios against its baseline from the
+same run) and is also runnable alone as `python -m bench.NAME`."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+
+BENCHMARKS = ["transcode", "package", "origin", "edge"]
+
+
+def main(argv: list[str]) -> int:
+    names = argv or BENCHMARKS
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {BENCHMARKS}",
+              file=sys.stderr)
+        return 2
+    for name in names:
+        print(f"\n=== bench.{name} ===", flush=True)
+        runpy.run_module(f"bench.{name}", run_name="__main__")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

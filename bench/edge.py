@@ -1,0 +1,263 @@
+"""Edge benchmark: Zipf-distributed segment requests (s = 1.0) over 100 assets,
+replayed with wrk through the nginx edge (cdn/nginx.py) in front of the real origin,
+beside nginx serving the same files statically, in the same run.
+
+Figures (medians of --reps runs, loopback only):
+- static req/s: nginx with `root` on the object store, same request list;
+- edge req/s, warm: the edge once every object is cached (all HITs), and its
+  ratio to static (target >= 0.9);
+- origin offload: share of requests that never reached the origin, counted by the
+  origin's own /metrics, cold (the first --seconds from an empty cache) and warm
+  (target >= 95 %);
+- edge req/s with playback tokens on (njs HMAC per request), for the record.
+
+    python -m bench.edge [--assets 100] [--requests 100000] [--seconds 6] [--reps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cdn import tokens
+from cdn.edge import NginxEdge, free_port, wait_port
+from cdn.nginx import default_worker_user
+from tests.e2e.asset import Rung, clone_asset, make_asset
+from tests.e2e.servers import OriginProcess
+
+LUA = """
+-- Replays a request list (one path a line), each thread from its own offset.
+local paths = {}
+local i = 0
+function init(args)
+  for line in io.lines(args[1]) do paths[#paths + 1] = line end
+  i = (tonumber(args[2]) or 0) % #paths
+end
+function request()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+"""
+
+STATIC_CONF = """
+{user}
+worker_processes {workers};
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 8192; multi_accept on; }}
+http {{
+    sendfile on; tcp_nopush on; tcp_nodelay on;
+    keepalive_requests 100000;
+    open_file_cache max=20000 inactive=60s;
+    open_file_cache_valid 1s;
+    access_log {dir}/access.log combined buffer=64k flush=1s;
+    default_type video/mp4;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location /vod/ {{
+            alias {objects}/media/;
+            add_header Cache-Control "public, max-age=31536000, immutable";
+        }}
+    }}
+}}
+"""
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    seconds: float
+    rps: float
+    non_2xx: int
+
+
+def run_wrk(url: str, paths_file: Path, script: Path, seconds: float, connections: int,
+            threads: int) -> WrkResult:
+    out = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
+         "--latency", "-s", str(script), url, "--", str(paths_file), "0"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    m = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m or not rps:
+        raise RuntimeError(f"cannot read wrk output:\n{out}")
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0}[m.group(3)]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return WrkResult(int(m.group(1)), float(m.group(2)) * scale, float(rps.group(1)),
+                     int(bad.group(1)) if bad else 0)
+
+
+def origin_requests(origin_url: str) -> int:
+    text = urllib.request.urlopen(origin_url + "/metrics", timeout=5).read().decode()
+    total = 0.0
+    for m in re.finditer(r"^cdlc_origin_requests_total\{([^}]*)\} ([0-9.e+]+)$", text, re.M):
+        if 'route="metrics"' not in m.group(1):
+            total += float(m.group(2))
+    return int(total)
+
+
+def zipf_paths(catalog: list[str], n: int, s: float, seed: int) -> list[str]:
+    """n draws from a Zipf law of exponent s over the catalog, popularity ranks
+    shuffled so that hot objects are spread over assets and renditions."""
+    rng = np.random.default_rng(seed)
+    ranks = np.arange(1, len(catalog) + 1, dtype=np.float64)
+    p = ranks ** -s
+    p /= p.sum()
+    order = rng.permutation(len(catalog))
+    picks = rng.choice(len(catalog), size=n, p=p)
+    return [catalog[order[k]] for k in picks]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--assets", type=int, default=100)
+    ap.add_argument("--requests", type=int, default=100_000, help="length of the request list")
+    ap.add_argument("--seconds", type=float, default=6.0, help="wrk duration per phase")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1, help="nginx workers, edge and static")
+    ap.add_argument("--zipf", type=float, default=1.0)
+    ap.add_argument("--json", action="store_true", help="print the medians as JSON too")
+    args = ap.parse_args(argv)
+    for tool in ("wrk", "nginx", "ffmpeg"):
+        if shutil.which(tool) is None:
+            print(f"bench.edge: {tool} is needed (make setup installs it)", file=sys.stderr)
+            return 2
+
+    work = Path(tempfile.mkdtemp(prefix="cdlc-bench-edge-"))
+    try:
+        return _run(args, work)
+    finally:
+        if not os.environ.get("CDLC_BENCH_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, work: Path) -> int:
+    data = work / "data"
+    t0 = time.monotonic()
+    # One real encode, published under --assets ids (hard links: the bytes are shared
+    # on disk, the URLs and cache entries are not).
+    base = make_asset(data, "bench000", seconds=12, ladder=(Rung(240, 426, 300),))
+    assets = [base] + [clone_asset(data, "bench000", f"bench{i:03d}", link=True)
+                       for i in range(1, args.assets)]
+    catalog = [f"/vod/{a.asset_id}/{r}/{name}" for a in assets for r, n in a.renditions.items()
+               for name in ["init.mp4", *(f"{k}.m4s" for k in range(1, n + 1))]]
+    paths = zipf_paths(catalog, args.requests, args.zipf, seed=1)
+    unique = len(set(paths))
+    plain = work / "paths.txt"
+    plain.write_text("\n".join(paths) + "\n")
+    key = b"bench-edge-key"
+    signed_tokens = {a.asset_id: tokens.sign_for(key, a.asset_id, 86400) for a in assets}
+    with_tokens = work / "paths-token.txt"
+    with_tokens.write_text("\n".join(f"{p}?token={signed_tokens[p.split('/')[2]]}"
+                                     for p in paths) + "\n")
+    script = work / "replay.lua"
+    script.write_text(LUA)
+    print(f"catalog: {len(catalog)} objects in {args.assets} assets; request list "
+          f"{len(paths)} (zipf s={args.zipf}, {unique} distinct); setup "
+          f"{time.monotonic() - t0:.1f}s", flush=True)
+
+    static_dir = work / "static"
+    static_dir.mkdir()
+    sport = free_port()
+    (static_dir / "nginx.conf").write_text(textwrap.dedent(STATIC_CONF.format(
+        user=f"user {u};" if (u := default_worker_user(data)) else "", workers=args.workers,
+        dir=static_dir, port=sport, objects=(data / "objects").resolve())))
+    static = subprocess.Popen(["nginx", "-c", str(static_dir / "nginx.conf")],
+                              stderr=subprocess.DEVNULL)
+    rows: dict[str, list[float]] = {k: [] for k in (
+        "static_rps", "edge_warm_rps", "ratio", "offload_cold", "offload_warm",
+        "edge_token_rps", "token_ratio")}
+    try:
+        wait_port("127.0.0.1", sport)
+
+        def wrk(url: str, paths_file: Path) -> WrkResult:
+            return run_wrk(url, paths_file, script, args.seconds, args.connections,
+                           args.threads)
+
+        with OriginProcess(data) as origin, \
+                OriginProcess(data, signing_key=key) as tok_origin:
+            for rep in range(args.reps):
+                st = wrk(f"http://127.0.0.1:{sport}", plain)
+                _check(st, "static")
+
+                edge = NginxEdge(origin.url, work / f"edge{rep}", worker_processes=args.workers)
+                with edge:
+                    before = origin_requests(origin.url)
+                    cold = wrk(edge.url, plain)
+                    _check(cold, "edge cold")
+                    mid = origin_requests(origin.url)
+                    # Make sure every object is in: a plain pass over the catalog.
+                    _warm(edge.url, catalog)
+                    mid2 = origin_requests(origin.url)
+                    warm = wrk(edge.url, plain)
+                    _check(warm, "edge warm")
+                    after = origin_requests(origin.url)
+                tok_edge = NginxEdge(tok_origin.url, work / f"edge-tok{rep}", signing_key=key,
+                                     worker_processes=args.workers)
+                with tok_edge:
+                    _warm(tok_edge.url, [f"{p}?token={signed_tokens[p.split('/')[2]]}"
+                                         for p in catalog])
+                    tok = wrk(tok_edge.url, with_tokens)
+                    _check(tok, "edge tokens")
+                rows["static_rps"].append(st.rps)
+                rows["edge_warm_rps"].append(warm.rps)
+                rows["ratio"].append(warm.rps / st.rps)
+                rows["offload_cold"].append(1 - (mid - before) / cold.requests)
+                rows["offload_warm"].append(1 - (after - mid2) / warm.requests)
+                rows["edge_token_rps"].append(tok.rps)
+                rows["token_ratio"].append(tok.rps / st.rps)
+                print(f"rep {rep + 1}: static {st.rps:,.0f} req/s | edge warm {warm.rps:,.0f} "
+                      f"req/s ({warm.rps / st.rps:.2f}x) | offload cold "
+                      f"{rows['offload_cold'][-1]:.1%} warm {rows['offload_warm'][-1]:.1%} | "
+                      f"edge+tokens {tok.rps:,.0f} req/s", flush=True)
+    finally:
+        static.terminate()
+        static.wait()
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    print()
+    print(f"| figure (median of {args.reps}) | value |")
+    print("|---|---|")
+    print(f"| nginx static, req/s | {med['static_rps']:,.0f} |")
+    print(f"| edge, warm (HIT), req/s | {med['edge_warm_rps']:,.0f} |")
+    print(f"| edge / static | {med['ratio']:.2f}x (target >= 0.9) |")
+    print(f"| origin offload, cold start ({args.seconds:g} s) | {med['offload_cold']:.1%} |")
+    print(f"| origin offload, warm | {med['offload_warm']:.2%} (target >= 95%) |")
+    print(f"| edge with tokens (njs HMAC), req/s | {med['edge_token_rps']:,.0f} "
+          f"({med['token_ratio']:.2f}x static) |")
+    if args.json:
+        print(json.dumps(med))
+    return 0
+
+
+def _warm(base: str, paths: list[str]) -> None:
+    for p in paths:
+        with urllib.request.urlopen(base + p, timeout=10) as r:
+            r.read()
+
+
+def _check(result: WrkResult, what: str) -> None:
+    if result.non_2xx:
+        raise RuntimeError(f"{what}: {result.non_2xx} non-2xx responses")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""Ladder planning: which renditions (size, bitrate) a master gets.
+
+`plan_ladder(info, spec)` turns a probed master (or plain display dimensions) and
+an optional `HEIGHT:KBPS[,HEIGHT:KBPS...]` spec into `native.Rung`s. Rules:
+
+- A rung's label is the short side of the picture: a landscape 16:9 "720" rung is
+  1280x720, a portrait 9:16 "720" rung is 720x1280. Ids are "v<label>".
+- Sizes follow the display aspect ratio (SAR and rotation applied), rounded to even
+  numbers for 4:2:0.
+- Never upscaled: rungs above the source's short side are dropped; if none is
+  left, a single rung at the source's own size is kept.
+- Default bitrates (kbit/s, H.264, <= 30 fps) are those of common VOD ladders
+  (Apple HLS Authoring Spec, Appendix 2 ballpark); sources above 30 fps get 1.5x.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import native
+
+# label (short side) -> kbit/s at <= 30 fps
+DEFAULT_LADDER: tuple[tuple[int, int], ...] = (
+    (2160, 14000),
+    (1440, 8000),
+    (1080, 5000),
+    (720, 3000),
+    (480, 1500),
+    (360, 800),
+)
+HIGH_FPS_FACTOR = 1.5
+_SPEC_ITEM = re.compile(r"^\s*(\d+)\s*[:x]\s*(\d+)\s*(?:k|kbps)?\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SourceDims:
+    """What the planner needs of a master: its display size (after SAR and
+    rotation) and frame rate."""
+
+    width: int
+    height: int
+    fps: float = 30.0
+
+
+def parse_ladder_spec(spec: str) -> list[tuple[int, int]]:
+    """'1080:5000,720:3000' -> [(1080, 5000), (720, 3000)] (label, kbit/s), tallest first.
+
+    Raises ValueError naming the bad item: empty spec, missing ':', non-numbers,
+    odd or zero sizes, zero bitrates, a label given twice.
+    """
+    if not spec or not spec.strip():
+        raise ValueError("empty ladder spec; expected HEIGHT:KBPS[,HEIGHT:KBPS...], e.g. 720:3000")
+    out: list[tuple[int, int]] = []
+    seen: set[int] = set()
+    for item in spec.split(","):
+        match = _SPEC_ITEM.match(item)
+        if not match:
+            raise ValueError(
+                f"bad ladder item {item.strip()!r} in {spec!r}; expected HEIGHT:KBPS, e.g. 720:3000"
+            )
+        label, kbps = int(match.group(1)), int(match.group(2))
+        if label < 2 or label % 2:
+            raise ValueError(f"bad ladder height {label} in {spec!r}: must be even and >= 2")
+        if label > 8640:
+            raise ValueError(f"bad ladder height {label} in {spec!r}: larger than 8K")
+        if kbps <= 0:
+            raise ValueError(f"bad ladder bitrate {kbps} in {spec!r}: must be > 0 kbit/s")
+        if label in seen:
+            raise ValueError(f"ladder height {label} given twice in {spec!r}")
+        seen.add(label)
+        out.append((label, kbps))
+    return sorted(out, reverse=True)
+
+
+def source_dims(info: native.MediaInfo | SourceDims | tuple[int, int]) -> SourceDims:
+    """Display size and frame rate of the first video stream."""
+    if isinstance(info, SourceDims):
+        return info
+    if isinstance(info, tuple):
+        return SourceDims(int(info[0]), int(info[1]))
+    for stream in info.streams:
+        if stream.kind == "video":
+            width = stream.display_width or stream.width
+            height = stream.display_height or stream.height
+            if width > 0 and height > 0:
+                return SourceDims(width, height, stream.frame_rate or 30.0)
+    raise ValueError(f"{info.path}: no video stream to plan a ladder for")
+
+
+def _even(value: float) -> int:
+    return max(2, round(value / 2) * 2)
+
+
+def _size(src: SourceDims, label: int) -> tuple[int, int]:
+    """(width, height) of a rung whose short side is `label`."""
+    if src.width >= src.height:
+        return _even(label * src.width / src.height), label
+    return label, _even(label * src.height / src.width)
+
+
+def default_ladder(src: SourceDims) -> list[tuple[int, int]]:
+    """(label, kbit/s) pairs for a source: the standard rungs at or below its short
+    side, plus one at its own size when that is >= 1.2x the tallest of them."""
+    short = min(src.width, src.height)
+    factor = HIGH_FPS_FACTOR if src.fps > 30.5 else 1.0
+    rungs = [(label, kbps) for label, kbps in DEFAULT_LADDER if label <= short]
+    top = _even(short) if short % 2 else short
+    if not rungs or top >= 1.2 * rungs[0][0]:
+        # bitrate by pixel count from the nearest standard rung (sqrt-ish scaling is
+        # what quality per bit does; linear in pixels overshoots at the top)
+        ref_label, ref_kbps = (rungs or [DEFAULT_LADDER[-1]])[0]
+        kbps = max(200, round(ref_kbps * (top / ref_label) ** 1.5 / 50) * 50)
+        rungs.insert(0, (top, kbps))
+    return [(label, _round_kbps(kbps * factor)) for label, kbps in rungs]
+
+
+def _round_kbps(kbps: float) -> int:
+    return max(50, round(kbps / 50) * 50)
+
+
+def plan_ladder(
+    info: native.MediaInfo | SourceDims | tuple[int, int], spec: str | None = None
+) -> list[native.Rung]:
+    """The rungs to encode, tallest first. Raises ValueError for a bad spec or a
+    master without video."""
+    src = source_dims(info)
+    short = min(src.width, src.height)
+    if spec is None:
+        pairs = default_ladder(src)
+    else:
+        wanted = parse_ladder_spec(spec)
+        pairs = [(label, kbps) for label, kbps in wanted if label <= short]
+        if not pairs:  # every rung would upscale: keep one at the source's size
+            label, kbps = min(wanted)
+            top = short if short % 2 == 0 else short - 1
+            pairs = [(top, _round_kbps(kbps * (top / label) ** 1.5))]
+    rungs = []
+    for label, kbps in pairs:
+        width, height = _size(src, label)
+        rungs.append(native.Rung(id=f"v{label}", height=height, width=width, bitrate=kbps * 1000))
+    return rungs

@@ -1,0 +1,175 @@
+"""Caches for the read path: an in-process LRU with TTL (embedded default) and a
+Redis read-through cache (shared by every origin process and machine).
+
+Values are bytes; callers serialise. Keys that depend on published data carry the
+asset's version (bumped on every publish), so a publish makes old entries
+unreachable; the per-asset head entry (``asset_key``) is the one that must be
+invalidated explicitly: the origin does it on DELETE, publishers call
+``invalidate_asset`` after ``MetadataStore.publish``. Both backends pass
+tests/metadata/test_cache_contract.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+
+class Cache(Protocol):
+    async def get(self, key: str) -> bytes | None:
+        """The value, or None when absent or expired."""
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        """Store ``value`` for ``ttl`` seconds (> 0)."""
+
+    async def delete(self, *keys: str) -> None:
+        """Explicit invalidation; absent keys are ignored."""
+
+    async def ping(self) -> None:
+        """Raise if the backend is unreachable (readiness)."""
+
+    async def close(self) -> None: ...
+
+
+def asset_key(asset_id: str) -> str:
+    """The head entry of an asset on the read path (state, version, renditions)."""
+    return f"cdlc:a:{asset_id}"
+
+
+async def invalidate_asset(cache: Cache, asset_id: str) -> None:
+    """Forget what the read path cached about ``asset_id`` (after publish or delete).
+    Version-keyed entries need no deletion: the new version never reads them."""
+    await cache.delete(asset_key(asset_id))
+
+
+async def read_through(
+    cache: Cache,
+    key: str,
+    ttl: float,
+    load: Callable[[], Awaitable[bytes | None]],
+) -> bytes | None:
+    """``cache[key]``, else ``load()`` stored for ``ttl`` seconds (None is not stored).
+    A cache that fails (Redis down) degrades to the loader instead of failing the
+    request; readiness reports the outage."""
+    try:
+        hit = await cache.get(key)
+    except Exception:
+        hit = None
+    if hit is not None:
+        return hit
+    value = await load()
+    if value is not None:
+        try:
+            await cache.set(key, value, ttl)
+        except Exception:
+            pass
+    return value
+
+
+class LRUCache:
+    """In-process LRU bounded by entry count and total bytes, entries with a TTL.
+
+    Not shared between processes: with several origin workers each keeps its own
+    copy, and a change made elsewhere becomes visible when the entry expires.
+    """
+
+    def __init__(self, max_entries: int = 100_000, max_bytes: int = 256 * 2**20) -> None:
+        self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get_now(self, key: str) -> bytes | None:
+        """Synchronous lookup (no await on the hot path)."""
+        entry = self._data.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        if entry[0] < time.monotonic():
+            self._drop(key)
+            self.misses += 1
+            return None
+        self._data.move_to_end(key)
+        self.hits += 1
+        return entry[1]
+
+    async def get(self, key: str) -> bytes | None:
+        return self.get_now(key)
+
+    def set_now(self, key: str, value: bytes, ttl: float) -> None:
+        if ttl <= 0:
+            raise ValueError("ttl must be > 0")
+        if len(value) > self._max_bytes:
+            return
+        self._drop(key)
+        self._data[key] = (time.monotonic() + ttl, value)
+        self._bytes += len(value)
+        while len(self._data) > self._max_entries or self._bytes > self._max_bytes:
+            _, (_, old) = self._data.popitem(last=False)
+            self._bytes -= len(old)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        self.set_now(key, value, ttl)
+
+    def _drop(self, key: str) -> None:
+        entry = self._data.pop(key, None)
+        if entry is not None:
+            self._bytes -= len(entry[1])
+
+    async def delete(self, *keys: str) -> None:
+        for key in keys:
+            self._drop(key)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._data.clear()
+        self._bytes = 0
+
+
+class RedisCache:
+    """Redis (redis-py asyncio) with TTLs in milliseconds (SET PX).
+
+    Short socket timeouts: a cache that hangs must not hang the request, the
+    read-through helper falls back to the store.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 0.5, max_connections: int = 64) -> None:
+        import redis.asyncio as aioredis
+
+        self.url = url
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            max_connections=max_connections,
+            decode_responses=False,
+        )
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._redis.get(key)
+        return value if value is None else bytes(value)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        if ttl <= 0:
+            raise ValueError("ttl must be > 0")
+        await self._redis.set(key, value, px=max(1, int(ttl * 1000)))
+
+    async def delete(self, *keys: str) -> None:
+        if keys:
+            await self._redis.delete(*keys)
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def close(self) -> None:
+        # redis>=5 has aclose(); the types-redis stubs predate it.
+        await self._redis.aclose()  # type: ignore[attr-defined]

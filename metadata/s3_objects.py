@@ -1,0 +1,222 @@
+"""Object store on S3 or any S3-compatible server, through aioboto3.
+
+One client per store (its connection pool is shared by every request), retries
+with exponential backoff and jitter by botocore's "standard" retry mode (throttling,
+5xx, connection errors; https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html).
+Large files go up as multipart uploads (parts uploaded concurrently, the upload
+aborted on failure so no orphan parts are billed); reads are ranged GETs streamed
+in chunks. The ETag S3 returns is already a quoted strong validator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from metadata.objects import ObjectStat
+
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+
+
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+class S3Objects:
+    """ObjectStore over ``s3://bucket/prefix`` (see the module docstring).
+
+    The client is created on first use (or by ``await open()``), inside the event
+    loop and the process that uses it.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        multipart_threshold: int = 64 * 2**20,
+        part_size: int = 16 * 2**20,
+        concurrency: int = 4,
+        max_attempts: int = 5,
+        max_pool_connections: int = 64,
+    ) -> None:
+        if part_size < 5 * 2**20:
+            raise ValueError("S3 parts (but the last) must be at least 5 MiB")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.endpoint_url = endpoint_url
+        self.region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.multipart_threshold = max(multipart_threshold, part_size)
+        self.part_size = part_size
+        self.concurrency = concurrency
+        self._max_attempts = max_attempts
+        self._max_pool = max_pool_connections
+        self._stack = contextlib.AsyncExitStack()
+        self._client_: Any = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> S3Objects:
+        async with self._lock:
+            if self._client_ is None:
+                await self._open()
+        return self
+
+    async def _c(self) -> Any:
+        if self._client_ is None:
+            await self.open()
+        return self._client_
+
+    async def _open(self) -> None:
+        import aioboto3
+        from botocore.config import Config
+
+        config = Config(
+            retries={"max_attempts": self._max_attempts, "mode": "standard"},
+            max_pool_connections=self._max_pool,
+            connect_timeout=5,
+            read_timeout=30,
+        )
+        session = aioboto3.Session()
+        self._client_ = await self._stack.enter_async_context(
+            session.client(
+                "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config
+            )
+        )
+
+    def _key(self, key: str) -> str:
+        if not key or key.startswith("/"):
+            raise ValueError(f"invalid object key: {key!r}")
+        return self.prefix + key
+
+    async def put_bytes(self, key: str, data: bytes) -> None:
+        await (await self._c()).put_object(Bucket=self.bucket, Key=self._key(key), Body=bytes(data))
+
+    async def put_file(self, key: str, path: Path) -> None:
+        path = Path(path)
+        size = path.stat().st_size
+        if size < self.multipart_threshold:
+            data = await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
+            await self.put_bytes(key, data)
+            return
+        await self._multipart(self._key(key), path, size)
+
+    async def _multipart(self, s3key: str, path: Path, size: int) -> None:
+        loop = asyncio.get_running_loop()
+        created = await (await self._c()).create_multipart_upload(Bucket=self.bucket, Key=s3key)
+        upload_id = created["UploadId"]
+        n_parts = (size + self.part_size - 1) // self.part_size
+        gate = asyncio.Semaphore(self.concurrency)
+
+        def read_part(number: int) -> bytes:
+            with open(path, "rb") as f:
+                f.seek((number - 1) * self.part_size)
+                return f.read(self.part_size)
+
+        async def upload(number: int) -> dict[str, Any]:
+            async with gate:  # bounds memory: at most `concurrency` parts in flight
+                body = await loop.run_in_executor(None, read_part, number)
+                done = await (await self._c()).upload_part(
+                    Bucket=self.bucket, Key=s3key, UploadId=upload_id,
+                    PartNumber=number, Body=body,
+                )
+                return {"PartNumber": number, "ETag": done["ETag"]}
+
+        try:
+            parts = await asyncio.gather(*(upload(n) for n in range(1, n_parts + 1)))
+            await (await self._c()).complete_multipart_upload(
+                Bucket=self.bucket, Key=s3key, UploadId=upload_id,
+                MultipartUpload={"Parts": list(parts)},
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await (await self._c()).abort_multipart_upload(
+                    Bucket=self.bucket, Key=s3key, UploadId=upload_id
+                )
+            raise
+
+    async def get_bytes(self, key: str) -> bytes:
+        try:
+            obj = await (await self._c()).get_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            if _code(exc) in _NOT_FOUND:
+                raise KeyError(key) from None
+            raise
+        stream = obj["Body"]
+        try:
+            data: bytes = await stream.read()
+        finally:
+            stream.close()
+        return data
+
+    async def stat(self, key: str) -> ObjectStat | None:
+        try:
+            head = await (await self._c()).head_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            if _code(exc) in _NOT_FOUND:
+                return None
+            raise
+        etag = str(head["ETag"])
+        if not etag.startswith('"'):
+            etag = f'"{etag}"'
+        return ObjectStat(
+            size=int(head["ContentLength"]), etag=etag,
+            mtime=head["LastModified"].timestamp(),
+        )
+
+    async def iter_range(
+        self, key: str, start: int = 0, end: int | None = None, chunk: int = 256 * 1024
+    ) -> AsyncIterator[bytes]:
+        if end is not None and end <= start:
+            return
+        rng = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
+        try:
+            obj = await (await self._c()).get_object(
+                Bucket=self.bucket, Key=self._key(key), Range=rng
+            )
+        except Exception as exc:
+            if _code(exc) in _NOT_FOUND:
+                raise KeyError(key) from None
+            if _code(exc) == "InvalidRange":  # start at or past the end: nothing
+                return
+            raise
+        stream = obj["Body"]
+        try:
+            async for data in stream.iter_chunks(chunk):
+                yield data
+        finally:
+            stream.close()
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+    async def delete_prefix(self, prefix: str) -> int:
+        if not prefix.strip("/"):
+            raise ValueError("refusing to delete the whole store")
+        paginator = (await self._c()).get_paginator("list_objects_v2")
+        count = 0
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            for i in range(0, len(keys), 1000):  # DeleteObjects takes 1000 at most
+                batch = keys[i : i + 1000]
+                result = await (await self._c()).delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+                errors = result.get("Errors") or []
+                if errors:
+                    raise OSError(f"S3 delete under {prefix!r} failed: {errors[0]}")
+                count += len(batch)
+        return count
+
+    async def ping(self) -> None:
+        await (await self._c()).head_bucket(Bucket=self.bucket)
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+        self._client_ = None

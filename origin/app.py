@@ -1,0 +1,155 @@
+"""The origin's aiohttp application: playback routes (origin/playback.py), the
+admin API (origin/admin.py), /healthz, /readyz and /metrics.
+
+``create_app(deps)`` wires the backends given in ``OriginDeps``; it imports no
+engine code (jobs start through ``deps.submit_job``). Backends are closed with the
+app (cleanup_ctx) unless ``close_backends`` is False.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from metadata.cache import Cache
+from metadata.objects import ObjectStore
+from metadata.store import MetadataStore
+from origin.admin import Admin
+from origin.metrics import ROUTE, T0, Metrics
+from origin.playback import Playback
+
+
+@dataclass
+class OriginDeps:
+    store: MetadataStore
+    objects: ObjectStore
+    cache: Cache
+    signing_key: bytes | None = None
+    api_key: str | None = None
+    max_upload_bytes: int = 20 * 2**30
+    upload_dir: Path | None = None
+    submit_job: Callable[[str, Path, dict[str, Any]], Awaitable[None]] | None = None
+    # Additive knobs (defaults fit production):
+    head_ttl: float = 5.0          # how long a READY asset's head is cached (republish lag)
+    close_backends: bool = True    # close store, objects and cache with the app
+
+
+DEPS = web.AppKey("deps", OriginDeps)
+METRICS = web.AppKey("metrics", Metrics)
+PLAYBACK = web.AppKey("playback", Playback)
+ADMIN = web.AppKey("admin", Admin)
+
+_READY_TIMEOUT = 2.0
+
+
+@web.middleware
+async def observe(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Stamp the start time; the response-prepare signal records the metrics (status
+    and length are only final there: FileResponse decides 206/304/416 in prepare)."""
+    request[T0] = time.perf_counter()
+    return await handler(request)
+
+
+async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    t0 = request.get(T0)
+    if t0 is None:
+        return
+    route = request.get(ROUTE)
+    if route is None:
+        route = request.match_info.route.name or "unmatched"
+    nbytes = response.content_length if request.method != "HEAD" else 0
+    request.app[METRICS].observe(
+        route, response.status, nbytes or 0, time.perf_counter() - t0
+    )
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.StreamResponse:
+    deps = request.app[DEPS]
+    names = ("store", "objects", "cache")
+    results = await asyncio.gather(
+        *(asyncio.wait_for(b.ping(), _READY_TIMEOUT)
+          for b in (deps.store, deps.objects, deps.cache)),
+        return_exceptions=True,
+    )
+    report = {
+        name: "ok" if not isinstance(r, BaseException) else f"error: {type(r).__name__}: {r}"
+        for name, r in zip(names, results, strict=True)
+    }
+    ok = all(v == "ok" for v in report.values())
+    return web.json_response({"ready": ok, **report}, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    m = request.app[METRICS]
+    return web.Response(body=m.render(), headers={"Content-Type": m.content_type})
+
+
+def create_app(deps: OriginDeps) -> web.Application:
+    # client_max_size bounds bodies read whole (JSON); uploads are streamed.
+    app = web.Application(middlewares=[observe], client_max_size=1024**2)
+    m = Metrics()
+    playback = Playback(
+        deps.store, deps.objects, deps.cache, m,
+        signing_key=deps.signing_key, head_ttl=deps.head_ttl,
+    )
+    admin = Admin(
+        deps.store, deps.objects, deps.cache, api_key=deps.api_key,
+        max_upload_bytes=deps.max_upload_bytes, upload_dir=deps.upload_dir,
+        submit_job=deps.submit_job,
+    )
+    app[DEPS] = deps
+    app[METRICS] = m
+    app[PLAYBACK] = playback
+    app[ADMIN] = admin
+
+    r = app.router
+    for path, handler, name in (
+        ("/vod/{asset}/master.m3u8", playback.master, "master"),
+        ("/vod/{asset}/manifest.mpd", playback.mpd, "mpd"),
+        ("/vod/{asset}/{rendition}/{name}", playback.rendition_file, "rendition"),
+    ):
+        resource = r.add_resource(path, name=name)
+        resource.add_route("GET", handler)
+        resource.add_route("HEAD", handler)
+        resource.add_route("OPTIONS", playback.preflight)  # CORS preflight
+    r.add_post("/v1/assets", admin.create, name="admin_create")
+    r.add_get("/v1/assets", admin.list, name="admin_list")
+    r.add_get("/v1/assets/{id}", admin.get, name="admin_get")
+    r.add_delete("/v1/assets/{id}", admin.delete, name="admin_delete")
+    r.add_get("/v1/openapi.json", admin.openapi, name="openapi")
+    r.add_get("/healthz", healthz, name="healthz")
+    r.add_get("/readyz", readyz, name="readyz")
+    r.add_get("/metrics", metrics, name="metrics")
+    app.on_response_prepare.append(_on_prepare)
+    app.cleanup_ctx.append(_backends)
+    return app
+
+
+async def _backends(app: web.Application) -> AsyncIterator[None]:
+    deps = app[DEPS]
+    # Warm up connections before the first request; an outage here is not fatal
+    # (the origin starts, /readyz says what is down).
+    await asyncio.gather(
+        *(asyncio.wait_for(b.ping(), _READY_TIMEOUT)
+          for b in (deps.store, deps.objects, deps.cache)),
+        return_exceptions=True,
+    )
+    yield
+    if deps.close_backends:
+        for backend in (deps.store, deps.objects, deps.cache):
+            try:
+                await backend.close()
+            except Exception:
+                pass

@@ -1,0 +1,93 @@
+"""Fixtures shared by every test folder: free ports, the `cdlc` CLI run as a user
+runs it (a subprocess with CDLC_* in its environment), and `cdlc serve`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CDLC = [sys.executable, "-m", "engine.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout} s")
+        time.sleep(0.1)
+
+
+@dataclass
+class CdlcEnv:
+    """A data dir and the environment the CLI runs with."""
+
+    data_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CDLC, *args], env=self.env, cwd=ROOT, capture_output=True, text=True,
+            timeout=timeout,
+        )
+
+    def serve(self, port: int, *extra: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [*CDLC, "serve", "--host", "127.0.0.1", "--port", str(port), *extra],
+            env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_http(f"http://127.0.0.1:{port}/healthz")
+        except TimeoutError:
+            proc.kill()
+            raise
+        return proc
+
+
+def make_env(data_dir: Path, **overrides: str) -> CdlcEnv:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDLC_")}
+    env["CDLC_DATA_DIR"] = str(data_dir)
+    env.update(overrides)
+    return CdlcEnv(data_dir, env)
+
+
+@pytest.fixture(scope="session")
+def cdlc_env(tmp_path_factory: pytest.TempPathFactory) -> CdlcEnv:
+    """One embedded-defaults data dir for the session (SQLite + local objects)."""
+    return make_env(tmp_path_factory.mktemp("cdlc-data"), CDLC_PRESET="ultrafast")
+
+
+@pytest.fixture(scope="session")
+def origin_url(cdlc_env: CdlcEnv) -> Iterator[str]:
+    """`cdlc serve` over the session data dir."""
+    port = free_port()
+    proc = cdlc_env.serve(port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

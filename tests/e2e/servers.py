@@ -1,0 +1,79 @@
+"""Processes the edge and player tests start: the real origin (tests/e2e/
+origin_main.py) and the nginx edge (cdn.edge.NginxEdge)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import TracebackType
+
+from cdn.edge import free_port, wait_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class OriginProcess:
+    """The origin serving `data_dir` on 127.0.0.1:port (a free one if 0)."""
+
+    def __init__(self, data_dir: Path, *, signing_key: bytes | None = None, port: int = 0,
+                 workers: int = 1) -> None:
+        self.data_dir = data_dir
+        self.signing_key = signing_key
+        self.port = port or free_port()
+        self.workers = workers
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / "origin.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> OriginProcess:
+        args = [sys.executable, "-m", "tests.e2e.origin_main", "--data-dir", str(self.data_dir),
+                "--port", str(self.port), "--workers", str(self.workers)]
+        if self.signing_key:
+            args += ["--signing-key-hex", self.signing_key.hex()]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        # Its own process group: a kill reaches every worker it forked.
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=log,
+                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        log.close()
+        try:
+            wait_port("127.0.0.1", self.port, timeout)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(
+                f"origin did not start: {self.log_path.read_text()[-2000:]}") from None
+        return self
+
+    def stop(self, *, kill: bool = False, timeout: float = 15.0) -> None:
+        """SIGTERM (graceful) or SIGKILL (an origin that dies) and wait."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        sig = signal.SIGKILL if kill else signal.SIGTERM
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            proc.wait()
+        if kill:  # workers of a killed master: the group was killed with it
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def __enter__(self) -> OriginProcess:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

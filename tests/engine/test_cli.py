@@ -1,0 +1,48 @@
+"""The `cdlc` command's contracts: demo, status, help."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, make_env
+
+
+@pytest.mark.slow
+def test_demo_once_makes_ingests_serves_and_checks(tmp_path: Path) -> None:
+    env = make_env(tmp_path / "data", CDLC_PRESET="ultrafast")
+    port = free_port()
+    proc = env.run("demo", "--port", str(port), "--once", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"http://127.0.0.1:{port}/vod/demo/master.m3u8" in proc.stdout
+    assert f"http://127.0.0.1:{port}/vod/demo/manifest.mpd" in proc.stdout
+    assert "demo OK" in proc.stdout
+    # A 1080p master: the planned ladder tops out at 1080 and never upscales.
+    assert "v1080" in proc.stdout
+    # Second run reuses the ready asset (no new master, no new ingest).
+    master = tmp_path / "data" / "demo" / "master.mp4"
+    before = master.stat().st_mtime
+    again = env.run("demo", "--port", str(free_port()), "--once", timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert master.stat().st_mtime == before
+
+
+def test_status_of_unknown_asset(tmp_path: Path) -> None:
+    proc = make_env(tmp_path).run("status", "nope")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "cdlc: error: no asset 'nope'"
+
+
+def test_ingest_missing_file_is_one_line(tmp_path: Path) -> None:
+    proc = make_env(tmp_path).run("ingest", str(tmp_path / "missing.mov"), "--id", "m")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"cdlc: error: {tmp_path / 'missing.mov'}: no such file"
+    ]
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    out = make_env(tmp_path).run("--help").stdout
+    for command in ("ingest", "serve", "status", "demo", "cdn"):
+        assert command in out

@@ -1,0 +1,143 @@
+"""The first end-to-end slice (issue 2): master -> `cdlc ingest` -> `cdlc serve` ->
+HLS and DASH that ffprobe and ffmpeg read over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import CdlcEnv
+from tests.media import bigbuckbunny, decode_errors, ffprobe, make_master
+
+LADDER = "1080:5000,720:3000,480:1500,360:800"
+
+
+def ingest_json(env: CdlcEnv, master: Path, asset_id: str, *args: str) -> dict[str, Any]:
+    proc = env.run("ingest", str(master), "--id", asset_id, "--json", *args)
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def keyframe_times(url: str) -> list[float]:
+    frames = ffprobe(url, "-select_streams", "v:0", "-skip_frame", "nokey",
+                     "-show_entries", "frame=pts_time")["frames"]
+    return [round(float(f["pts_time"]), 3) for f in frames]
+
+
+def status_of(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.fixture(scope="module")
+def synthetic(cdlc_env: CdlcEnv, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    master = make_master(tmp_path_factory.mktemp("m") / "master.mp4", seconds=10,
+                         width=1920, height=1080, fps="30")
+    return ingest_json(cdlc_env, master, "synthetic", "--ladder", LADDER)
+
+
+def test_ingest_json_reports_the_ladder(synthetic: dict[str, Any]) -> None:
+    assert synthetic["asset"] == "synthetic"
+    assert synthetic["state"] == "ready"
+    assert abs(synthetic["duration"] - 10.0) < 0.05
+    video = [r for r in synthetic["renditions"] if r["kind"] == "video"]
+    assert [r["height"] for r in video] == [1080, 720, 480, 360]
+    assert [r["bitrate"] for r in video] == [5_000_000, 3_000_000, 1_500_000, 800_000]
+    assert all(r["codec"].startswith("avc1.") for r in video)
+    audio = [r for r in synthetic["renditions"] if r["kind"] == "audio"]
+    assert len(audio) == 1 and audio[0]["codec"].startswith("mp4a.40.")
+    # 10 s in 4 s segments: 4 + 4 + 2
+    assert {r["segments"] for r in synthetic["renditions"]} == {3}
+
+
+def test_hls_and_dash_play_over_http(synthetic: dict[str, Any], origin_url: str) -> None:
+    base = f"{origin_url}/vod/synthetic"
+    hls = ffprobe(f"{base}/master.m3u8", "-show_streams", "-show_programs")
+    heights = sorted({s.get("height", 0) for s in hls["streams"] if s["codec_type"] == "video"})
+    assert heights == [360, 480, 720, 1080]
+    mpd = ffprobe(f"{base}/manifest.mpd", "-show_streams")
+    assert sorted(s.get("height", 0) for s in mpd["streams"] if s["codec_type"] == "video") == \
+        [360, 480, 720, 1080]
+    assert any(s["codec_type"] == "audio" for s in mpd["streams"])
+
+
+def test_every_rendition_decodes_aligned_and_full_length(
+    synthetic: dict[str, Any], origin_url: str
+) -> None:
+    base = f"{origin_url}/vod/synthetic"
+    keyframes = {}
+    for r in synthetic["renditions"]:
+        url = f"{base}/{r['id']}/media.m3u8"
+        assert decode_errors(url) == "", r["id"]
+        duration = float(ffprobe(url, "-show_entries", "format=duration")["format"]["duration"])
+        assert abs(duration - 10.0) <= 1 / 30 + 1e-3, (r["id"], duration)
+        if r["kind"] == "video":
+            keyframes[r["id"]] = keyframe_times(url)
+    reference = keyframes["v1080"]
+    assert reference[:5] == [0.0, 2.0, 4.0, 6.0, 8.0]
+    for rid, times in keyframes.items():
+        assert times == reference, rid
+
+
+def test_real_master_big_buck_bunny(cdlc_env: CdlcEnv, origin_url: str) -> None:
+    """720p25 H.264 with 5.1 AAC: default ladder (never upscaled), stereo audio."""
+    result = ingest_json(cdlc_env, bigbuckbunny(), "bbb")
+    video = [r for r in result["renditions"] if r["kind"] == "video"]
+    assert max(r["height"] for r in video) == 720
+    base = f"{origin_url}/vod/bbb"
+    for r in result["renditions"]:
+        assert decode_errors(f"{base}/{r['id']}/media.m3u8") == "", r["id"]
+    audio = ffprobe(f"{base}/audio/media.m3u8", "-show_streams")["streams"]
+    assert [s["channels"] for s in audio if s["codec_type"] == "audio"] == [2]
+    source = float(ffprobe(bigbuckbunny(), "-show_entries", "format=duration")["format"]["duration"])
+    got = float(ffprobe(f"{base}/master.m3u8", "-show_entries",
+                        "format=duration")["format"]["duration"])
+    assert abs(got - source) <= 1 / 25 + 0.05
+
+
+def _bad_inputs(tmp: Path) -> dict[str, Path]:
+    empty = tmp / "empty.mp4"
+    empty.write_bytes(b"")
+    noise = tmp / "noise.mp4"
+    noise.write_bytes(os.urandom(256 * 1024))
+    good = make_master(tmp / "good.mp4", seconds=2, width=320, height=240)
+    truncated = tmp / "truncated.mp4"
+    data = good.read_bytes()
+    truncated.write_bytes(data[: len(data) // 3])
+    return {"empty": empty, "noise": noise, "truncated": truncated}
+
+
+@pytest.mark.parametrize("kind", ["empty", "noise", "truncated"])
+def test_bad_input_exits_2_with_one_line_and_publishes_nothing(
+    kind: str, cdlc_env: CdlcEnv, origin_url: str, tmp_path: Path
+) -> None:
+    master = _bad_inputs(tmp_path)[kind]
+    asset_id = f"bad-{kind}"
+    proc = cdlc_env.run("ingest", str(master), "--id", asset_id)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert str(master.name) in lines[0]
+    for path in ("master.m3u8", "manifest.mpd", "v240/init.mp4", "v240/1.m4s"):
+        assert status_of(f"{origin_url}/vod/{asset_id}/{path}") == 404
+    status = json.loads(cdlc_env.run("status", asset_id, "--json").stdout)
+    assert status["state"] == "failed" and status["error"]
+    assert not (cdlc_env.data_dir / "objects" / "media" / asset_id).exists()
+
+
+def test_bad_ladder_spec_is_a_usage_error(cdlc_env: CdlcEnv, tmp_path: Path) -> None:
+    master = make_master(tmp_path / "m.mp4", seconds=1, width=320, height=240)
+    proc = cdlc_env.run("ingest", str(master), "--ladder", "tall:fast")
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "ladder" in proc.stderr.lower()

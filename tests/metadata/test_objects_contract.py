@@ -1,0 +1,189 @@
+"""Every ObjectStore passes these: the local directory and S3 (a real moto server)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from metadata import open_objects
+from metadata.local_objects import LocalObjects
+from metadata.objects import ObjectStore
+from metadata.s3_objects import S3Objects
+from tests.metadata.servers import make_bucket
+
+MiB = 2**20
+
+
+@pytest.fixture(params=["local", "s3"])
+async def objects(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[ObjectStore]:
+    store: ObjectStore
+    if request.param == "local":
+        store = open_objects("", tmp_path)
+    else:
+        endpoint = request.getfixturevalue("s3_endpoint")
+        bucket = make_bucket(endpoint)
+        # Small parts so a 11 MiB file really goes up as a 3-part multipart upload.
+        store = S3Objects(bucket, "pre/fix", endpoint_url=endpoint,
+                          multipart_threshold=5 * MiB, part_size=5 * MiB)
+    yield store
+    await store.close()
+
+
+async def collect(it: AsyncIterator[bytes]) -> bytes:
+    return b"".join([c async for c in it])
+
+
+async def test_bytes_round_trip_and_missing(objects: ObjectStore) -> None:
+    await objects.put_bytes("media/a1/v720/init.mp4", b"\x00init")
+    assert await objects.get_bytes("media/a1/v720/init.mp4") == b"\x00init"
+    with pytest.raises(KeyError):
+        await objects.get_bytes("media/a1/v720/nope.m4s")
+    assert await objects.stat("media/a1/v720/nope.m4s") is None
+
+
+async def test_stat_is_a_strong_quoted_etag_that_follows_content(objects: ObjectStore) -> None:
+    await objects.put_bytes("k/one", b"a" * 100)
+    st = await objects.stat("k/one")
+    assert st is not None and st.size == 100
+    assert st.etag.startswith('"') and st.etag.endswith('"') and not st.etag.startswith("W/")
+    await asyncio.sleep(0.01)
+    await objects.put_bytes("k/one", b"b" * 101)
+    st2 = await objects.stat("k/one")
+    assert st2 is not None and st2.size == 101 and st2.etag != st.etag
+
+
+async def test_put_file_small_and_large(objects: ObjectStore, tmp_path: Path) -> None:
+    small = tmp_path / "small.bin"
+    small.write_bytes(os.urandom(1000))
+    await objects.put_file("masters/a1/source", small)
+    assert await objects.get_bytes("masters/a1/source") == small.read_bytes()
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(11 * MiB + 123))
+    await objects.put_file("masters/a2/source", big)
+    assert await objects.get_bytes("masters/a2/source") == big.read_bytes()
+    st = await objects.stat("masters/a2/source")
+    assert st is not None and st.size == 11 * MiB + 123
+    if isinstance(objects, S3Objects):
+        assert st.etag.endswith('-3"'), st.etag  # S3's multipart ETag: md5-of-md5s-<parts>
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [(0, None), (0, 1000), (10, 20), (999, None), (1000, None), (500, 5000), (5, 5)],
+)
+async def test_iter_range(objects: ObjectStore, start: int, end: int | None) -> None:
+    data = os.urandom(1000)
+    await objects.put_bytes("r/obj", data)
+    got = await collect(objects.iter_range("r/obj", start, end))
+    assert got == data[start:end]
+
+
+async def test_iter_range_chunks(objects: ObjectStore) -> None:
+    data = os.urandom(100)
+    await objects.put_bytes("r/c", data)
+    chunks = [c async for c in objects.iter_range("r/c", 3, 90, chunk=7)]
+    assert b"".join(chunks) == data[3:90]
+    assert all(0 < len(c) <= 7 for c in chunks)
+
+
+async def test_iter_range_missing(objects: ObjectStore) -> None:
+    with pytest.raises(KeyError):
+        await collect(objects.iter_range("r/none"))
+
+
+async def test_delete_prefix_counts_and_spares_neighbours(objects: ObjectStore) -> None:
+    for key in ["media/a1/v720/1.m4s", "media/a1/v720/2.m4s", "media/a1/audio/1.m4s",
+                "media/a10/v720/1.m4s", "masters/a1/source"]:
+        await objects.put_bytes(key, b"x")
+    assert await objects.delete_prefix("media/a1/") == 3
+    assert await objects.stat("media/a1/v720/1.m4s") is None
+    assert await objects.stat("media/a10/v720/1.m4s") is not None
+    assert await objects.stat("masters/a1/source") is not None
+    assert await objects.delete_prefix("media/a1/") == 0
+    with pytest.raises(ValueError):
+        await objects.delete_prefix("")
+
+
+async def test_local_path(objects: ObjectStore) -> None:
+    await objects.put_bytes("media/a/v1/init.mp4", b"abc")
+    path = objects.local_path("media/a/v1/init.mp4")
+    if isinstance(objects, LocalObjects):
+        assert path is not None and path.read_bytes() == b"abc"
+    else:
+        assert path is None
+
+
+async def test_ping(objects: ObjectStore) -> None:
+    await objects.ping()
+
+
+async def test_s3_ping_fails_for_a_missing_bucket(s3_endpoint: str) -> None:
+    store = S3Objects("no-such-bucket-cdlc", endpoint_url=s3_endpoint)
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - botocore ClientError (404)
+            await store.ping()
+    finally:
+        await store.close()
+
+
+async def test_open_objects_urls(tmp_path: Path, s3_endpoint: str) -> None:
+    local = open_objects(f"file://{tmp_path}/objs", tmp_path)
+    assert isinstance(local, LocalObjects) and local.root == (tmp_path / "objs").resolve()
+    bucket = make_bucket(s3_endpoint)
+    s3 = open_objects(f"s3://{bucket}/some/prefix?endpoint={s3_endpoint}", tmp_path)
+    assert isinstance(s3, S3Objects) and s3.prefix == "some/prefix/"
+    await s3.put_bytes("x", b"1")
+    assert await s3.get_bytes("x") == b"1"
+    await s3.close()
+    with pytest.raises(ValueError):
+        open_objects("ftp://x", tmp_path)
+
+
+@pytest.mark.parametrize("key", ["../x", "/abs", "a//b", "a/../b", ".hidden", "a/./b", "a\\b", ""])
+def test_local_refuses_escaping_keys(tmp_path: Path, key: str) -> None:
+    store = LocalObjects(tmp_path)
+    with pytest.raises(ValueError):
+        store.local_path(key)
+
+
+async def test_local_writes_are_atomic(tmp_path: Path) -> None:
+    """A reader racing overwrites sees one whole version or the other, and no temp
+    files stay behind."""
+    store = LocalObjects(tmp_path / "o")
+    a, b = b"A" * (2 * MiB), b"B" * (2 * MiB)
+    await store.put_bytes("k/v", a)
+    path = store.local_path("k/v")
+    assert path is not None
+    stop = threading.Event()
+    seen: set[bytes] = set()
+
+    def reader() -> None:
+        while not stop.is_set():
+            seen.add(path.read_bytes()[::65536])
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for i in range(20):
+            await store.put_bytes("k/v", a if i % 2 else b)
+    finally:
+        stop.set()
+        t.join()
+    assert seen <= {a[::65536], b[::65536]}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["v"]
+
+
+async def test_local_adopt_file_moves(tmp_path: Path) -> None:
+    store = LocalObjects(tmp_path / "o")
+    src = tmp_path / "o" / "upload.part"
+    src.write_bytes(b"master")
+    await store.adopt_file("masters/a/source", src)
+    assert not src.exists()
+    assert await store.get_bytes("masters/a/source") == b"master"

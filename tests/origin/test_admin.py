@@ -1,0 +1,218 @@
+"""Admin API: streamed uploads with a size limit, job submission, state, listing,
+deletion, API keys, OpenAPI; health, readiness and metrics endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from metadata.cache import asset_key
+from metadata.models import JobState, master_key
+from tests.metadata.servers import free_port
+from tests.origin.conftest import MakeOrigin, Media, publish_fake
+
+API_KEY = "s3cret-admin-key"
+
+
+class Jobs:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Path, dict[str, Any], bytes]] = []
+
+    async def __call__(self, asset_id: str, master: Path, options: dict[str, Any]) -> None:
+        # What the engine would do first: read the master from the path it is given.
+        self.calls.append((asset_id, master, options, master.read_bytes()))
+
+
+def form(data: bytes, **fields: str) -> aiohttp.FormData:
+    f = aiohttp.FormData()
+    for k, v in fields.items():
+        f.add_field(k, v)
+    f.add_field("file", data, filename="clip.mov", content_type="video/quicktime")
+    return f
+
+
+@pytest.mark.parametrize("storage", ["local", "s3"])
+async def test_upload_stores_master_and_submits_the_job(
+    make_origin: MakeOrigin, tmp_path: Path, storage: str
+) -> None:
+    jobs = Jobs()
+    o = await make_origin(storage, submit_job=jobs, upload_dir=tmp_path / "up")
+    data = os.urandom(300_000)
+    resp = await o.client.post("/v1/assets", data=form(
+        data, id="up1", options=json.dumps({"ladder": "360:800"}), preset="veryfast"))
+    assert resp.status == 202, await resp.text()
+    body = await resp.json()
+    assert body["id"] == "up1" and body["state"] == "queued" and body["source_name"] == "clip.mov"
+    assert await o.objects.get_bytes(master_key("up1")) == data
+    assert len(jobs.calls) == 1
+    asset_id, _master, options, seen = jobs.calls[0]
+    assert asset_id == "up1" and seen == data
+    assert options["ladder"] == "360:800" and options["preset"] == "veryfast"
+    stored = await o.store.get_asset("up1")
+    assert stored is not None and stored.state == JobState.QUEUED
+    leftovers = [p.name for p in (tmp_path / "up").iterdir()] if (tmp_path / "up").exists() else []
+    assert all(not n.endswith(".part") for n in leftovers)
+    # The same id again is a conflict.
+    resp = await o.client.post("/v1/assets", data=form(b"x", id="up1"))
+    assert resp.status == 409
+
+
+async def test_generated_id(make_origin: MakeOrigin) -> None:
+    o = await make_origin()
+    resp = await o.client.post("/v1/assets", data=form(b"abc"))
+    assert resp.status == 202
+    asset_id = (await resp.json())["id"]
+    assert await o.objects.get_bytes(master_key(asset_id)) == b"abc"
+
+
+async def _chunked_multipart(data: bytes, boundary: str) -> AsyncIterator[bytes]:
+    yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"id\"\r\n\r\nbig\r\n"
+           f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+           f"filename=\"big.mp4\"\r\nContent-Type: video/mp4\r\n\r\n").encode()
+    for i in range(0, len(data), 64 * 1024):
+        yield data[i : i + 64 * 1024]
+        await asyncio.sleep(0)
+    yield f"\r\n--{boundary}--\r\n".encode()
+
+
+@pytest.mark.parametrize("how", ["content-length", "chunked"])
+async def test_upload_over_the_limit_is_413_and_leaves_nothing(
+    make_origin: MakeOrigin, tmp_path: Path, how: str
+) -> None:
+    jobs = Jobs()
+    up = tmp_path / "up"
+    o = await make_origin(submit_job=jobs, upload_dir=up, max_upload_bytes=200_000)
+    data = os.urandom(1_000_000)
+    if how == "content-length":
+        resp = await o.client.post("/v1/assets", data=form(data, id="big"))
+    else:  # no Content-Length: the limit is enforced while streaming
+        boundary = "cdlcboundary42"
+        resp = await o.client.post(
+            "/v1/assets", data=_chunked_multipart(data, boundary),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+    assert resp.status == 413
+    assert jobs.calls == []
+    assert await o.store.get_asset("big") is None
+    assert await o.objects.stat(master_key("big")) is None
+    assert not up.exists() or list(up.iterdir()) == []
+    # Under the limit the same streamed path works.
+    small = os.urandom(150_000)
+    if how == "chunked":
+        resp = await o.client.post(
+            "/v1/assets", data=_chunked_multipart(small, "b2"),
+            headers={"Content-Type": "multipart/form-data; boundary=b2"},
+        )
+        assert resp.status == 202
+        assert await o.objects.get_bytes(master_key("big")) == small
+
+
+async def test_bad_uploads(make_origin: MakeOrigin) -> None:
+    o = await make_origin()
+    assert (await o.client.post("/v1/assets", data=b"raw")).status == 415
+    no_file = aiohttp.FormData(default_to_multipart=True)
+    no_file.add_field("id", "x1")
+    assert (await o.client.post("/v1/assets", data=no_file)).status == 400
+    assert (await o.client.post("/v1/assets", data=form(b"x", id="../etc"))).status == 400
+    assert (await o.client.post("/v1/assets", data=form(b"x", options="[1]"))).status == 400
+
+
+async def test_api_key(make_origin: MakeOrigin, media: Media) -> None:
+    o = await make_origin(api_key=API_KEY)
+    assert (await o.client.post("/v1/assets", data=form(b"x", id="k1"))).status == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert (await o.client.post("/v1/assets", data=form(b"x", id="k1"), headers=wrong)).status \
+        == 401
+    assert (await o.client.delete("/v1/assets/k1")).status == 401
+    ok = await o.client.post("/v1/assets", data=form(b"x", id="k1"),
+                             headers={"Authorization": f"Bearer {API_KEY}"})
+    assert ok.status == 202
+    ok = await o.client.post("/v1/assets", data=form(b"x", id="k2"),
+                             headers={"X-API-Key": API_KEY})
+    assert ok.status == 202
+    assert (await o.client.get("/v1/assets/k1")).status == 200  # reads stay open
+    assert (await o.client.delete("/v1/assets/k1", headers={"X-API-Key": API_KEY})).status == 204
+
+
+async def test_get_and_list(make_origin: MakeOrigin, media: Media) -> None:
+    o = await make_origin()
+    await publish_fake(o.store, o.objects, "list-b", media)
+    for i in ("list-a", "list-c", "list-d"):
+        assert (await o.client.post("/v1/assets", data=form(b"x", id=i))).status == 202
+    doc = await (await o.client.get("/v1/assets/list-b")).json()
+    assert doc["state"] == "ready" and doc["version"] == 1
+    assert [r["id"] for r in doc["renditions"]] == ["v240", "audio"]
+    assert doc["renditions"][0]["codec_string"] == "avc1.42c00d"
+    assert (await o.client.get("/v1/assets/nope")).status == 404
+    page = await (await o.client.get("/v1/assets", params={"limit": "2"})).json()
+    assert [a["id"] for a in page["items"]] == ["list-a", "list-b"] and page["next"] == "list-b"
+    page = await (await o.client.get("/v1/assets",
+                                     params={"limit": "2", "after": page["next"]})).json()
+    assert [a["id"] for a in page["items"]] == ["list-c", "list-d"]
+    page = await (await o.client.get("/v1/assets",
+                                     params={"limit": "2", "after": "list-d"})).json()
+    assert page == {"items": [], "next": None}
+    assert (await o.client.get("/v1/assets", params={"limit": "0"})).status == 400
+    assert (await o.client.get("/v1/assets", params={"limit": "x"})).status == 400
+
+
+@pytest.mark.parametrize("cache", ["lru", "redis"])
+async def test_delete_removes_metadata_media_and_cache(
+    make_origin: MakeOrigin, media: Media, cache: str
+) -> None:
+    o = await make_origin(cache=cache)
+    await publish_fake(o.store, o.objects, "gone1", media)
+    await o.objects.put_bytes(master_key("gone1"), b"master")
+    assert (await o.client.get("/vod/gone1/v240/1.m4s")).status == 200  # head now cached
+    assert await o.cache.get(asset_key("gone1")) is not None
+    assert (await o.client.delete("/v1/assets/gone1")).status == 204
+    assert await o.store.get_asset("gone1") is None
+    assert await o.objects.stat("media/gone1/v240/1.m4s") is None
+    assert await o.objects.stat(master_key("gone1")) is None
+    assert (await o.client.get("/vod/gone1/v240/1.m4s")).status == 404
+    assert (await o.client.get("/vod/gone1/v240/init.mp4")).status == 404
+    assert (await o.client.delete("/v1/assets/gone1")).status == 404
+
+
+async def test_openapi(make_origin: MakeOrigin) -> None:
+    o = await make_origin()
+    doc = await (await o.client.get("/v1/openapi.json")).json()
+    assert doc["openapi"].startswith("3.")
+    assert {"post", "get"} <= set(doc["paths"]["/v1/assets"])
+    assert "delete" in doc["paths"]["/v1/assets/{id}"]
+    # Every route the app serves is described.
+    routes = {r.resource.canonical for r in o.client.app.router.routes()
+              if r.resource is not None}
+    for path in routes:
+        if path.startswith("/vod/{asset}/{rendition}/"):
+            continue  # described per file kind
+        assert path in doc["paths"], path
+
+
+async def test_health_ready_metrics(make_origin: MakeOrigin) -> None:
+    o = await make_origin(cache="redis")
+    assert (await o.client.get("/healthz")).status == 200
+    resp = await o.client.get("/readyz")
+    assert resp.status == 200, await resp.text()
+    assert await resp.json() == {"ready": True, "store": "ok", "objects": "ok", "cache": "ok"}
+    text = await (await o.client.get("/metrics")).text()
+    assert 'cdlc_origin_requests_total{route="readyz",status="200"} 1.0' in text
+
+
+async def test_readiness_fails_when_redis_is_down(make_origin: MakeOrigin, media: Media) -> None:
+    o = await make_origin(cache=f"redis://127.0.0.1:{free_port()}/0")
+    resp = await o.client.get("/readyz")
+    assert resp.status == 503
+    doc = await resp.json()
+    assert doc["ready"] is False and doc["store"] == "ok" and doc["cache"].startswith("error")
+    # Playback degrades to the store rather than failing.
+    await publish_fake(o.store, o.objects, "nored", media)
+    resp = await o.client.get("/vod/nored/v240/1.m4s")
+    assert resp.status == 200 and await resp.read() == media.file("v240", "1.m4s")

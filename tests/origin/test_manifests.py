@@ -1,0 +1,116 @@
+"""Manifests built per request from metadata by the packager, cached per asset
+version: HLS master/media/I-frame playlists and the DASH MPD."""
+
+from __future__ import annotations
+
+import gzip
+import time
+
+import pytest
+
+from cdn.tokens import sign
+from metadata.cache import invalidate_asset
+from metadata.models import Asset, Rendition, Segment
+from tests.origin.conftest import MakeOrigin, Media, publish_fake
+
+pytest.importorskip("packager.hls", reason="packager.hls has not landed yet")
+pytest.importorskip("packager.dash", reason="packager.dash has not landed yet")
+
+HLS = "application/vnd.apple.mpegurl"
+
+
+def uris(playlist: str) -> list[str]:
+    """URI lines and URI="..." attributes of an M3U8 (RFC 8216 §4.1)."""
+    out = [ln for ln in playlist.splitlines() if ln and not ln.startswith("#")]
+    for ln in playlist.splitlines():
+        if 'URI="' in ln:
+            out.append(ln.split('URI="', 1)[1].split('"', 1)[0])
+    return out
+
+
+async def test_hls_and_dash(make_origin: MakeOrigin, media: Media) -> None:
+    o = await make_origin()
+    await publish_fake(o.store, o.objects, "m1", media)
+    resp = await o.client.get("/vod/m1/master.m3u8")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith(HLS)
+    assert resp.headers["Cache-Control"] == "public, max-age=2"
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"
+    master = await resp.text()
+    assert master.startswith("#EXTM3U")
+    assert any("v240/media.m3u8" in u for u in uris(master))
+    resp = await o.client.get("/vod/m1/v240/media.m3u8")
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith(HLS)
+    media_pl = await resp.text()
+    listed = uris(media_pl)
+    assert any(u.endswith("init.mp4") for u in listed)
+    n = len(media.segments["v240"])
+    assert [u for u in listed if u.endswith(".m4s")] == [f"{i}.m4s" for i in range(1, n + 1)]
+    resp = await o.client.get("/vod/m1/v240/iframes.m3u8")
+    assert resp.status == 200 and (await resp.text()).startswith("#EXTM3U")
+    resp = await o.client.get("/vod/m1/manifest.mpd")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("application/dash+xml")
+    assert "<MPD" in await resp.text()
+    assert (await o.client.get("/vod/m1/v999/media.m3u8")).status == 404
+
+
+async def test_gzip_etag_and_head(make_origin: MakeOrigin, media: Media) -> None:
+    o = await make_origin()
+    await publish_fake(o.store, o.objects, "m2", media)
+    plain = await o.client.get("/vod/m2/v240/media.m3u8", headers={"Accept-Encoding": "identity"})
+    body = await plain.read()
+    assert "Content-Encoding" not in plain.headers
+    zipped = await o.client.get("/vod/m2/v240/media.m3u8",
+                                headers={"Accept-Encoding": "gzip, deflate"}, auto_decompress=False)
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert zipped.headers["Vary"] == "Accept-Encoding"
+    assert gzip.decompress(await zipped.read()) == body
+    assert zipped.headers["ETag"] != plain.headers["ETag"]  # two representations
+    again = await o.client.get("/vod/m2/v240/media.m3u8",
+                               headers={"Accept-Encoding": "identity",
+                                        "If-None-Match": plain.headers["ETag"]})
+    assert again.status == 304
+    head = await o.client.head("/vod/m2/v240/media.m3u8", headers={"Accept-Encoding": "identity"})
+    assert head.status == 200 and head.headers["Content-Length"] == str(len(body))
+
+
+async def test_tokens_are_carried_into_child_urls(make_origin: MakeOrigin, media: Media) -> None:
+    key = b"k" * 32
+    o = await make_origin(signing_key=key)
+    await publish_fake(o.store, o.objects, "m3", media)
+    token = sign(key, "m3", int(time.time()) + 600)
+    for path in ["/vod/m3/master.m3u8", "/vod/m3/v240/media.m3u8", "/vod/m3/audio/media.m3u8"]:
+        resp = await o.client.get(path, params={"token": token})
+        assert resp.status == 200, path
+        listed = uris(await resp.text())
+        assert listed and all(f"token={token}" in u for u in listed), (path, listed)
+        # ...and those URLs work.
+    for u in uris(await (await o.client.get("/vod/m3/v240/media.m3u8",
+                                             params={"token": token})).text()):
+        assert (await o.client.get(f"/vod/m3/v240/{u}")).status == 200, u
+    mpd = await (await o.client.get("/vod/m3/manifest.mpd", params={"token": token})).text()
+    assert f"token={token}" in mpd
+
+
+async def test_manifests_come_from_cache_and_follow_republish(
+    make_origin: MakeOrigin, media: Media
+) -> None:
+    o = await make_origin(close_backends=False)
+    asset = await publish_fake(o.store, o.objects, "m4", media)
+    first = await (await o.client.get("/vod/m4/v240/media.m3u8")).text()
+    n = len(media.segments["v240"])
+    # Republish with one segment fewer, then invalidate as publishers do.
+    rends = [Rendition(**{**r.__dict__, "asset_id": "m4"}) for r in media.renditions]
+    segs = [Segment("m4", s.rendition_id, s.number, s.start, s.duration, s.size)
+            for r in media.renditions for s in media.segments[r.id][: n - 1]]
+    await o.store.publish(Asset(id="m4", version=asset.version), rends, segs)
+    cached = await (await o.client.get("/vod/m4/v240/media.m3u8")).text()
+    assert cached == first  # within the head TTL the old version is still served
+    await invalidate_asset(o.cache, "m4")
+    second = await (await o.client.get("/vod/m4/v240/media.m3u8")).text()
+    assert f"{n}.m4s" in first and f"{n}.m4s" not in second
+    # From here on the store is not needed: every answer is a cache hit.
+    await o.store.close()
+    for _ in range(3):
+        assert await (await o.client.get("/vod/m4/v240/media.m3u8")).text() == second

@@ -1,0 +1,82 @@
+"""Playback tokens: the format of cdn/tokens.py, and the origin enforcing it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+
+import pytest
+
+from cdn.tokens import TokenError, check, sign, verify
+from tests.origin.conftest import MakeOrigin, Media, publish_fake
+
+KEY = b"test-signing-key"
+
+
+def test_format_matches_the_documented_recipe() -> None:
+    token = sign(b"k", "a1", 2000000000)
+    mac = hmac.new(b"k", b"cdlc1\na1\n2000000000\n", hashlib.sha256).digest()
+    assert token == "2000000000.a." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    bound = sign(b"k", "a1", 2000000000, "10.0.0.7")
+    mac = hmac.new(b"k", b"cdlc1\na1\n2000000000\n10.0.0.7", hashlib.sha256).digest()
+    assert bound == "2000000000.ip." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def test_check_accepts_and_refuses() -> None:
+    now = 1_700_000_000
+    t = sign(KEY, "a1", now + 60)
+    assert check(KEY, t, "a1", now=now) == now + 60
+    assert verify(KEY, t, "a1", now=now + 60)  # the expiry second itself is valid
+    cases = {
+        "expired": (t, "a1", now + 61, None),
+        "signature": (t, "a2", now, None),
+    }
+    for reason, (tok, asset, at, ip) in cases.items():
+        with pytest.raises(TokenError) as err:
+            check(KEY, tok, asset, now=at, client_ip=ip)
+        assert err.value.reason == reason
+    exp, bind, sig = t.split(".")
+    flipped = sig[:-1] + ("A" if sig[-1] != "A" else "B")
+    for bad in [f"{exp}.{bind}.{flipped}", f"{int(exp) + 1}.{bind}.{sig}", f"{exp}.ip.{sig}",
+                "", "x", f"{exp}.{bind}", f"{exp}.{bind}.{sig}.x", f"0{exp}.{bind}.{sig}",
+                f"{exp}.b.{sig}", f"{exp}.{bind}.{sig[:-1]}", f"-{exp}.{bind}.{sig}",
+                f"{exp}.{bind}.{sig[:-1]}\u00e9"]:
+        assert not verify(KEY, bad, "a1", now=now), bad
+    assert not verify(b"other key", t, "a1", now=now)
+
+
+def test_client_binding() -> None:
+    t = sign(KEY, "a1", int(time.time()) + 60, "192.0.2.1")
+    assert verify(KEY, t, "a1", client_ip="192.0.2.1")
+    assert not verify(KEY, t, "a1", client_ip="192.0.2.2")
+    assert not verify(KEY, t, "a1")
+
+
+async def test_origin_enforces_tokens(make_origin: MakeOrigin, media: Media) -> None:
+    o = await make_origin(signing_key=KEY)
+    await publish_fake(o.store, o.objects, "tok1", media)
+    await publish_fake(o.store, o.objects, "tok2", media)
+    good = sign(KEY, "tok1", int(time.time()) + 300)
+    url = "/vod/tok1/v240/1.m4s"
+    resp = await o.client.get(url, params={"token": good})
+    assert resp.status == 200 and await resp.read() == media.file("v240", "1.m4s")
+    exp, bind, sig = good.split(".")
+    tampered = f"{exp}.{bind}.{sig[:-2]}{'AA' if sig[-2:] != 'AA' else 'BB'}"
+    stretched = f"{int(exp) + 3600}.{bind}.{sig}"
+    expired = sign(KEY, "tok1", int(time.time()) - 1)
+    other_asset = sign(KEY, "tok2", int(time.time()) + 300)
+    other_ip = sign(KEY, "tok1", int(time.time()) + 300, "203.0.113.9")
+    for bad in [None, "", tampered, stretched, expired, other_asset, other_ip]:
+        params = {} if bad is None else {"token": bad}
+        for path in [url, "/vod/tok1/v240/init.mp4", "/vod/tok1/master.m3u8",
+                     "/vod/tok1/manifest.mpd", "/vod/tok1/audio/media.m3u8"]:
+            resp = await o.client.get(path, params=params)
+            assert resp.status == 403, (bad, path)
+    # Bound to the address the origin sees (the test client connects from 127.0.0.1).
+    mine = sign(KEY, "tok1", int(time.time()) + 300, "127.0.0.1")
+    assert (await o.client.get(url, params={"token": mine})).status == 200
+    # Unknown asset with a valid token for it is still a 404, not a 403.
+    ghost = sign(KEY, "ghost", int(time.time()) + 300)
+    assert (await o.client.get("/vod/ghost/v240/1.m4s", params={"token": ghost})).status == 404

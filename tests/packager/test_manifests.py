@@ -1,0 +1,176 @@
+"""HLS and DASH builders against golden files, parsed by the m3u8 and mpegdash
+libraries, plus the rules of RFC 8216 / ISO/IEC 23009-1 checked directly."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+import m3u8
+import pytest
+from mpegdash.parser import MPEGDASHParser
+
+from metadata.models import Segment
+from packager import build_iframes, build_master, build_media, build_mpd
+from tests.packager import fixtures
+
+DATA = Path(__file__).parent / "data"
+QUERY = "token=abc.DEF-123"
+
+
+def golden(name: str, text: str) -> None:
+    """Compare with tests/packager/data/<name>; CDLC_UPDATE_GOLDEN=1 rewrites it."""
+    path = DATA / name
+    if os.environ.get("CDLC_UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} differs from its golden file"
+
+
+def peak(segs: list[Segment], timescale: int) -> int:
+    return math.ceil(max(Fraction(s.size * 8 * timescale, s.duration) for s in segs))
+
+
+def average(segs: list[Segment], timescale: int) -> int:
+    return math.ceil(Fraction(sum(s.size for s in segs) * 8 * timescale,
+                              sum(s.duration for s in segs)))
+
+
+@pytest.mark.parametrize("query", ["", QUERY])
+def test_master_playlist(query: str) -> None:
+    renditions, segments = fixtures.renditions(), fixtures.segments()
+    text = build_master(renditions, segments, query)
+    golden("master_token.m3u8" if query else "master.m3u8", text)
+
+    pl = m3u8.loads(text)
+    assert pl.is_variant and pl.version == 7 and pl.is_independent_segments
+    suffix = f"?{query}" if query else ""
+    (audio,) = pl.media
+    assert (audio.type, audio.group_id, audio.language, audio.default, audio.channels) == (
+        "AUDIO", "audio", "en", "YES", "2")
+    assert audio.uri == f"audio/media.m3u8{suffix}"
+    audio_peak = peak(segments["audio"], 48000)
+    audio_avg = average(segments["audio"], 48000)
+    assert [p.uri for p in pl.playlists] == [f"{r}/media.m3u8{suffix}" for r in fixtures.DIMENSIONS]
+    for p, rid in zip(pl.playlists, fixtures.DIMENSIONS, strict=True):
+        info = p.stream_info
+        # BANDWIDTH: peak segment bitrate from real sizes, plus the audio it plays with.
+        assert info.bandwidth == peak(segments[rid], 90000) + audio_peak
+        assert info.average_bandwidth == average(segments[rid], 90000) + audio_avg
+        assert info.codecs == f"{fixtures.CODECS[rid]},mp4a.40.2"
+        assert info.resolution == fixtures.DIMENSIONS[rid]
+        assert info.frame_rate == pytest.approx(29.97)
+        assert info.audio == "audio"
+    assert [p.uri for p in pl.iframe_playlists] == [
+        f"{r}/iframes.m3u8{suffix}" for r in fixtures.DIMENSIONS]
+    for p, rid in zip(pl.iframe_playlists, fixtures.DIMENSIONS, strict=True):
+        iframe_segs = [replace(s, size=s.iframe_size) for s in segments[rid]]
+        assert p.iframe_stream_info.bandwidth == peak(iframe_segs, 90000)
+        assert p.iframe_stream_info.codecs == fixtures.CODECS[rid]
+
+
+@pytest.mark.parametrize("query", ["", QUERY])
+@pytest.mark.parametrize("rid", ["v1080", "audio"])
+def test_media_playlist(rid: str, query: str) -> None:
+    rendition = next(r for r in fixtures.renditions() if r.id == rid)
+    segs = fixtures.segments()[rid]
+    text = build_media(rendition, segs, query)
+    golden(f"{rid}_media{'_token' if query else ''}.m3u8", text)
+
+    pl = m3u8.loads(text)
+    suffix = f"?{query}" if query else ""
+    assert pl.version == 7 and pl.playlist_type == "vod" and pl.is_endlist
+    assert pl.segment_map[0].uri == f"init.mp4{suffix}"
+    assert [s.uri for s in pl.segments] == [f"{n}.m4s{suffix}" for n in range(1, len(segs) + 1)]
+    # Exact durations, and RFC 8216 §4.3.3.1: EXTINF rounded <= TARGETDURATION.
+    assert [s.duration for s in pl.segments] == pytest.approx(
+        [s.duration / rendition.timescale for s in segs], abs=1e-6)
+    assert all(round(s.duration) <= pl.target_duration for s in pl.segments)
+    assert pl.target_duration == math.ceil(max(s.duration for s in segs) / rendition.timescale)
+
+
+def test_iframe_playlist() -> None:
+    v1080 = fixtures.renditions()[0]
+    segs = fixtures.segments()["v1080"]
+    text = build_iframes(v1080, segs, QUERY)
+    golden("v1080_iframes_token.m3u8", text)
+    pl = m3u8.loads(text)
+    assert pl.is_i_frames_only
+    assert [s.byterange for s in pl.segments] == [f"{s.iframe_size}@0" for s in segs]
+    assert [s.uri for s in pl.segments] == [f"{s.number}.m4s?{QUERY}" for s in segs]
+
+
+@pytest.mark.parametrize("query", ["", QUERY])
+def test_mpd(query: str) -> None:
+    renditions, segments = fixtures.renditions(), fixtures.segments()
+    text = build_mpd(fixtures.ASSET, renditions, segments, query)
+    golden("manifest_token.mpd" if query else "manifest.mpd", text)
+
+    mpd = MPEGDASHParser.parse(text)
+    assert mpd.type == "static"
+    assert mpd.profiles == "urn:mpeg:dash:profile:isoff-live:2011"
+    assert mpd.media_presentation_duration == "PT14.016S"  # end of audio: 672768 / 48000 s
+    (period,) = mpd.periods
+    video, audio = period.adaptation_sets
+    assert (video.content_type, video.mime_type, audio.content_type) == (
+        "video", "video/mp4", "audio")
+    by_id = {r.id: r for r in renditions}
+    for aset in (video, audio):
+        for rep in aset.representations:
+            r = by_id[rep.id]
+            segs = segments[r.id]
+            assert rep.codecs == r.codec_string
+            assert rep.bandwidth == peak(segs, r.timescale)
+            (template,) = rep.segment_templates
+            q = f"?{query}" if query else ""
+            assert template.initialization == f"$RepresentationID$/init.mp4{q}"
+            assert template.media == f"$RepresentationID$/$Number$.m4s{q}"
+            assert (template.start_number, template.timescale) == (1, r.timescale)
+            # Expand the timeline: it must give back every segment's start and duration.
+            expanded, t = [], 0
+            for s in template.segment_timelines[0].Ss:
+                t = s.t if s.t is not None else t
+                for _ in range((s.r or 0) + 1):
+                    expanded.append((t, s.d))
+                    t += s.d
+            assert expanded == [(s.start, s.duration) for s in segs]
+            if r.kind == "video":
+                assert (rep.width, rep.height, rep.sar, rep.frame_rate) == (
+                    r.width, r.height, "1:1", "30000/1001")
+            else:
+                assert rep.audio_sampling_rate == "48000"
+                assert rep.audio_channel_configurations[0].value == "2"
+
+
+def test_mpd_timeline_marks_gaps() -> None:
+    renditions = fixtures.renditions()[-1:]
+    segs = fixtures.segments()["audio"]
+    gapped = [*segs[:2], *(replace(s, start=s.start + 1024) for s in segs[2:])]
+    mpd = MPEGDASHParser.parse(build_mpd(fixtures.ASSET, renditions, {"audio": gapped}))
+    ss = mpd.periods[0].adaptation_sets[0].representations[0].segment_templates[0] \
+        .segment_timelines[0].Ss
+    assert [(s.t, s.d, s.r) for s in ss] == [
+        (0, 192512, 1), (gapped[2].start, 192512, None), (None, 95232, None)]
+
+
+def test_audio_only_master() -> None:
+    audio = fixtures.renditions()[-1]
+    pl = m3u8.loads(build_master([audio], fixtures.segments()))
+    (variant,) = pl.playlists
+    assert variant.uri == "audio/media.m3u8" and variant.stream_info.codecs == "mp4a.40.2"
+    assert not pl.media and not pl.iframe_playlists
+
+
+def test_bad_inputs_raise_value_error() -> None:
+    renditions, segments = fixtures.renditions(), fixtures.segments()
+    with pytest.raises(ValueError, match="numbered"):
+        build_media(renditions[0], segments["v1080"][1:])
+    with pytest.raises(ValueError, match="not a video"):
+        build_iframes(renditions[-1], segments["audio"])
+    with pytest.raises(ValueError, match="no renditions"):
+        build_master([], {})
+    with pytest.raises(ValueError, match="quoted-string"):
+        build_master([replace(renditions[-1], language='e"n'), renditions[0]], segments)
