@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMPS := .stamps
 APT_PACKAGES := ffmpeg pkg-config cmake g++ libavcodec-dev libavformat-dev libavutil-dev \
-	libswscale-dev libswresample-dev libavfilter-dev nginx-light wrk chromium redis-server
+	libswscale-dev libswresample-dev libavfilter-dev nginx-light libnginx-mod-http-js wrk chromium redis-server
 
 .PHONY: setup apt venv native node demo test test-fast bench lint clean
 setup: apt venv native node
@@ -33,7 +33,7 @@ $(STAMPS)/venv: pyproject.toml setup.py | $(STAMPS)/apt
 # The native module: CMake rebuilds only what changed.
 native: $(STAMPS)/venv
 	@cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE=$(abspath $(VPY)) >/dev/null
-	@cmake --build build -j2 --target _core | grep -vE '^\[|Built target|Consolidate' || true
+	@cmake --build build -j2 --target _core | grep -vE '^\[|Built target|Consolidate|g?make\[[0-9]+\]|^gmake' || true
 	@test -n "$$(ls native/_core*.so 2>/dev/null)"
 
 # Players for the e2e tests (hls.js, dash.js, Shaka), pinned in package.json.

@@ -91,7 +91,8 @@ from origin.server import run
 
 async def factory():
     d = Path({data!r})
-    return create_app(OriginDeps(open_store("", d), open_objects("", d), open_cache("")))
+    return create_app(OriginDeps(open_store("", d), open_objects("", d), open_cache(""),
+                                 close_backends=True))
 
 run(factory, "127.0.0.1", {port}, {workers})
 """

@@ -166,12 +166,12 @@ def timed_children(*cmds: list[str]) -> tuple[float, float]:
     return time.perf_counter() - t0, cpu_children() - c0
 
 
-def run_cdlc(master: Path, out: Path) -> tuple[float, float]:
+def run_cdlc(master: Path, out: Path, threads: int = 0) -> tuple[float, float]:
     rungs = [native.Rung(id=f"v{label}", width=w, height=label, bitrate=kbps * 1000)
              for label, w, kbps in LADDER]
     transcoder = native.Transcoder(master, out, rungs, segment_seconds=SEGMENT_SECONDS,
                                    gop_seconds=GOP_SECONDS, preset=PRESET,
-                                   audio_bitrate=AUDIO_KBPS * 1000)
+                                   audio_bitrate=AUDIO_KBPS * 1000, encoder_threads=threads)
     c0, t0 = cpu_self(), time.perf_counter()
     transcoder.run()
     return time.perf_counter() - t0, cpu_self() - c0
@@ -223,6 +223,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--no-psnr", action="store_true")
+    parser.add_argument("--encoder-threads", type=int, default=0,
+                        help="x264 threads per cdlc rung (0 = x264's default, as ffmpeg)")
     args = parser.parse_args()
     master = make_master(args.seconds)
     frames = args.seconds * FPS
@@ -234,7 +236,7 @@ def main() -> None:
         for run in range(args.runs):
             base = Path(tmp) / f"run{run}"
             cd, ff, ff4 = base / "cdlc", base / "ffmpeg", base / "ffmpeg4"
-            timings["cdlc"].add(*run_cdlc(master, cd))
+            timings["cdlc"].add(*run_cdlc(master, cd, args.encoder_threads))
             for label, _, _ in LADDER:
                 (ff / f"v{label}").mkdir(parents=True, exist_ok=True)
             (ff / "audio").mkdir(parents=True, exist_ok=True)

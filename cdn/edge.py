@@ -18,7 +18,9 @@ from typing import Any
 
 from cdn.nginx import render_nginx_config
 
-NGINX = "nginx"
+# Debian puts nginx in /usr/sbin, which is not on every user's PATH.
+NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin") \
+    or "nginx"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -64,7 +66,7 @@ class NginxEdge:
         self.port = port or free_port(host)
         self.cache_dir = cache_dir.resolve()
         self.conf_path = self.cache_dir / "nginx.conf"
-        self.nginx = shutil.which(nginx) or nginx
+        self.nginx = nginx
         self.text = render_nginx_config(
             origin, f"{host}:{self.port}", self.cache_dir, signing_key,
             daemon=False, **render_options,

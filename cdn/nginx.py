@@ -202,7 +202,7 @@ def render_nginx_config(
         "proxy_ssl": ("proxy_ssl_server_name on;" if scheme == "https"
                       else "# origin over plain http"),
         "token_server": _token_server(signing_key),
-        "token_check": _token_check(signing_key),
+        "token_check": _token_check(signing_key, cors_origin),
         "manifest_cache": _manifest_cache(signing_key),
         "manifest_note": ("Per-viewer (tokens on): not cached." if signing_key
                           else "Shared (tokens off): cached under $uri."),
@@ -226,15 +226,34 @@ def _token_server(signing_key: bytes | None) -> str:
     ])
 
 
-def _token_check(signing_key: bytes | None) -> str:
+def _token_check(signing_key: bytes | None, cors_origin: str | None) -> str:
+    lines: list[str] = []
+    if cors_origin is not None:
+        # A CORS preflight (Fetch, "CORS-preflight request") carries no token and
+        # asks nothing of the origin: answered here, never cached. Its headers only
+        # here, to keep every hit's header block small.
+        lines += [
+            "            if ($request_method = OPTIONS) {",
+            *_indent(_cors_headers(cors_origin, preflight=True)),
+            "                return 204;",
+            "            }",
+        ]
     if signing_key is None:
-        return "            # no token check (tokens off)"
+        return "\n".join([*lines, "            # no token check (tokens off)"])
+    # add_header inside `if` replaces the location's set: repeat the CORS headers so
+    # a player can read the 403 instead of seeing a network error.
     return "\n".join([
+        *lines,
         "            if ($cdlc_token_ok != 1) {",
         "                add_header X-Cache DENIED always;",
+        *_indent(_cors_headers(cors_origin)),
         "                return 403;",
         "            }",
     ])
+
+
+def _indent(block: str) -> list[str]:
+    return ["    " + ln for ln in block.splitlines() if "add_header" in ln]
 
 
 def _manifest_cache(signing_key: bytes | None) -> str:
@@ -243,15 +262,24 @@ def _manifest_cache(signing_key: bytes | None) -> str:
     return "            proxy_cache off;"
 
 
-def _cors_headers(cors_origin: str | None) -> str:
+def _cors_headers(cors_origin: str | None, *, preflight: bool = False) -> str:
     if cors_origin is None:
         return "            # CORS: off"
     allow = _quote(cors_origin)
-    return "\n".join([
-        f"            add_header Access-Control-Allow-Origin {allow} always;",
-        '            add_header Access-Control-Expose-Headers "X-Cache, Content-Length, '
-        'Content-Range, ETag, Age" always;',
-    ])
+    lines = [f"            add_header Access-Control-Allow-Origin {allow} always;"]
+    if preflight:
+        lines += [
+            '            add_header Access-Control-Allow-Methods "GET, HEAD, OPTIONS" always;',
+            '            add_header Access-Control-Allow-Headers "Range, If-None-Match, '
+            'If-Modified-Since, If-Range" always;',
+            "            add_header Access-Control-Max-Age 86400 always;",
+        ]
+    else:
+        lines += [
+            '            add_header Access-Control-Expose-Headers "X-Cache, Content-Range, '
+            'Age" always;',
+        ]
+    return "\n".join(lines)
 
 
 def _purge_location(purge: bool, purge_allow: Sequence[str], cache_root: Path) -> str:

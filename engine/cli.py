@@ -31,6 +31,17 @@ app.add_typer(cdn_app, name="cdn")
 EXIT_BAD_INPUT = 2
 
 
+@app.callback()
+def _global(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show FFmpeg's own log")] = False,
+) -> None:
+    import native
+
+    # FFmpeg's messages reach the user through our one-line errors, which carry the
+    # library's reason; its raw stderr chatter would break the one-line contract.
+    native.set_log_level(24 if verbose else -8)
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     """One clear line on stderr, no traceback."""
     print(f"cdlc: error: {message}", file=sys.stderr)

@@ -45,17 +45,24 @@ class InProcessExecutor:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, asset_id: str, master: Path, options: dict[str, Any]) -> None:
-        job = self._run(asset_id, master, options_from(self._settings, options))
+        job = self._run(asset_id, master, options_from(self._settings, options),
+                        options.get("source_name"))
         task = asyncio.create_task(job)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, asset_id: str, master: Path, options: IngestOptions) -> None:
+    async def _run(self, asset_id: str, master: Path, options: IngestOptions,
+                   source_name: str | None) -> None:
         async with self._slots:
             try:
-                await ingest(self._services, asset_id, master, options)
+                await ingest(self._services, asset_id, master, options, source_name=source_name)
             except Exception as exc:  # already recorded as FAILED in the store
                 log.warning("job %s failed: %s", asset_id, exc)
+            finally:
+                # An upload staged for a remote object store is a local copy only.
+                uploads = (self._settings.data_dir / "uploads").resolve()
+                if master.resolve().parent == uploads:
+                    master.unlink(missing_ok=True)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -80,7 +87,8 @@ class CeleryExecutor:
         queue = choose_worker(str(options.get("encoder") or self._settings.encoder)).value
         app = make_app(self._settings)
         await asyncio.to_thread(
-            app.send_task, INGEST_TASK, args=[asset_id, master.name, options], queue=queue
+            app.send_task, INGEST_TASK,
+            args=[asset_id, str(options.get("source_name") or master.name), options], queue=queue
         )
 
     async def close(self) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import native
 from engine.ladder import plan_ladder
 from engine.workers import choose_encoder
+from metadata.cache import Cache, invalidate_asset
 from metadata.models import Asset, JobState, Rendition, Segment, media_key
 from metadata.objects import ObjectStore
 from metadata.store import MetadataStore
@@ -52,6 +53,7 @@ class IngestOptions:
 class Services:
     store: MetadataStore
     objects: ObjectStore
+    cache: Cache
     work_dir: Path
 
 
@@ -243,6 +245,7 @@ async def ingest(
         asset.state = JobState.READY
         asset.progress = 1.0
         await store.publish(asset, renditions, segments)
+        await invalidate_asset(services.cache, asset_id)
         report(JobState.READY, 1.0)
         published = await store.get_asset(asset_id)
         return published or asset

@@ -3,18 +3,12 @@ implementation stands behind each interface."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from engine.config import Settings
 from engine.pipeline import Services
 from metadata import open_cache, open_objects, open_store
-from metadata.cache import Cache
 
 
-@dataclass
 class Backends(Services):
-    cache: Cache
-
     async def close(self) -> None:
         await self.store.close()
         await self.objects.close()

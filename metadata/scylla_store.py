@@ -12,8 +12,9 @@ Tables are shaped for the read path (one partition read per request):
 Publishing is a version switch: the new index is written under ``version + 1``
 (rows invisible to readers, who read the version named by the asset row), then the
 asset row is flipped with a lightweight transaction (``IF version = old``; a
-concurrent publisher loses and retries); finally the old version's partitions are
-deleted. Readers therefore see the old index or the new one, never half of one.
+concurrent publisher loses and retries); the previous version stays for readers
+that read the row just before the flip, the one before it is deleted. Readers
+therefore see the old index or the new one, never half of one.
 
 Every statement is prepared; reads and writes use LOCAL_QUORUM, the LWT uses
 LOCAL_SERIAL; routing is TokenAwarePolicy(DCAwareRoundRobinPolicy()).
@@ -280,6 +281,9 @@ class ScyllaStore:
             current = await self.get_asset(asset.id)
             old = current.version if current else 0
             version = max(old, asset.version) + 1
+            # Clear what a crashed earlier attempt may have left under this version
+            # (a longer segment list would otherwise show through).
+            await self._drop_version(asset.id, version, [r.id for r in renditions])
             await self._many("put_rend", [
                 [asset.id, version, i, r.id, r.kind, r.codec, r.codec_string, r.timescale,
                  r.bitrate, r.avg_bitrate, r.peak_bitrate, r.width, r.height, r.sar,
@@ -304,8 +308,10 @@ class ScyllaStore:
                     current.created_at, now, version, asset.id, old,
                 ])
             if result.was_applied:
-                if current is not None and old > 0:
-                    await self._drop_version(asset.id, old)
+                # Keep the previous version: a reader that read the asset row just
+                # before the flip still finds its index. Drop the one before it.
+                if old - 1 >= 1:
+                    await self._drop_version(asset.id, old - 1)
                 asset.version = version
                 asset.state = JobState.READY
                 asset.progress = 1.0
@@ -355,8 +361,9 @@ class ScyllaStore:
         asset = await self.get_asset(asset_id)
         if asset is None:
             return False
-        if asset.version:
-            await self._drop_version(asset_id, asset.version)
+        for version in (asset.version, asset.version - 1):
+            if version >= 1:
+                await self._drop_version(asset_id, version)
         await self._exec("del_asset", [asset_id])
         await self._exec("del_id", [asset_id])
         return True

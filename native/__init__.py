@@ -49,7 +49,14 @@ __all__ = [
     "nvenc_available",
     "package_copy",
     "probe",
+    "set_log_level",
 ]
+
+
+def set_log_level(level: int) -> None:
+    """libav*'s own stderr logging: -8 quiet, 16 error (default), 24 warning, 32 info.
+    Errors still arrive as exceptions carrying the library's reason."""
+    _core.set_log_level(level)
 
 
 def probe(path: str | Path) -> MediaInfo:
@@ -86,7 +93,20 @@ def nvenc_available() -> bool:
 class Transcoder:
     """One-pass ABR transcode of `input` into CMAF renditions under `output_dir`.
 
+    One demux and decode of the master; every rung scaled from the decoded frame and
+    encoded on its own thread (libx264, or h264_nvenc where nvenc_available()); audio
+    encoded once (AAC, 48 kHz stereo) into `output_dir/audio`. Each rendition gets
+    `output_dir/<rung.id>/init.mp4` and `N.m4s`. Keyframes sit exactly on every
+    `gop_seconds` boundary on every rung (closed GOPs, no scene cuts);
+    `segment_seconds` must be a multiple of `gop_seconds`. Masters are normalised:
+    deinterlaced, rotated upright, VFR made constant (`fps`, default the source's),
+    odd sizes / non-square pixels scaled to even sizes with square pixels, 10-bit and
+    4:2:2 to 8-bit 4:2:0. `encoder_threads` is per rung (0 = the encoder's default).
+
     Call run() from a worker thread; cancel() from any thread stops it within a second.
+    Raises ValueError for a bad configuration, InvalidDataError (a ValueError) for a
+    corrupt master with the decoder's reason, NotFoundError for a missing file or
+    encoder, CancelledError after cancel().
     """
 
     def __init__(
@@ -101,6 +121,7 @@ class Transcoder:
         fps: tuple[int, int] | None = None,
         audio: bool = True,
         audio_bitrate: int = 128_000,
+        encoder_threads: int = 0,
     ) -> None:
         cfg = _core.TranscodeConfig()
         cfg.input = str(input)
@@ -120,6 +141,7 @@ class Transcoder:
             cfg.fps_num, cfg.fps_den = fps
         cfg.audio = audio
         cfg.audio_bitrate = audio_bitrate
+        cfg.encoder_threads = encoder_threads
         self._impl = _core.Transcoder(cfg)
 
     def run(self, progress: Callable[[float], None] | None = None) -> PipelineResult:

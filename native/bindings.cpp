@@ -181,7 +181,8 @@ void init_transcode(py::module_& m) {
         .def_readwrite("audio_bitrate", &TranscodeConfig::audio_bitrate)
         .def_readwrite("audio_sample_rate", &TranscodeConfig::audio_sample_rate)
         .def_readwrite("audio_channels", &TranscodeConfig::audio_channels)
-        .def_readwrite("audio_id", &TranscodeConfig::audio_id);
+        .def_readwrite("audio_id", &TranscodeConfig::audio_id)
+        .def_readwrite("encoder_threads", &TranscodeConfig::encoder_threads);
 
     py::class_<Transcoder>(m, "Transcoder")
         .def(py::init<TranscodeConfig>(), py::arg("config"))
@@ -336,6 +337,8 @@ void init_cmaf(py::module_& m) {
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "cdlc-stream native core (FFmpeg libav* + CMAF writer)";
+    m.def("set_log_level", &set_library_log_level, py::arg("level"),
+          "libav* stderr log level: -8 quiet, 16 error, 24 warning, 32 info");
     init_errors(m);
     init_models(m);
     init_probe(m);

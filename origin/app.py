@@ -2,8 +2,8 @@
 admin API (origin/admin.py), /healthz, /readyz and /metrics.
 
 ``create_app(deps)`` wires the backends given in ``OriginDeps``; it imports no
-engine code (jobs start through ``deps.submit_job``). Backends are closed with the
-app (cleanup_ctx) unless ``close_backends`` is False.
+engine code (jobs start through ``deps.submit_job``). Backends are warmed up at
+startup (cleanup_ctx) and closed with the app only when ``close_backends`` is set.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ class OriginDeps:
     submit_job: Callable[[str, Path, dict[str, Any]], Awaitable[None]] | None = None
     # Additive knobs (defaults fit production):
     head_ttl: float = 5.0          # how long a READY asset's head is cached (republish lag)
-    close_backends: bool = True    # close store, objects and cache with the app
+    # Close store, objects and cache in the app's cleanup. Off by default: whoever
+    # opened them closes them, after whatever else uses them (e.g. a job executor).
+    close_backends: bool = False
 
 
 DEPS = web.AppKey("deps", OriginDeps)

@@ -344,8 +344,13 @@ class Playback:
             rend = next((r for r in rends if r.id == rendition_id), None)
             if rend is None:
                 raise web.HTTPNotFound(headers=_ERROR_HEADERS)
-            build = hls.build_media if kind == "media" else hls.build_iframes
-            out = build(rend, segs.get(rendition_id, []), query)
+            if kind == "media":
+                out = hls.build_media(rend, segs.get(rendition_id, []), query)
+            else:
+                try:
+                    out = hls.build_iframes(rend, segs.get(rendition_id, []), query)
+                except ValueError:  # audio, or no I-frame ranges: there is no such playlist
+                    raise web.HTTPNotFound(headers=_ERROR_HEADERS) from None
         return out.encode() if isinstance(out, str) else bytes(out)
 
     # -- media ----------------------------------------------------------------------

@@ -53,15 +53,18 @@ class CdlcEnv:
         )
 
     def serve(self, port: int, *extra: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [*CDLC, "serve", "--host", "127.0.0.1", "--port", str(port), *extra],
-            env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.data_dir / f"serve-{port}.log"
+        with log.open("wb") as sink:
+            proc = subprocess.Popen(
+                [*CDLC, "serve", "--host", "127.0.0.1", "--port", str(port), *extra],
+                env=self.env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
+            )
         try:
             wait_http(f"http://127.0.0.1:{port}/healthz")
-        except TimeoutError:
+        except TimeoutError as exc:
             proc.kill()
-            raise
+            raise TimeoutError(f"{exc}; server log:\n{log.read_text()}") from None
         return proc
 
 

@@ -17,12 +17,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from cdn.edge import NginxEdge
+from cdn.edge import NGINX, NginxEdge
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 MANIFEST_TTL = 1
-
-pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed")
 
 
 def segment_bytes(asset: str, rendition: str, name: str) -> bytes:
@@ -111,6 +109,8 @@ EdgeFactory = Callable[..., NginxEdge]
 @pytest.fixture
 def make_edge(tmp_path: Path) -> Iterator[EdgeFactory]:
     """make_edge(origin_url, **render_options) -> a started edge, stopped after."""
+    if shutil.which(NGINX) is None:
+        pytest.skip("nginx not installed (make setup)")
     started: list[NginxEdge] = []
 
     def make(origin_url: str, **options: Any) -> NginxEdge:

@@ -5,16 +5,20 @@ down, TTLs from the origin, and no shared 403s."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from cdn.edge import NGINX
 from cdn.nginx import EdgeConfigError, render_nginx_config
 from tests.cdn.conftest import IMMUTABLE, MANIFEST_TTL, EdgeFactory, FakeOrigin, segment_bytes
 
 SEG = "/vod/a1/v360/1.m4s"
+
+pytestmark = pytest.mark.skipif(shutil.which(NGINX) is None, reason="nginx not installed")
 
 
 async def get(url: str, **kw: str) -> tuple[int, dict[str, str], bytes]:
@@ -25,7 +29,7 @@ async def get(url: str, **kw: str) -> tuple[int, dict[str, str], bytes]:
 def nginx_t(conf: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "t.conf"
     path.write_text(conf)
-    return subprocess.run(["nginx", "-t", "-q", "-c", str(path)], capture_output=True, text=True)
+    return subprocess.run([NGINX, "-t", "-q", "-c", str(path)], capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("key", [None, b"k"])
@@ -177,3 +181,33 @@ async def test_cors_for_players_on_other_origins(
     _, headers, _ = await get(edge.url + SEG)
     assert headers["Access-Control-Allow-Origin"] == "*"
     assert "X-Cache" in headers["Access-Control-Expose-Headers"]
+
+
+async def test_preflight_is_answered_by_the_edge(
+    origin: FakeOrigin, make_edge: EdgeFactory
+) -> None:
+    edge = make_edge(origin.url, signing_key=b"k")
+    async with aiohttp.ClientSession() as s, s.options(edge.url + SEG, headers={
+        "Origin": "http://player.example", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "range",
+    }) as r:
+        assert r.status == 204
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        assert "Range" in r.headers["Access-Control-Allow-Headers"]
+    # A refused token still carries CORS headers: the player can read the 403.
+    status, headers, _ = await get(edge.url + SEG, token="bad")
+    assert (status, headers["Access-Control-Allow-Origin"]) == (403, "*")
+    assert sum(origin.hits.values()) == 0
+
+
+async def test_byte_ranges_on_miss_and_hit(origin: FakeOrigin, make_edge: EdgeFactory) -> None:
+    edge = make_edge(origin.url)
+    full = segment_bytes("a1", "v360", "1.m4s")
+    async with aiohttp.ClientSession() as s:
+        for expected in ("MISS", "HIT"):
+            async with s.get(edge.url + SEG, headers={"Range": "bytes=100-1099"}) as r:
+                assert (r.status, r.headers["X-Cache"]) == (206, expected)
+                assert r.headers["Content-Range"] == f"bytes 100-1099/{len(full)}"
+                assert await r.read() == full[100:1100]
+    # The miss fetched the whole object once (the cache never stores a slice).
+    assert origin.hits[SEG] == 1

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from cdn import tokens
-from cdn.edge import NginxEdge
+from cdn.edge import NGINX, NginxEdge
 from cdn.purge import PurgeClient, asset_paths
 from tests.e2e.asset import BuiltAsset, aclone_asset, make_asset
 from tests.e2e.servers import OriginProcess
@@ -27,7 +27,7 @@ KEY = b"edge-origin-key"
 ASSET = "edgeasset"
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("nginx") is None or shutil.which("ffmpeg") is None,
+    shutil.which(NGINX) is None or shutil.which("ffmpeg") is None,
     reason="needs nginx and ffmpeg",
 )
 
@@ -164,3 +164,39 @@ async def test_cached_segments_play_while_the_origin_is_dead(
         # Never cached: an honest 502 from the edge.
         async with s.get(f"{edge.url}/vod/{ASSET}/v144/1.m4s", params={"token": token()}) as r:
             assert r.status == 502
+
+
+async def test_takedown_without_tokens_includes_shared_manifests(
+    data_dir: tuple[Path, BuiltAsset], tmp_path: Path
+) -> None:
+    """Tokens off: manifests are shared cache entries too (gzip variants by Vary);
+    the purge drops them with the segments."""
+    victim = await aclone_asset(data_dir[0], ASSET, "takedown2")
+    paths = asset_paths(victim.asset_id, victim.renditions)
+    with OriginProcess(data_dir[0]) as origin, \
+            NginxEdge(origin.url, tmp_path / "edge", worker_processes=1) as edge:
+        async with aiohttp.ClientSession() as s:
+            for p in paths:
+                for _ in range(2):
+                    async with s.get(edge.url + p) as r:  # Accept-Encoding: gzip, deflate
+                        await r.read()
+                assert (r.status, r.headers["X-Cache"]) == (200, "HIT"), p
+            async with s.get(edge.url + paths[0]) as r:
+                assert r.headers.get("Content-Encoding") == "gzip"
+                assert r.headers.get("Vary") == "Accept-Encoding"
+
+            deleted_at = time.monotonic()
+            async with s.delete(f"{origin.url}/v1/assets/{victim.asset_id}") as r:
+                assert r.status == 204
+            result = await PurgeClient([edge.url], session=s).purge_asset(
+                victim.asset_id, victim.renditions, repeat_after=0.5)
+            assert result.ok and result.purged == len(paths)
+            while True:
+                codes = {}
+                for p in paths:
+                    async with s.get(edge.url + p) as r:
+                        codes[p] = r.status
+                if set(codes.values()) == {404}:
+                    break
+                assert time.monotonic() - deleted_at < 5.0, codes
+                await asyncio.sleep(0.1)

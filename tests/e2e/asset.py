@@ -5,8 +5,8 @@ rows (timescale, codec string, tfdt, durations), copies the files into the local
 object store's layout (metadata.models.media_key) and publishes the rows through
 the metadata store, exactly as an ingest would leave them.
 
-``ingest_asset`` prefers the real pipeline (``cdlc ingest``) when it works and falls
-back to this, so the e2e suite runs while the engine is being built.
+``cdlc_ingest`` runs the real pipeline instead (``cdlc ingest --json``); the e2e
+suite uses it by default (tests/e2e/conftest.py).
 """
 
 from __future__ import annotations
@@ -334,16 +334,18 @@ def cdlc_ingest(data_dir: Path, asset_id: str, master: Path, ladder: Sequence[Ru
     """The real pipeline (`cdlc ingest --json`), or None when it does not work yet."""
     cdlc = Path(sys.executable).parent / "cdlc"
     spec = ",".join(f"{r.height}:{r.kbps}" for r in ladder)
-    env = {**os.environ, "CDLC_DATA_DIR": str(data_dir), "CDLC_SEGMENT_SECONDS": "2",
-           "CDLC_GOP_SECONDS": "2", "CDLC_PRESET": "veryfast", "CDLC_ENCODER": "cpu"}
+    env = {**os.environ, "CDLC_DATA_DIR": str(data_dir), "CDLC_GOP_SECONDS": "2",
+           "CDLC_ENCODER": "cpu"}
     try:
         proc = subprocess.run(
-            [str(cdlc), "ingest", str(master), "--id", asset_id, "--ladder", spec, "--json"],
-            capture_output=True, text=True, env=env, timeout=180,
+            [str(cdlc), "ingest", str(master), "--id", asset_id, "--ladder", spec,
+             "--segment-seconds", str(SEGMENT_SECONDS), "--preset", "veryfast", "--json"],
+            capture_output=True, text=True, env=env, timeout=120,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if proc.returncode != 0:
+        print(f"cdlc ingest failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
         return None
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     return BuiltAsset(

@@ -120,16 +120,18 @@ def test_celery_worker_runs_the_job(tmp_path: Path, small_master: Path) -> None:
     runs it through the shared store, and the CLI exits 0 when it is READY."""
     env = make_env(tmp_path / "data", CDLC_PRESET="ultrafast",
                    CDLC_BROKER="redis://127.0.0.1:6379/5")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "engine.celery_app", "worker", "-Q", "cpu",
-         "--pool", "solo", "--concurrency", "1", "--without-heartbeat", "--without-gossip",
-         "--without-mingle", "-l", "WARNING"],
-        env=env.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    log = tmp_path / "worker.log"
+    with log.open("wb") as sink:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "engine.celery_app", "worker", "-Q", "cpu",
+             "--pool", "solo", "--concurrency", "1", "--without-heartbeat", "--without-gossip",
+             "--without-mingle", "-l", "WARNING"],
+            env=env.env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
+        )
     try:
         proc = env.run("ingest", str(small_master), "--id", "queued", "--ladder", "240:300",
                        "--json", timeout=180)
-        assert proc.returncode == 0, proc.stderr
+        assert proc.returncode == 0, proc.stderr + log.read_text()
         result = json.loads(proc.stdout)
         assert result["state"] == "ready"
         assert {r["id"] for r in result["renditions"]} == {"v240", "audio"}

@@ -176,6 +176,7 @@ def _publisher(path: str, asset_id: str, rounds: int, tag: str) -> None:
             # Version i has i+1 segments, each marked with i: a reader can tell a mix.
             await store.publish(a, [rendition(asset_id, "v1")], segments(asset_id, "v1", i + 1, i))
             await store.put_asset(Asset(id=f"{asset_id}-{tag}{i:03d}"))
+            await asyncio.sleep(0.005)  # spread the publishes over the reader's loop
         await store.close()
 
     asyncio.run(go())
@@ -194,7 +195,7 @@ async def test_processes_share_the_file_and_readers_never_see_half_an_index(
              for tag in "xy"]
     for p in procs:
         p.start()
-    checks = 0
+    checks, seen = 0, set()
     try:
         while any(p.is_alive() for p in procs) or checks == 0:
             segs = await reader.get_segments(asset_id, "v1")
@@ -202,11 +203,14 @@ async def test_processes_share_the_file_and_readers_never_see_half_an_index(
             assert len(markers) == 1, markers  # one version's rows, never a mix
             (marker,) = markers
             assert len(segs) == marker + 1
+            seen.add(marker)
             checks += 1
+            await asyncio.sleep(0)
     finally:
         for p in procs:
             p.join(timeout=60)
     assert all(p.exitcode == 0 for p in procs)
+    assert len(seen) >= 2, seen  # the reads really ran while the index was changing
     got = await reader.get_asset(asset_id)
     assert got is not None and got.version == 81  # 1 + 2 x 40 publishes, none lost
     assert len(await reader.list_assets(limit=1000, after=asset_id)) == 80

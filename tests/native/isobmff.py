@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+MAX_SAMPLES_WITHOUT_FIELDS = 1 << 16
 CONTAINERS = {"moov", "trak", "mdia", "minf", "stbl", "dinf", "mvex", "moof", "traf", "edts"}
 
 
@@ -133,6 +134,10 @@ def trun(box: Box, default_flags: int = 0) -> Trun:
     per = sum(4 for bit in (0x100, 0x200, 0x400, 0x800) if flags & bit)
     if count * per > len(box.payload) - off:
         raise ValueError("trun sample table truncated")
+    if per == 0 and count > MAX_SAMPLES_WITHOUT_FIELDS:
+        # Found by fuzzing: a trun with no per-sample fields costs no bytes per
+        # sample, so a forged sample_count would make us build billions of objects.
+        raise ValueError(f"trun sample_count {count} without per-sample fields")
     samples = []
     for i in range(count):
         duration = size = cto = 0

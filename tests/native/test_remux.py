@@ -246,3 +246,21 @@ def test_missing_and_garbage_inputs(tmp_path: Path) -> None:
         native.package_copy(garbage, tmp_path / "out", 2.0)
     with pytest.raises(ValueError, match="segment_seconds"):
         native.package_copy(garbage, tmp_path / "out", 0)
+
+
+def test_faststart_and_truncated_mp4(copy_masters: dict[str, Path], tmp_path: Path) -> None:
+    """The MP4 fast path (samples read by position from the source) with moov first,
+    and a master cut off inside its mdat: an error naming the damage, not a crash
+    and not silently short output."""
+    faststart = tmp_path / "faststart.mp4"
+    ffmpeg("-i", str(copy_masters["mp4"]), "-c", "copy", "-movflags", "+faststart", str(faststart))
+    result = native.package_copy(faststart, tmp_path / "fs", SEGMENT_SECONDS)
+    video = result.renditions[0]
+    assert samples(joined(tmp_path / "fs", video, tmp_path / "v.mp4")) == [
+        p.data for p in source_packets(copy_masters["mp4"], "video")]
+
+    truncated = tmp_path / "truncated.mp4"
+    data = faststart.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(native.InvalidDataError, match="truncated or damaged"):
+        native.package_copy(truncated, tmp_path / "tr", SEGMENT_SECONDS)

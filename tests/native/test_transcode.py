@@ -77,6 +77,14 @@ def frame_count(path: Path) -> int:
     return int(info["streams"][0]["nb_read_frames"])
 
 
+def max_volume_db(path: Path) -> float:
+    stderr = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-i", str(path), "-af", "volumedetect", "-f", "null", "-"],
+        capture_output=True, text=True, check=True,
+    ).stderr
+    return float(stderr.split("max_volume:")[1].split("dB")[0])
+
+
 def check_ladder(master: Path, result: native.PipelineResult, out: Path) -> None:
     """Every rendition decodes cleanly; every video rung lasts as long as the source
     video within one frame and has its planned size, square pixels."""
@@ -89,6 +97,7 @@ def check_ladder(master: Path, result: native.PipelineResult, out: Path) -> None
         if rendition.track.kind == native.TrackKind.AUDIO:
             assert (stream["codec_name"], int(stream["sample_rate"]), stream["channels"]) == (
                 "aac", 48000, 2)
+            assert max_volume_db(path) > -30  # the tone survived resampling and downmix
             continue
         track = rendition.track
         fps = track.frame_rate_num / track.frame_rate_den
@@ -150,6 +159,14 @@ def test_rung_sizes_bitrates_and_audio(scene_cut_master: Path, transcode: Transc
     assert audio[0].track.sample_rate == 48000 and audio[0].track.channels == 2
     assert (out / "audio" / "init.mp4").exists() and (out / "v360" / "1.m4s").exists()
     assert result.source_frames == 120 and result.duration_seconds == pytest.approx(4.0)
+
+
+def test_silent_master_gives_video_only_ladder(masters: Path, transcode: Transcode) -> None:
+    master = media.make_master(masters / "silent.mp4", seconds=2, width=320, height=240,
+                               audio=False)
+    result, out = transcode(master, "240:300")
+    assert [r.id for r in result.renditions] == ["v240"]
+    check_ladder(master, result, out)
 
 
 def test_crf_rung(scene_cut_master: Path, tmp_path: Path) -> None:

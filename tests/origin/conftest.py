@@ -63,6 +63,41 @@ def _timescale(path: Path) -> int:
     return int(den) // int(num)
 
 
+def _boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
+    """(type, box start, box end) of the ISO-BMFF boxes in data[start:end]."""
+    out, pos = [], start
+    while pos + 8 <= end:
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        out.append((data[pos + 4 : pos + 8], pos, pos + size))
+        pos += size
+    return out
+
+
+def _iframe_size(path: Path) -> int:
+    """Bytes from 0 to the end of the first sample (a sync sample in our GOP-aligned
+    cuts): moof start + trun data_offset + first sample size (ISO/IEC 14496-12
+    §8.8.8)."""
+    data = path.read_bytes()
+    for kind, moof, moof_end in _boxes(data, 0, len(data)):
+        if kind != b"moof":
+            continue
+        for t, traf, traf_end in _boxes(data, moof + 8, moof_end):
+            if t != b"traf":
+                continue
+            for t2, b, _ in _boxes(data, traf + 8, traf_end):
+                if t2 != b"trun":
+                    continue
+                flags = int.from_bytes(data[b + 9 : b + 12], "big")
+                pos = b + 16
+                offset = int.from_bytes(data[pos : pos + 4], "big", signed=True)
+                pos += 4 if flags & 0x1 else 0
+                pos += 4 if flags & 0x4 else 0
+                pos += 4 if flags & 0x100 else 0
+                assert flags & 0x1 and flags & 0x200, "trun without offset or sizes"
+                return moof + offset + int.from_bytes(data[pos : pos + 4], "big")
+    raise AssertionError(f"no moof/traf/trun in {path}")
+
+
 def _durations(playlist: Path) -> list[float]:
     return [float(line[8:].split(",")[0]) for line in playlist.read_text().splitlines()
             if line.startswith("#EXTINF:")]
@@ -85,8 +120,9 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
         m.renditions.append(rend)
         segs, start = [], 0
         for i, d in enumerate(_durations(root / rid / "ffmpeg.m3u8"), start=1):
-            size = (root / rid / f"{i}.m4s").stat().st_size
-            segs.append(Segment("", rid, i, start, round(d * ts), size, 0))
+            seg = root / rid / f"{i}.m4s"
+            iframe = _iframe_size(seg) if kind == "video" else 0
+            segs.append(Segment("", rid, i, start, round(d * ts), seg.stat().st_size, iframe))
             start += round(d * ts)
         m.segments[rid] = segs
     assert all(len(s) >= 3 for s in m.segments.values())
@@ -105,7 +141,8 @@ async def publish_fake(
         for s in media.segments[r.id]:
             await objects.put_file(media_key(asset_id, r.id, f"{s.number}.m4s"),
                                    media.root / r.id / f"{s.number}.m4s")
-            segs.append(Segment(asset_id, r.id, s.number, s.start, s.duration, s.size, 0))
+            segs.append(Segment(asset_id, r.id, s.number, s.start, s.duration, s.size,
+                                s.iframe_size))
     asset = Asset(id=asset_id, duration=3.0, source_name="test.mp4")
     await store.put_asset(asset)
     await store.publish(asset, rends, segs)
@@ -141,6 +178,7 @@ async def make_origin(
         if cache == "redis":
             cache = request.getfixturevalue("redis_url")
         c = open_cache("" if cache == "lru" else cache)  # or any cache URL
+        kw.setdefault("close_backends", True)
         deps = OriginDeps(store=store, objects=objects, cache=c, **kw)
         client = await aiohttp_client(create_app(deps))
         return Origin(client, deps, store, objects, c)

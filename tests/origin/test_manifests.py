@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import gzip
 import time
+from pathlib import Path
 
 import pytest
 
 from cdn.tokens import sign
 from metadata.cache import invalidate_asset
 from metadata.models import Asset, Rendition, Segment
+from tests.media import ffprobe
 from tests.origin.conftest import MakeOrigin, Media, publish_fake
 
 pytest.importorskip("packager.hls", reason="packager.hls has not landed yet")
@@ -114,3 +116,29 @@ async def test_manifests_come_from_cache_and_follow_republish(
     await o.store.close()
     for _ in range(3):
         assert await (await o.client.get("/vod/m4/v240/media.m3u8")).text() == second
+
+
+async def test_iframe_playlist_ranges_decode(
+    make_origin: MakeOrigin, media: Media, tmp_path: Path
+) -> None:
+    """The I-frame playlist's byte ranges cut real segments at the first sample, and
+    audio renditions have no I-frame playlist."""
+    o = await make_origin()
+    await publish_fake(o.store, o.objects, "m5", media)
+    text = await (await o.client.get("/vod/m5/v240/iframes.m3u8")).text()
+    ranges = [ln.split(":", 1)[1] for ln in text.splitlines()
+              if ln.startswith("#EXT-X-BYTERANGE:")]
+    assert len(ranges) == len(media.segments["v240"])
+    n, _, off = ranges[0].partition("@")
+    resp = await o.client.get("/vod/m5/v240/1.m4s",
+                              headers={"Range": f"bytes={off}-{int(off) + int(n) - 1}"})
+    assert resp.status == 206
+    piece = await resp.read()
+    assert len(piece) == int(n)
+    # The judge: FFmpeg decodes init + that range to exactly one key frame.
+    probe_in = tmp_path / "iframe.mp4"
+    probe_in.write_bytes(media.file("v240", "init.mp4") + piece)
+    out = ffprobe(probe_in, "-count_frames", "-select_streams", "v:0",
+                  "-show_entries", "stream=nb_read_frames")
+    assert out["streams"][0]["nb_read_frames"] == "1"
+    assert (await o.client.get("/vod/m5/audio/iframes.m3u8")).status == 404

@@ -18,8 +18,6 @@ from metadata import open_objects, open_store
 from tests.metadata.servers import free_port, wait_port
 from tests.origin.conftest import Media, publish_fake
 
-pytestmark = pytest.mark.slow
-
 
 async def test_two_workers_serve_and_stop_gracefully(tmp_path: Path, media: Media) -> None:
     store, objects = open_store("", tmp_path), open_objects("", tmp_path)
@@ -34,7 +32,8 @@ async def test_two_workers_serve_and_stop_gracefully(tmp_path: Path, media: Medi
 
         async def factory():
             d = Path({str(tmp_path)!r})
-            return create_app(OriginDeps(open_store("", d), open_objects("", d), open_cache("")))
+            return create_app(OriginDeps(open_store("", d), open_objects("", d), open_cache(""),
+                                 close_backends=True))
 
         run(factory, "127.0.0.1", {port}, 2)
     """)

@@ -13,11 +13,16 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <limits>
 #include <utility>
+
+#include <fcntl.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include "cmaf/writer.h"
 #include "common/error.h"
@@ -27,26 +32,142 @@ namespace cdlc {
 namespace {
 
 struct Sample {
-    std::vector<uint8_t> data;
+    std::vector<uint8_t> data;           // owned bytes, or
+    std::shared_ptr<const void> owner;   // borrowed ones kept alive by owner, or
+    const uint8_t* borrowed = nullptr;
+    std::shared_ptr<const int> src_fd;   // a range of a source file
+    uint64_t src_offset = 0;
+    size_t borrowed_size = 0;            // size of a borrowed or file-range sample
     int64_t pts = 0;         // input timeline
     int64_t dts = 0;         // input timeline
     int64_t duration = -1;   // -1 until the next packet (or finish) fixes it
     int64_t packet_duration = 0;
     bool sync = false;
+
+    const uint8_t* bytes() const { return owner ? borrowed : data.data(); }
+    size_t size() const { return owner || src_fd ? borrowed_size : data.size(); }
+};
+
+// Writes one file from memory pieces and source-file ranges, in order. Memory
+// goes out with writev (IOV_MAX pieces per call, no gathering copy). Ranges are
+// read in spans: neighbouring samples (a segment's samples lie close together in
+// an interleaved master, with the other track's samples between them) are read
+// with one pread per span and written from that buffer, so a segment costs a
+// few system calls rather than two per sample.
+class FileWriter {
+public:
+    explicit FileWriter(const std::string& path) : path_(path) {
+        fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd_ < 0) throw IOError("open " + path + " for writing failed: " + std::strerror(errno));
+    }
+    ~FileWriter() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    FileWriter(const FileWriter&) = delete;
+    FileWriter& operator=(const FileWriter&) = delete;
+
+    void memory(const uint8_t* p, size_t n) {
+        if (!n) return;
+        flush_ranges();
+        iov_.push_back({const_cast<uint8_t*>(p), n});
+    }
+    void range(int fd, uint64_t offset, uint64_t n) {
+        if (!n) return;
+        flush_iov();
+        ranges_.push_back({fd, offset, n});
+    }
+    void close() {
+        flush_ranges();
+        flush_iov();
+        const int fd = fd_;
+        fd_ = -1;
+        if (::close(fd) != 0) fail("closing");
+    }
+
+private:
+    struct Range {
+        int fd;
+        uint64_t offset, size;
+    };
+    static constexpr uint64_t kMaxSpan = 16u << 20;  // bytes read at once
+    static constexpr uint64_t kMaxGap = 4u << 20;    // other bytes read over to join two samples
+
+    [[noreturn]] void fail(const char* what) {
+        throw IOError(std::string(what) + " " + path_ + " failed: " + std::strerror(errno));
+    }
+    void flush_iov() {
+        size_t i = 0;
+        while (i < iov_.size()) {
+            const int n = static_cast<int>(std::min<size_t>(iov_.size() - i, IOV_MAX));
+            const ssize_t w = ::writev(fd_, iov_.data() + i, n);
+            if (w < 0) {
+                if (errno == EINTR) continue;
+                fail("writing");
+            }
+            // Skip what was written; a short write resumes inside an iovec.
+            size_t done = static_cast<size_t>(w);
+            while (i < iov_.size() && done >= iov_[i].iov_len) done -= iov_[i++].iov_len;
+            if (i < iov_.size()) {
+                iov_[i].iov_base = static_cast<uint8_t*>(iov_[i].iov_base) + done;
+                iov_[i].iov_len -= done;
+            }
+        }
+        iov_.clear();
+    }
+    void flush_ranges() {
+        size_t i = 0;
+        while (i < ranges_.size()) {
+            const Range& first = ranges_[i];
+            uint64_t lo = first.offset, hi = first.offset + first.size;
+            size_t j = i + 1;
+            for (; j < ranges_.size(); ++j) {
+                const Range& r = ranges_[j];
+                if (r.fd != first.fd || r.offset < lo || r.offset > hi + kMaxGap ||
+                    r.offset + r.size > lo + kMaxSpan)
+                    break;
+                hi = std::max(hi, r.offset + r.size);
+            }
+            if (hi - lo > buffer_size_) {
+                buffer_.reset(new uint8_t[hi - lo]);  // uninitialised: pread fills it
+                buffer_size_ = hi - lo;
+            }
+            read_exactly(first.fd, buffer_.get(), hi - lo, lo);
+            for (size_t k = i; k < j; ++k)
+                iov_.push_back({buffer_.get() + (ranges_[k].offset - lo), size_t(ranges_[k].size)});
+            flush_iov();  // before the buffer is reused
+            i = j;
+        }
+        ranges_.clear();
+    }
+    void read_exactly(int fd, uint8_t* p, uint64_t n, uint64_t off) {
+        while (n > 0) {
+            const ssize_t r = ::pread(fd, p, n, static_cast<off_t>(off));
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) fail("reading source samples for");
+            if (r == 0) throw InvalidDataError("source file ends before a sample its index points to (" + path_ + ")");
+            p += r;
+            off += uint64_t(r);
+            n -= uint64_t(r);
+        }
+    }
+
+    std::string path_;
+    int fd_ = -1;
+    std::vector<iovec> iov_;
+    std::vector<Range> ranges_;
+    std::unique_ptr<uint8_t[]> buffer_;
+    uint64_t buffer_size_ = 0;
 };
 
 void write_file(const std::string& path, const std::vector<uint8_t>& head,
                 const std::vector<Sample>& samples) {
-    FILE* f = std::fopen(path.c_str(), "wb");
-    if (!f) throw IOError("open " + path + " for writing failed: " + std::strerror(errno));
-    bool ok = std::fwrite(head.data(), 1, head.size(), f) == head.size();
+    FileWriter w(path);
+    w.memory(head.data(), head.size());
     for (const Sample& s : samples) {
-        if (!ok) break;
-        ok = s.data.empty() || std::fwrite(s.data.data(), 1, s.data.size(), f) == s.data.size();
+        if (s.src_fd) w.range(*s.src_fd, s.src_offset, s.size());
+        else w.memory(s.bytes(), s.size());
     }
-    const int err = errno;
-    if (std::fclose(f) != 0) ok = false;
-    if (!ok) throw IOError("writing " + path + " failed: " + std::strerror(err));
+    w.close();
 }
 
 void write_file(const std::string& path, const std::vector<uint8_t>& bytes) {
@@ -91,7 +212,8 @@ struct CmafSegmenter::Impl {
         return p.dts + dts_shift >= next;
     }
 
-    void add(EncodedPacket&& p) {
+    void add(EncodedPacket&& p, std::shared_ptr<const void> owner = nullptr, const uint8_t* data = nullptr,
+             size_t size = 0, const FileRange* range = nullptr) {
         if (finished) throw Error("CmafSegmenter::write after finish()");
         if (!started) {
             // First packet fixes the timeline (see the header comment).
@@ -115,7 +237,17 @@ struct CmafSegmenter::Impl {
         cut_requested = false;
         last_dts = p.dts;
         Sample s;
-        s.data = std::move(p.data);
+        if (range) {
+            s.src_fd = range->fd;
+            s.src_offset = range->offset;
+            s.borrowed_size = static_cast<size_t>(range->size);
+        } else if (owner) {
+            s.owner = std::move(owner);
+            s.borrowed = data;
+            s.borrowed_size = size;
+        } else {
+            s.data = std::move(p.data);
+        }
         s.pts = p.pts;
         s.dts = p.dts;
         s.packet_duration = p.duration;
@@ -143,7 +275,7 @@ struct CmafSegmenter::Impl {
             const int64_t offset = (s.pts + pts_shift) - out_dts(s);
             if (offset < std::numeric_limits<int32_t>::min() || offset > std::numeric_limits<int32_t>::max())
                 throw InvalidDataError("composition offset does not fit 32 bits");
-            frag.push_back({s.data.data(), s.data.size(), static_cast<uint32_t>(s.duration),
+            frag.push_back({s.bytes(), s.size(), static_cast<uint32_t>(s.duration),
                             static_cast<int32_t>(offset), s.sync});
             total += s.duration;
         }
@@ -156,7 +288,7 @@ struct CmafSegmenter::Impl {
             static_cast<uint32_t>(rec.number), track.timescale, static_cast<uint64_t>(rec.start),
             track.kind == TrackKind::Audio, frag, &layout);
         uint64_t size = head.size();
-        for (const Sample& s : current) size += s.data.size();
+        for (const Sample& s : current) size += s.size();
         rec.size = size;
         rec.iframe_size = track.kind == TrackKind::Audio ? 0 : layout.iframe_size;
         write_file(dir + "/" + std::to_string(rec.number) + ".m4s", head, current);
@@ -192,6 +324,27 @@ CmafSegmenter& CmafSegmenter::operator=(CmafSegmenter&& other) noexcept {
 void CmafSegmenter::write(const EncodedPacket& packet) { impl_->add(EncodedPacket(packet)); }
 
 void CmafSegmenter::write(EncodedPacket&& packet) { impl_->add(std::move(packet)); }
+
+void CmafSegmenter::write_borrowed(const EncodedPacket& packet, std::shared_ptr<const void> owner,
+                                   const uint8_t* data, size_t size) {
+    if (!owner) throw Error("CmafSegmenter::write_borrowed needs an owner");
+    EncodedPacket timing;
+    timing.pts = packet.pts;
+    timing.dts = packet.dts;
+    timing.duration = packet.duration;
+    timing.keyframe = packet.keyframe;
+    impl_->add(std::move(timing), std::move(owner), data, size);
+}
+
+void CmafSegmenter::write_range(const EncodedPacket& packet, const FileRange& range) {
+    if (!range.fd || *range.fd < 0) throw Error("CmafSegmenter::write_range needs an open file");
+    EncodedPacket timing;
+    timing.pts = packet.pts;
+    timing.dts = packet.dts;
+    timing.duration = packet.duration;
+    timing.keyframe = packet.keyframe;
+    impl_->add(std::move(timing), nullptr, nullptr, 0, &range);
+}
 
 void CmafSegmenter::force_cut() { impl_->cut_requested = true; }
 

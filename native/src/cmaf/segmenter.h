@@ -22,6 +22,7 @@
 // times that go backwards; IOError when a file cannot be written.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,21 @@ public:
     // Same, taking ownership of the payload (saves one copy on the copy path).
     void write(EncodedPacket&& packet);
     void finish() override;
+
+    // Zero-copy variant for the copy path: the sample bytes are `size` bytes at
+    // `data`, kept valid by `owner` until the segment is written; packet.data is
+    // ignored.
+    void write_borrowed(const EncodedPacket& packet, std::shared_ptr<const void> owner,
+                        const uint8_t* data, size_t size);
+
+    // File-to-file variant: the sample is `range` of an open file, read when
+    // the segment is written (neighbouring samples with one read).
+    struct FileRange {
+        std::shared_ptr<const int> fd;  // its deleter closes the file
+        uint64_t offset = 0;
+        uint64_t size = 0;
+    };
+    void write_range(const EncodedPacket& packet, const FileRange& range);
 
     // Ends the current segment (if it holds any sample) before the next packet.
     void force_cut();

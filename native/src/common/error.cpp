@@ -2,9 +2,12 @@
 
 extern "C" {
 #include <libavutil/error.h>
+#include <libavutil/log.h>
 }
 
 namespace cdlc {
+
+void set_library_log_level(int level) { av_log_set_level(level); }
 
 std::string av_error_text(int code) {
     char buf[AV_ERROR_MAX_STRING_SIZE] = {0};

@@ -29,6 +29,10 @@ class CancelledError : public Error { using Error::Error; };
 // ("open input", "decode video"), `subject` the file or codec it was attempted on.
 void check_av(int ret, const std::string& operation, const std::string& subject);
 
+// libav*'s own stderr logging threshold (AV_LOG_QUIET -8 ... AV_LOG_DEBUG 48). Errors
+// still reach callers as exceptions whatever the level: a CLI can go quiet.
+void set_library_log_level(int level);
+
 // Human-readable text for an AVERROR code.
 std::string av_error_text(int code);
 

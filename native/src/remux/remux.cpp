@@ -12,10 +12,15 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <set>
 #include <memory>
 #include <string>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 extern "C" {
 #include <libavcodec/avcodec.h>
@@ -39,6 +44,170 @@ struct PacketFree {
     void operator()(AVPacket* p) const { av_packet_free(&p); }
 };
 
+// A packet on its way to a segmenter: owned bytes in p.data, or bytes borrowed
+// from the demuxer's AVPacket (kept alive by owner) so the copy path moves each
+// sample from the read buffer to the output file without another copy.
+struct Pending {
+    EncodedPacket p;
+    std::shared_ptr<const void> owner;
+    const uint8_t* data = nullptr;
+    size_t size = 0;
+    CmafSegmenter::FileRange range;  // set (range.fd) on the MP4 fast path
+};
+
+void write_to(CmafSegmenter& seg, Pending&& q) {
+    if (q.range.fd) seg.write_range(q.p, q.range);
+    else if (q.owner) seg.write_borrowed(q.p, std::move(q.owner), q.data, q.size);
+    else seg.write(std::move(q.p));
+}
+
+// ---- MP4 fast path ------------------------------------------------------------
+// For MP4/MOV masters whose samples need no rewriting, the sample bytes go from
+// the source file to the segment files with copy_file_range. libavformat still
+// does all the demuxing (timestamps, sample flags, edit lists), but over an I/O
+// layer that serves the real bytes of everything except mdat payloads: reads of
+// those return without copying, so the demuxer only hands over positions and
+// sizes (AVPacket.pos/size) and never pays for the media bytes.
+
+struct SkipMdatIO {
+    int fd = -1;
+    uint64_t size = 0;
+    uint64_t pos = 0;
+    std::vector<std::pair<uint64_t, uint64_t>> mdat;  // [begin, end) of mdat payloads
+};
+
+bool pread_all(int fd, uint8_t* buf, uint64_t n, uint64_t off) {
+    while (n > 0) {
+        const ssize_t r = ::pread(fd, buf, n, static_cast<off_t>(off));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        buf += r;
+        off += uint64_t(r);
+        n -= uint64_t(r);
+    }
+    return true;
+}
+
+// Top-level boxes (ISO/IEC 14496-12 §4.2); empty when the file is not ISO-BMFF.
+std::vector<std::pair<uint64_t, uint64_t>> mdat_payloads(int fd, uint64_t file_size) {
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    uint64_t pos = 0;
+    while (pos + 8 <= file_size) {
+        uint8_t h[16];
+        if (!pread_all(fd, h, 8, pos)) return {};
+        uint64_t size = (uint64_t(h[0]) << 24) | (uint64_t(h[1]) << 16) | (uint64_t(h[2]) << 8) | h[3];
+        uint64_t header = 8;
+        if (size == 1) {
+            if (pos + 16 > file_size || !pread_all(fd, h + 8, 8, pos + 8)) return {};
+            size = 0;
+            for (int i = 8; i < 16; ++i) size = (size << 8) | h[i];
+            header = 16;
+        } else if (size == 0) {
+            size = file_size - pos;
+        }
+        if (size < header || size > file_size - pos) return out;  // trailing junk: stop here
+        if (std::memcmp(h + 4, "mdat", 4) == 0) out.emplace_back(pos + header, pos + size);
+        pos += size;
+    }
+    return out;
+}
+
+int skip_mdat_read(void* opaque, uint8_t* buf, int n) {
+    auto* io = static_cast<SkipMdatIO*>(opaque);
+    if (io->pos >= io->size) return AVERROR_EOF;
+    const uint64_t begin = io->pos, end = std::min<uint64_t>(io->pos + uint64_t(n), io->size);
+    uint64_t p = begin;
+    for (const auto& [mb, me] : io->mdat) {
+        if (p >= end) break;
+        if (me <= p) continue;
+        if (mb > p) {  // real bytes up to this mdat payload
+            const uint64_t upto = std::min(mb, end);
+            if (!pread_all(io->fd, buf + (p - begin), upto - p, p)) return AVERROR(EIO);
+            p = upto;
+        }
+        if (p < end && p >= mb) p = std::min(me, end);  // payload: left as is
+    }
+    if (p < end && !pread_all(io->fd, buf + (p - begin), end - p, p)) return AVERROR(EIO);
+    io->pos = end;
+    return static_cast<int>(end - begin);
+}
+
+int64_t skip_mdat_seek(void* opaque, int64_t offset, int whence) {
+    auto* io = static_cast<SkipMdatIO*>(opaque);
+    whence &= ~AVSEEK_FORCE;
+    if (whence == AVSEEK_SIZE) return static_cast<int64_t>(io->size);
+    int64_t target = offset;
+    if (whence == SEEK_CUR) target += static_cast<int64_t>(io->pos);
+    else if (whence == SEEK_END) target += static_cast<int64_t>(io->size);
+    else if (whence != SEEK_SET) return AVERROR(EINVAL);
+    if (target < 0) return AVERROR(EINVAL);
+    io->pos = static_cast<uint64_t>(target);
+    return target;
+}
+
+// The demuxer for the fast path, or null when the input does not qualify.
+struct FastSource {
+    std::shared_ptr<const int> fd;
+    SkipMdatIO io;
+    AVIOContext* avio = nullptr;
+    AVFormatContext* fmt = nullptr;
+    ~FastSource() {
+        if (fmt) avformat_close_input(&fmt);
+        if (avio) {
+            av_freep(&avio->buffer);
+            avio_context_free(&avio);
+        }
+    }
+};
+
+std::unique_ptr<FastSource> open_fast_source(const std::string& input, const AVFormatContext* probed) {
+    if (!std::strstr(probed->iformat->name, "mp4")) return nullptr;
+    const int raw_fd = ::open(input.c_str(), O_RDONLY | O_CLOEXEC);
+    if (raw_fd < 0) return nullptr;
+    auto src = std::make_unique<FastSource>();
+    src->fd = std::shared_ptr<const int>(new int(raw_fd), [](const int* f) {
+        ::close(*f);
+        delete f;
+    });
+    struct stat st {};
+    if (::fstat(raw_fd, &st) != 0 || !S_ISREG(st.st_mode)) return nullptr;
+    src->io.fd = raw_fd;
+    src->io.size = static_cast<uint64_t>(st.st_size);
+    src->io.mdat = mdat_payloads(raw_fd, src->io.size);
+    if (src->io.mdat.empty()) return nullptr;
+    constexpr int kBuffer = 1 << 20;
+    auto* buffer = static_cast<uint8_t*>(av_malloc(kBuffer));
+    if (!buffer) return nullptr;
+    src->avio = avio_alloc_context(buffer, kBuffer, 0, &src->io, skip_mdat_read, nullptr, skip_mdat_seek);
+    if (!src->avio) {
+        av_free(buffer);
+        return nullptr;
+    }
+    src->fmt = avformat_alloc_context();
+    if (!src->fmt) return nullptr;
+    src->fmt->pb = src->avio;
+    // No parsers (they would read the skipped payload); the mov demuxer sets pts,
+    // dts, duration and key flags itself from the sample tables.
+    src->fmt->flags |= AVFMT_FLAG_CUSTOM_IO | AVFMT_FLAG_NOPARSE | AVFMT_FLAG_NOFILLIN;
+    if (avformat_open_input(&src->fmt, input.c_str(), probed->iformat, nullptr) < 0) {
+        src->fmt = nullptr;  // freed by avformat_open_input on failure
+        return nullptr;
+    }
+    if (src->fmt->nb_streams != probed->nb_streams) return nullptr;
+    return src;
+}
+
+// Takes over the packet's reference; the returned owner frees it.
+std::shared_ptr<const void> adopt(AVPacket* pkt) {
+    AVPacket* held = av_packet_alloc();
+    if (!held) throw Error("out of memory allocating a packet");
+    av_packet_move_ref(held, pkt);
+    return std::shared_ptr<const void>(held, [](const void* q) {
+        AVPacket* h = static_cast<AVPacket*>(const_cast<void*>(q));
+        av_packet_free(&h);
+    });
+}
+
 bool is_parameter_set_or_aud(int type, bool hevc) {
     if (hevc) return type == 32 || type == 33 || type == 34 || type == 35;  // VPS SPS PPS AUD
     return type == 7 || type == 8 || type == 9;                            // SPS PPS AUD
@@ -61,8 +230,11 @@ public:
     int nal_length_size = 4;
     std::vector<std::vector<uint8_t>> config_sets;
 
+    // MP4/MKV with 4-byte lengths: samples are already in CMAF form.
+    bool passthrough() const { return !annexb && nal_length_size == 4; }
+
     std::vector<uint8_t> operator()(const uint8_t* d, size_t n) const {
-        if (!annexb && nal_length_size == 4) return std::vector<uint8_t>(d, d + n);  // MP4/MKV: as is
+        if (passthrough()) return std::vector<uint8_t>(d, d + n);
         const std::vector<NalSpan> nals = annexb ? split_annexb(d, n) : split_sized(d, n);
         std::vector<uint8_t> out;
         out.reserve(n + 4 * nals.size());
@@ -146,7 +318,7 @@ struct VideoTrack {
     // all). Then dts is rebuilt as the n-th smallest pts, decided once kReorder
     // later packets are known: monotonic, and an IDR's dts equals its pts.
     bool rebuild_dts = false;
-    std::deque<EncodedPacket> reorder;
+    std::deque<Pending> reorder;
     std::multiset<int64_t> reorder_pts;
     static constexpr size_t kReorder = 16;
 };
@@ -160,7 +332,7 @@ struct AudioTrack {
     int64_t frame_samples = 1024;
     int64_t next_ts = AV_NOPTS_VALUE;  // expected time of the next frame
     int64_t snap = 2;                   // output ticks a container timestamp may be off by
-    std::deque<EncodedPacket> pending;  // held until the video has passed them
+    std::deque<Pending> pending;  // held until the video has passed them
 };
 
 }  // namespace
@@ -169,7 +341,13 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
     if (!(segment_seconds > 0)) throw InvalidDataError("segment_seconds must be positive");
 
     AVFormatContext* raw = nullptr;
-    check_av(avformat_open_input(&raw, input.c_str(), nullptr, nullptr), "open input", input);
+    // 1 MiB reads instead of the 32 KiB default: a remux is I/O bound and the
+    // packets are memcpy'd out of the read buffer anyway.
+    AVDictionary* opts = nullptr;
+    av_dict_set(&opts, "blocksize", "1048576", 0);
+    const int opened = avformat_open_input(&raw, input.c_str(), nullptr, &opts);
+    av_dict_free(&opts);
+    check_av(opened, "open input", input);
     std::unique_ptr<AVFormatContext, FormatCloser> fmt(raw);
     check_av(avformat_find_stream_info(fmt.get(), nullptr), "read stream info", input);
 
@@ -202,41 +380,6 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
             throw InvalidDataError("audio codec '" + codec_name(par->codec_id) + "' in " + input + transcode_hint +
                                    " (copy supports aac, opus)");
         if (par->sample_rate <= 0) throw InvalidDataError("audio stream without a sample rate in " + input);
-    }
-
-    // Global start: the earliest first timestamp of the streams we keep becomes
-    // time 0, so A/V sync (AAC priming before the first video frame included) is
-    // kept. AVStream.start_time hides priming that the demuxer marks as discard,
-    // so the first packets are read ahead and looked at instead.
-    std::unique_ptr<AVPacket, PacketFree> pkt(av_packet_alloc());
-    if (!pkt) throw Error("out of memory allocating a packet");
-    std::deque<std::unique_ptr<AVPacket, PacketFree>> prefetched;
-    bool eof = false;
-    {
-        bool video_seen = !video.st, audio_seen = !audio.st;
-        int64_t start_us = INT64_MAX;
-        while (!(video_seen && audio_seen) && prefetched.size() < 4096) {
-            const int ret = av_read_frame(fmt.get(), pkt.get());
-            if (ret == AVERROR_EOF) {
-                eof = true;
-                break;
-            }
-            check_av(ret, "read packet", input);
-            AVStream* st = fmt->streams[pkt->stream_index];
-            const int64_t ts = pick_ts(pkt->pts, pkt->dts);
-            const bool is_video = st == video.st, is_audio = st == audio.st;
-            if (ts != AV_NOPTS_VALUE && pkt->size > 0 &&
-                ((is_video && !video_seen && (pkt->flags & AV_PKT_FLAG_KEY)) || (is_audio && !audio_seen))) {
-                start_us = std::min(start_us, av_rescale_q(ts, st->time_base, AV_TIME_BASE_Q));
-                (is_video ? video_seen : audio_seen) = true;
-            }
-            prefetched.emplace_back(av_packet_alloc());
-            if (!prefetched.back()) throw Error("out of memory allocating a packet");
-            av_packet_move_ref(prefetched.back().get(), pkt.get());
-        }
-        if (start_us == INT64_MAX) start_us = 0;
-        if (video.st) video.offset = av_rescale_q(start_us, AV_TIME_BASE_Q, video.out_tb);
-        if (audio.st) audio.offset = av_rescale_q(start_us, AV_TIME_BASE_Q, audio.out_tb);
     }
 
     if (video.st) {
@@ -300,9 +443,51 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
         audio.seg = std::make_unique<CmafSegmenter>(t, output_dir + "/audio", video.st ? 0.0 : segment_seconds);
     }
 
+    // MP4/MOV whose samples go out unchanged: copy them file to file.
+    std::unique_ptr<FastSource> fast;
+    if ((!video.st || video.norm.passthrough()) && (!audio.st || !audio.adts))
+        fast = open_fast_source(input, fmt.get());
+    AVFormatContext* packets = fast ? fast->fmt : fmt.get();
+
+    // Global start: the earliest first timestamp of the streams we keep becomes
+    // time 0, so A/V sync (AAC priming before the first video frame included) is
+    // kept. AVStream.start_time hides priming that the demuxer marks as discard,
+    // so the first packets are read ahead and looked at instead.
+    std::unique_ptr<AVPacket, PacketFree> pkt(av_packet_alloc());
+    if (!pkt) throw Error("out of memory allocating a packet");
+    std::deque<std::unique_ptr<AVPacket, PacketFree>> prefetched;
+    bool eof = false;
+    {
+        bool video_seen = !video.st, audio_seen = !audio.st;
+        int64_t start_us = INT64_MAX;
+        while (!(video_seen && audio_seen) && prefetched.size() < 4096) {
+            const int ret = av_read_frame(packets, pkt.get());
+            if (ret == AVERROR_EOF) {
+                eof = true;
+                break;
+            }
+            check_av(ret, "read packet", input);
+            AVStream* st = fmt->streams[pkt->stream_index];
+            const int64_t ts = pick_ts(pkt->pts, pkt->dts);
+            const bool is_video = st == video.st, is_audio = st == audio.st;
+            if (ts != AV_NOPTS_VALUE && pkt->size > 0 &&
+                ((is_video && !video_seen && (pkt->flags & AV_PKT_FLAG_KEY)) || (is_audio && !audio_seen))) {
+                start_us = std::min(start_us, av_rescale_q(ts, st->time_base, AV_TIME_BASE_Q));
+                (is_video ? video_seen : audio_seen) = true;
+            }
+            prefetched.emplace_back(av_packet_alloc());
+            if (!prefetched.back()) throw Error("out of memory allocating a packet");
+            av_packet_move_ref(prefetched.back().get(), pkt.get());
+        }
+        if (start_us == INT64_MAX) start_us = 0;
+        if (video.st) video.offset = av_rescale_q(start_us, AV_TIME_BASE_Q, video.out_tb);
+        if (audio.st) audio.offset = av_rescale_q(start_us, AV_TIME_BASE_Q, audio.out_tb);
+    }
+
     std::deque<int64_t> boundaries;  // video cut times, video output ticks
 
-    auto write_audio = [&](EncodedPacket&& p) {
+    auto write_audio = [&](Pending&& q) {
+        const EncodedPacket& p = q.p;
         bool cut = false;
         // Cut at the first audio frame at or after each video cut: B/vts <= t/ats.
         while (!boundaries.empty() &&
@@ -312,28 +497,29 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
             cut = true;
         }
         if (cut) audio.seg->force_cut();
-        audio.seg->write(std::move(p));
+        write_to(*audio.seg, std::move(q));
     };
     auto release_audio = [&](bool all) {
         while (!audio.pending.empty()) {
-            const EncodedPacket& p = audio.pending.front();
+            const EncodedPacket& p = audio.pending.front().p;
             if (!all && (video.progress == INT64_MIN ||
                          static_cast<__int128>(p.pts) * video.out_tb.den >
                              static_cast<__int128>(video.progress) * audio.out_tb.den))
                 break;
-            EncodedPacket q = std::move(audio.pending.front());
+            Pending q = std::move(audio.pending.front());
             audio.pending.pop_front();
             write_audio(std::move(q));
         }
     };
 
-    auto emit_video = [&](EncodedPacket&& p) {
+    auto emit_video = [&](Pending&& q) {
+        EncodedPacket& p = q.p;
         // Rounded container clocks can repeat a decode time; decode order is what
         // matters, so keep it strictly increasing.
         if (video.last_dts != AV_NOPTS_VALUE && p.dts <= video.last_dts) p.dts = video.last_dts + 1;
         video.last_dts = p.dts;
         const int64_t dts = p.dts;
-        video.seg->write(std::move(p));
+        write_to(*video.seg, std::move(q));
         const std::vector<SegmentRecord>& segs = video.seg->segments();
         for (; video.known_segments < segs.size(); ++video.known_segments)
             boundaries.push_back(segs[video.known_segments].start + segs[video.known_segments].duration);
@@ -341,14 +527,14 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
         release_audio(false);
     };
     auto pop_reordered = [&]() {
-        EncodedPacket p = std::move(video.reorder.front());
+        Pending q = std::move(video.reorder.front());
         video.reorder.pop_front();
-        p.dts = *video.reorder_pts.begin();
+        q.p.dts = *video.reorder_pts.begin();
         video.reorder_pts.erase(video.reorder_pts.begin());
-        emit_video(std::move(p));
+        emit_video(std::move(q));
     };
 
-    auto on_video = [&](const AVPacket* pkt) {
+    auto on_video = [&](AVPacket* pkt) {
         const bool key = pkt->flags & AV_PKT_FLAG_KEY;
         if (!video.started && !key) return;  // leading frames of a GOP cut off by the source
         if (video.need_config) {
@@ -362,7 +548,8 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
         }
         const int64_t pts_in = pick_ts(pkt->pts, pkt->dts);
         if (!video.started && video.reorder.empty()) video.rebuild_dts = pkt->dts == AV_NOPTS_VALUE;
-        EncodedPacket p;
+        Pending q;
+        EncodedPacket& p = q.p;
         if (pts_in == AV_NOPTS_VALUE) {
             if (video.last_dts == AV_NOPTS_VALUE) return;  // nothing to anchor an untimed frame to
             p.pts = p.dts = video.last_dts + 1;
@@ -372,36 +559,56 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
                                       : av_rescale_q(pick_ts(pkt->dts, pkt->pts), video.st->time_base, video.out_tb) -
                                             video.offset;
         }
-        p.data = video.norm(pkt->data, size_t(pkt->size));
         p.duration = av_rescale_q(pkt->duration, video.st->time_base, video.out_tb);
         p.keyframe = key;
+        if (fast) {
+            if (pkt->pos < 0) throw InvalidDataError("video sample without a file position in " + input);
+            q.range = {fast->fd, uint64_t(pkt->pos), uint64_t(pkt->size)};
+        } else if (video.norm.passthrough()) {
+            q.data = pkt->data;
+            q.size = size_t(pkt->size);
+            q.owner = adopt(pkt);
+        } else {
+            p.data = video.norm(pkt->data, size_t(pkt->size));
+        }
         video.started = true;
         if (!video.rebuild_dts) {
-            emit_video(std::move(p));
+            emit_video(std::move(q));
             return;
         }
         video.reorder_pts.insert(p.pts);
-        video.reorder.push_back(std::move(p));
+        video.reorder.push_back(std::move(q));
         while (video.reorder.size() > VideoTrack::kReorder) pop_reordered();
     };
 
-    auto push_audio_frame = [&](const uint8_t* d, size_t n, int64_t ts, int64_t duration) {
+    // Borrows from pkt when given (one frame per packet), copies otherwise (ADTS).
+    auto push_audio_frame = [&](const uint8_t* d, size_t n, int64_t ts, int64_t duration, AVPacket* pkt) {
         // Container clocks round (TS 90 kHz vs 44.1 kHz, Matroska 1 ms): snap to the
         // running sample count when within one container tick, so durations stay
         // exact; real gaps and overlaps are larger and kept.
         if (audio.next_ts != AV_NOPTS_VALUE && std::llabs(ts - audio.next_ts) <= audio.snap) ts = audio.next_ts;
         if (audio.next_ts != AV_NOPTS_VALUE && ts < audio.next_ts) ts = audio.next_ts;  // overlap: keep order
-        EncodedPacket p;
-        p.data.assign(d, d + n);
+        Pending q;
+        EncodedPacket& p = q.p;
+        if (pkt && fast) {
+            if (pkt->pos < 0) throw InvalidDataError("audio sample without a file position in " + input);
+            q.range = {fast->fd, uint64_t(pkt->pos), uint64_t(pkt->size)};
+        } else if (pkt) {
+            q.data = d;
+            q.size = n;
+            q.owner = adopt(pkt);
+        } else {
+            p.data.assign(d, d + n);
+        }
         p.pts = p.dts = ts;
         p.duration = duration;
         p.keyframe = true;
         audio.next_ts = ts + duration;
-        if (video.st) audio.pending.push_back(std::move(p));
-        else audio.seg->write(std::move(p));
+        if (video.st) audio.pending.push_back(std::move(q));
+        else write_to(*audio.seg, std::move(q));
     };
 
-    auto on_audio = [&](const AVPacket* pkt) {
+    auto on_audio = [&](AVPacket* pkt) {
         int64_t ts = pick_ts(pkt->pts, pkt->dts);
         ts = ts == AV_NOPTS_VALUE ? audio.next_ts
                                   : av_rescale_q(ts, audio.st->time_base, audio.out_tb) - audio.offset;
@@ -413,7 +620,7 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
             const int64_t dur = !aac && pkt->duration > 0
                                     ? av_rescale_q(pkt->duration, audio.st->time_base, audio.out_tb)
                                     : audio.frame_samples;
-            push_audio_frame(pkt->data, size_t(pkt->size), ts, dur);
+            push_audio_frame(pkt->data, size_t(pkt->size), ts, dur, pkt);
             return;
         }
         // ADTS: one or more frames, each header stripped.
@@ -427,21 +634,27 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
                 t.extradata = adts_audio_specific_config(h);
                 audio.seg->set_track(t);
             }
-            push_audio_frame(pkt->data + pos + h.header_size, h.frame_size - h.header_size, ts, audio.frame_samples);
+            push_audio_frame(pkt->data + pos + h.header_size, h.frame_size - h.header_size, ts,
+                             audio.frame_samples, nullptr);
             ts += audio.frame_samples;
             pos += h.frame_size;
         }
     };
 
-    auto dispatch = [&](const AVPacket* p) {
+    auto dispatch = [&](AVPacket* p) {
         if (p->size <= 0) return;
+        // A copy cannot conceal damage the way a decoder does: a truncated or
+        // corrupt master fails with a reason instead of yielding broken segments.
+        if (p->flags & AV_PKT_FLAG_CORRUPT)
+            throw InvalidDataError("corrupt packet in stream " + std::to_string(p->stream_index) + " of " + input +
+                                   " (truncated or damaged master)");
         if (video.st && p->stream_index == video.st->index) on_video(p);
         else if (audio.st && p->stream_index == audio.st->index) on_audio(p);
     };
     for (auto& p : prefetched) dispatch(p.get());
     prefetched.clear();
     while (!eof) {
-        const int ret = av_read_frame(fmt.get(), pkt.get());
+        const int ret = av_read_frame(packets, pkt.get());
         if (ret == AVERROR_EOF) break;
         check_av(ret, "read packet", input);
         dispatch(pkt.get());

@@ -44,7 +44,7 @@ namespace cdlc {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr size_t kFrameQueue = 6;     // decoded frames waiting per rung
+constexpr size_t kFrameQueue = 12;    // decoded frames waiting per rung (refs, not copies)
 constexpr size_t kPacketQueue = 256;  // audio packets waiting (they are small)
 constexpr auto kProgressEvery = std::chrono::milliseconds(100);
 
@@ -812,8 +812,6 @@ private:
         AVRational sar = av_buffersink_get_sample_aspect_ratio(sink_);
         if (sar.num <= 0 || sar.den <= 0) sar = AVRational{1, 1};
         const double dar = static_cast<double>(f->width) * sar.num / sar.den / f->height;
-        const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-        double total_pixels = 0;
         std::vector<std::pair<int, int>> sizes;
         for (auto& r : rungs_) {
             const RungConfig& c = r->config();
@@ -829,18 +827,10 @@ private:
             w = even_at_least_2(w);
             h = even_at_least_2(h);
             sizes.emplace_back(w, h);
-            total_pixels += static_cast<double>(w) * h;
         }
-        for (size_t i = 0; i < rungs_.size(); ++i) {
-            // Encoder threads in proportion to the rung's share of the pixels: every
-            // rung already runs on its own thread, so a full x264 thread pool per rung
-            // would only oversubscribe the cores.
-            const double share = static_cast<double>(sizes[i].first) * sizes[i].second / total_pixels;
-            int threads = std::max(1, static_cast<int>(std::lround(share * cores * 1.5)));
-            if (const char* env = std::getenv("CDLC_X264_THREADS_EXPERIMENT")) threads = std::atoi(env);
+        for (size_t i = 0; i < rungs_.size(); ++i)
             rungs_[i]->open(sizes[i].first, sizes[i].second, fps_, timescale_, gop_frames_, cfg_, f,
-                            threads);
-        }
+                            cfg_.encoder_threads);
         for (auto& r : rungs_) r->start();
         rungs_started_ = true;
     }

@@ -38,6 +38,9 @@ struct TranscodeConfig {
     int audio_sample_rate = 48000;
     int audio_channels = 2;
     std::string audio_id = "audio";
+    // Threads of each rung's encoder; 0 = the encoder's default (x264: 1.5 x cores,
+    // as the ffmpeg CLI uses). Every rung also has its own feeding thread.
+    int encoder_threads = 0;
 };
 
 // progress: fraction done in [0, 1]; called at most ~10 times a second, from a

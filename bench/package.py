@@ -1,0 +1,187 @@
+"""Package-only benchmark: cdlc's CMAF remux against ffmpeg's, and against cp.
+
+    .venv/bin/python -m bench.package [--runs 5] [--minutes 10]
+
+One 1080p30 H.264 (2 s GOPs, ~6 Mbit/s) + stereo AAC master, made once and cached
+in bench/.cache: a 10 s x264 ultrafast clip repeated with the concat demuxer
+(-c copy), so generating it takes seconds, not the length of the movie.
+Per run, in turn, each into a fresh directory on the same file system:
+
+- cdlc call: native.package_copy(master, out, 4.0) in this process (the packaging
+  call itself: demux, bitstream normalisation, CMAF segments for video and audio);
+- cdlc command: the same call as a whole command, a new Python process
+  (`python -c "import native; native.package_copy(...)"`; `cdlc ingest --copy`
+  adds probing, metadata and publishing around the same call);
+- ffmpeg HLS: `ffmpeg -i M -map 0 -c copy -f hls -hls_segment_type fmp4 -hls_time 4`;
+- ffmpeg DASH: `ffmpeg -i M -map 0 -c copy -f dash -seg_duration 4`;
+- cp: `cp M out/` (the floor: the bytes read and written once).
+
+The order of the contenders rotates from run to run. Reported: wall-clock medians, MB/s of master bytes, ratios (cdlc speed-up over
+each baseline: baseline time / cdlc time), CPU seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import native
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(__file__).resolve().parent / ".cache"
+SEGMENT_SECONDS = 4.0
+CLIP_SECONDS = 10
+
+
+def ffmpeg_bin() -> list[str]:
+    return ["ffmpeg", "-hide_banner", "-nostats", "-v", "error", "-y"]
+
+
+def make_master(minutes: int) -> Path:
+    """A `minutes` long 1080p30 master, cached. The clip is encoded once and
+    repeated with the concat demuxer, which rewrites the timestamps."""
+    path = CACHE / f"package_master_1080p30_{minutes}min.mp4"
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    clip = CACHE / "package_clip_1080p30_10s.mp4"
+    if not clip.exists():
+        subprocess.run([
+            *ffmpeg_bin(),
+            "-f", "lavfi", "-i", f"testsrc2=size=1920x1080:rate=30:duration={CLIP_SECONDS}",
+            "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={CLIP_SECONDS}",
+            "-filter_complex", "[1:a]aformat=channel_layouts=stereo[a]",
+            "-map", "0:v", "-map", "[a]",
+            "-c:v", "libx264", "-preset", "ultrafast", "-b:v", "6M", "-maxrate", "8M",
+            "-bufsize", "12M", "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
+            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", str(clip),
+        ], check=True)
+    listing = CACHE / "package_concat.txt"
+    repeats = minutes * 60 // CLIP_SECONDS
+    listing.write_text("".join(f"file '{clip.name}'\n" for _ in range(repeats)))
+    tmp = path.with_suffix(".part.mp4")
+    subprocess.run([*ffmpeg_bin(), "-f", "concat", "-safe", "0", "-i", str(listing),
+                    "-c", "copy", str(tmp)], check=True)
+    tmp.rename(path)
+    return path
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def timed(fn: Callable[[], None], in_process: bool) -> tuple[float, float]:
+    cpu = self_cpu if in_process else children_cpu
+    c0, t0 = cpu(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, cpu() - c0
+
+
+def run(cmd: list[str]) -> None:
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--minutes", type=int, default=10)
+    args = ap.parse_args()
+
+    master = make_master(args.minutes)
+    size_mb = master.stat().st_size / 1e6
+    info = native.probe(master)
+    # Warm the page cache so every contender reads from memory alike.
+    with open(master, "rb") as f:
+        while f.read(1 << 24):
+            pass
+
+    work = Path(tempfile.mkdtemp(prefix="cdlc-bench-package-", dir=CACHE))
+    seg = str(SEGMENT_SECONDS)
+    code = (f"import native; native.package_copy({str(master)!r}, {str(work / 'cmd')!r}, "
+            f"{SEGMENT_SECONDS})")
+
+    def cdlc_call(out: Path) -> None:
+        native.package_copy(master, out, SEGMENT_SECONDS)
+
+    cases: dict[str, tuple[Callable[[Path], None], bool]] = {
+        "cdlc call": (cdlc_call, True),
+        "cdlc command": (lambda out: run([sys.executable, "-c", code]), False),
+        "ffmpeg HLS fMP4": (lambda out: run([
+            *ffmpeg_bin(), "-i", str(master), "-map", "0", "-c", "copy", "-f", "hls",
+            "-hls_segment_type", "fmp4", "-hls_time", seg, "-hls_playlist_type", "vod",
+            "-hls_segment_filename", str(out / "%d.m4s"), str(out / "media.m3u8")]), False),
+        "ffmpeg DASH": (lambda out: run([
+            *ffmpeg_bin(), "-i", str(master), "-map", "0", "-c", "copy", "-f", "dash",
+            "-seg_duration", seg, str(out / "manifest.mpd")]), False),
+        "cp": (lambda out: run(["cp", str(master), str(out / "master.mp4")]), False),
+    }
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    cpus: dict[str, list[float]] = {k: [] for k in cases}
+    segments = 0
+    try:
+        names = list(cases)
+        for i in range(args.runs):
+            # Rotate the order each run so no contender always goes first (the
+            # first writer after a deletion pays for fresh page-cache pages).
+            for name in names[i % len(names):] + names[: i % len(names)]:
+                fn, in_process = cases[name]
+                out = work / "cmd" if name == "cdlc command" else work / "out"
+                shutil.rmtree(work / "out", ignore_errors=True)
+                shutil.rmtree(work / "cmd", ignore_errors=True)
+                (work / "out").mkdir()
+                wall, cpu = timed(lambda fn=fn, out=out: fn(out), in_process)
+                times[name].append(wall)
+                cpus[name].append(cpu)
+                if name == "cdlc call" and i == 0:
+                    segments = sum(1 for _ in (work / "out").rglob("*.m4s"))
+                print(f"run {i + 1} {name}: {wall:.2f} s", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpus.items()}
+    today = dt.date.today().isoformat()
+    print()
+    print(f"### Package-only (bench/package.py), {today}")
+    print()
+    print(f"Debian 12, {os.cpu_count()} cores, shared; {platform.processor() or platform.machine()}; "
+          f"FFmpeg CLI {ffmpeg_version()}.")
+    print(f"Master: {args.minutes} min 1080p30 H.264 + AAC, {size_mb:.0f} MB "
+          f"({info.bit_rate / 1e6:.1f} Mbit/s), 2 s GOPs; 4 s target segments "
+          f"(cdlc wrote {segments} segments); medians of {args.runs} runs, page cache warm.")
+    print()
+    print("| contender | wall s | MB/s | cdlc call speed-up | cdlc command speed-up | CPU s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in cases:
+        t = med[name]
+        print(f"| {name} | {t:.2f} | {size_mb / t:.0f} | {t / med['cdlc call']:.2f}x | "
+              f"{t / med['cdlc command']:.2f}x | {cpu_med[name]:.2f} |")
+    print()
+    print(f"cdlc call vs ffmpeg HLS remux: {med['ffmpeg HLS fMP4'] / med['cdlc call']:.2f}x "
+          f"(target >= 3x); vs cp: {med['cp'] / med['cdlc call']:.2f}x (target >= 0.3x).")
+
+
+def ffmpeg_version() -> str:
+    out = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout
+    return out.split()[2] if out else "?"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The e2e stack: a real CMAF asset, the real origin with playback tokens on, a
+real nginx edge (cdn/nginx.py) in front of it, and headless Chromium (Debian's)
+driven by Playwright, with the players from node_modules (package.json) served
+to the page by a route of the test itself."""
+
+from __future__ import annotations
+
+import http.server
+import mimetypes
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cdn import tokens
+from cdn.edge import NGINX, NginxEdge
+from tests.e2e.asset import DEFAULT_LADDER, BuiltAsset, cdlc_ingest, make_asset
+from tests.e2e.servers import ROOT, OriginProcess
+
+CHROMIUM = os.environ.get("CDLC_CHROMIUM", "/usr/bin/chromium")
+PAGES = Path(__file__).resolve().parent / "pages"
+NODE_MODULES = ROOT / "node_modules"
+OUTPUT = ROOT / "test-output" / "e2e"
+KEY = b"e2e-signing-key"
+ASSET = "e2edemo"
+
+# What the page may load under /lib/: one file per player, pinned by package.json.
+LIBS = {
+    "hls.min.js": NODE_MODULES / "hls.js" / "dist" / "hls.min.js",
+    "dash.all.min.js": NODE_MODULES / "dashjs" / "dist" / "modern" / "umd" / "dash.all.min.js",
+    "shaka-player.compiled.js": NODE_MODULES / "shaka-player" / "dist" /
+    "shaka-player.compiled.js",
+}
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required", "--mute-audio",
+]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).parent == Path(__file__).parent:
+            item.add_marker(pytest.mark.e2e)
+
+
+def _missing() -> str | None:
+    for tool in (NGINX, "ffmpeg"):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed"
+    if not Path(CHROMIUM).exists():
+        return f"no Chromium at {CHROMIUM}"
+    lost = [str(p) for p in LIBS.values() if not p.is_file()]
+    if lost:
+        return f"players not installed (make node): {lost[0]}"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "playwright (Python) not installed"
+    return None
+
+
+@dataclass
+class Stack:
+    edge: NginxEdge
+    origin: OriginProcess
+    asset: BuiltAsset
+    token: str
+
+    def url(self, manifest: str) -> str:
+        return f"{self.edge.url}/vod/{self.asset.asset_id}/{manifest}?token={self.token}"
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    why = _missing()
+    if why:
+        pytest.skip(why)
+    data = tmp_path_factory.mktemp("e2e-data")
+    # The asset comes from the real pipeline (`cdlc ingest`); CDLC_E2E_ASSET=ffmpeg
+    # uses the ffmpeg-made one instead (players and edge alone, pipeline aside).
+    if os.environ.get("CDLC_E2E_ASSET", "ingest") == "ffmpeg":
+        asset = make_asset(data, ASSET, seconds=12)
+    else:
+        from tests.media import make_master
+
+        master = make_master(data / "master.mp4", seconds=12, width=640, height=360,
+                             fps="25")
+        ingested = cdlc_ingest(data, ASSET, master, DEFAULT_LADDER)
+        if ingested is None:
+            pytest.fail("cdlc ingest failed (see the output above); "
+                        "CDLC_E2E_ASSET=ffmpeg tests the players without the pipeline")
+        asset = ingested
+    print(f"\ne2e asset {asset.asset_id} from {asset.source}: {asset.renditions}")
+    origin = OriginProcess(data, signing_key=KEY).start()
+    edge = NginxEdge(origin.url, tmp_path_factory.mktemp("e2e-edge"), signing_key=KEY,
+                     worker_processes=1)
+    try:
+        edge.start()
+        yield Stack(edge, origin, asset, tokens.sign_for(KEY, asset.asset_id, 3600))
+    finally:
+        edge.stop()
+        origin.stop()
+
+
+class _Pages(http.server.BaseHTTPRequestHandler):
+    """GET /player.html, /harness.js and /lib/<player file>; nothing else."""
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path.startswith("/lib/") and path[5:] in LIBS:
+            file = LIBS[path[5:]]
+        elif path in ("/player.html", "/harness.js"):
+            file = PAGES / path[1:]
+        else:
+            self.send_error(404)
+            return
+        body = file.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type",
+                         mimetypes.guess_type(file.name)[0] or "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def page_origin() -> Iterator[str]:
+    """The players' pages on their own loopback port: a page on another origin than
+    the edge (CORS is real), in the same address space (Chromium's local-network
+    checks would stop a non-local page from reaching 127.0.0.1)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    why = _missing()
+    if why:
+        pytest.skip(why)
+    from playwright.sync_api import sync_playwright
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        # A new, empty profile for this run (--user-data-dir).
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM,
+            headless=True, args=CHROMIUM_ARGS, viewport={"width": 660, "height": 400},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
