@@ -44,8 +44,7 @@ class JobProgress:
                 self._progress.update(task, completed=100)
         if state.finished:
             return
-        task = self._tasks.get(state)
-        if task is None:
-            task = self._progress.add_task(f"{self._label}: {state.value}", total=100)
-            self._tasks[state] = task
-        self._progress.update(task, completed=max(0.0, min(1.0, fraction)) * 100)
+        if state not in self._tasks:
+            self._tasks[state] = self._progress.add_task(f"{self._label}: {state.value}",
+                                                         total=100)
+        self._progress.update(self._tasks[state], completed=max(0.0, min(1.0, fraction)) * 100)

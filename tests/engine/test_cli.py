@@ -46,3 +46,41 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
     out = make_env(tmp_path).run("--help").stdout
     for command in ("ingest", "serve", "status", "demo", "cdn"):
         assert command in out
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    """On a tty, ingest draws a bar per stage; piped, it prints none (tested above)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.media import make_master
+
+    master = make_master(tmp_path / "m.mp4", seconds=4, width=640, height=360)
+    env = make_env(tmp_path / "data", CDLC_PRESET="ultrafast")
+    env.env["COLUMNS"] = "120"
+    main, sub = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "ingest", str(master), "--id", "tty",
+         "--ladder", "360:500,240:300"],
+        env=env.env, cwd=ROOT, stdin=sub, stdout=sub, stderr=sub,
+    )
+    os.close(sub)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=120) == 0
+    os.close(main)
+    screen = b"".join(chunks).decode(errors="replace")
+    for stage in ("probing", "transcoding", "publishing"):
+        assert f"tty: {stage}" in screen
+    assert "100.0%" in screen
+    assert "tty: ready" in screen

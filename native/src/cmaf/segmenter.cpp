@@ -54,9 +54,21 @@ struct Sample {
 // an interleaved master, with the other track's samples between them) are read
 // with one pread per span and written from that buffer, so a segment costs a
 // few system calls rather than two per sample.
+struct SpanBuffer {
+    std::unique_ptr<uint8_t[]> data;  // uninitialised: pread fills it
+    uint64_t size = 0;
+    uint8_t* reserve(uint64_t n) {
+        if (n > size) {
+            data.reset(new uint8_t[n]);
+            size = n;
+        }
+        return data.get();
+    }
+};
+
 class FileWriter {
 public:
-    explicit FileWriter(const std::string& path) : path_(path) {
+    FileWriter(const std::string& path, SpanBuffer& buffer) : path_(path), buffer_(buffer) {
         fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd_ < 0) throw IOError("open " + path + " for writing failed: " + std::strerror(errno));
     }
@@ -127,13 +139,10 @@ private:
                     break;
                 hi = std::max(hi, r.offset + r.size);
             }
-            if (hi - lo > buffer_size_) {
-                buffer_.reset(new uint8_t[hi - lo]);  // uninitialised: pread fills it
-                buffer_size_ = hi - lo;
-            }
-            read_exactly(first.fd, buffer_.get(), hi - lo, lo);
+            uint8_t* buf = buffer_.reserve(hi - lo);
+            read_exactly(first.fd, buf, hi - lo, lo);
             for (size_t k = i; k < j; ++k)
-                iov_.push_back({buffer_.get() + (ranges_[k].offset - lo), size_t(ranges_[k].size)});
+                iov_.push_back({buf + (ranges_[k].offset - lo), size_t(ranges_[k].size)});
             flush_iov();  // before the buffer is reused
             i = j;
         }
@@ -155,13 +164,12 @@ private:
     int fd_ = -1;
     std::vector<iovec> iov_;
     std::vector<Range> ranges_;
-    std::unique_ptr<uint8_t[]> buffer_;
-    uint64_t buffer_size_ = 0;
+    SpanBuffer& buffer_;  // kept by the segmenter across segments
 };
 
 void write_file(const std::string& path, const std::vector<uint8_t>& head,
-                const std::vector<Sample>& samples) {
-    FileWriter w(path);
+                const std::vector<Sample>& samples, SpanBuffer& buffer) {
+    FileWriter w(path, buffer);
     w.memory(head.data(), head.size());
     for (const Sample& s : samples) {
         if (s.src_fd) w.range(*s.src_fd, s.src_offset, s.size());
@@ -171,7 +179,8 @@ void write_file(const std::string& path, const std::vector<uint8_t>& head,
 }
 
 void write_file(const std::string& path, const std::vector<uint8_t>& bytes) {
-    write_file(path, bytes, {});
+    SpanBuffer unused;
+    write_file(path, bytes, {}, unused);
 }
 
 }  // namespace
@@ -189,6 +198,7 @@ struct CmafSegmenter::Impl {
     int64_t dts_shift = 0;         // output decode time = dts + dts_shift
     int64_t pts_shift = 0;         // output presentation time = pts + pts_shift
     int64_t last_dts = 0;
+    SpanBuffer span_buffer;        // reused by every segment of the copy path
 
     void ensure_init() {
         if (init_written) return;
@@ -291,7 +301,7 @@ struct CmafSegmenter::Impl {
         for (const Sample& s : current) size += s.size();
         rec.size = size;
         rec.iframe_size = track.kind == TrackKind::Audio ? 0 : layout.iframe_size;
-        write_file(dir + "/" + std::to_string(rec.number) + ".m4s", head, current);
+        write_file(dir + "/" + std::to_string(rec.number) + ".m4s", head, current, span_buffer);
         segments.push_back(rec);
         current.clear();
     }

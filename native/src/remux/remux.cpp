@@ -175,7 +175,9 @@ std::unique_ptr<FastSource> open_fast_source(const std::string& input, const AVF
     src->io.size = static_cast<uint64_t>(st.st_size);
     src->io.mdat = mdat_payloads(raw_fd, src->io.size);
     if (src->io.mdat.empty()) return nullptr;
-    constexpr int kBuffer = 1 << 20;
+    // Small on purpose: avio_read() hands reads larger than its buffer straight
+    // to skip_mdat_read(), so video samples are neither read nor copied at all.
+    constexpr int kBuffer = 4096;
     auto* buffer = static_cast<uint8_t*>(av_malloc(kBuffer));
     if (!buffer) return nullptr;
     src->avio = avio_alloc_context(buffer, kBuffer, 0, &src->io, skip_mdat_read, nullptr, skip_mdat_seek);
