@@ -236,12 +236,24 @@ def main() -> None:
         for run in range(args.runs):
             base = Path(tmp) / f"run{run}"
             cd, ff, ff4 = base / "cdlc", base / "ffmpeg", base / "ffmpeg4"
-            timings["cdlc"].add(*run_cdlc(master, cd, args.encoder_threads))
             for label, _, _ in LADDER:
                 (ff / f"v{label}").mkdir(parents=True, exist_ok=True)
             (ff / "audio").mkdir(parents=True, exist_ok=True)
-            timings["ffmpeg (one process)"].add(*timed_children(ffmpeg_one_process(master, ff)))
-            timings["ffmpeg (4 runs)"].add(*timed_children(*ffmpeg_separate(master, ff4)))
+            def do_cdlc(cd: Path = cd) -> None:
+                timings["cdlc"].add(*run_cdlc(master, cd, args.encoder_threads))
+
+            def do_ffmpeg(ff: Path = ff) -> None:
+                timings["ffmpeg (one process)"].add(*timed_children(
+                    ffmpeg_one_process(master, ff)))
+
+            def do_ffmpeg4(ff4: Path = ff4) -> None:
+                timings["ffmpeg (4 runs)"].add(*timed_children(*ffmpeg_separate(master, ff4)))
+
+            steps = [do_cdlc, do_ffmpeg, do_ffmpeg4]
+            # Rotate the order every run so a noisy neighbour does not always hit the
+            # same tool (the machine may be shared).
+            for k in range(len(steps)):
+                steps[(k + run) % len(steps)]()
             decode_cpu.append(timed_children(decode_scale_only(master))[1])
             print(f"run {run + 1}/{args.runs}: " + ", ".join(
                 f"{k} {t.wall[-1]:.1f} s" for k, t in timings.items()), flush=True)
@@ -253,7 +265,7 @@ def main() -> None:
                                                         w, label)
             shutil.rmtree(base, ignore_errors=True)
 
-    ref = statistics.median(timings["ffmpeg (one process)"].wall)
+    ref_wall = timings["ffmpeg (one process)"].wall
     enc_cpu = statistics.median(timings["ffmpeg (one process)"].cpu) - statistics.median(
         decode_cpu)
     limit = enc_cpu / cores
@@ -261,13 +273,18 @@ def main() -> None:
           f"({frames} frames), ladder {','.join(f'{lb}:{k}' for lb, _, k in LADDER)}, "
           f"x264 {PRESET}, GOP {GOP_SECONDS} s, segments {SEGMENT_SECONDS} s; "
           f"medians of {args.runs} runs\n")
-    print("| tool | wall s | source fps | throughput vs ffmpeg CLI | CPU s "
-          "| wall / CPU-bound limit |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| tool | wall s | source fps | throughput vs ffmpeg CLI (median of per-run ratios) "
+          "| CPU s | CPU vs ffmpeg CLI | wall / CPU-bound limit |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    ref_cpu = statistics.median(timings["ffmpeg (one process)"].cpu)
     for name, t in timings.items():
         wall = statistics.median(t.wall)
-        print(f"| {name} | {wall:.2f} | {frames / wall:.1f} | {ref / wall:.2f}x | "
-              f"{statistics.median(t.cpu):.1f} | {wall / limit:.2f} |")
+        ratio = statistics.median(r / w for r, w in zip(ref_wall, t.wall, strict=True))
+        print(f"| {name} | {wall:.2f} | {frames / wall:.1f} | {ratio:.2f}x | "
+              f"{statistics.median(t.cpu):.1f} | {statistics.median(t.cpu) / ref_cpu:.2f} | "
+              f"{wall / limit:.2f} |")
+    print("\nper-run wall s: " + "; ".join(
+        f"{k}: " + ", ".join(f"{w:.1f}" for w in t.wall) for k, t in timings.items()))
     print(f"\nCPU-bound limit: encoders' own CPU {enc_cpu:.1f} s (ffmpeg one-process CPU "
           f"{statistics.median(timings['ffmpeg (one process)'].cpu):.1f} s minus decode+scale "
           f"{statistics.median(decode_cpu):.1f} s) / {cores} cores = {limit:.2f} s wall; "

@@ -175,6 +175,8 @@ def render_nginx_config(
     (cache_dir / "tmp").mkdir(parents=True, exist_ok=True)
     if user is None:
         user = default_worker_user(cache_dir)
+    if user is not None and not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*", user):
+        raise EdgeConfigError(f"bad worker user {user!r}")
 
     use_js = signing_key is not None or purge
     js_module = find_module(JS_MODULE, module_dirs) if use_js else None

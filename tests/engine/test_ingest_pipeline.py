@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import CdlcEnv
+from tests.conftest import CdlcEnv, http_status
 from tests.media import bigbuckbunny, decode_errors, ffprobe, make_master
 
 LADDER = "1080:5000,720:3000,480:1500,360:800"
@@ -25,18 +23,14 @@ def ingest_json(env: CdlcEnv, master: Path, asset_id: str, *args: str) -> dict[s
     return result
 
 
+def media_duration(target: str | Path) -> float:
+    return float(ffprobe(target, "-show_entries", "format=duration")["format"]["duration"])
+
+
 def keyframe_times(url: str) -> list[float]:
     frames = ffprobe(url, "-select_streams", "v:0", "-skip_frame", "nokey",
                      "-show_entries", "frame=pts_time")["frames"]
     return [round(float(f["pts_time"]), 3) for f in frames]
-
-
-def status_of(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +73,7 @@ def test_every_rendition_decodes_aligned_and_full_length(
     for r in synthetic["renditions"]:
         url = f"{base}/{r['id']}/media.m3u8"
         assert decode_errors(url) == "", r["id"]
-        duration = float(ffprobe(url, "-show_entries", "format=duration")["format"]["duration"])
+        duration = media_duration(url)
         assert abs(duration - 10.0) <= 1 / 30 + 1e-3, (r["id"], duration)
         if r["kind"] == "video":
             keyframes[r["id"]] = keyframe_times(url)
@@ -99,9 +93,8 @@ def test_real_master_big_buck_bunny(cdlc_env: CdlcEnv, origin_url: str) -> None:
         assert decode_errors(f"{base}/{r['id']}/media.m3u8") == "", r["id"]
     audio = ffprobe(f"{base}/audio/media.m3u8", "-show_streams")["streams"]
     assert [s["channels"] for s in audio if s["codec_type"] == "audio"] == [2]
-    source = float(ffprobe(bigbuckbunny(), "-show_entries", "format=duration")["format"]["duration"])
-    got = float(ffprobe(f"{base}/master.m3u8", "-show_entries",
-                        "format=duration")["format"]["duration"])
+    source = media_duration(bigbuckbunny())
+    got = media_duration(f"{base}/master.m3u8")
     assert abs(got - source) <= 1 / 25 + 0.05
 
 
@@ -130,7 +123,7 @@ def test_bad_input_exits_2_with_one_line_and_publishes_nothing(
     assert "Traceback" not in proc.stderr
     assert str(master.name) in lines[0]
     for path in ("master.m3u8", "manifest.mpd", "v240/init.mp4", "v240/1.m4s"):
-        assert status_of(f"{origin_url}/vod/{asset_id}/{path}") == 404
+        assert http_status(f"{origin_url}/vod/{asset_id}/{path}") == 404
     status = json.loads(cdlc_env.run("status", asset_id, "--json").stdout)
     assert status["state"] == "failed" and status["error"]
     assert not (cdlc_env.data_dir / "objects" / "media" / asset_id).exists()

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -19,18 +18,8 @@ from engine.config import Settings
 from engine.pipeline import IngestOptions, ingest
 from engine.services import open_backends
 from metadata.models import JobState
-from tests.conftest import ROOT, CdlcEnv, make_env
+from tests.conftest import ROOT, CdlcEnv, free_port, http_status, make_env
 from tests.media import make_master
-
-
-def http_status(url: str, data: bytes | None = None, headers: dict[str, str] | None = None,
-                method: str | None = None) -> int:
-    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +81,6 @@ def test_killed_ingest_leaves_nothing_served(tmp_path: Path, small_master: Path)
     status = json.loads(env.run("status", "killed", "--json").stdout)
     assert status["state"] != "ready"
     assert status["renditions"] == []
-    from tests.conftest import free_port
-
     port = free_port()
     server = env.serve(port)
     try:
@@ -145,8 +132,6 @@ def test_celery_worker_runs_the_job(tmp_path: Path, small_master: Path) -> None:
 
 def test_admin_upload_runs_the_job(tmp_path: Path, small_master: Path) -> None:
     """POST /v1/assets on `cdlc serve`: the in-process executor ingests the upload."""
-    from tests.conftest import free_port
-
     env = make_env(tmp_path / "data", CDLC_PRESET="ultrafast", CDLC_API_KEY="k3y")
     port = free_port()
     server = env.serve(port)

@@ -33,3 +33,27 @@ def test_fuzz_target(target: str, tmp_path: Path) -> None:
     tail = "\n".join(proc.stderr.splitlines()[-30:])
     assert proc.returncode == 0, f"{target} crashed:\n{tail}"
     assert "Done" in proc.stderr or "DONE" in proc.stderr, tail
+
+
+@pytest.mark.fuzz
+def test_package_copy_survives_mutated_masters(tmp_path: Path) -> None:
+    """Damaged MP4, MKV and TS masters: package_copy either works or raises a
+    NativeError subclass; it never takes the process down."""
+    from tests.media import ffmpeg, make_master
+
+    mp4 = make_master(tmp_path / "m.mp4", seconds=2, width=160, height=120, fps="15",
+                      vcodec=["-c:v", "libx264", "-preset", "ultrafast", "-bf", "2",
+                              "-g", "8", "-pix_fmt", "yuv420p"])
+    masters = [mp4]
+    for ext in ("mkv", "ts"):
+        masters.append(tmp_path / f"m.{ext}")
+        ffmpeg("-i", str(mp4), "-c", "copy", str(masters[-1]))
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.fuzz.mutate_masters", str(work), *map(str, masters)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+    last = proc.stdout.strip().splitlines()[-1:] or ["(no output)"]
+    assert proc.returncode == 0, f"crashed (rc {proc.returncode}) at {last[0]}: {proc.stderr[-2000:]}"
+    assert last[0].startswith("outcomes"), last

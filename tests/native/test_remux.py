@@ -264,3 +264,18 @@ def test_faststart_and_truncated_mp4(copy_masters: dict[str, Path], tmp_path: Pa
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(native.InvalidDataError, match="truncated or damaged"):
         native.package_copy(truncated, tmp_path / "tr", SEGMENT_SECONDS)
+
+
+def test_opus_in_matroska(tmp_path: Path) -> None:
+    src = make_master(tmp_path / "opus.mkv", seconds=2, width=320, height=240, fps="25",
+                      channels=2, acodec=["-c:a", "libopus", "-b:a", "64k"])
+    result = native.package_copy(src, tmp_path / "out", 1.0)
+    audio = result.renditions[1]
+    assert (audio.id, audio.track.codec, audio.track.timescale) == ("audio", "opus", 48000)
+    path = joined(tmp_path / "out", audio, tmp_path / "a.mp4")
+    assert decode_errors(path) == ""
+    stream = ffprobe(path, "-show_streams")["streams"][0]
+    assert (stream["codec_name"], stream["channels"]) == ("opus", 2)
+    moov = isobmff.root((tmp_path / "out" / "audio" / "init.mp4").read_bytes()).find("moov")
+    opus = moov.find("trak/mdia/minf/stbl/stsd/Opus")
+    assert isobmff.parse(opus.payload, 28)[0].type == "dOps"

@@ -74,28 +74,36 @@ int even_at_least_2(double v) {
 }
 
 // Output frame rate: the configured one, else the source's snapped to a broadcast
-// rate. VFR sources use r_frame_rate (the capture's nominal rate) when it is sane,
-// so no captured frame is dropped; fps-filter semantics then fill the gaps.
-AVRational choose_rate(const AVStream* st, const TranscodeConfig& cfg) {
+// rate. For VFR sources r_frame_rate (the capture's nominal rate, e.g. a phone's 30)
+// is used when sane, so no captured frame is dropped; fps-filter semantics then fill
+// the gaps. Interlaced streams whose r_frame_rate counts fields keep the frame rate.
+AVRational choose_rate(const AVStream* st, const TranscodeConfig& cfg, bool interlaced) {
     if (cfg.fps_num > 0 && cfg.fps_den > 0) return AVRational{cfg.fps_num, cfg.fps_den};
-    auto valid = [](AVRational r) { return r.num > 0 && r.den > 0 && av_q2d(r) < 1000; };
-    const AVRational avg = st->avg_frame_rate, r = st->r_frame_rate;
-    double v = 0;
-    if (valid(avg) && valid(r) && std::fabs(av_q2d(avg) - av_q2d(r)) / av_q2d(r) > 0.01 &&
-        av_q2d(r) <= 60.5)
-        v = av_q2d(r);
-    else if (valid(avg))
-        v = av_q2d(avg);
-    else if (valid(r))
-        v = av_q2d(r);
+    auto valid = [](AVRational q) { return q.num > 0 && q.den > 0 && av_q2d(q) < 1000; };
+    const AVRational avg_q = st->avg_frame_rate, r_q = st->r_frame_rate;
+    const double avg = valid(avg_q) ? av_q2d(avg_q) : 0, r = valid(r_q) ? av_q2d(r_q) : 0;
+    double v = avg > 0 ? avg : r;
+    if (avg > 0 && r > 0 && std::fabs(avg - r) / avg > 0.01) {  // variable frame rate
+        const bool field_rate = interlaced && std::fabs(r - 2 * avg) / r < 0.02;
+        if (!field_rate && r <= 60.5) v = r;
+    }
     if (v <= 0) return AVRational{25, 1};
     static const AVRational standard[] = {{24000, 1001}, {24, 1}, {25, 1},         {30000, 1001},
                                           {30, 1},       {48, 1}, {50, 1},         {60000, 1001},
                                           {60, 1},       {15, 1}, {12, 1}};
-    for (const AVRational& s : standard)
-        if (std::fabs(v - av_q2d(s)) / av_q2d(s) < 0.0003) return s;  // 29.97 vs 30 is 0.1%
+    // Exact (container rounding) first, then the nearest standard rate within 1%
+    // (a phone's 29.87 fps average is a 29.97/30 fps capture).
+    for (const AVRational& q : standard)
+        if (std::fabs(v - av_q2d(q)) / av_q2d(q) < 0.0003) return q;  // 29.97 vs 30 is 0.1%
+    const AVRational* nearest = nullptr;
+    for (const AVRational& q : standard) {
+        const double d = std::fabs(v - av_q2d(q)) / av_q2d(q);
+        if (d < 0.01 && (!nearest || d < std::fabs(v - av_q2d(*nearest)) / av_q2d(*nearest)))
+            nearest = &q;
+    }
+    if (nearest) return *nearest;
     if (v > 60.5) return AVRational{60, 1};  // high-frame-rate capture: a streaming ladder tops at 60
-    if (std::fabs(v - std::round(v)) < 0.01) return AVRational{static_cast<int>(std::lround(v)), 1};
+    if (std::fabs(v - std::round(v)) < 0.01 * v) return AVRational{static_cast<int>(std::lround(v)), 1};
     return av_d2q(v, 1001000);
 }
 
@@ -587,12 +595,12 @@ private:
         vdec_->thread_count = 0;  // libavcodec picks (frame and slice threads)
         check_av(avcodec_open2(vdec_.get(), codec, nullptr), "open video decoder", cfg_.input);
         av::clear_errors(codec->name);
-        fps_ = choose_rate(vst_, cfg_);
+        interlaced_hint_ = vst_->codecpar->field_order != AV_FIELD_PROGRESSIVE &&
+                           vst_->codecpar->field_order != AV_FIELD_UNKNOWN;
+        fps_ = choose_rate(vst_, cfg_, interlaced_hint_);
         timescale_ = video_timescale(fps_);
         gop_frames_ = std::max(1, static_cast<int>(std::lround(cfg_.gop_seconds * av_q2d(fps_))));
         rotation_ = av::stream_rotation(vst_);
-        interlaced_hint_ = vst_->codecpar->field_order != AV_FIELD_PROGRESSIVE &&
-                           vst_->codecpar->field_order != AV_FIELD_UNKNOWN;
         origin_ = fmt_->start_time != AV_NOPTS_VALUE
                       ? av_rescale_q(fmt_->start_time, AV_TIME_BASE_Q, vst_->time_base)
                       : 0;

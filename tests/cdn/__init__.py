@@ -1,0 +1,1 @@
+"""Tests of cdn/: a real nginx edge."""

@@ -1,0 +1,1 @@
+"""End-to-end: real players in headless Chromium through the real edge and origin."""
