@@ -87,10 +87,28 @@ class WrkResult:
     seconds: float
     rps: float
     non_2xx: int
+    cpu_us: float = 0.0  # nginx worker CPU (user + system) per request, microseconds
+
+
+def nginx_cpu_seconds(master_pid: int) -> float:
+    """User + system CPU time of the workers of the nginx master `master_pid`
+    (proc(5): fields 14 and 15 of /proc/PID/stat), in seconds."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master_pid:  # ppid
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(url: str, paths_file: Path, script: Path, seconds: float, connections: int,
-            threads: int) -> WrkResult:
+            threads: int, nginx_pid: int) -> WrkResult:
+    """One wrk run; also the server's CPU per request, which a loaded, shared
+    machine disturbs far less than req/s (it does not count time spent waiting)."""
+    cpu0 = nginx_cpu_seconds(nginx_pid)
     out = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
          "--latency", "-s", str(script), url, "--", str(paths_file), "0"],
@@ -102,8 +120,10 @@ def run_wrk(url: str, paths_file: Path, script: Path, seconds: float, connection
         raise RuntimeError(f"cannot read wrk output:\n{out}")
     scale = {"ms": 0.001, "s": 1.0, "m": 60.0}[m.group(3)]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return WrkResult(int(m.group(1)), float(m.group(2)) * scale, float(rps.group(1)),
-                     int(bad.group(1)) if bad else 0)
+    n = int(m.group(1))
+    return WrkResult(n, float(m.group(2)) * scale, float(rps.group(1)),
+                     int(bad.group(1)) if bad else 0,
+                     (nginx_cpu_seconds(nginx_pid) - cpu0) / max(n, 1) * 1e6)
 
 
 def origin_requests(origin_url: str) -> int:
@@ -158,10 +178,11 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, work: Path) -> int:
     data = work / "data"
     t0 = time.monotonic()
-    # One real encode, published under --assets ids (hard links: the bytes are shared
-    # on disk, the URLs and cache entries are not).
+    # One real encode, published under --assets ids as copies: a real catalog has
+    # distinct bytes per object, and with hard links the static baseline would serve
+    # 15 hot inodes from the CPU cache while the edge reads 1,500 cache files.
     base = make_asset(data, "bench000", seconds=12, ladder=(Rung(240, 426, 300),))
-    assets = [base] + [clone_asset(data, "bench000", f"bench{i:03d}", link=True)
+    assets = [base] + [clone_asset(data, "bench000", f"bench{i:03d}")
                        for i in range(1, args.assets)]
     catalog = [f"/vod/{a.asset_id}/{r}/{name}" for a in assets for r, n in a.renditions.items()
                for name in ["init.mp4", *(f"{k}.m4s" for k in range(1, n + 1))]]
@@ -190,13 +211,13 @@ def _run(args: argparse.Namespace, work: Path) -> int:
                               stderr=subprocess.DEVNULL)
     rows: dict[str, list[float]] = {k: [] for k in (
         "static_rps", "edge_warm_rps", "ratio", "offload_cold", "offload_warm",
-        "edge_token_rps", "token_ratio")}
+        "edge_token_rps", "token_ratio", "static_cpu", "edge_cpu", "token_cpu")}
     try:
         wait_port("127.0.0.1", sport)
 
-        def wrk(url: str, paths_file: Path) -> WrkResult:
+        def wrk(url: str, paths_file: Path, pid: int) -> WrkResult:
             return run_wrk(url, paths_file, script, args.seconds, args.connections,
-                           args.threads)
+                           args.threads, pid)
 
         with OriginProcess(data) as origin, \
                 OriginProcess(data, signing_key=key) as tok_origin:
@@ -207,7 +228,7 @@ def _run(args: argparse.Namespace, work: Path) -> int:
                 with edge, tok_edge:
                     # Cold: an empty cache takes the request list as it comes.
                     before = origin_requests(origin.url)
-                    cold = wrk(edge.url, plain)
+                    cold = wrk(edge.url, plain, edge.pid)
                     _check(cold, "edge cold")
                     cold_fetches = origin_requests(origin.url) - before
                     # Then every object in (a plain pass over the catalog), and
@@ -219,9 +240,9 @@ def _run(args: argparse.Namespace, work: Path) -> int:
                     before = origin_requests(origin.url)
                     turns = []
                     for _ in range(args.turns):
-                        st = wrk(f"http://127.0.0.1:{sport}", plain)
-                        ed = wrk(edge.url, plain)
-                        tk = wrk(tok_edge.url, with_tokens)
+                        st = wrk(f"http://127.0.0.1:{sport}", plain, static.pid)
+                        ed = wrk(edge.url, plain, edge.pid)
+                        tk = wrk(tok_edge.url, with_tokens, tok_edge.pid)
                         for r, what in ((st, "static"), (ed, "edge warm"), (tk, "edge tokens")):
                             _check(r, what)
                         turns.append((st, ed, tk))
@@ -237,10 +258,14 @@ def _run(args: argparse.Namespace, work: Path) -> int:
                     1 - warm_fetches / sum(t[1].requests for t in turns))
                 rows["edge_token_rps"].append(tk_rps)
                 rows["token_ratio"].append(statistics.median(t[2].rps / t[0].rps for t in turns))
+                for key_, i in (("static_cpu", 0), ("edge_cpu", 1), ("token_cpu", 2)):
+                    rows[key_].append(statistics.median(t[i].cpu_us for t in turns))
                 print(f"rep {rep + 1}: static {st_rps:,.0f} req/s | edge warm {ed_rps:,.0f} "
                       f"req/s ({rows['ratio'][-1]:.2f}x) | offload cold "
                       f"{rows['offload_cold'][-1]:.1%} warm {rows['offload_warm'][-1]:.2%} | "
-                      f"edge+tokens {tk_rps:,.0f} req/s ({rows['token_ratio'][-1]:.2f}x)",
+                      f"edge+tokens {tk_rps:,.0f} req/s ({rows['token_ratio'][-1]:.2f}x) | "
+                      f"CPU/req static {rows['static_cpu'][-1]:.1f} us, edge "
+                      f"{rows['edge_cpu'][-1]:.1f} us, tokens {rows['token_cpu'][-1]:.1f} us",
                       flush=True)
     finally:
         static.terminate()
@@ -257,6 +282,9 @@ def _run(args: argparse.Namespace, work: Path) -> int:
     print(f"| origin offload, warm | {med['offload_warm']:.2%} (target >= 95%) |")
     print(f"| edge with tokens (njs HMAC), req/s | {med['edge_token_rps']:,.0f} "
           f"({med['token_ratio']:.2f}x static) |")
+    print(f"| nginx worker CPU per request: static / edge / edge+tokens | "
+          f"{med['static_cpu']:.1f} / {med['edge_cpu']:.1f} / {med['token_cpu']:.1f} us "
+          f"(static/edge {med['static_cpu'] / med['edge_cpu']:.2f}x) |")
     if args.json:
         print(json.dumps(med))
     return 0

@@ -10,8 +10,10 @@ Per run, in turn, each into a fresh directory on the same file system:
 - cdlc call: native.package_copy(master, out, 4.0) in this process (the packaging
   call itself: demux, bitstream normalisation, CMAF segments for video and audio);
 - cdlc command: the same call as a whole command, a new Python process
-  (`python -c "import native; native.package_copy(...)"`; `cdlc ingest --copy`
-  adds probing, metadata and publishing around the same call);
+  (`python -c "import native; native.package_copy(...)"`);
+- cdlc ingest --copy: the user's whole command (embedded defaults, fresh data
+  dir): probe, the same call, codec strings, publish to the local object store,
+  SQLite metadata;
 - ffmpeg HLS: `ffmpeg -i M -map 0 -c copy -f hls -hls_segment_type fmp4 -hls_time 4`;
 - ffmpeg DASH: `ffmpeg -i M -map 0 -c copy -f dash -seg_duration 4`;
 - cp: `cp M out/` (the floor: the bytes read and written once).
@@ -96,14 +98,17 @@ def timed(fn: Callable[[], None], in_process: bool) -> tuple[float, float]:
     return time.perf_counter() - t0, cpu() - c0
 
 
-def run(cmd: list[str]) -> None:
-    subprocess.run(cmd, check=True, cwd=ROOT)
+def run(cmd: list[str], env: dict[str, str] | None = None) -> None:
+    subprocess.run(cmd, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--minutes", type=int, default=10)
+    ap.add_argument("--containers", default="mkv,ts",
+                    help="also time the packaging call on these remuxes of the master "
+                         "(comma-separated; '' for none)")
     args = ap.parse_args()
 
     master = make_master(args.minutes)
@@ -125,6 +130,11 @@ def main() -> None:
     cases: dict[str, tuple[Callable[[Path], None], bool]] = {
         "cdlc call": (cdlc_call, True),
         "cdlc command": (lambda out: run([sys.executable, "-c", code]), False),
+        "cdlc ingest --copy": (lambda out: run(
+            [sys.executable, "-m", "engine.cli", "ingest", str(master), "--copy",
+             "--segment-seconds", seg, "--json"],
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("CDLC_")},
+                 "CDLC_DATA_DIR": str(out / "data")}), False),
         "ffmpeg HLS fMP4": (lambda out: run([
             *ffmpeg_bin(), "-i", str(master), "-map", "0", "-c", "copy", "-f", "hls",
             "-hls_segment_type", "fmp4", "-hls_time", seg, "-hls_playlist_type", "vod",
@@ -184,7 +194,51 @@ def main() -> None:
               f"{table['ffmpeg HLS fMP4'] / table['cdlc call']:.2f}x (target >= 3x), "
               f"vs cp {table['cp'] / table['cdlc call']:.2f}x (target >= 0.3x); "
               f"cdlc command vs ffmpeg HLS "
-              f"{table['ffmpeg HLS fMP4'] / table['cdlc command']:.2f}x.")
+              f"{table['ffmpeg HLS fMP4'] / table['cdlc command']:.2f}x, "
+              f"cdlc ingest --copy vs ffmpeg HLS "
+              f"{table['ffmpeg HLS fMP4'] / table['cdlc ingest --copy']:.2f}x.")
+
+    containers = [c for c in args.containers.split(",") if c]
+    if containers:
+        compare_containers(master, containers, max(3, args.runs // 2))
+
+
+def compare_containers(master: Path, containers: list[str], runs: int) -> None:
+    """The packaging call against ffmpeg's HLS fMP4 remux on the same streams in
+    other containers (Matroska: no decode times, rebuilt; MPEG-TS: Annex B and
+    ADTS, converted)."""
+    print()
+    print("| container | cdlc call s | ffmpeg HLS fMP4 s | speed-up |")
+    print("|---|---:|---:|---:|")
+    for ext in containers:
+        src = master.with_name(f"{master.stem}.{ext}")
+        if not src.exists():
+            run([*ffmpeg_bin(), "-i", str(master), "-map", "0", "-c", "copy", str(src)])
+        with open(src, "rb") as f:
+            while f.read(1 << 24):
+                pass
+        work = Path(tempfile.mkdtemp(prefix="cdlc-bench-package-", dir=CACHE))
+        ours, theirs = [], []
+        # MPEG-TS AAC is ADTS: ffmpeg's MP4 muxer needs the bitstream filter.
+        bsf = ["-bsf:a", "aac_adtstoasc"] if ext == "ts" else []
+        try:
+            for _ in range(runs):
+                shutil.rmtree(work / "out", ignore_errors=True)
+                t0 = time.perf_counter()
+                native.package_copy(src, work / "out", SEGMENT_SECONDS)
+                ours.append(time.perf_counter() - t0)
+                shutil.rmtree(work / "out", ignore_errors=True)
+                (work / "out").mkdir()
+                t0 = time.perf_counter()
+                run([*ffmpeg_bin(), "-i", str(src), "-map", "0", "-c", "copy", *bsf, "-f", "hls",
+                     "-hls_segment_type", "fmp4", "-hls_time", str(SEGMENT_SECONDS),
+                     "-hls_playlist_type", "vod", "-hls_segment_filename",
+                     str(work / "out" / "%d.m4s"), str(work / "out" / "media.m3u8")])
+                theirs.append(time.perf_counter() - t0)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        a, b = statistics.median(ours), statistics.median(theirs)
+        print(f"| {ext} | {a:.2f} | {b:.2f} | {b / a:.2f}x |")
 
 
 def ffmpeg_version() -> str:

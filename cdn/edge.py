@@ -78,6 +78,13 @@ class NginxEdge:
         return f"http://{self.host}:{self.port}"
 
     @property
+    def pid(self) -> int:
+        """The master process id (RuntimeError when not running)."""
+        if self.proc is None:
+            raise RuntimeError("nginx edge not started")
+        return self.proc.pid
+
+    @property
     def access_log(self) -> Path:
         return self.cache_dir / "access.log"
 

@@ -22,7 +22,6 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 import aiohttp
 
@@ -34,11 +33,16 @@ log = logging.getLogger(__name__)
 def asset_paths(asset_id: str, renditions: Mapping[str, int]) -> list[str]:
     """Every playback path of an asset (DESIGN.md "Playback URLs"): the master
     playlist and MPD, and per rendition its media playlist, init segment and
-    segments 1..count. `renditions` maps rendition id -> segment count."""
-    a = quote(asset_id, safe="")
-    paths = [f"/vod/{a}/master.m3u8", f"/vod/{a}/manifest.mpd"]
+    segments 1..count. `renditions` maps rendition id -> segment count.
+
+    The paths are the edge's cache keys (``$uri``: decoded), so they are not
+    percent-encoded; ids holding "/", "?", "%" or control characters are refused."""
+    for part in (asset_id, *renditions):
+        if not part or any(c in part for c in "/?%#") or not part.isprintable():
+            raise ValueError(f"not a playback path segment: {part!r}")
+    paths = [f"/vod/{asset_id}/master.m3u8", f"/vod/{asset_id}/manifest.mpd"]
     for rendition, count in renditions.items():
-        base = f"/vod/{a}/{quote(rendition, safe='')}"
+        base = f"/vod/{asset_id}/{rendition}"
         paths += [f"{base}/media.m3u8", f"{base}/init.mp4"]
         paths += [f"{base}/{n}.m4s" for n in range(1, count + 1)]
     return paths

@@ -219,9 +219,9 @@ async def ingest(
         else:
             try:
                 rungs = plan_ladder(info, options.ladder)
+                encoder = choose_encoder(options.encoder)
             except ValueError as exc:
                 raise IngestError(str(exc)) from exc
-            encoder = choose_encoder(options.encoder)
             rungs = [native.Rung(**{**r.__dict__, "encoder": encoder}) for r in rungs]
             await store.set_state(asset_id, JobState.TRANSCODING, progress=0.0)
             writer = _StateWriter(loop, store, asset_id, JobState.TRANSCODING, on_progress)

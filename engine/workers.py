@@ -28,7 +28,8 @@ def choose_worker(preference: str) -> WorkerClass:
         return WorkerClass.CPU
     if preference == "gpu":
         if not gpu_available():
-            raise RuntimeError("encoder=gpu requested but no usable h264_nvenc/CUDA device")
+            raise ValueError("encoder gpu requested, but h264_nvenc has no usable CUDA device "
+                             "on this machine (use CDLC_ENCODER=auto or cpu)")
         return WorkerClass.GPU
     return WorkerClass.GPU if gpu_available() else WorkerClass.CPU
 

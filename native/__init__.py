@@ -155,7 +155,14 @@ class Transcoder:
 def package_copy(
     input: str | Path, output_dir: str | Path, segment_seconds: float = 4.0
 ) -> PipelineResult:
-    """Package an H.264/HEVC + AAC master into CMAF without re-encoding."""
+    """Package an H.264/HEVC + AAC (or Opus) master into CMAF without re-encoding:
+    output_dir/v<height>/ and output_dir/audio/, each init.mp4 + N.m4s. Segments end
+    at the source's own keyframes at or after each segment_seconds multiple; audio
+    is cut at the video's cut times. MP4/MOV samples are copied file to file.
+
+    Raises InvalidDataError (a ValueError) for codecs that need a transcode and for
+    damaged input, NotFoundError for a missing file, NativeIOError on write errors.
+    The GIL is released throughout."""
     return _core.package_copy(str(input), str(output_dir), segment_seconds)
 
 

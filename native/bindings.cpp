@@ -249,20 +249,32 @@ public:
         p.duration = duration;
         p.keyframe = keyframe;
         py::gil_scoped_release release;
+        std::lock_guard<std::mutex> lock(mutex_);
         seg_.write(std::move(p));
     }
     std::vector<SegmentRecord> finish() {
-        {
-            py::gil_scoped_release release;
-            seg_.finish();
-        }
+        py::gil_scoped_release release;
+        std::lock_guard<std::mutex> lock(mutex_);
+        seg_.finish();
         return seg_.segments();
     }
-    void force_cut() { seg_.force_cut(); }
-    const std::vector<SegmentRecord>& segments() const { return seg_.segments(); }
-    const TrackInfo& track() const { return seg_.track(); }
+    void force_cut() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        seg_.force_cut();
+    }
+    std::vector<SegmentRecord> segments() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return seg_.segments();
+    }
+    TrackInfo track() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return seg_.track();
+    }
 
 private:
+    // The GIL is released while writing, so two Python threads could otherwise
+    // reach the (single-threaded) segmenter at once.
+    std::mutex mutex_;
     CmafSegmenter seg_;
 };
 

@@ -13,6 +13,8 @@ __all__ = ["average_bitrate", "iframe_average_bitrate", "iframe_peak_bitrate", "
 
 
 def _rate(size: int, duration: int, timescale: int) -> Fraction:
+    if timescale <= 0:
+        raise ValueError("timescale must be positive")
     if duration <= 0:
         return Fraction(0)
     return Fraction(size * 8 * timescale, duration)

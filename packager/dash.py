@@ -74,6 +74,8 @@ def _bandwidth(r: Rendition, segments: Mapping[str, Sequence[Segment]]) -> int:
 
 
 def _end(r: Rendition, segments: Mapping[str, Sequence[Segment]]) -> Fraction:
+    if r.timescale <= 0:
+        raise ValueError(f"rendition {r.id} has no timescale")
     segs = segments.get(r.id, ())
     if not segs:
         return Fraction(0)

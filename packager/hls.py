@@ -65,6 +65,8 @@ def _frame_rate(value: str) -> str | None:
 
 
 def _check_ordered(rendition: Rendition, segments: Sequence[Segment]) -> None:
+    if rendition.timescale <= 0:
+        raise ValueError(f"rendition {rendition.id} has no timescale")
     numbers = [s.number for s in segments]
     if numbers != list(range(1, len(numbers) + 1)):
         raise ValueError(f"segments of {rendition.id} are not numbered 1..{len(numbers)}")

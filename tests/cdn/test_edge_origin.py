@@ -41,7 +41,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, BuiltAsset
 @pytest.fixture
 def stack(data_dir: tuple[Path, BuiltAsset], tmp_path: Path
           ) -> Iterator[tuple[OriginProcess, NginxEdge]]:
-    origin = OriginProcess(data_dir[0], signing_key=KEY).start()
+    origin = OriginProcess(data_dir[0], signing_key=KEY, cli=True).start()
     edge = NginxEdge(origin.url, tmp_path / "edge", signing_key=KEY, worker_processes=1)
     try:
         edge.start()
@@ -173,7 +173,7 @@ async def test_takedown_without_tokens_includes_shared_manifests(
     the purge drops them with the segments."""
     victim = await aclone_asset(data_dir[0], ASSET, "takedown2")
     paths = asset_paths(victim.asset_id, victim.renditions)
-    with OriginProcess(data_dir[0]) as origin, \
+    with OriginProcess(data_dir[0], cli=True) as origin, \
             NginxEdge(origin.url, tmp_path / "edge", worker_processes=1) as edge:
         async with aiohttp.ClientSession() as s:
             for p in paths:

@@ -23,6 +23,9 @@ def test_asset_paths() -> None:
         "/vod/a1/v360/1.m4s", "/vod/a1/v360/2.m4s",
         "/vod/a1/audio/media.m3u8", "/vod/a1/audio/init.mp4", "/vod/a1/audio/1.m4s",
     ]
+    for bad in ("a/b", "a?b", "a%2fb", "a\nb", ""):
+        with pytest.raises(ValueError):
+            asset_paths(bad, {"v360": 1})
 
 
 async def statuses(s: aiohttp.ClientSession, base: str, paths: list[str]) -> dict[str, str]:

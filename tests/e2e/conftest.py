@@ -1,7 +1,7 @@
-"""The e2e stack: a real CMAF asset, the real origin with playback tokens on, a
-real nginx edge (cdn/nginx.py) in front of it, and headless Chromium (Debian's)
-driven by Playwright, with the players from node_modules (package.json) served
-to the page by a route of the test itself."""
+"""The e2e stack: a real CMAF asset (`cdlc ingest`), the real origin with playback
+tokens on (`cdlc serve`), a real nginx edge (cdn/nginx.py) in front of it, and
+headless Chromium (Debian's) driven by Playwright, with the players from
+node_modules (package.json) served to the page by a small file server of the test."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                         "CDLC_E2E_ASSET=ffmpeg tests the players without the pipeline")
         asset = ingested
     print(f"\ne2e asset {asset.asset_id} from {asset.source}: {asset.renditions}")
-    origin = OriginProcess(data, signing_key=KEY).start()
+    origin = OriginProcess(data, signing_key=KEY, cli=True).start()  # `cdlc serve`
     edge = NginxEdge(origin.url, tmp_path_factory.mktemp("e2e-edge"), signing_key=KEY,
                      worker_processes=1)
     try:

@@ -16,14 +16,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class OriginProcess:
-    """The origin serving `data_dir` on 127.0.0.1:port (a free one if 0)."""
+    """The origin serving `data_dir` on 127.0.0.1:port (a free one if 0).
+
+    cli=True runs the shipped command, `cdlc serve` (CDLC_DATA_DIR and
+    CDLC_SIGNING_KEY from here); cli=False runs tests/e2e/origin_main.py, the same
+    origin app without the engine's executor."""
 
     def __init__(self, data_dir: Path, *, signing_key: bytes | None = None, port: int = 0,
-                 workers: int = 1) -> None:
+                 workers: int = 1, cli: bool = False) -> None:
         self.data_dir = data_dir
         self.signing_key = signing_key
         self.port = port or free_port()
         self.workers = workers
+        self.cli = cli
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "origin.log"
 
@@ -32,13 +37,21 @@ class OriginProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> OriginProcess:
-        args = [sys.executable, "-m", "tests.e2e.origin_main", "--data-dir", str(self.data_dir),
-                "--port", str(self.port), "--workers", str(self.workers)]
-        if self.signing_key:
-            args += ["--signing-key-hex", self.signing_key.hex()]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        if self.cli:
+            args = [str(Path(sys.executable).parent / "cdlc"), "serve", "--host", "127.0.0.1",
+                    "--port", str(self.port), "--workers", str(self.workers)]
+            env["CDLC_DATA_DIR"] = str(self.data_dir)
+            # Settings.signing_key is text; its UTF-8 bytes are the HMAC key.
+            env["CDLC_SIGNING_KEY"] = self.signing_key.decode() if self.signing_key else ""
+        else:
+            args = [sys.executable, "-m", "tests.e2e.origin_main", "--data-dir",
+                    str(self.data_dir), "--port", str(self.port), "--workers",
+                    str(self.workers)]
+            if self.signing_key:
+                args += ["--signing-key-hex", self.signing_key.hex()]
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         # Its own process group: a kill reaches every worker it forked.
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=log,
                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True)

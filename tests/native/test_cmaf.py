@@ -5,6 +5,7 @@ reader (tests/native/isobmff.py)."""
 from __future__ import annotations
 
 import shutil
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,6 +221,9 @@ def test_round_trip_through_pyav(bframes_video: Fed, bbb: tuple[Fed, Fed], tmp_p
         dts_shift = {g.dts - p.dts for g, p in zip(got, fed.packets, strict=True)}
         pts_shift = {g.pts - p.pts for g, p in zip(got, fed.packets, strict=True)}
         assert len(dts_shift) == 1 and len(pts_shift) == 1
+        if all(p.pts == p.dts for p in fed.packets):
+            # No reordering (Big Buck Bunny's video, all audio): times come back exact.
+            assert dts_shift == pts_shift == {0}
 
 
 def test_ffprobe_reads_and_decodes_concatenation(bbb: tuple[Fed, Fed], tmp_path: Path) -> None:
@@ -428,3 +432,62 @@ def test_unwritable_directory_raises_oserror(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="create directory"):
         seg.finish()
 
+
+
+def test_last_sample_without_duration_repeats_the_previous_one(tmp_path: Path) -> None:
+    seg = Segmenter(TrackKind.AUDIO, "aac", 48000, b"\x11\x90", 0, 0, 48000, 2, tmp_path, 0)
+    for i in range(3):
+        seg.write(b"\x21", 1024 * i, 1024 * i, 0, True)
+    seg.force_cut()
+    seg.write(b"\x21", 3072, 3072, 0, True)
+    recs = seg.finish()
+    assert [(r.start, r.duration) for r in recs] == [(0, 3072), (3072, 1024)]
+
+
+def test_every_init_box_field(tmp_path: Path) -> None:
+    """STYLE §9: the CMAF header read back field by field (ISO/IEC 14496-12)."""
+    avcc = (Path(__file__).parents[1] / "fuzz" / "corpus" / "codec_h264" / "avcc_high").read_bytes()
+    seg = Segmenter(TrackKind.VIDEO, "h264", 15360, avcc, 640, 360, 0, 0, tmp_path / "v", 1.0,
+                    sar=(1, 1), language="eng")
+    seg.write(b"\x00\x00\x00\x02\x65\x88", 0, 0, 512, True)
+    seg.finish()
+    data = (tmp_path / "v" / "init.mp4").read_bytes()
+    init = isobmff.root(data)
+    assert sum(b.size for b in init.children) == len(data)
+    moov = init.find("moov")
+    mvhd = moov.find("mvhd").payload
+    assert isobmff.full_header(moov.find("mvhd")) == (0, 0)
+    timescale, duration, rate, volume = struct.unpack_from(">IIIH", mvhd, 12)
+    assert (timescale, duration, rate, volume) == (1000, 0, 0x10000, 0x100)
+    assert struct.unpack_from(">9I", mvhd, 36) == (0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    assert struct.unpack_from(">I", mvhd, 96)[0] == 2  # next_track_ID
+
+    tkhd = moov.find("trak/tkhd")
+    assert isobmff.full_header(tkhd) == (0, 3)  # enabled | in movie
+    track_id, _, duration = struct.unpack_from(">III", tkhd.payload, 12)
+    assert (track_id, duration) == (1, 0)
+
+    mdhd = moov.find("trak/mdia/mdhd").payload
+    timescale, duration, lang = struct.unpack_from(">IIH", mdhd, 12)
+    assert (timescale, duration) == (15360, 0)
+    assert "".join(chr(((lang >> s) & 0x1F) + 0x60) for s in (10, 5, 0)) == "eng"
+
+    hdlr = moov.find("trak/mdia/hdlr").payload
+    assert hdlr[8:12] == b"vide" and hdlr[24:] == b"VideoHandler\x00"
+    vmhd = moov.find("trak/mdia/minf/vmhd")
+    assert isobmff.full_header(vmhd) == (0, 1) and vmhd.payload[4:] == bytes(8)
+    dref = moov.find("trak/mdia/minf/dinf/dref").payload
+    assert dref == bytes(4) + b"\x00\x00\x00\x01" + b"\x00\x00\x00\x0curl \x00\x00\x00\x01"
+
+    stbl = moov.find("trak/mdia/minf/stbl")
+    for name, size in (("stts", 16), ("stsc", 16), ("stsz", 20), ("stco", 16)):
+        box = stbl.find(name)
+        assert box.size == size and box.payload[4:] == bytes(size - 12), name
+    avc1 = stbl.find("stsd/avc1").payload
+    assert struct.unpack_from(">H", avc1, 6)[0] == 1  # data_reference_index
+    assert struct.unpack_from(">HHII", avc1, 24) == (640, 360, 0x480000, 0x480000)
+    assert struct.unpack_from(">H", avc1, 40)[0] == 1  # frame_count
+    assert struct.unpack_from(">Hh", avc1, 74) == (0x18, -1)
+
+    trex = moov.find("mvex/trex").payload
+    assert struct.unpack_from(">5I", trex, 4) == (1, 1, 0, 0, 0)

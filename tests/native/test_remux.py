@@ -279,3 +279,18 @@ def test_opus_in_matroska(tmp_path: Path) -> None:
     moov = isobmff.root((tmp_path / "out" / "audio" / "init.mp4").read_bytes()).find("moov")
     opus = moov.find("trak/mdia/minf/stbl/stsd/Opus")
     assert isobmff.parse(opus.payload, 28)[0].type == "dOps"
+
+
+def test_raw_elementary_streams(copy_masters: dict[str, Path], tmp_path: Path) -> None:
+    """Raw ADTS AAC packages (its config comes from the ADTS header); a raw H.264
+    stream has no timestamps to copy and is refused with the reason."""
+    aac = tmp_path / "tone.aac"
+    ffmpeg("-i", str(copy_masters["mp4"]), "-map", "0:a", "-c", "copy", str(aac))
+    (audio,) = native.package_copy(aac, tmp_path / "a", 2.0).renditions
+    assert audio.track.extradata == b"\x11\x90"  # AAC LC, 48 kHz, stereo
+    assert decode_errors(joined(tmp_path / "a", audio, tmp_path / "a.mp4")) == ""
+
+    h264 = tmp_path / "video.h264"
+    ffmpeg("-i", str(copy_masters["mp4"]), "-map", "0:v", "-c", "copy", str(h264))
+    with pytest.raises(native.InvalidDataError, match="no timestamps"):
+        native.package_copy(h264, tmp_path / "v", 2.0)

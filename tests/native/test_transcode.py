@@ -5,6 +5,7 @@ is made once per session with the ffmpeg CLI (tests/media.py)."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import threading
 import time
@@ -85,10 +86,19 @@ def max_volume_db(path: Path) -> float:
     return float(stderr.split("max_volume:")[1].split("dB")[0])
 
 
-def check_ladder(master: Path, result: native.PipelineResult, out: Path) -> None:
+def check_ladder(master: Path, result: native.PipelineResult, out: Path,
+                 gop_seconds: float = 1.0) -> None:
     """Every rendition decodes cleanly; every video rung lasts as long as the source
-    video within one frame and has its planned size, square pixels."""
+    video within one frame and has its planned size, square pixels; keyframes are
+    the same instants on every rung, one per GOP."""
     src_seconds = source_video_seconds(master)
+    keys = [keyframe_times(joined(out, r)) for r in video(result)]
+    assert keys and all(k == keys[0] for k in keys), keys
+    fps = video(result)[0].track.frame_rate_num / video(result)[0].track.frame_rate_den
+    gaps = [b - a for a, b in zip(keys[0], keys[0][1:], strict=False)]
+    assert all(abs(g - gop_seconds) <= 1 / fps + 1e-3 for g in gaps), gaps
+    frames = frame_count(joined(out, video(result)[0]))
+    assert len(keys[0]) == math.ceil(frames / round(gop_seconds * fps))  # one per GOP
     for rendition in result.renditions:
         path = joined(out, rendition)
         assert media.decode_errors(path) == "", rendition.id

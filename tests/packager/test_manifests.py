@@ -172,5 +172,45 @@ def test_bad_inputs_raise_value_error() -> None:
         build_iframes(renditions[-1], segments["audio"])
     with pytest.raises(ValueError, match="no renditions"):
         build_master([], {})
+    with pytest.raises(ValueError, match="timescale"):
+        build_media(replace(renditions[0], timescale=0), segments["v1080"])
+    with pytest.raises(ValueError, match="timescale"):
+        build_mpd(fixtures.ASSET, [replace(renditions[0], timescale=0)], segments)
     with pytest.raises(ValueError, match="quoted-string"):
         build_master([replace(renditions[-1], language='e"n'), renditions[0]], segments)
+
+
+def test_rules_hold_for_random_indexes() -> None:
+    """RFC 8216 §4.3.3.1 and the DASH timeline over 200 random segment indexes:
+    TARGETDURATION >= every EXTINF rounded, EXTINF sums to the track, the
+    SegmentTimeline expands back to the index, BANDWIDTH >= every segment's rate."""
+    import random
+
+    rng = random.Random(8216)
+    base = fixtures.renditions()[0]
+    for _ in range(200):
+        timescale = rng.choice([1000, 12800, 15360, 48000, 90000])
+        rendition = replace(base, id="v", timescale=timescale)
+        segs, start = [], rng.randrange(0, 5 * timescale)
+        for n in range(1, rng.randint(2, 40)):
+            duration = rng.randint(timescale // 10, 10 * timescale)
+            segs.append(Segment("a", "v", n, start, duration, rng.randint(1, 5_000_000),
+                                iframe_size=rng.randint(1, 100_000)))
+            start += duration + (rng.choice([0, 0, 0, 7]))  # occasional gap
+        media = m3u8.loads(build_media(rendition, segs))
+        assert all(round(s.duration) <= media.target_duration for s in media.segments)
+        assert sum(s.duration for s in media.segments) == pytest.approx(
+            sum(s.duration for s in segs) / timescale, abs=1e-5 * len(segs))
+        master = m3u8.loads(build_master([rendition], {"v": segs}))
+        assert master.playlists[0].stream_info.bandwidth >= max(
+            s.size * 8 * timescale / s.duration for s in segs) - 1e-6
+        mpd = MPEGDASHParser.parse(build_mpd(fixtures.ASSET, [rendition], {"v": segs}))
+        ss = mpd.periods[0].adaptation_sets[0].representations[0].segment_templates[0] \
+            .segment_timelines[0].Ss
+        expanded, t = [], 0
+        for s in ss:
+            t = s.t if s.t is not None else t
+            for _ in range((s.r or 0) + 1):
+                expanded.append((t, s.d))
+                t += s.d
+        assert expanded == [(s.start, s.duration) for s in segs]

@@ -198,6 +198,7 @@ struct CmafSegmenter::Impl {
     int64_t dts_shift = 0;         // output decode time = dts + dts_shift
     int64_t pts_shift = 0;         // output presentation time = pts + pts_shift
     int64_t last_dts = 0;
+    int64_t last_duration = 0;     // of the latest sample whose duration is known
     SpanBuffer span_buffer;        // reused by every segment of the copy path
 
     void ensure_init() {
@@ -241,7 +242,10 @@ struct CmafSegmenter::Impl {
             if (p.dts < last_dts)
                 throw InvalidDataError("decode times go backwards in track " + track.codec + " (" +
                                        std::to_string(p.dts) + " after " + std::to_string(last_dts) + ")");
-            if (!current.empty()) current.back().duration = p.dts - last_dts;
+            if (!current.empty()) {
+                current.back().duration = p.dts - last_dts;
+                if (current.back().duration > 0) last_duration = current.back().duration;
+            }
         }
         if (should_cut(p)) flush();
         cut_requested = false;
@@ -270,12 +274,8 @@ struct CmafSegmenter::Impl {
         ensure_init();
         Sample& last = current.back();
         if (last.duration < 0) {
-            // End of stream: the packet's own duration, else repeat the previous one.
-            if (last.packet_duration > 0) last.duration = last.packet_duration;
-            else if (current.size() >= 2) last.duration = current[current.size() - 2].duration;
-            else if (!segments.empty() && segments.back().duration > 0 && track.kind == TrackKind::Audio)
-                last.duration = segments.back().duration;
-            else last.duration = 0;
+            // End of stream: the packet's own duration, else the previous sample's.
+            last.duration = last.packet_duration > 0 ? last.packet_duration : last_duration;
         }
         std::vector<FragmentSample> frag;
         frag.reserve(current.size());

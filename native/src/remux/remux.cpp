@@ -553,7 +553,12 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
         Pending q;
         EncodedPacket& p = q.p;
         if (pts_in == AV_NOPTS_VALUE) {
-            if (video.last_dts == AV_NOPTS_VALUE) return;  // nothing to anchor an untimed frame to
+            // Raw elementary streams carry no times, and a copy cannot recover
+            // presentation order without decoding; say so rather than guess.
+            if (video.last_dts == AV_NOPTS_VALUE)
+                throw InvalidDataError("video packets in " + input +
+                                       " carry no timestamps (raw elementary stream?); put the stream in "
+                                       "MP4, Matroska or MPEG-TS first, or transcode it");
             p.pts = p.dts = video.last_dts + 1;
         } else {
             p.pts = av_rescale_q(pts_in, video.st->time_base, video.out_tb) - video.offset;
