@@ -219,8 +219,8 @@ def _run(args: argparse.Namespace, work: Path) -> int:
             return run_wrk(url, paths_file, script, args.seconds, args.connections,
                            args.threads, pid)
 
-        with OriginProcess(data) as origin, \
-                OriginProcess(data, signing_key=key) as tok_origin:
+        with OriginProcess(data, cli=True) as origin, \
+                OriginProcess(data, signing_key=key, cli=True) as tok_origin:
             for rep in range(args.reps):
                 edge = NginxEdge(origin.url, work / f"edge{rep}", worker_processes=args.workers)
                 tok_edge = NginxEdge(tok_origin.url, work / f"edge-tok{rep}", signing_key=key,

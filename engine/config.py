@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     broker: str = Field("", description="'' = in-process executor, or a Celery broker URL")
     signing_key: str = Field("", description="playback-token HMAC key; '' = tokens off")
     api_key: str = Field("", description="admin API key; '' = admin API open (local use)")
+    edges: str = Field("", description="comma-separated CDN edge base URLs purged on delete")
     segment_seconds: float = Field(4.0, gt=0)
     gop_seconds: float = Field(2.0, gt=0)
     preset: str = "veryfast"
@@ -41,6 +42,10 @@ class Settings(BaseSettings):
     def work_dir(self) -> Path:
         """Scratch space for jobs; never served."""
         return self.data_dir / "work"
+
+    @property
+    def edge_urls(self) -> list[str]:
+        return [e.strip().rstrip("/") for e in self.edges.split(",") if e.strip()]
 
     @property
     def signing_key_bytes(self) -> bytes | None:

@@ -157,8 +157,8 @@ async def _upload(objects: ObjectStore, asset_id: str, out_dir: Path,
     async def one(rendition_id: str, name: str) -> None:
         nonlocal done
         async with sem:
-            await objects.put_file(media_key(asset_id, rendition_id, name),
-                                   out_dir / rendition_id / name)
+            await objects.adopt_file(media_key(asset_id, rendition_id, name),
+                                     out_dir / rendition_id / name)
         done += 1
         on_progress(done / len(files))
 

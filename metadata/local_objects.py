@@ -84,7 +84,7 @@ class LocalObjects:
 
     async def adopt_file(self, key: str, path: Path) -> None:
         """Move ``path`` into the store (a rename when on the same filesystem).
-        The source is gone afterwards. Not in the ObjectStore protocol."""
+        The source is gone afterwards."""
         await self._io(self._adopt_sync, key, Path(path))
 
     def _put_bytes_sync(self, key: str, data: bytes) -> None:

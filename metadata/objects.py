@@ -20,6 +20,10 @@ class ObjectStore(Protocol):
     async def put_file(self, key: str, path: Path) -> None:
         """Upload a local file (multipart for large files on S3)."""
 
+    async def adopt_file(self, key: str, path: Path) -> None:
+        """Like put_file, but the file is consumed: a rename on the local store (the
+        job's output becomes the published object without a copy)."""
+
     async def put_bytes(self, key: str, data: bytes) -> None: ...
 
     async def get_bytes(self, key: str) -> bytes:

@@ -98,6 +98,11 @@ class S3Objects:
     async def put_bytes(self, key: str, data: bytes) -> None:
         await (await self._c()).put_object(Bucket=self.bucket, Key=self._key(key), Body=bytes(data))
 
+    async def adopt_file(self, key: str, path: Path) -> None:
+        """Upload, then drop the local file (S3 has no rename from local disk)."""
+        await self.put_file(key, path)
+        Path(path).unlink(missing_ok=True)
+
     async def put_file(self, key: str, path: Path) -> None:
         path = Path(path)
         size = path.stat().st_size

@@ -20,13 +20,14 @@ import logging
 import os
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, hdrs, web
 
+from cdn.purge import purge_asset
 from metadata.cache import Cache, invalidate_asset
 from metadata.local_objects import LocalObjects
 from metadata.models import Asset, JobState, Rendition, master_key
@@ -89,7 +90,10 @@ class Admin:
         max_upload_bytes: int,
         upload_dir: Path | None,
         submit_job: SubmitJob | None,
+        edges: Sequence[str] = (),
     ) -> None:
+        self.edges = tuple(edges)
+        self._background: set[asyncio.Task[None]] = set()
         self.store = store
         self.objects = objects
         self.cache = cache
@@ -264,15 +268,35 @@ class Admin:
         asset_id = request.match_info["id"]
         if not ASSET_RE.fullmatch(asset_id):
             return problem(400, "invalid asset id")
+        # What the edges may hold, read before the index is gone.
+        counts = {r.id: len(await self.store.get_segments(asset_id, r.id))
+                  for r in await self.store.get_renditions(asset_id)}
         # Metadata first: once the row is gone nothing is served (after the cache
-        # entry goes too), then the bytes.
+        # entry goes too), then the bytes, then the edges' copies.
         existed = await self.store.delete_asset(asset_id)
         await self._invalidate(asset_id)
         removed = await self.objects.delete_prefix(f"media/{asset_id}/")
         removed += await self.objects.delete_prefix(f"masters/{asset_id}/")
         if not existed and removed == 0:
             return problem(404, f"no asset {asset_id}")
+        if self.edges and counts:
+            await self._purge_edges(asset_id, counts)
         return web.Response(status=204)
+
+    async def _purge_edges(self, asset_id: str, counts: dict[str, int]) -> None:
+        """Takedown at the CDN: purge now, and once more a second later in the
+        background to catch a fetch that was in flight during the delete."""
+        result = await purge_asset(self.edges, asset_id, counts, repeat_after=0)
+        if not result.ok:
+            log.warning("purge of %s incomplete: %s", asset_id, result.failed[:3])
+
+        async def again() -> None:
+            await asyncio.sleep(1.0)
+            await purge_asset(self.edges, asset_id, counts, repeat_after=0)
+
+        task = asyncio.create_task(again())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def openapi(self, request: web.Request) -> web.StreamResponse:
         return _json(OPENAPI)

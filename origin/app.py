@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ class OriginDeps:
     # Close store, objects and cache in the app's cleanup. Off by default: whoever
     # opened them closes them, after whatever else uses them (e.g. a job executor).
     close_backends: bool = False
+    # Base URLs of the CDN edges (cdn/ nginx) to purge when an asset is deleted.
+    edges: Sequence[str] = ()
 
 
 DEPS = web.AppKey("deps", OriginDeps)
@@ -109,7 +111,7 @@ def create_app(deps: OriginDeps) -> web.Application:
     admin = Admin(
         deps.store, deps.objects, deps.cache, api_key=deps.api_key,
         max_upload_bytes=deps.max_upload_bytes, upload_dir=deps.upload_dir,
-        submit_job=deps.submit_job,
+        submit_job=deps.submit_job, edges=deps.edges,
     )
     app[DEPS] = deps
     app[METRICS] = m

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -23,8 +24,9 @@ class OriginProcess:
     origin app without the engine's executor."""
 
     def __init__(self, data_dir: Path, *, signing_key: bytes | None = None, port: int = 0,
-                 workers: int = 1, cli: bool = False) -> None:
+                 workers: int = 1, cli: bool = False, edges: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
+        self.edges = list(edges)
         self.signing_key = signing_key
         self.port = port or free_port()
         self.workers = workers
@@ -44,6 +46,7 @@ class OriginProcess:
             env["CDLC_DATA_DIR"] = str(self.data_dir)
             # Settings.signing_key is text; its UTF-8 bytes are the HMAC key.
             env["CDLC_SIGNING_KEY"] = self.signing_key.decode() if self.signing_key else ""
+            env["CDLC_EDGES"] = ",".join(self.edges)  # purged on admin DELETE
         else:
             args = [sys.executable, "-m", "tests.e2e.origin_main", "--data-dir",
                     str(self.data_dir), "--port", str(self.port), "--workers",

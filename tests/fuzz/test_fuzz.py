@@ -55,5 +55,6 @@ def test_package_copy_survives_mutated_masters(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=240,
     )
     last = proc.stdout.strip().splitlines()[-1:] or ["(no output)"]
-    assert proc.returncode == 0, f"crashed (rc {proc.returncode}) at {last[0]}: {proc.stderr[-2000:]}"
+    assert proc.returncode == 0, (
+        f"crashed (rc {proc.returncode}) at {last[0]}: {proc.stderr[-2000:]}")
     assert last[0].startswith("outcomes"), last

@@ -11,7 +11,7 @@ import av
 import pytest
 
 import native
-from tests.media import decode_errors, ffmpeg, ffprobe, make_master
+from tests.media import bigbuckbunny, decode_errors, ffmpeg, ffprobe, make_master
 from tests.native import isobmff
 
 SEGMENT_SECONDS = 2.0
@@ -294,3 +294,18 @@ def test_raw_elementary_streams(copy_masters: dict[str, Path], tmp_path: Path) -
     ffmpeg("-i", str(copy_masters["mp4"]), "-map", "0:v", "-c", "copy", str(h264))
     with pytest.raises(native.InvalidDataError, match="no timestamps"):
         native.package_copy(h264, tmp_path / "v", 2.0)
+
+
+def test_real_clip(tmp_path: Path) -> None:
+    """Big Buck Bunny (720p25 H.264 Main, 5.1 AAC, a single GOP): one video
+    segment, and one audio segment, because audio follows the video's cuts rather
+    than its own 2 s grid."""
+    result = native.package_copy(bigbuckbunny(), tmp_path / "out", 2.0)
+    video, audio = result.renditions
+    assert (video.id, video.track.width, video.track.height) == ("v720", 1280, 720)
+    assert (audio.track.channels, audio.track.sample_rate) == (6, 48000)
+    assert len(video.segments) == len(audio.segments) == 1  # no keyframe after the first
+    for r in (video, audio):
+        path = joined(tmp_path / "out", r, tmp_path / f"{r.id}.mp4")
+        assert decode_errors(path) == ""
+    assert result.duration_seconds == pytest.approx(5.3, abs=0.05)

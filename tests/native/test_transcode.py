@@ -139,6 +139,7 @@ def scene_cut_master(masters: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_keyframes_exactly_at_gop_boundaries_on_every_rung(
     scene_cut_master: Path, transcode: Transcode
 ) -> None:
@@ -197,10 +198,27 @@ MAKERS: dict[str, Callable[[Path], Path]] = {
     "hevc10": lambda d: media.make_hevc10_mkv(d / "hevc10.mkv"),
     "prores51": lambda d: media.make_prores_51(d / "prores51.mov"),
     "odd23976": lambda d: media.make_odd_size_23976(d / "odd23976.mkv"),
+    "vp9-webm": lambda d: media.make_master(
+        d / "vp9.webm", seconds=2, width=320, height=240, fps="25",
+        vcodec=["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"],
+        acodec=["-c:a", "libopus"]),
+    "av1-mkv": lambda d: media.make_master(
+        d / "av1.mkv", seconds=2, width=320, height=240, fps="25",
+        vcodec=["-c:v", "libsvtav1", "-preset", "12", "-svtav1-params", "loglevel=0"]),
+    "dnxhr-mov": lambda d: media.make_master(
+        d / "dnxhr.mov", seconds=2, width=320, height=240, fps="25",
+        vcodec=["-c:v", "dnxhd", "-profile:v", "dnxhr_lb", "-pix_fmt", "yuv422p"],
+        acodec=["-c:a", "pcm_s16le"]),
+    "h264-ts": lambda d: media.make_master(  # audio starts before video (AAC priming)
+        d / "h264.ts", seconds=2, width=320, height=240, fps="25"),
+    "bigbuckbunny": lambda d: media.bigbuckbunny(),  # real 720p25 H.264 + 5.1 AAC clip
 }
 
 
-@pytest.mark.parametrize("kind", sorted(MAKERS))
+@pytest.mark.parametrize(
+    "kind",
+    [pytest.param(k, marks=pytest.mark.slow) if k == "bigbuckbunny" else k for k in sorted(MAKERS)],
+)
 def test_masters_as_they_come_give_clean_ladders(
     kind: str, masters: Path, transcode: Transcode
 ) -> None:

@@ -8,14 +8,20 @@
 // audio and video segments cover the same time ranges. Audio packets are held
 // back until the video has been demuxed past them, because the container's
 // interleaving may deliver audio before the keyframe that decides its segment.
+//
+// Sample bytes take the cheapest route their container allows: MP4/MOV samples
+// that need no rewriting are read by position straight from the source file when
+// the segment is written (see "MP4 fast path" below); Matroska samples are
+// borrowed from the demuxer's packets; MPEG-TS samples are rewritten (Annex B,
+// ADTS) into owned buffers.
 #include "remux/remux.h"
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <set>
 #include <memory>
+#include <set>
 #include <string>
 
 #include <fcntl.h>

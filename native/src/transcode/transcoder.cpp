@@ -422,11 +422,12 @@ private:
         swr_.reset(raw);
         check_av(ret, "set up resampler", cfg_.input);
         check_av(swr_init(swr_.get()), "set up resampler", cfg_.input);
-        // Audio that starts after the video's origin is padded with silence so both
-        // tracks share time zero.
+        // Both tracks share time zero, the first video picture: audio that starts
+        // later is padded with silence, audio that starts earlier is trimmed.
         int64_t ts = f->best_effort_timestamp;
         if (ts != AV_NOPTS_VALUE) {
             const int64_t lead = av_rescale_q(ts - origin_, st_->time_base, enc_->time_base);
+            if (lead < 0) skip_ = -lead;
             if (lead > 0 && lead < int64_t{cfg_.audio_sample_rate} * 10) {
                 av::FramePtr silence = av::make_frame();
                 silence->nb_samples = static_cast<int>(lead);
@@ -458,6 +459,11 @@ private:
         if (n > 0) {
             av_audio_fifo_write(fifo_, reinterpret_cast<void**>(conv_->extended_data), n);
             samples_in_ += n;
+            if (skip_ > 0) {
+                const int drop = static_cast<int>(std::min<int64_t>(skip_, av_audio_fifo_size(fifo_)));
+                av_audio_fifo_drain(fifo_, drop);
+                skip_ -= drop;
+            }
         }
     }
 
@@ -513,6 +519,7 @@ private:
     av::PacketPtr pkt_;
     std::unique_ptr<CmafSegmenter> segmenter_;
     int64_t next_pts_ = 0;
+    int64_t skip_ = 0;  // output samples before the video's first picture, to drop
     int64_t samples_in_ = 0;
     int64_t decoded_ = 0;
 };
@@ -601,9 +608,12 @@ private:
         timescale_ = video_timescale(fps_);
         gop_frames_ = std::max(1, static_cast<int>(std::lround(cfg_.gop_seconds * av_q2d(fps_))));
         rotation_ = av::stream_rotation(vst_);
-        origin_ = fmt_->start_time != AV_NOPTS_VALUE
-                      ? av_rescale_q(fmt_->start_time, AV_TIME_BASE_Q, vst_->time_base)
-                      : 0;
+        // Time zero of the output is the first video picture: the ladder then has
+        // exactly the master's frames; audio is trimmed or padded to that origin.
+        if (vst_->start_time != AV_NOPTS_VALUE)
+            origin_ = vst_->start_time;
+        else if (fmt_->start_time != AV_NOPTS_VALUE)
+            origin_ = av_rescale_q(fmt_->start_time, AV_TIME_BASE_Q, vst_->time_base);
         double duration = fmt_->duration > 0 ? static_cast<double>(fmt_->duration) / AV_TIME_BASE : 0;
         if (vst_->duration > 0) duration = static_cast<double>(vst_->duration) * av_q2d(vst_->time_base);
         expected_frames_ = duration * av_q2d(fps_);
@@ -620,9 +630,7 @@ private:
         if (idx < 0) return;  // a silent master gives a video-only ladder
         ast_ = fmt_->streams[idx];
         ast_->discard = AVDISCARD_DEFAULT;
-        const int64_t origin = fmt_->start_time != AV_NOPTS_VALUE
-                                   ? av_rescale_q(fmt_->start_time, AV_TIME_BASE_Q, ast_->time_base)
-                                   : 0;
+        const int64_t origin = av_rescale_q(origin_, vst_->time_base, ast_->time_base);
         audio_ = std::make_unique<AudioWorker>(ast_, cfg_, state_, origin);
         audio_->start();
     }
