@@ -224,6 +224,7 @@ async def build_origin_app(settings: Settings) -> Any:
         signing_key=settings.signing_key_bytes, api_key=settings.api_key or None,
         max_upload_bytes=settings.max_upload_bytes, upload_dir=settings.data_dir / "uploads",
         submit_job=executor.submit, edges=settings.edge_urls,
+        trusted_proxies=settings.trusted_proxy_list,
     )
     application: web.Application = create_app(deps)
 

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     signing_key: str = Field("", description="playback-token HMAC key; '' = tokens off")
     api_key: str = Field("", description="admin API key; '' = admin API open (local use)")
     edges: str = Field("", description="comma-separated CDN edge base URLs purged on delete")
+    trusted_proxies: str = Field(
+        "", description="comma-separated edge addresses whose X-Real-IP names the viewer")
     segment_seconds: float = Field(4.0, gt=0)
     gop_seconds: float = Field(2.0, gt=0)
     preset: str = "veryfast"
@@ -46,6 +48,10 @@ class Settings(BaseSettings):
     @property
     def edge_urls(self) -> list[str]:
         return [e.strip().rstrip("/") for e in self.edges.split(",") if e.strip()]
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
 
     @property
     def signing_key_bytes(self) -> bytes | None:

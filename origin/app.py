@@ -42,6 +42,8 @@ class OriginDeps:
     close_backends: bool = False
     # Base URLs of the CDN edges (cdn/ nginx) to purge when an asset is deleted.
     edges: Sequence[str] = ()
+    # Peers (the edges) whose X-Real-IP names the viewer, for client-bound tokens.
+    trusted_proxies: Sequence[str] = ()
 
 
 DEPS = web.AppKey("deps", OriginDeps)
@@ -107,6 +109,7 @@ def create_app(deps: OriginDeps) -> web.Application:
     playback = Playback(
         deps.store, deps.objects, deps.cache, m,
         signing_key=deps.signing_key, head_ttl=deps.head_ttl,
+        trusted_proxies=deps.trusted_proxies,
     )
     admin = Admin(
         deps.store, deps.objects, deps.cache, api_key=deps.api_key,

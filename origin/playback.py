@@ -28,7 +28,7 @@ import gzip
 import json
 import re
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import asdict
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
@@ -126,7 +126,9 @@ class Playback:
         head_ttl: float = 5.0,
         missing_ttl: float = 1.0,
         manifest_ttl: float = 300.0,
+        trusted_proxies: Collection[str] = (),
     ) -> None:
+        self.trusted_proxies = frozenset(trusted_proxies)
         self.store = store
         self.objects = objects
         self.cache = cache
@@ -247,6 +249,14 @@ class Playback:
         return raw
 
     # -- request helpers ------------------------------------------------------------
+    def _client_ip(self, request: web.Request) -> str | None:
+        """The viewer's address: the TCP peer, or the X-Real-IP that a trusted edge
+        (cdn/ sets it from its own $remote_addr) reports for the viewer behind it."""
+        peer = request.remote
+        if peer in self.trusted_proxies:
+            return request.headers.get("X-Real-IP", peer)
+        return peer
+
     def _token_query(self, request: web.Request, asset_id: str) -> str | None:
         """The query to carry into child URLs ('' without tokens); None = refuse."""
         if self.signing_key is None:
@@ -255,7 +265,7 @@ class Playback:
         if not token:
             return None
         try:
-            check(self.signing_key, token, asset_id, client_ip=request.remote)
+            check(self.signing_key, token, asset_id, client_ip=self._client_ip(request))
         except TokenError:
             return None
         return f"token={token}"  # checked: only URL-safe characters

@@ -80,3 +80,25 @@ async def test_origin_enforces_tokens(make_origin: MakeOrigin, media: Media) -> 
     # Unknown asset with a valid token for it is still a 404, not a 403.
     ghost = sign(KEY, "ghost", int(time.time()) + 300)
     assert (await o.client.get("/vod/ghost/v240/1.m4s", params={"token": ghost})).status == 404
+
+
+async def test_client_bound_token_behind_a_trusted_edge(
+    make_origin: MakeOrigin, media: Media
+) -> None:
+    """Behind the edge the TCP peer is the edge; its X-Real-IP names the viewer, and
+    only a configured (trusted) peer may say so."""
+    url = "/vod/edge1/v240/1.m4s"
+    viewer = sign(KEY, "edge1", int(time.time()) + 300, "198.51.100.7")
+    headers = {"X-Real-IP": "198.51.100.7"}
+    trusting = await make_origin(signing_key=KEY, trusted_proxies=["127.0.0.1"])
+    await publish_fake(trusting.store, trusting.objects, "edge1", media)
+    assert (await trusting.client.get(url, params={"token": viewer}, headers=headers)).status \
+        == 200
+    # Another viewer's address in the header does not match the token.
+    other = {"X-Real-IP": "198.51.100.8"}
+    assert (await trusting.client.get(url, params={"token": viewer}, headers=other)).status \
+        == 403
+    # An untrusted peer cannot claim to be the viewer.
+    wary = await make_origin(signing_key=KEY)
+    await publish_fake(wary.store, wary.objects, "edge1", media)
+    assert (await wary.client.get(url, params={"token": viewer}, headers=headers)).status == 403
