@@ -361,6 +361,11 @@ def test_bad_configuration_is_a_value_error(long_master: Path, tmp_path: Path) -
         native.Transcoder(long_master, tmp_path, [rung, rung]).run()
     with pytest.raises(native.NotFoundError, match=r"missing\.mp4"):
         native.Transcoder(tmp_path / "missing.mp4", tmp_path, [rung]).run()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(native.NativeIOError, match="a-file") as info:
+        native.Transcoder(long_master, blocker / "out", [rung]).run()
+    assert isinstance(info.value, OSError)
 
 
 def test_gpu_encoder_detection_is_safe_here(long_master: Path, tmp_path: Path) -> None:

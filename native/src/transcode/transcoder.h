@@ -54,8 +54,18 @@ public:
     Transcoder(const Transcoder&) = delete;
     Transcoder& operator=(const Transcoder&) = delete;
 
-    // Runs the whole ladder. Blocking. Throws cdlc::Error subclasses; throws
-    // CancelledError when cancel() was called.
+    // Runs the whole ladder. Blocking; the caller's thread demuxes and decodes, each
+    // rung and the audio run on threads of their own. Masters are normalised on the
+    // way: deinterlaced (bwdif, pictures flagged interlaced), rotated upright
+    // (display matrix), made constant-rate (fps-filter semantics), scaled to even
+    // sizes with square pixels keeping the display aspect ratio, converted to 8-bit
+    // 4:2:0; audio resampled to audio_sample_rate and down/up-mixed to
+    // audio_channels. Time zero is the first video picture (audio trimmed/padded).
+    // Every rung gets an IDR exactly at each gop_seconds boundary (closed GOPs, no
+    // scene cuts). Throws std::invalid_argument for a bad config, InvalidDataError
+    // (with the decoder's own messages) for corrupt masters, NotFoundError for a
+    // missing file/decoder/encoder, IOError for output failures, CancelledError
+    // when cancel() was called. A failure or cancel() poisons the object: run once.
     PipelineResult run(const ProgressFn& progress);
 
     // Safe from any thread; run() returns (throws CancelledError) within a second.
