@@ -102,11 +102,11 @@ def test_reingest_of_a_ready_asset_is_refused(cdlc_env: CdlcEnv, small_master: P
     assert "already exists" in again.stderr
 
 
-def test_celery_worker_runs_the_job(tmp_path: Path, small_master: Path) -> None:
+def test_celery_worker_runs_the_job(tmp_path: Path, small_master: Path, redis_url: str) -> None:
     """CDLC_BROKER set: the CLI queues the job, a Celery worker (another process)
     runs it through the shared store, and the CLI exits 0 when it is READY."""
     env = make_env(tmp_path / "data", CDLC_PRESET="ultrafast",
-                   CDLC_BROKER="redis://127.0.0.1:6379/5")
+                   CDLC_BROKER=redis_url.rsplit("/", 1)[0] + "/5")
     log = tmp_path / "worker.log"
     with log.open("wb") as sink:
         worker = subprocess.Popen(

@@ -1,0 +1,3 @@
+from tests.metadata.servers import redis_url
+
+__all__ = ["redis_url"]
