@@ -4,7 +4,6 @@ runs it (a subprocess with CDLC_* in its environment), and `cdlc serve`."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from cdn.edge import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 CDLC = [sys.executable, "-m", "engine.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, timeout: float = 20.0) -> None:

@@ -18,9 +18,8 @@ import aiohttp
 import pytest
 
 from cdn import tokens
-from cdn.edge import NGINX, NginxEdge
+from cdn.edge import NGINX, NginxEdge, free_port
 from cdn.purge import asset_paths
-from tests.conftest import free_port
 from tests.e2e.asset import BuiltAsset, aclone_asset, make_asset
 from tests.e2e.servers import OriginProcess
 

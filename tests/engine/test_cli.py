@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, make_env
+from cdn.edge import free_port
+from tests.conftest import make_env
 
 
 @pytest.mark.slow

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from cdn.edge import free_port
 from engine.config import Settings
 from engine.pipeline import IngestOptions, ingest
 from engine.services import open_backends
 from metadata.models import JobState
-from tests.conftest import ROOT, CdlcEnv, free_port, http_status, make_env
+from tests.conftest import ROOT, CdlcEnv, http_status, make_env
 from tests.media import make_master
 
 

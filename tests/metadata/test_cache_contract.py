@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from cdn.edge import free_port
 from metadata import open_cache
 from metadata.cache import (
     Cache,
@@ -17,7 +18,6 @@ from metadata.cache import (
     invalidate_asset,
     read_through,
 )
-from tests.metadata.servers import free_port
 
 
 @pytest.fixture(params=["lru", "redis"])

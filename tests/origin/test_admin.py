@@ -13,9 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from cdn.edge import free_port
 from metadata.cache import asset_key
 from metadata.models import JobState, master_key
-from tests.metadata.servers import free_port
 from tests.origin.conftest import MakeOrigin, Media, publish_fake
 
 API_KEY = "s3cret-admin-key"

@@ -14,8 +14,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from cdn.edge import free_port
 from metadata import open_objects, open_store
-from tests.metadata.servers import free_port, wait_port
+from tests.metadata.servers import wait_port
 from tests.origin.conftest import Media, publish_fake
 
 
