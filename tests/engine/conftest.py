@@ -1,3 +1,3 @@
-from tests.metadata.servers import redis_url
+from tests.metadata.servers import redis_url, s3_endpoint
 
-__all__ = ["redis_url"]
+__all__ = ["redis_url", "s3_endpoint"]
