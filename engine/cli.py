@@ -136,10 +136,10 @@ def ingest_cmd(
     """Run the whole pipeline on PATH; exit 0 once the asset is ready."""
     settings = Settings()
     aid = asset_id or new_asset_id(path)
-    seg = segment_seconds or settings.segment_seconds
+    seg = settings.segment_seconds if segment_seconds is None else segment_seconds
     options = IngestOptions(
         ladder=ladder, preset=preset or settings.preset, segment_seconds=seg,
-        gop_seconds=min(settings.gop_seconds, seg), copy=copy, encoder=settings.encoder,
+        gop_seconds=settings.gop_seconds, copy=copy, encoder=settings.encoder,
     )
     try:
         check_asset_id(aid)

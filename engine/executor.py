@@ -17,6 +17,13 @@ from metadata.models import master_key
 log = logging.getLogger(__name__)
 
 
+def _flag(value: object) -> bool:
+    """A form field ("true", "0", ...) or a JSON boolean."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
 def options_from(settings: Settings, raw: dict[str, Any]) -> IngestOptions:
     """Job options as sent over the admin API or a queue, defaults from settings."""
     return IngestOptions(
@@ -24,7 +31,7 @@ def options_from(settings: Settings, raw: dict[str, Any]) -> IngestOptions:
         preset=str(raw.get("preset") or settings.preset),
         segment_seconds=float(raw.get("segment_seconds") or settings.segment_seconds),
         gop_seconds=float(raw.get("gop_seconds") or settings.gop_seconds),
-        copy=bool(raw.get("copy", False)),
+        copy=_flag(raw.get("copy", False)),
         encoder=str(raw.get("encoder") or settings.encoder),
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import shutil
 import time
@@ -28,6 +29,10 @@ from metadata.store import MetadataStore
 from packager.codecs import codec_string
 
 log = logging.getLogger(__name__)
+
+# x264's presets; the GPU worker maps them onto NVENC's p1..p7.
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+           "slower", "veryslow", "placebo")
 
 ASSET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -60,6 +65,15 @@ class Services:
 def new_asset_id(master: Path) -> str:
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", master.stem).strip("-_")[:40] or "asset"
     return f"{stem}-{uuid.uuid4().hex[:8]}"
+
+
+def gop_for(segment_seconds: float, preferred: float) -> float:
+    """The longest GOP up to `preferred` that divides the segment evenly: segments are
+    cut at forced keyframes, so every segment must hold whole GOPs."""
+    if not segment_seconds > 0:
+        raise IngestError(f"segment duration must be positive, got {segment_seconds:g} s")
+    count = max(1, math.ceil(segment_seconds / preferred - 1e-9))
+    return segment_seconds / count
 
 
 def check_asset_id(asset_id: str) -> str:
@@ -180,6 +194,10 @@ async def ingest(
     """
     store, objects = services.store, services.objects
     check_asset_id(asset_id)
+    # Refuse bad settings up front, before anything is recorded.
+    gop_for(options.segment_seconds, options.gop_seconds)
+    if not options.copy and options.preset not in PRESETS:
+        raise IngestError(f"unknown preset {options.preset!r}; use one of {', '.join(PRESETS)}")
     existing = await store.get_asset(asset_id)
     if existing is not None and existing.state == JobState.READY:
         raise IngestError(f"asset {asset_id} already exists; delete it or choose another --id")
@@ -227,7 +245,8 @@ async def ingest(
             writer = _StateWriter(loop, store, asset_id, JobState.TRANSCODING, on_progress)
             transcoder = native.Transcoder(
                 master, out_dir, rungs, segment_seconds=options.segment_seconds,
-                gop_seconds=options.gop_seconds, preset=options.preset)
+                gop_seconds=gop_for(options.segment_seconds, options.gop_seconds),
+                preset=options.preset)
             result = await _in_thread(lambda: transcoder.run(writer), transcoder.cancel)
             await store.set_state(asset_id, JobState.PACKAGING, progress=0.0)
             report(JobState.PACKAGING, 0.0)
@@ -257,7 +276,10 @@ async def ingest(
             await store.set_state(asset_id, JobState.FAILED, error=reason)
         except Exception:  # the store itself may be what failed
             log.exception("could not record failure of %s", asset_id)
-        if isinstance(exc, native.InvalidDataError | native.NotFoundError):
+        # Bad media (InvalidDataError is a ValueError) or a setting the core refuses
+        # (an unknown preset, say): the user's input, reported in one line.
+        if isinstance(exc, ValueError | native.NotFoundError) and not isinstance(
+                exc, IngestError):
             raise IngestError(f"{master}: {exc}") from exc
         raise
     finally:

@@ -85,3 +85,35 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
         assert f"tty: {stage}" in screen
     assert "100.0%" in screen
     assert "tty: ready" in screen
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--segment-seconds", "0"], "segment duration must be positive, got 0 s"),
+        (["--preset", "warpspeed"], "unknown preset 'warpspeed'"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    from tests.media import make_master
+
+    master = make_master(tmp_path / "m.mp4", seconds=1, width=320, height=240)
+    proc = make_env(tmp_path / "data").run("ingest", str(master), "--id", "bad", *args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_segment_not_a_multiple_of_the_gop_still_aligns(tmp_path: Path) -> None:
+    """3 s segments with the default 2 s GOP: the GOP shortens to 1.5 s so every
+    segment holds whole GOPs, and segments come out at 3 s."""
+    import json
+
+    from tests.media import make_master
+
+    master = make_master(tmp_path / "m.mp4", seconds=6, width=320, height=240)
+    env = make_env(tmp_path / "data", CDLC_PRESET="ultrafast")
+    proc = env.run("ingest", str(master), "--id", "three", "--segment-seconds", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert [r["segments"] for r in result["renditions"] if r["kind"] == "video"] == [2]
