@@ -20,43 +20,23 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from cdn.edge import free_port
 from metadata import open_objects, open_store
 from metadata.models import Asset, Rendition, Segment, media_key
+from tests.conftest import wait_http
 
 ASSET = "bench1"
 SEGMENT_BYTES = 2 * 2**20
 N_SEGMENTS = 30
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} did not answer in {timeout}s")
-        time.sleep(0.05)
 
 
 async def publish(data_dir: Path) -> None:
