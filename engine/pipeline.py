@@ -23,9 +23,10 @@ import native
 from engine.ladder import plan_ladder
 from engine.workers import choose_encoder
 from metadata.cache import Cache, invalidate_asset
-from metadata.models import Asset, JobState, Rendition, Segment, media_key
+from metadata.models import ASSET_ID_RE, Asset, JobState, Rendition, Segment, media_key
 from metadata.objects import ObjectStore
 from metadata.store import MetadataStore
+from packager.bitrates import average_bitrate, peak_bitrate
 from packager.codecs import codec_string
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,6 @@ log = logging.getLogger(__name__)
 # x264's presets; the GPU worker maps them onto NVENC's p1..p7.
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
            "slower", "veryslow", "placebo")
-
-ASSET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 # (stage, fraction of that stage in 0..1); called from worker threads too.
 ProgressFn = Callable[[JobState, float], None]
@@ -77,7 +76,7 @@ def gop_for(segment_seconds: float, preferred: float) -> float:
 
 
 def check_asset_id(asset_id: str) -> str:
-    if not ASSET_ID.match(asset_id):
+    if not ASSET_ID_RE.fullmatch(asset_id):
         raise IngestError(
             f"invalid asset id {asset_id!r}: use 1-64 letters, digits, '-' or '_'"
         )
@@ -138,25 +137,21 @@ def to_models(
     for r in result.renditions:
         t = r.track
         is_video = t.kind == native.TrackKind.VIDEO
-        sizes = [s.size for s in r.segments]
-        durations = [s.duration / t.timescale for s in r.segments]
-        total_seconds = sum(durations) or 1.0
-        avg = int(sum(sizes) * 8 / total_seconds)
-        peak = max((int(sz * 8 / d) for sz, d in zip(sizes, durations, strict=True) if d > 0),
-                   default=avg)
+        own = [Segment(asset_id=asset_id, rendition_id=r.id, number=s.number, start=s.start,
+                       duration=s.duration, size=s.size, iframe_size=s.iframe_size)
+               for s in r.segments]
+        # The same measure the manifests state (packager.bitrates), stored once.
+        avg = average_bitrate(own, t.timescale)
         renditions.append(Rendition(
             asset_id=asset_id, id=r.id, kind="video" if is_video else "audio", codec=t.codec,
             codec_string=codec_string(t.codec, t.extradata), timescale=t.timescale,
-            bitrate=t.bitrate or avg, avg_bitrate=avg, peak_bitrate=peak,
+            bitrate=t.bitrate or avg, avg_bitrate=avg,
+            peak_bitrate=peak_bitrate(own, t.timescale),
             width=t.width, height=t.height, sar=f"{t.sar_num}:{t.sar_den}",
             frame_rate=_frame_rate(t) if is_video else "",
             sample_rate=t.sample_rate, channels=t.channels, language=t.language,
         ))
-        segments.extend(
-            Segment(asset_id=asset_id, rendition_id=r.id, number=s.number, start=s.start,
-                    duration=s.duration, size=s.size, iframe_size=s.iframe_size)
-            for s in r.segments
-        )
+        segments.extend(own)
     return renditions, segments
 
 
