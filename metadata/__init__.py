@@ -13,6 +13,16 @@ from metadata.store import MetadataStore
 __all__ = ["Cache", "MetadataStore", "ObjectStore", "open_cache", "open_objects", "open_store"]
 
 
+def _local_path(url: str, default: Path, form: str) -> Path:
+    """The absolute path of a scheme:///path URL; `default` when the URL is empty."""
+    if not url:
+        return default
+    parts = urlsplit(url)
+    if not parts.path or parts.netloc:
+        raise ValueError(f"expected {form}, got {url!r}")
+    return Path(parts.path)
+
+
 def open_store(url: str, data_dir: Path) -> MetadataStore:
     """The metadata store named by ``url`` (``CDLC_METADATA``). Connections open
     lazily on first use (in the process that uses them: safe to call before fork).
@@ -24,13 +34,8 @@ def open_store(url: str, data_dir: Path) -> MetadataStore:
     if url == "" or url.startswith("sqlite:"):
         from metadata.sqlite_store import SQLiteStore
 
-        path = Path(data_dir) / "metadata.db"
-        if url:
-            parts = urlsplit(url)
-            if not parts.path or parts.netloc:
-                raise ValueError(f"expected sqlite:///absolute/path.db, got {url!r}")
-            path = Path(parts.path)
-        return SQLiteStore(path)
+        return SQLiteStore(_local_path(url, Path(data_dir) / "metadata.db",
+                                       "sqlite:///absolute/path.db"))
     if url.startswith("scylla://"):
         from metadata.scylla_store import ScyllaStore
 
@@ -50,13 +55,8 @@ def open_objects(url: str, data_dir: Path) -> ObjectStore:
     if url == "" or url.startswith("file:"):
         from metadata.local_objects import LocalObjects
 
-        root = Path(data_dir) / "objects"
-        if url:
-            parts = urlsplit(url)
-            if not parts.path or parts.netloc:
-                raise ValueError(f"expected file:///absolute/dir, got {url!r}")
-            root = Path(parts.path)
-        return LocalObjects(root)
+        return LocalObjects(_local_path(url, Path(data_dir) / "objects",
+                                        "file:///absolute/dir"))
     if url.startswith("s3://"):
         from metadata.s3_objects import S3Objects
 
