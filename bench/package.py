@@ -30,7 +30,6 @@ import datetime as dt
 import functools
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -41,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import native
+from bench import cpu_children, cpu_self
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -81,18 +81,8 @@ def make_master(minutes: int) -> Path:
     return path
 
 
-def children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def self_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def timed(fn: Callable[[], None], in_process: bool) -> tuple[float, float]:
-    cpu = self_cpu if in_process else children_cpu
+    cpu = cpu_self if in_process else cpu_children
     c0, t0 = cpu(), time.perf_counter()
     fn()
     return time.perf_counter() - t0, cpu() - c0

@@ -27,7 +27,6 @@ import datetime as dt
 import os
 import platform
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import native
+from bench import cpu_children, cpu_self
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 # (label = height, width, kbit/s)
@@ -146,16 +146,6 @@ class Timing:
     def add(self, wall: float, cpu: float) -> None:
         self.wall.append(wall)
         self.cpu.append(cpu)
-
-
-def cpu_self() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
-def cpu_children() -> float:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
 
 
 def timed_children(*cmds: list[str]) -> tuple[float, float]:
