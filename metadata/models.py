@@ -6,9 +6,14 @@ Times in a rendition's segments are in that rendition's timescale.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+# An asset id as it may appear in a URL path and an object key (use fullmatch):
+# the engine refuses others, the origin answers 400 for them.
+ASSET_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 class JobState(StrEnum):

@@ -37,13 +37,13 @@ from aiohttp import hdrs, web
 
 from cdn.tokens import TokenError, check
 from metadata.cache import Cache, asset_key
-from metadata.models import Asset, JobState, Rendition, Segment, media_key
+from metadata.models import ASSET_ID_RE, Asset, JobState, Rendition, Segment, media_key
 from metadata.objects import ObjectStat, ObjectStore
 from metadata.store import MetadataStore
 from origin.metrics import ROUTE, Metrics
 
 # Same rule as engine.pipeline.ASSET_ID: what the engine accepts, we serve.
-ASSET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+ASSET_RE = ASSET_ID_RE
 RENDITION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 SEGMENT_RE = re.compile(r"([1-9][0-9]{0,8})\.m4s")
 
