@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -64,21 +63,26 @@ def test_killed_ingest_leaves_nothing_served(tmp_path: Path, small_master: Path)
     """SIGKILL the CLI mid-job: the asset never turns READY and the origin 404s."""
     env = make_env(tmp_path / "data", CDLC_PRESET="medium")
     big = make_master(tmp_path / "long.mp4", seconds=20, width=1280, height=720)
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "ingest", str(big), "--id",
-                             "killed"], env=env.env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    state = ""
-    while time.monotonic() < deadline:
-        out = env.run("status", "killed", "--json")
-        if out.returncode == 0:
-            state = json.loads(out.stdout)["state"]
-            if state == "transcoding":
-                break
-        time.sleep(0.2)
-    assert state == "transcoding"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    log = tmp_path / "ingest.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "ingest", str(big), "--id",
+                                 "killed"], env=env.env, cwd=ROOT,
+                                stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        state, last = "", ""
+        while time.monotonic() < deadline:
+            out = env.run("status", "killed", "--json")
+            last = out.stderr
+            if out.returncode == 0:
+                state = json.loads(out.stdout)["state"]
+                if state == "transcoding":
+                    break
+            time.sleep(0.2)
+        assert state == "transcoding", (last, log.read_text())
+    finally:
+        proc.kill()  # SIGKILL: no cleanup runs, as when a worker machine dies
+        proc.wait()
     status = json.loads(env.run("status", "killed", "--json").stdout)
     assert status["state"] != "ready"
     assert status["renditions"] == []
