@@ -108,13 +108,30 @@ class SQLiteStore:
                 check_same_thread=True,
             )
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            self._ensure_wal(conn)
             # NORMAL is durable across application crashes in WAL mode; a power loss
             # may drop the last commits but never corrupts (sqlite.org/pragma.html).
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.executescript(_SCHEMA)
             self._conn = conn
         return self._conn
+
+    def _ensure_wal(self, conn: sqlite3.Connection) -> None:
+        """WAL mode is stored in the file, so it is set once. Switching needs an
+        exclusive lock and SQLite answers BUSY at once, without the busy handler, when
+        another process opens the fresh file at the same moment (seen: `cdlc ingest`
+        and `cdlc status` started together): retry until the busy timeout."""
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
