@@ -148,6 +148,10 @@ def main() -> None:
                 shutil.rmtree(work / "out", ignore_errors=True)
                 shutil.rmtree(work / "cmd", ignore_errors=True)
                 (work / "out").mkdir()
+                # Every contender starts from the same state: no dirty pages left
+                # by the one before (467 MB of writeback would land on whoever runs
+                # next, by chance), the master still in the page cache.
+                os.sync()
                 wall, cpu = timed(functools.partial(fn, out), in_process)
                 times[name].append(wall)
                 cpus[name].append(cpu)

@@ -266,6 +266,59 @@ def test_faststart_and_truncated_mp4(copy_masters: dict[str, Path], tmp_path: Pa
         native.package_copy(truncated, tmp_path / "tr", SEGMENT_SECONDS)
 
 
+def test_failed_segment_write_raises_in_the_caller(copy_masters: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    """Segments are written on pool threads: a write that fails there (here a
+    directory squats on 2.m4s) reaches the caller as an OSError naming the file."""
+    out = tmp_path / "out"
+    (out / "v360" / "2.m4s").mkdir(parents=True)
+    with pytest.raises(OSError, match=r"v360/2\.m4s"):
+        native.package_copy(copy_masters["mp4"], out, SEGMENT_SECONDS)
+    # The same call into a clean directory still works: nothing was left wedged.
+    assert native.package_copy(copy_masters["mp4"], tmp_path / "again", SEGMENT_SECONDS)
+
+
+_SHRINK = """
+import os, sys, threading, time
+from pathlib import Path
+import native
+master, out = Path(sys.argv[1]), Path(sys.argv[2])
+
+def shrink() -> None:
+    # As soon as the first segment exists the rest are being copied from the
+    # mapped master: cut the file under them.
+    deadline = time.monotonic() + 30
+    while not any(out.glob("*/1.m4s")) and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    os.truncate(master, 4096)
+
+threading.Thread(target=shrink, daemon=True).start()
+try:
+    native.package_copy(master, out, 0.5)
+except (OSError, ValueError) as exc:
+    print(exc)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_master_shrinking_during_the_copy_never_crashes(attempt: int, tmp_path: Path) -> None:
+    """The fast path maps the master and hands the mapping to writev(2). A master
+    truncated under it must give an error (or, when the copy won the race, a
+    result), never SIGBUS: the process exits on its own."""
+    import subprocess
+    import sys
+
+    master = make_master(tmp_path / "m.mp4", seconds=20, width=320, height=240, fps="25",
+                         vcodec=["-c:v", "libx264", "-preset", "ultrafast", "-g", "12",
+                                 "-b:v", "12M", "-pix_fmt", "yuv420p"])
+    proc = subprocess.run([sys.executable, "-c", _SHRINK, str(master), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode in (0, 3), (proc.returncode, proc.stderr)
+    if proc.returncode == 3:
+        assert "changed size" in proc.stdout or "truncated" in proc.stdout, proc.stdout
+
+
 def test_opus_in_matroska(tmp_path: Path) -> None:
     src = make_master(tmp_path / "opus.mkv", seconds=2, width=320, height=240, fps="25",
                       channels=2, acodec=["-c:a", "libopus", "-b:a", "64k"])

@@ -22,6 +22,7 @@
 // times that go backwards; IOError when a file cannot be written.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,6 +30,30 @@
 #include "common/media_types.h"
 
 namespace cdlc {
+
+class WritePool;
+
+// A source file mapped read-only for the copy path. Its bytes are never read in
+// user space: they are only handed to writev(2), so a file truncated while we
+// work turns into an EFAULT from the kernel (an IOError), never a SIGBUS.
+class MappedFile {
+public:
+    // Null when the file cannot be mapped (not a regular file, empty).
+    static std::shared_ptr<const MappedFile> open(const std::string& path);
+    ~MappedFile();
+    MappedFile(const MappedFile&) = delete;
+    MappedFile& operator=(const MappedFile&) = delete;
+
+    int fd() const { return fd_; }
+    const uint8_t* data() const { return data_; }
+    uint64_t size() const { return size_; }
+
+private:
+    MappedFile() = default;
+    int fd_ = -1;
+    const uint8_t* data_ = nullptr;
+    uint64_t size_ = 0;
+};
 
 class CmafSegmenter : public PacketSink {
 public:
@@ -49,10 +74,10 @@ public:
     void write_borrowed(const EncodedPacket& packet, std::shared_ptr<const void> owner,
                         const uint8_t* data, size_t size);
 
-    // File-to-file variant: the sample is `range` of an open file, read when
-    // the segment is written (neighbouring samples with one read).
+    // File-to-file variant: the sample is `range` of a mapped source file, copied
+    // by the kernel when the segment is written (one copy, no read buffer).
     struct FileRange {
-        std::shared_ptr<const int> fd;  // its deleter closes the file
+        std::shared_ptr<const MappedFile> file;
         uint64_t offset = 0;
         uint64_t size = 0;
     };
@@ -70,6 +95,11 @@ public:
 
     // For encoders whose extradata is only known after the first packet.
     void set_track(const TrackInfo& track);
+
+    // Media segments go to `pool` instead of being written in the caller's
+    // thread (init.mp4 still is). finish() waits for them; a failed write is
+    // rethrown by a later write or by finish(). Set before the first packet.
+    void set_write_pool(std::shared_ptr<WritePool> pool);
 
 private:
     struct Impl;

@@ -10,10 +10,11 @@
 // interleaving may deliver audio before the keyframe that decides its segment.
 //
 // Sample bytes take the cheapest route their container allows: MP4/MOV samples
-// that need no rewriting are read by position straight from the source file when
-// the segment is written (see "MP4 fast path" below); Matroska samples are
+// that need no rewriting are copied by position straight from the mapped source
+// file when the segment is written (see "MP4 fast path" below); Matroska samples are
 // borrowed from the demuxer's packets; MPEG-TS samples are rewritten (Annex B,
-// ADTS) into owned buffers.
+// ADTS) into owned buffers. Segment files are written by a WritePool, so
+// several segments are copied at once on a multi-core machine.
 #include "remux/remux.h"
 
 #include <algorithm>
@@ -36,6 +37,7 @@ extern "C" {
 
 #include "cmaf/nal.h"
 #include "cmaf/segmenter.h"
+#include "cmaf/write_pool.h"
 #include "common/error.h"
 #include "remux/adts.h"
 
@@ -58,20 +60,21 @@ struct Pending {
     std::shared_ptr<const void> owner;
     const uint8_t* data = nullptr;
     size_t size = 0;
-    CmafSegmenter::FileRange range;  // set (range.fd) on the MP4 fast path
+    CmafSegmenter::FileRange range;  // set (range.file) on the MP4 fast path
 };
 
 void write_to(CmafSegmenter& seg, Pending&& q) {
-    if (q.range.fd) seg.write_range(q.p, q.range);
+    if (q.range.file) seg.write_range(q.p, q.range);
     else if (q.owner) seg.write_borrowed(q.p, std::move(q.owner), q.data, q.size);
     else seg.write(std::move(q.p));
 }
 
 // ---- MP4 fast path ------------------------------------------------------------
 // For MP4/MOV masters whose samples need no rewriting, the sample bytes go from
-// the source file to the segment files with copy_file_range. libavformat still
-// does all the demuxing (timestamps, sample flags, edit lists), but over an I/O
-// layer that serves the real bytes of everything except mdat payloads: reads of
+// the source file, mapped, to the segment files with writev: the kernel copies
+// each byte once (page cache to page cache) and no read buffer is touched.
+// libavformat still does all the demuxing (timestamps, sample flags, edit lists),
+// but over an I/O layer that serves the real bytes of everything except mdat payloads: reads of
 // those return without copying, so the demuxer only hands over positions and
 // sizes (AVPacket.pos/size) and never pays for the media bytes.
 
@@ -153,7 +156,7 @@ int64_t skip_mdat_seek(void* opaque, int64_t offset, int whence) {
 
 // The demuxer for the fast path, or null when the input does not qualify.
 struct FastSource {
-    std::shared_ptr<const int> fd;
+    std::shared_ptr<const MappedFile> file;
     SkipMdatIO io;
     AVIOContext* avio = nullptr;
     AVFormatContext* fmt = nullptr;
@@ -168,17 +171,12 @@ struct FastSource {
 
 std::unique_ptr<FastSource> open_fast_source(const std::string& input, const AVFormatContext* probed) {
     if (!std::strstr(probed->iformat->name, "mp4")) return nullptr;
-    const int raw_fd = ::open(input.c_str(), O_RDONLY | O_CLOEXEC);
-    if (raw_fd < 0) return nullptr;
     auto src = std::make_unique<FastSource>();
-    src->fd = std::shared_ptr<const int>(new int(raw_fd), [](const int* f) {
-        ::close(*f);
-        delete f;
-    });
-    struct stat st {};
-    if (::fstat(raw_fd, &st) != 0 || !S_ISREG(st.st_mode)) return nullptr;
+    src->file = MappedFile::open(input);
+    if (!src->file) return nullptr;
+    const int raw_fd = src->file->fd();
     src->io.fd = raw_fd;
-    src->io.size = static_cast<uint64_t>(st.st_size);
+    src->io.size = src->file->size();
     src->io.mdat = mdat_payloads(raw_fd, src->io.size);
     if (src->io.mdat.empty()) return nullptr;
     // Small on purpose: avio_read() hands reads larger than its buffer straight
@@ -451,6 +449,11 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
         audio.seg = std::make_unique<CmafSegmenter>(t, output_dir + "/audio", video.st ? 0.0 : segment_seconds);
     }
 
+    // Segment files are written on other cores while demuxing goes on.
+    auto pool = std::make_shared<WritePool>();
+    for (CmafSegmenter* seg : {video.seg.get(), audio.seg.get()})
+        if (seg) seg->set_write_pool(pool);
+
     // MP4/MOV whose samples go out unchanged: copy them file to file.
     std::unique_ptr<FastSource> fast;
     if ((!video.st || video.norm.passthrough()) && (!audio.st || !audio.adts))
@@ -576,7 +579,7 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
         p.keyframe = key;
         if (fast) {
             if (pkt->pos < 0) throw InvalidDataError("video sample without a file position in " + input);
-            q.range = {fast->fd, uint64_t(pkt->pos), uint64_t(pkt->size)};
+            q.range = {fast->file, uint64_t(pkt->pos), uint64_t(pkt->size)};
         } else if (video.norm.passthrough()) {
             q.data = pkt->data;
             q.size = size_t(pkt->size);
@@ -605,7 +608,7 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
         EncodedPacket& p = q.p;
         if (pkt && fast) {
             if (pkt->pos < 0) throw InvalidDataError("audio sample without a file position in " + input);
-            q.range = {fast->fd, uint64_t(pkt->pos), uint64_t(pkt->size)};
+            q.range = {fast->file, uint64_t(pkt->pos), uint64_t(pkt->size)};
         } else if (pkt) {
             q.data = d;
             q.size = n;
