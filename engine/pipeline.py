@@ -15,7 +15,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import native
 from engine.ladder import plan_ladder
 from engine.workers import choose_encoder
 from metadata.cache import Cache, invalidate_asset
-from metadata.models import ASSET_ID_RE, Asset, JobState, Rendition, Segment, media_key
+from metadata.models import ASSET_ID_RE, Asset, JobState, Rendition, Segment, media_prefix
 from metadata.objects import ObjectStore
 from metadata.store import MetadataStore
 from packager.bitrates import average_bitrate, peak_bitrate
@@ -155,25 +155,6 @@ def to_models(
     return renditions, segments
 
 
-async def _upload(objects: ObjectStore, asset_id: str, out_dir: Path,
-                  renditions: Sequence[Rendition], segments: Sequence[Segment],
-                  on_progress: Callable[[float], None]) -> None:
-    files = [(r.id, "init.mp4") for r in renditions]
-    files += [(s.rendition_id, f"{s.number}.m4s") for s in segments]
-    sem = asyncio.Semaphore(8)
-    done = 0
-
-    async def one(rendition_id: str, name: str) -> None:
-        nonlocal done
-        async with sem:
-            await objects.adopt_file(media_key(asset_id, rendition_id, name),
-                                     out_dir / rendition_id / name)
-        done += 1
-        on_progress(done / len(files))
-
-    await asyncio.gather(*(one(rid, name) for rid, name in files))
-
-
 async def ingest(
     services: Services,
     asset_id: str,
@@ -253,8 +234,10 @@ async def ingest(
 
         await store.set_state(asset_id, JobState.PUBLISHING, progress=0.0)
         uploaded = True
-        await _upload(objects, asset_id, out_dir, renditions, segments,
-                      lambda f: report(JobState.PUBLISHING, f))
+        # The work directory holds exactly the renditions' init.mp4 and N.m4s,
+        # laid out as media_key() names them.
+        await objects.adopt_tree(media_prefix(asset_id), out_dir,
+                                 lambda f: report(JobState.PUBLISHING, f))
         asset.duration = result.duration_seconds
         asset.state = JobState.READY
         asset.progress = 1.0
@@ -267,7 +250,7 @@ async def ingest(
         reason = _reason(exc)
         try:
             if uploaded:
-                await objects.delete_prefix(f"media/{asset_id}/")
+                await objects.delete_prefix(media_prefix(asset_id) + "/")
             await store.set_state(asset_id, JobState.FAILED, error=reason)
         except Exception:  # the store itself may be what failed
             log.exception("could not record failure of %s", asset_id)

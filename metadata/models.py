@@ -74,9 +74,14 @@ class Segment:
     iframe_size: int = 0             # bytes from 0 to the end of the first sync sample
 
 
+def media_prefix(asset_id: str) -> str:
+    """Object-store prefix of an asset's media: <prefix>/<rendition>/<name>."""
+    return f"media/{asset_id}"
+
+
 def media_key(asset_id: str, rendition_id: str, name: str) -> str:
     """Object-store key of a published media file (init.mp4 or N.m4s)."""
-    return f"media/{asset_id}/{rendition_id}/{name}"
+    return f"{media_prefix(asset_id)}/{rendition_id}/{name}"
 
 
 def master_key(asset_id: str) -> str:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+import shutil
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,28 @@ class S3Objects:
         """Upload, then drop the local file (S3 has no rename from local disk)."""
         await self.put_file(key, path)
         Path(path).unlink(missing_ok=True)
+
+    async def adopt_tree(self, prefix: str, directory: Path,
+                         on_progress: Callable[[float], None] | None = None) -> int:
+        """Upload every file under ``directory`` (``concurrency`` at a time), then
+        remove the directory."""
+        directory = Path(directory)
+        files = [Path(root) / name for root, _, names in os.walk(directory) for name in names]
+        prefix = prefix.rstrip("/")
+        gate = asyncio.Semaphore(self.concurrency)
+        done = 0
+
+        async def one(f: Path) -> None:
+            nonlocal done
+            async with gate:
+                await self.put_file(f"{prefix}/{f.relative_to(directory).as_posix()}", f)
+            done += 1
+            if on_progress is not None:
+                on_progress(done / len(files))
+
+        await asyncio.gather(*(one(f) for f in files))
+        await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, directory, True)
+        return len(files)
 
     async def put_file(self, key: str, path: Path) -> None:
         path = Path(path)

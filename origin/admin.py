@@ -30,7 +30,7 @@ from aiohttp import BodyPartReader, hdrs, web
 from cdn.purge import purge_asset
 from metadata.cache import Cache, invalidate_asset
 from metadata.local_objects import LocalObjects
-from metadata.models import Asset, JobState, Rendition, master_key
+from metadata.models import Asset, JobState, Rendition, master_key, media_prefix
 from metadata.objects import ObjectStore
 from metadata.store import MetadataStore
 from origin.openapi import OPENAPI
@@ -275,7 +275,7 @@ class Admin:
         # entry goes too), then the bytes, then the edges' copies.
         existed = await self.store.delete_asset(asset_id)
         await self._invalidate(asset_id)
-        removed = await self.objects.delete_prefix(f"media/{asset_id}/")
+        removed = await self.objects.delete_prefix(media_prefix(asset_id) + "/")
         removed += await self.objects.delete_prefix(f"masters/{asset_id}/")
         if not existed and removed == 0:
             return problem(404, f"no asset {asset_id}")

@@ -134,3 +134,59 @@ def test_bad_ladder_spec_is_a_usage_error(cdlc_env: CdlcEnv, tmp_path: Path) -> 
     proc = cdlc_env.run("ingest", str(master), "--ladder", "tall:fast")
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "ladder" in proc.stderr.lower()
+
+
+def _packets(target: str | Path, kind: str) -> list[tuple[float, bool, bytes]]:
+    """(presentation time from the stream's first packet, keyframe, bytes); relative
+    times, since FFmpeg shifts a track with negative composition offsets."""
+    import av
+
+    with av.open(str(target)) as c:
+        stream = c.streams.video[0] if kind == "video" else c.streams.audio[0]
+        tb = stream.time_base
+        assert tb is not None
+        packets = [p for p in c.demux(stream) if p.size and p.pts is not None]
+        first = min(p.pts for p in packets)
+        return [(round(float((p.pts - first) * tb), 3), p.is_keyframe, bytes(p)) for p in packets]
+
+
+def test_ingest_copy_publishes_the_masters_own_packets(
+    cdlc_env: CdlcEnv, origin_url: str, tmp_path: Path
+) -> None:
+    """`cdlc ingest --copy` (issue 4's package-only path, whole command): no
+    re-encode, the master's own keyframes cut the segments, the published
+    renditions carry byte-identical packets, both manifests play over HTTP, and
+    the job's work directory is consumed by the publish."""
+    master = make_master(
+        tmp_path / "ready.mp4", seconds=6, width=640, height=360, fps="30",
+        vcodec=["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+                "-x264-params", "keyint=30:min-keyint=30:scenecut=0:bframes=3"])
+    out = ingest_json(cdlc_env, master, "copied", "--copy", "--segment-seconds", "2")
+    assert out["state"] == "ready"
+    video, audio = out["renditions"]
+    assert (video["id"], video["height"], video["segments"]) == ("v360", 360, 3)
+    assert video["codec"].startswith("avc1.64") and audio["codec"] == "mp4a.40.2"
+    base = f"{origin_url}/vod/copied"
+    assert _packets(f"{base}/v360/media.m3u8", "video") == _packets(master, "video")
+    assert [p[2] for p in _packets(f"{base}/audio/media.m3u8", "audio")] == \
+        [p[2] for p in _packets(master, "audio")]
+    mpd = ffprobe(f"{base}/manifest.mpd", "-show_streams")
+    assert sorted(s["codec_type"] for s in mpd["streams"]) == ["audio", "video"]
+    assert abs(media_duration(f"{base}/master.m3u8") - 6.0) < 0.05
+    assert list((cdlc_env.data_dir / "work").iterdir()) == []
+    published = cdlc_env.data_dir / "objects" / "media" / "copied"
+    assert sorted(p.name for p in (published / "v360").iterdir()) == \
+        ["1.m4s", "2.m4s", "3.m4s", "init.mp4"]
+
+
+def test_ingest_copy_of_a_codec_it_cannot_copy_says_transcode(
+    cdlc_env: CdlcEnv, origin_url: str, tmp_path: Path
+) -> None:
+    master = make_master(tmp_path / "vp9.mkv", seconds=1, width=320, height=240,
+                         vcodec=["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"],
+                         acodec=["-c:a", "libopus"])
+    proc = cdlc_env.run("ingest", str(master), "--id", "vp9copy", "--copy")
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "vp9" in line and "without re-encoding" in line
+    assert http_status(f"{origin_url}/vod/vp9copy/master.m3u8") == 404

@@ -111,6 +111,52 @@ async def test_delete_prefix_counts_and_spares_neighbours(objects: ObjectStore) 
         await objects.delete_prefix("")
 
 
+def _job_output(root: Path) -> Path:
+    out = root / "out"
+    for rendition, n in (("v720", 3), ("audio", 2)):
+        (out / rendition).mkdir(parents=True)
+        (out / rendition / "init.mp4").write_bytes(f"init {rendition}".encode())
+        for i in range(1, n + 1):
+            (out / rendition / f"{i}.m4s").write_bytes(f"{rendition} {i}".encode())
+    return out
+
+
+async def test_adopt_tree_moves_every_file_under_the_prefix(
+        objects: ObjectStore, tmp_path: Path) -> None:
+    out = _job_output(tmp_path)
+    fractions: list[float] = []
+    assert await objects.adopt_tree("media/a1", out, fractions.append) == 7
+    assert not out.exists()
+    assert await objects.get_bytes("media/a1/v720/init.mp4") == b"init v720"
+    assert await objects.get_bytes("media/a1/v720/3.m4s") == b"v720 3"
+    assert await objects.get_bytes("media/a1/audio/2.m4s") == b"audio 2"
+    assert fractions and fractions[-1] == 1.0
+    # Published objects answer stat like any other (the origin's ETag source).
+    stat = await objects.stat("media/a1/audio/1.m4s")
+    assert stat is not None and stat.size == len(b"audio 1")
+
+
+async def test_adopt_tree_over_a_leftover_replaces_files(
+        objects: ObjectStore, tmp_path: Path) -> None:
+    """A killed job can leave files under the prefix: the new tree's files win."""
+    await objects.put_bytes("media/a2/v720/1.m4s", b"stale")
+    out = _job_output(tmp_path)
+    assert await objects.adopt_tree("media/a2", out) == 7
+    assert await objects.get_bytes("media/a2/v720/1.m4s") == b"v720 1"
+    assert await objects.get_bytes("media/a2/audio/init.mp4") == b"init audio"
+    assert not out.exists()
+
+
+async def test_local_adopt_tree_refuses_bad_names_before_moving(tmp_path: Path) -> None:
+    store = LocalObjects(tmp_path / "o")
+    out = _job_output(tmp_path)
+    (out / "v720" / ".hidden").write_bytes(b"x")
+    with pytest.raises(ValueError, match="invalid object key"):
+        await store.adopt_tree("media/a3", out)
+    assert (out / "v720" / "1.m4s").exists()  # nothing moved
+    assert await store.stat("media/a3/v720/1.m4s") is None
+
+
 async def test_local_path(objects: ObjectStore) -> None:
     await objects.put_bytes("media/a/v1/init.mp4", b"abc")
     path = objects.local_path("media/a/v1/init.mp4")
