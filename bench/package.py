@@ -81,6 +81,12 @@ def make_master(minutes: int) -> Path:
     return path
 
 
+def cdlc_command() -> list[str]:
+    """The user's `cdlc` (the venv's console script), else the module."""
+    script = Path(sys.executable).with_name("cdlc")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "engine.cli"]
+
+
 def timed(fn: Callable[[], None], in_process: bool) -> tuple[float, float]:
     cpu = cpu_self if in_process else cpu_children
     c0, t0 = cpu(), time.perf_counter()
@@ -121,7 +127,7 @@ def main() -> None:
         "cdlc call": (cdlc_call, True),
         "cdlc command": (lambda out: run([sys.executable, "-c", code]), False),
         "cdlc ingest --copy": (lambda out: run(
-            [sys.executable, "-m", "engine.cli", "ingest", str(master), "--copy",
+            [*cdlc_command(), "ingest", str(master), "--copy",
              "--segment-seconds", seg, "--json"],
             env={**{k: v for k, v in os.environ.items() if not k.startswith("CDLC_")},
                  "CDLC_DATA_DIR": str(out / "data")}), False),

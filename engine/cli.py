@@ -1,4 +1,9 @@
-"""The `cdlc` command line (DESIGN.md "Contracts others rely on")."""
+"""The `cdlc` command line (DESIGN.md "Contracts others rely on").
+
+Start-up is part of every command's cost (a package-only ingest of a 10-minute
+master takes about as long as importing the engine), so this module imports the
+pipeline, the stores and the servers inside the commands that use them.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,18 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from engine.config import Settings
-from engine.pipeline import IngestError, IngestOptions, check_asset_id, ingest, new_asset_id
+from engine.job_spec import IngestError, IngestOptions, check_asset_id, check_options, new_asset_id
 from engine.progress import JobProgress
-from engine.services import Backends, open_backends
 from metadata.models import Asset, JobState
+
+if TYPE_CHECKING:
+    from engine.copy_run import CopyRun
+    from engine.services import Backends
 
 app = typer.Typer(
     add_completion=False,
@@ -72,18 +80,26 @@ async def asset_summary(backends: Backends, asset: Asset) -> dict[str, Any]:
 
 
 async def _ingest(settings: Settings, path: Path, asset_id: str, options: IngestOptions,
-                  show_progress: bool | None) -> dict[str, Any]:
-    backends = open_backends(settings)
+                  show_progress: bool | None, started: CopyRun | None) -> dict[str, Any]:
+    from engine.pipeline import ingest
+    from engine.services import open_backends
+
     try:
-        with JobProgress(asset_id, enabled=show_progress) as progress:
-            if settings.broker:
-                asset = await _ingest_via_broker(settings, backends, path, asset_id, options,
-                                                 progress)
-            else:
-                asset = await ingest(backends, asset_id, path, options, on_progress=progress)
-        return await asset_summary(backends, asset)
+        backends = open_backends(settings)
+        try:
+            with JobProgress(asset_id, enabled=show_progress) as progress:
+                if settings.broker:
+                    asset = await _ingest_via_broker(settings, backends, path, asset_id, options,
+                                                     progress)
+                else:
+                    asset = await ingest(backends, asset_id, path, options, on_progress=progress,
+                                         started=started)
+            return await asset_summary(backends, asset)
+        finally:
+            await backends.close()
     finally:
-        await backends.close()
+        if started is not None:  # already closed by ingest(), unless it never got there
+            await started.close()
 
 
 async def _ingest_via_broker(settings: Settings, backends: Backends, path: Path, asset_id: str,
@@ -143,7 +159,14 @@ def ingest_cmd(
     )
     try:
         check_asset_id(aid)
-        summary = asyncio.run(_ingest(settings, path, aid, options, progress))
+        check_options(options)
+        started = None
+        if copy and not settings.broker:
+            # The copy runs while the rest of the engine loads (engine/copy_run.py).
+            from engine.copy_run import CopyRun
+
+            started = CopyRun(path, settings.work_dir, aid, seg)
+        summary = asyncio.run(_ingest(settings, path, aid, options, progress, started))
     except IngestError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -167,6 +190,8 @@ def status_cmd(
     settings = Settings()
 
     async def run() -> dict[str, Any] | None:
+        from engine.services import open_backends
+
         backends = open_backends(settings)
         try:
             asset = await backends.store.get_asset(asset_id)
@@ -215,6 +240,7 @@ async def build_origin_app(settings: Settings) -> Any:
     from aiohttp import web
 
     from engine.executor import make_executor
+    from engine.services import open_backends
     from origin.app import OriginDeps, create_app
 
     backends = open_backends(settings)
@@ -303,6 +329,9 @@ def demo_cmd(
 async def _demo(settings: Settings, host: str, port: int, once: bool) -> None:
     import aiohttp
     from aiohttp import web
+
+    from engine.pipeline import ingest
+    from engine.services import open_backends
 
     asset_id = "demo"
     backends = open_backends(settings)

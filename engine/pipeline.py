@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import re
 import shutil
 import time
 import uuid
@@ -20,37 +18,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import native
+from engine.copy_run import CopyRun
+from engine.job_spec import IngestError, IngestOptions, check_asset_id, check_options, gop_for
 from engine.ladder import plan_ladder
 from engine.workers import choose_encoder
 from metadata.cache import Cache, invalidate_asset
-from metadata.models import ASSET_ID_RE, Asset, JobState, Rendition, Segment, media_prefix
+from metadata.models import Asset, JobState, Rendition, Segment, media_prefix
 from metadata.objects import ObjectStore
 from metadata.store import MetadataStore
 from packager.bitrates import average_bitrate, peak_bitrate
 from packager.codecs import codec_string
 
-log = logging.getLogger(__name__)
+__all__ = ["IngestError", "IngestOptions", "ProgressFn", "Services", "ingest", "to_models"]
 
-# x264's presets; the GPU worker maps them onto NVENC's p1..p7.
-PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
-           "slower", "veryslow", "placebo")
+log = logging.getLogger(__name__)
 
 # (stage, fraction of that stage in 0..1); called from worker threads too.
 ProgressFn = Callable[[JobState, float], None]
-
-
-class IngestError(Exception):
-    """The master or the request is unusable: a user error, reported in one line."""
-
-
-@dataclass(frozen=True)
-class IngestOptions:
-    ladder: str | None = None          # "1080:5000,720:3000"; None plans from the source
-    preset: str = "veryfast"
-    segment_seconds: float = 4.0
-    gop_seconds: float = 2.0
-    copy: bool = False                 # package without re-encoding
-    encoder: str = "auto"              # auto | cpu | gpu
 
 
 @dataclass
@@ -59,28 +43,6 @@ class Services:
     objects: ObjectStore
     cache: Cache
     work_dir: Path
-
-
-def new_asset_id(master: Path) -> str:
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", master.stem).strip("-_")[:40] or "asset"
-    return f"{stem}-{uuid.uuid4().hex[:8]}"
-
-
-def gop_for(segment_seconds: float, preferred: float) -> float:
-    """The longest GOP up to `preferred` that divides the segment evenly: segments are
-    cut at forced keyframes, so every segment must hold whole GOPs."""
-    if not segment_seconds > 0:
-        raise IngestError(f"segment duration must be positive, got {segment_seconds:g} s")
-    count = max(1, math.ceil(segment_seconds / preferred - 1e-9))
-    return segment_seconds / count
-
-
-def check_asset_id(asset_id: str) -> str:
-    if not ASSET_ID_RE.fullmatch(asset_id):
-        raise IngestError(
-            f"invalid asset id {asset_id!r}: use 1-64 letters, digits, '-' or '_'"
-        )
-    return asset_id
 
 
 class _StateWriter:
@@ -155,6 +117,20 @@ def to_models(
     return renditions, segments
 
 
+async def _copy_result(run: CopyRun) -> native.PipelineResult:
+    """The running copy's result; if this task is cancelled meanwhile, the copy (which
+    cannot be interrupted) is still waited for, so no thread outlives the job."""
+    fut = asyncio.wrap_future(run.future)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        try:
+            await fut
+        except Exception:
+            pass
+        raise
+
+
 async def ingest(
     services: Services,
     asset_id: str,
@@ -162,25 +138,50 @@ async def ingest(
     options: IngestOptions,
     on_progress: ProgressFn | None = None,
     source_name: str | None = None,
+    started: CopyRun | None = None,
 ) -> Asset:
     """Run the whole pipeline for one master. Returns the READY asset.
 
     Raises IngestError (bad input: the job is FAILED with the reason) or other
     exceptions (infrastructure); in every failure nothing of the asset is served.
+
+    A package-only job (options.copy) starts its native copy first and does its
+    bookkeeping while the copy runs; `started` hands over a copy the caller has
+    already started (engine.copy_run; the CLI does, before loading this module).
     """
+    if started is not None and not options.copy:
+        raise ValueError("a started copy needs options.copy")
+    run = started
+    try:
+        check_asset_id(asset_id)
+        check_options(options)
+        if options.copy and run is None:
+            run = CopyRun(master, services.work_dir, asset_id, options.segment_seconds)
+        return await _ingest(services, asset_id, master, options, on_progress, source_name, run)
+    finally:
+        if run is not None:
+            # Also when the job failed before it needed the copy: it still owns it.
+            await run.close()
+
+
+async def _ingest(
+    services: Services,
+    asset_id: str,
+    master: Path,
+    options: IngestOptions,
+    on_progress: ProgressFn | None,
+    source_name: str | None,
+    run: CopyRun | None,
+) -> Asset:
     store, objects = services.store, services.objects
-    check_asset_id(asset_id)
-    # Refuse bad settings up front, before anything is recorded.
-    gop_for(options.segment_seconds, options.gop_seconds)
-    if not options.copy and options.preset not in PRESETS:
-        raise IngestError(f"unknown preset {options.preset!r}; use one of {', '.join(PRESETS)}")
     existing = await store.get_asset(asset_id)
     if existing is not None and existing.state == JobState.READY:
         raise IngestError(f"asset {asset_id} already exists; delete it or choose another --id")
     asset = Asset(id=asset_id, source_name=source_name or master.name)
     await store.put_asset(asset)
     loop = asyncio.get_running_loop()
-    work = services.work_dir / f"{asset_id}-{uuid.uuid4().hex[:8]}"
+    work = run.work if run is not None else services.work_dir / f"{asset_id}-{uuid.uuid4().hex[:8]}"
+    out_dir = work / "out"
     uploaded = False
 
     def report(state: JobState, fraction: float) -> None:
@@ -194,23 +195,25 @@ async def ingest(
             raise IngestError(f"{master}: no such file")
         if master.stat().st_size == 0:
             raise IngestError(f"{master}: empty file, not a media file")
-        try:
-            info = await asyncio.to_thread(native.probe, master)
-        except native.NativeError as exc:
-            raise IngestError(f"{master}: not a playable media file ({exc})") from exc
-        if not any(s.kind == "video" for s in info.streams):
-            raise IngestError(f"{master}: no video stream")
-        report(JobState.PROBING, 1.0)
-        work.mkdir(parents=True, exist_ok=True)
-        out_dir = work / "out"
 
-        if options.copy:
+        if run is not None:
+            # The copy reads the master itself and names what it cannot package;
+            # a separate probe would only open and parse it once more.
+            report(JobState.PROBING, 1.0)
             await store.set_state(asset_id, JobState.PACKAGING, progress=0.0)
             report(JobState.PACKAGING, 0.0)
-            result = await _in_thread(
-                lambda: native.package_copy(master, out_dir, options.segment_seconds),
-                lambda: None)
+            result = await _copy_result(run)
+            if not any(r.track.kind == native.TrackKind.VIDEO for r in result.renditions):
+                raise IngestError(f"{master}: no video stream")
         else:
+            try:
+                info = await asyncio.to_thread(native.probe, master)
+            except native.NativeError as exc:
+                raise IngestError(f"{master}: not a playable media file ({exc})") from exc
+            if not any(s.kind == "video" for s in info.streams):
+                raise IngestError(f"{master}: no video stream")
+            report(JobState.PROBING, 1.0)
+            work.mkdir(parents=True, exist_ok=True)
             try:
                 rungs = plan_ladder(info, options.ladder)
                 encoder = choose_encoder(options.encoder)
@@ -261,7 +264,8 @@ async def ingest(
             raise IngestError(f"{master}: {exc}") from exc
         raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if run is None:  # a copy's work directory goes with the copy (ingest())
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _reason(exc: BaseException) -> str:

@@ -145,9 +145,10 @@ def _packets(target: str | Path, kind: str) -> list[tuple[float, bool, bytes]]:
         stream = c.streams.video[0] if kind == "video" else c.streams.audio[0]
         tb = stream.time_base
         assert tb is not None
-        packets = [p for p in c.demux(stream) if p.size and p.pts is not None]
-        first = min(p.pts for p in packets)
-        return [(round(float((p.pts - first) * tb), 3), p.is_keyframe, bytes(p)) for p in packets]
+        packets = [(p.pts, p.is_keyframe, bytes(p)) for p in c.demux(stream)
+                   if p.size and p.pts is not None]
+        first = min(pts for pts, _, _ in packets)
+        return [(round(float((pts - first) * tb), 3), key, data) for pts, key, data in packets]
 
 
 def test_ingest_copy_publishes_the_masters_own_packets(
@@ -177,6 +178,13 @@ def test_ingest_copy_publishes_the_masters_own_packets(
     published = cdlc_env.data_dir / "objects" / "media" / "copied"
     assert sorted(p.name for p in (published / "v360").iterdir()) == \
         ["1.m4s", "2.m4s", "3.m4s", "init.mp4"]
+
+    # The CLI starts the copy before the job checks the store: a refused job still
+    # waits for it and leaves no output behind, and the served asset is untouched.
+    again = cdlc_env.run("ingest", str(master), "--id", "copied", "--copy")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert list((cdlc_env.data_dir / "work").iterdir()) == []
+    assert _packets(f"{base}/v360/media.m3u8", "video") == _packets(master, "video")
 
 
 def test_ingest_copy_of_a_codec_it_cannot_copy_says_transcode(
