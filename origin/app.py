@@ -21,7 +21,7 @@ from metadata.cache import Cache
 from metadata.objects import ObjectStore
 from metadata.store import MetadataStore
 from origin.admin import Admin
-from origin.metrics import ROUTE, T0, Metrics
+from origin.metrics import ROUTE, Metrics, RecordsOnPrepare
 from origin.playback import Playback
 
 
@@ -58,23 +58,35 @@ _READY_TIMEOUT = 2.0
 async def observe(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Stamp the start time; the response-prepare signal records the metrics (status
-    and length are only final there: FileResponse decides 206/304/416 in prepare)."""
-    request[T0] = time.perf_counter()
-    return await handler(request)
+    """Requests, bytes and latency by route and status, recorded when the handler
+    returns (a response signal would cost every request a second dispatch).
+    Responses that settle their status in prepare() record themselves then."""
+    t0 = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        _record(request, exc.status, 0, t0)
+        raise
+    except BaseException:
+        _record(request, 500, 0, t0)
+        raise
+    if isinstance(response, RecordsOnPrepare) and not response.prepared:
+        response.record_when_prepared(request.app[METRICS], _route(request), t0)
+    else:
+        length = response.content_length if request.method != "HEAD" else 0
+        _record(request, response.status, length or 0, t0)
+    return response
 
 
-async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    t0 = request.get(T0)
-    if t0 is None:
-        return
+def _route(request: web.Request) -> str:
     route = request.get(ROUTE)
     if route is None:
         route = request.match_info.route.name or "unmatched"
-    nbytes = response.content_length if request.method != "HEAD" else 0
-    request.app[METRICS].observe(
-        route, response.status, nbytes or 0, time.perf_counter() - t0
-    )
+    return route
+
+
+def _record(request: web.Request, status: int, nbytes: int, t0: float) -> None:
+    request.app[METRICS].observe(_route(request), status, nbytes, time.perf_counter() - t0)
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
@@ -139,7 +151,6 @@ def create_app(deps: OriginDeps) -> web.Application:
     r.add_get("/healthz", healthz, name="healthz")
     r.add_get("/readyz", readyz, name="readyz")
     r.add_get("/metrics", metrics, name="metrics")
-    app.on_response_prepare.append(_on_prepare)
     app.cleanup_ctx.append(_backends)
     return app
 

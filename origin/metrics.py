@@ -10,6 +10,7 @@ server does so itself, and /metrics then aggregates every worker's values
 from __future__ import annotations
 
 import os
+import time
 
 from aiohttp import web
 from prometheus_client import (
@@ -23,6 +24,27 @@ from prometheus_client import (
 # Typed per-request state: when the request began, and the route label to count it by.
 T0 = web.RequestKey("cdlc_t0", float)
 ROUTE = web.RequestKey("cdlc_route", str)
+
+
+class RecordsOnPrepare:
+    """Mixin for responses whose status is only final in prepare() (FileResponse:
+    200/206/304/416): the observing middleware hands them the request's start
+    time and they record themselves once prepared, instead of being recorded
+    when the handler returns."""
+
+    _cdlc_observe: tuple[Metrics, str, float] | None = None
+
+    def record_when_prepared(self, metrics: Metrics, route: str, t0: float) -> None:
+        self._cdlc_observe = (metrics, route, t0)
+
+    def _recorded(self, request: web.BaseRequest, status: int, length: int | None) -> None:
+        pending = self._cdlc_observe
+        if pending is None:
+            return
+        self._cdlc_observe = None
+        metrics, route, t0 = pending
+        nbytes = length if request.method != "HEAD" else 0
+        metrics.observe(route, status, nbytes or 0, time.perf_counter() - t0)
 
 # Latency buckets around the targets: sub-millisecond hits up to slow S3 reads.
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)

@@ -34,13 +34,14 @@ from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
 
 from cdn.tokens import TokenError, check
 from metadata.cache import Cache, asset_key
 from metadata.models import ASSET_ID_RE, Asset, JobState, Rendition, Segment, media_key
 from metadata.objects import ObjectStat, ObjectStore
 from metadata.store import MetadataStore
-from origin.metrics import ROUTE, Metrics
+from origin.metrics import ROUTE, Metrics, RecordsOnPrepare
 
 # Same rule as engine.pipeline.ASSET_ID: what the engine accepts, we serve.
 ASSET_RE = ASSET_ID_RE
@@ -102,14 +103,20 @@ def error(status: int, text: str = "") -> web.Response:
     )
 
 
-class _SegmentFile(web.FileResponse):
+class _SegmentFile(RecordsOnPrepare, web.FileResponse):
     """FileResponse whose error statuses (404 of a vanished file, 416) are not sent
-    with the segments' one-year immutable Cache-Control."""
+    with the segments' one-year immutable Cache-Control, and which reports its
+    final status (200/206/304/416) to the metrics once prepared."""
 
     def set_status(self, status: int, reason: str | None = None) -> None:
         super().set_status(status, reason)
         if status >= 400:
             self._headers[hdrs.CACHE_CONTROL] = "no-store"
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        writer = await super().prepare(request)
+        self._recorded(request, self.status, self.content_length)
+        return writer
 
 
 class Playback:
