@@ -3,7 +3,9 @@
     .venv/bin/python -m bench.origin [--seconds 5] [--repeats 3] [--connections 64]
 
 Both servers get the same files: a 2 MiB media segment and the HLS master
-playlist the origin builds (nginx serves a static copy of those bytes). The origin
+playlist the origin builds (nginx serves a static copy of those bytes). For the
+playlist a third server shows the ceiling aiohttp itself sets here: one route
+answering the same bytes and headers (FLOOR_CODE). The origin
 runs as `cdlc serve` does (origin.server.run over SQLite + in-process LRU + the
 local object store, access log off) with 1 and 2 workers; nginx with as many
 worker processes, sendfile on, access log off. wrk (64 connections, keep-alive)
@@ -73,6 +75,28 @@ async def factory():
     d = Path({data!r})
     return create_app(OriginDeps(open_store("", d), open_objects("", d), open_cache(""),
                                  close_backends=True))
+
+run(factory, "127.0.0.1", {port}, {workers})
+"""
+
+# The ceiling aiohttp itself sets on this machine: the same bytes and headers from
+# one route, nothing else (no metadata, cache, metrics or middleware), served by
+# the same server code. The origin can only approach it.
+FLOOR_CODE = """
+from aiohttp import web
+from origin.server import run
+
+BODY = open({body!r}, "rb").read()
+HEADERS = {headers!r}
+
+async def handler(request):
+    return web.Response(body=BODY, headers=HEADERS)
+
+async def factory():
+    app = web.Application()
+    app.router.add_get("/vod/{{asset}}/master.m3u8", handler)
+    app.router.add_get("/healthz", lambda r: handler(r))
+    return app
 
 run(factory, "127.0.0.1", {port}, {workers})
 """
@@ -184,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         seg_path.parent.mkdir(parents=True)
         shutil.copyfile(data / "objects" / media_key(ASSET, "v720", "1.m4s"), seg_path)
         rows = []
+        floors = []
         for workers in [int(w) for w in args.workers.split(",")]:
             port = free_port()
             origin = Server(
@@ -195,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
                 base = f"http://127.0.0.1:{port}/vod/{ASSET}"
                 with urllib.request.urlopen(f"{base}/master.m3u8") as resp:
                     (static / "vod" / ASSET / "master.m3u8").write_bytes(resp.read())
+                    served_headers = {k: v for k, v in resp.headers.items()
+                                      if k.lower() not in ("content-length", "date", "server",
+                                                           "connection", "keep-alive")}
                 for p in [tmp, *tmp.rglob("*")]:
                     if p.is_dir():
                         p.chmod(0o755)
@@ -206,17 +234,32 @@ def main(argv: list[str] | None = None) -> int:
                     workers=workers, tmp=tmp, port=nport, root=static)))
                 nginx = Server(["nginx", "-c", str(conf), "-p", str(tmp)],
                                f"http://127.0.0.1:{nport}/vod/{ASSET}/master.m3u8")
+                fport = free_port()
+                floor = Server(
+                    [sys.executable, "-c", FLOOR_CODE.format(
+                        body=str(static / "vod" / ASSET / "master.m3u8"),
+                        headers=served_headers, port=fport, workers=workers)],
+                    f"http://127.0.0.1:{fport}/healthz", cwd=repo,
+                )
                 try:
                     nbase = f"http://127.0.0.1:{nport}/vod/{ASSET}"
+                    fbase = f"http://127.0.0.1:{fport}/vod/{ASSET}"
                     for what, path in (("2 MiB segment", "v720/1.m4s"),
                                        ("master playlist", "master.m3u8")):
-                        o_runs, n_runs = [], []
+                        o_runs, n_runs, f_runs = [], [], []
                         for _ in range(args.repeats):  # interleaved: same machine state
                             o_runs.append(wrk(f"{base}/{path}", args.seconds, args.connections))
                             n_runs.append(wrk(f"{nbase}/{path}", args.seconds, args.connections))
+                            if path == "master.m3u8":
+                                f_runs.append(wrk(f"{fbase}/{path}", args.seconds,
+                                                  args.connections))
                         rows.append((workers, what, median(o_runs), median(n_runs)))
+                        if f_runs:
+                            floors.append((workers, median(o_runs), median(n_runs),
+                                           median(f_runs)))
                         print(f"  done: {workers} worker(s), {what}", file=sys.stderr, flush=True)
                 finally:
+                    floor.stop()
                     nginx.stop()
             finally:
                 origin.stop()
@@ -231,6 +274,14 @@ def main(argv: list[str] | None = None) -> int:
     for workers, what, o, n in rows:
         print(f"| {workers} | {what} | {o.rps:,.0f} | {n.rps:,.0f} | {o.rps / n.rps:.2f}x "
               f"| {o.mbps:,.1f} | {n.mbps:,.1f} | {o.p99_ms:.2f} | {n.p99_ms:.2f} |")
+    print("\nMaster playlist against the aiohttp floor (one route, the same bytes and "
+          "headers, same server code):\n")
+    print("| workers | origin req/s | aiohttp floor req/s | nginx req/s | origin / floor "
+          "| floor / nginx | floor p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for workers, o, n, f in floors:
+        print(f"| {workers} | {o.rps:,.0f} | {f.rps:,.0f} | {n.rps:,.0f} | {o.rps / f.rps:.2f}x "
+              f"| {f.rps / n.rps:.2f}x | {f.p99_ms:.2f} |")
     return 0
 
 
