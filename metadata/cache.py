@@ -40,7 +40,8 @@ def asset_key(asset_id: str) -> str:
 
 async def invalidate_asset(cache: Cache, asset_id: str) -> None:
     """Forget what the read path cached about ``asset_id`` (after publish or delete).
-    Version-keyed entries need no deletion: the new version never reads them."""
+    Entries keyed by the publication (origin.playback.revision) need no deletion:
+    a new publication never reads them."""
     await cache.delete(asset_key(asset_id))
 
 

@@ -5,13 +5,13 @@ Read path per request, hot and cold:
 
 1. path parts validated by regex (no traversal: ``..``, ``%2e%2e`` and encoded
    slashes never match), then the playback token when a signing key is set;
-2. the asset's *head* (state READY, version, rendition ids, kinds and segment
+2. the asset's *head* (state READY, revision, rendition ids, kinds and segment
    counts) from the cache (``metadata.cache.asset_key``); on a miss from the store,
    coalesced so one process sends one query per key however many requests wait.
    Anything not READY is a 404: publishing is atomic, so is visibility;
-3. manifests: the built body from the cache under a key holding the asset version,
+3. manifests: the built body from the cache under a key holding the asset revision,
    the kind, the rendition and the viewer's query (gzip variant cached beside it);
-   on a miss the segment index (cached per version) goes through the packager;
+   on a miss the segment index (cached per revision) goes through the packager;
 4. init and media segments: ``sendfile`` from a local store (aiohttp FileResponse:
    ETag, Range, conditional requests), or a ranged, streamed GET from S3 with the
    same semantics implemented here (RFC 9110 §13, §14).
@@ -78,22 +78,32 @@ _MISSING = b"-"
 _MEMO_MAX = 10_000  # decoded heads / manifest headers kept per process (cleared when full)
 
 
+def revision(asset: Asset) -> str:
+    """Names one publication of an asset in cache keys. The version alone does not:
+    an asset deleted and ingested again under the same id starts over at version 1,
+    and must not be answered from its first life's cached index and manifests. The
+    asset row's creation time tells the two lives apart."""
+    return f"{asset.version:x}.{round(asset.created_at * 1e6):x}"
+
+
 class Head:
     """What the read path needs of a READY asset, small enough to decode per request."""
 
-    __slots__ = ("renditions", "version")
+    __slots__ = ("renditions", "revision", "version")
 
-    def __init__(self, version: int, renditions: dict[str, tuple[str, int]]) -> None:
+    def __init__(self, version: int, rev: str, renditions: dict[str, tuple[str, int]]) -> None:
         self.version = version
+        self.revision = rev
         self.renditions = renditions  # id -> (kind, number of segments)
 
     def encode(self) -> bytes:
-        return json.dumps([self.version, self.renditions], separators=(",", ":")).encode()
+        return json.dumps([self.version, self.revision, self.renditions],
+                          separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> Head:
-        version, rends = json.loads(raw)
-        return cls(version, {k: (v[0], v[1]) for k, v in rends.items()})
+        version, rev, rends = json.loads(raw)
+        return cls(version, rev, {k: (v[0], v[1]) for k, v in rends.items()})
 
 
 def error(status: int, text: str = "") -> web.Response:
@@ -211,20 +221,20 @@ class Playback:
         counts = await asyncio.gather(
             *(self.store.get_segments(asset_id, r.id) for r in rends)
         )
-        raw = Head(asset.version, {
+        raw = Head(asset.version, revision(asset), {
             r.id: (r.kind, len(segs)) for r, segs in zip(rends, counts, strict=True)
         }).encode()
         await self._cache_set(key, raw, self.head_ttl)
         return raw
 
     async def index(
-        self, asset_id: str, version: int
+        self, asset_id: str, rev: str
     ) -> tuple[Asset, list[Rendition], dict[str, list[Segment]]]:
-        """The published segment index (cached per version)."""
-        key = f"cdlc:i:{asset_id}:{version}"
+        """The published segment index (cached per revision)."""
+        key = f"cdlc:i:{asset_id}:{rev}"
         raw = await self._cache_get(key, "index")
         if raw is None:
-            raw = await self._coalesce(key, lambda: self._load_index(asset_id, key))
+            raw = await self._coalesce(key, lambda: self._load_index(asset_id, rev, key))
         doc = json.loads(raw)
         a = doc["asset"]
         a["state"] = JobState(a["state"])
@@ -235,10 +245,11 @@ class Playback:
         }
         return Asset(**a), rends, segs
 
-    async def _load_index(self, asset_id: str, key: str) -> bytes:
+    async def _load_index(self, asset_id: str, rev: str, key: str) -> bytes:
         asset = await self.store.get_asset(asset_id)
         if asset is None:
             raise web.HTTPNotFound(headers=_ERROR_HEADERS)
+        current = revision(asset) == rev  # else republished meanwhile: serve, don't cache
         rends = await self.store.get_renditions(asset_id)
         seglists = await asyncio.gather(
             *(self.store.get_segments(asset_id, r.id) for r in rends)
@@ -252,7 +263,8 @@ class Playback:
             },
         }
         raw = json.dumps(doc, separators=(",", ":")).encode()
-        await self._cache_set(key, raw, self.manifest_ttl)
+        if current:
+            await self._cache_set(key, raw, self.manifest_ttl)
         return raw
 
     # -- request helpers ------------------------------------------------------------
@@ -296,13 +308,13 @@ class Playback:
         head = await self.head(asset_id)
         if head is None or (rendition_id and rendition_id not in head.renditions):
             return error(404)
-        key = f"cdlc:m:{asset_id}:{head.version}:{kind}:{rendition_id}:{query}"
+        key = f"cdlc:m:{asset_id}:{head.revision}:{kind}:{rendition_id}:{query}"
         zipped = "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "")
         body = await self._cache_get(key + ":gz" if zipped else key, "manifest")
         if body is None:
             body = await self._coalesce(
                 key + ":gz" if zipped else key,
-                lambda: self._build(key, asset_id, head.version, kind, rendition_id, query,
+                lambda: self._build(key, asset_id, head.revision, kind, rendition_id, query,
                                     zipped),
             )
         assert isinstance(body, bytes)
@@ -332,12 +344,12 @@ class Playback:
         return web.Response(body=body, headers=headers)
 
     async def _build(
-        self, key: str, asset_id: str, version: int, kind: str, rendition_id: str,
+        self, key: str, asset_id: str, rev: str, kind: str, rendition_id: str,
         query: str, zipped: bool,
     ) -> bytes:
         plain = await self._cache_get(key, "manifest") if zipped else None
         if plain is None:
-            plain = await self._render(asset_id, version, kind, rendition_id, query)
+            plain = await self._render(asset_id, rev, kind, rendition_id, query)
             await self._cache_set(key, plain, self.manifest_ttl)
         if not zipped:
             return plain
@@ -347,11 +359,11 @@ class Playback:
         return body
 
     async def _render(
-        self, asset_id: str, version: int, kind: str, rendition_id: str, query: str
+        self, asset_id: str, rev: str, kind: str, rendition_id: str, query: str
     ) -> bytes:
         from packager import dash, hls
 
-        asset, rends, segs = await self.index(asset_id, version)
+        asset, rends, segs = await self.index(asset_id, rev)
         out: str | bytes
         if kind == "master":
             out = hls.build_master(rends, segs, query)
@@ -401,10 +413,10 @@ class Playback:
         path = self.objects.local_path(key)
         if path is not None:
             return _SegmentFile(path, chunk_size=256 * 1024, headers=headers)
-        return await self._stream(request, key, head.version, headers)
+        return await self._stream(request, key, head.revision, headers)
 
-    async def _stat(self, key: str, version: int) -> ObjectStat | None:
-        ckey = f"cdlc:st:{version}:{key}"
+    async def _stat(self, key: str, rev: str) -> ObjectStat | None:
+        ckey = f"cdlc:st:{rev}:{key}"
         raw = await self._cache_get(ckey, "stat")
         if raw is not None:
             size, etag, mtime = json.loads(raw)
@@ -417,10 +429,10 @@ class Playback:
         return st
 
     async def _stream(
-        self, request: web.Request, key: str, version: int, base: dict[str, str]
+        self, request: web.Request, key: str, rev: str, base: dict[str, str]
     ) -> web.StreamResponse:
         """Range/conditional GET and HEAD over a remote store (RFC 9110 §13.1, §14)."""
-        st = await self._stat(key, version)
+        st = await self._stat(key, rev)
         if st is None:
             return error(404)
         headers = {

@@ -142,3 +142,30 @@ async def test_iframe_playlist_ranges_decode(
                   "-show_entries", "stream=nb_read_frames")
     assert out["streams"][0]["nb_read_frames"] == "1"
     assert (await o.client.get("/vod/m5/audio/iframes.m3u8")).status == 404
+
+
+async def test_republish_after_delete_serves_the_new_index(
+    make_origin: MakeOrigin, media: Media
+) -> None:
+    """Manifests are cached under the asset's version. An asset deleted and
+    published again under the same id must not be answered from the entries of its
+    first life (a store that restarted its versions at 1 would be)."""
+    o = await make_origin(api_key="k")
+    asset_id = "again"
+    await publish_fake(o.store, o.objects, asset_id, media)
+    first = await (await o.client.get(f"/vod/{asset_id}/master.m3u8")).text()
+    assert "v240" in first
+    resp = await o.client.delete(f"/v1/assets/{asset_id}", headers={"X-API-Key": "k"})
+    assert resp.status in (200, 204)
+    assert (await o.client.get(f"/vod/{asset_id}/master.m3u8")).status == 404
+    # Second life: only the audio rendition.
+    audio_only = Media(media.root, [r for r in media.renditions if r.kind == "audio"],
+                       {"audio": media.segments["audio"]})
+    await publish_fake(o.store, o.objects, asset_id, audio_only)
+    await invalidate_asset(o.cache, asset_id)  # as engine.pipeline does after publish
+    resp = await o.client.get(f"/vod/{asset_id}/master.m3u8")
+    assert resp.status == 200
+    second = await resp.text()
+    assert "v240" not in second and second != first
+    mpd = await (await o.client.get(f"/vod/{asset_id}/manifest.mpd")).text()
+    assert "v240" not in mpd
