@@ -93,6 +93,22 @@ class Metrics:
             h = self._lat[route] = self.latency.labels(route)
         h.observe(seconds)
 
+    def finish(self, request: web.BaseRequest, route: str, t0: float,
+               response: web.StreamResponse) -> web.StreamResponse:
+        """Record a handler's response (started at perf_counter() ``t0``) and return
+        it. One that settles its status in prepare() records itself then."""
+        if isinstance(response, RecordsOnPrepare) and not response.prepared:
+            response.record_when_prepared(self, route, t0)
+        else:
+            length = response.content_length if request.method != "HEAD" else 0
+            self.observe(route, response.status, length or 0, time.perf_counter() - t0)
+        return response
+
+    def failed(self, route: str, exc: BaseException, t0: float) -> None:
+        """Record a handler that raised: its HTTP status, else 500."""
+        status = exc.status if isinstance(exc, web.HTTPException) else 500
+        self.observe(route, status, 0, time.perf_counter() - t0)
+
     def cache_result(self, kind: str, hit: bool) -> None:
         key = (kind, hit)
         c = self._cache.get(key)

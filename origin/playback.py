@@ -27,6 +27,7 @@ import asyncio
 import gzip
 import json
 import re
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import asdict
@@ -37,7 +38,7 @@ from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 
 from cdn.tokens import TokenError, check
-from metadata.cache import Cache, asset_key
+from metadata.cache import Cache, LRUCache, asset_key
 from metadata.models import ASSET_ID_RE, Asset, JobState, Rendition, Segment, media_key
 from metadata.objects import ObjectStat, ObjectStore
 from metadata.store import MetadataStore
@@ -154,16 +155,20 @@ class Playback:
         self.head_ttl = head_ttl
         self.missing_ttl = missing_ttl
         self.manifest_ttl = manifest_ttl
+        self._lru = cache if isinstance(cache, LRUCache) else None
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._heads: dict[str, tuple[bytes, Head]] = {}
         self._responses: dict[str, tuple[bytes, dict[str, str]]] = {}
 
     # -- caching helpers ------------------------------------------------------------
     async def _cache_get(self, key: str, kind: str) -> bytes | None:
-        try:
-            value = await self.cache.get(key)
-        except Exception:  # a cache outage degrades to the store; /readyz reports it
-            value = None
+        if self._lru is not None:  # in-process: answered without another await
+            value = self._lru.get_now(key)
+        else:
+            try:
+                value = await self.cache.get(key)
+            except Exception:  # a cache outage degrades to the store; /readyz reports it
+                value = None
         self.metrics.cache_result(kind, value is not None)
         return value
 
@@ -290,11 +295,34 @@ class Playback:
         return f"token={token}"  # checked: only URL-safe characters
 
     # -- manifests ------------------------------------------------------------------
+    # The public handlers record their own metrics (see origin.app.observed for why
+    # there is no middleware); the work is in the underscored methods.
     async def master(self, request: web.Request) -> web.StreamResponse:
-        return await self._manifest(request, request.match_info["asset"], "master", "")
+        t0 = time.perf_counter()
+        try:
+            response = await self._manifest(request, request.match_info["asset"], "master", "")
+        except BaseException as exc:
+            self.metrics.failed("master", exc, t0)
+            raise
+        return self.metrics.finish(request, "master", t0, response)
 
     async def mpd(self, request: web.Request) -> web.StreamResponse:
-        return await self._manifest(request, request.match_info["asset"], "mpd", "")
+        t0 = time.perf_counter()
+        try:
+            response = await self._manifest(request, request.match_info["asset"], "mpd", "")
+        except BaseException as exc:
+            self.metrics.failed("mpd", exc, t0)
+            raise
+        return self.metrics.finish(request, "mpd", t0, response)
+
+    async def rendition_file(self, request: web.Request) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        try:
+            response = await self._rendition_file(request)
+        except BaseException as exc:
+            self.metrics.failed(request.get(ROUTE, "rendition"), exc, t0)
+            raise
+        return self.metrics.finish(request, request.get(ROUTE, "rendition"), t0, response)
 
     async def _manifest(
         self, request: web.Request, asset_id: str, kind: str, rendition_id: str
@@ -310,19 +338,22 @@ class Playback:
             return error(404)
         key = f"cdlc:m:{asset_id}:{head.revision}:{kind}:{rendition_id}:{query}"
         zipped = "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "")
-        body = await self._cache_get(key + ":gz" if zipped else key, "manifest")
-        if body is None:
-            body = await self._coalesce(
-                key + ":gz" if zipped else key,
-                lambda: self._build(key, asset_id, head.revision, kind, rendition_id, query,
-                                    zipped),
-            )
-        assert isinstance(body, bytes)
         mkey = key + ":gz" if zipped else key
         memo = self._responses.get(mkey)
-        if memo is not None and (memo[0] is body or memo[0] == body):
-            headers = memo[1]
+        if memo is not None:
+            # One publication's manifests never change: the memo answers.
+            self.metrics.cache_result("manifest", True)
+            body, headers = memo
         else:
+            cached = await self._cache_get(mkey, "manifest")
+            if cached is None:
+                cached = await self._coalesce(
+                    mkey,
+                    lambda: self._build(key, asset_id, head.revision, kind, rendition_id,
+                                        query, zipped),
+                )
+            assert isinstance(cached, bytes)
+            body = cached
             etag = f'"{head.version:x}-{zlib.crc32(body):08x}{"-gz" if zipped else ""}"'
             headers = {
                 **CORS,
@@ -383,7 +414,7 @@ class Playback:
         return out.encode() if isinstance(out, str) else bytes(out)
 
     # -- media ----------------------------------------------------------------------
-    async def rendition_file(self, request: web.Request) -> web.StreamResponse:
+    async def _rendition_file(self, request: web.Request) -> web.StreamResponse:
         mi = request.match_info
         asset_id, rendition_id, name = mi["asset"], mi["rendition"], mi["name"]
         if not ASSET_RE.fullmatch(asset_id) or not RENDITION_RE.fullmatch(rendition_id):
@@ -475,8 +506,9 @@ class Playback:
         return resp
 
     async def preflight(self, request: web.Request) -> web.StreamResponse:
-        request[ROUTE] = "preflight"
-        return web.Response(status=204, headers=PREFLIGHT)
+        t0 = time.perf_counter()
+        return self.metrics.finish(request, "preflight", t0,
+                                   web.Response(status=204, headers=PREFLIGHT))
 
 
 def _etag_in(etag: str, header: str) -> bool:
