@@ -15,7 +15,7 @@ import pytest
 
 from cdn.edge import free_port
 from engine.config import Settings
-from engine.pipeline import IngestOptions, ingest
+from engine.pipeline import IngestError, IngestOptions, ingest
 from engine.services import open_backends
 from metadata.models import JobState
 from tests.conftest import ROOT, CdlcEnv, http_status, make_env
@@ -57,6 +57,43 @@ def test_states_in_order_and_persisted(tmp_path: Path, small_master: Path) -> No
     assert seen[-1] == JobState.READY
     assert [s for s in seen if s in (JobState.PACKAGING, JobState.PUBLISHING)] == \
         [JobState.PACKAGING, JobState.PUBLISHING]
+
+
+def test_copy_job_in_process_states_publish_and_failure(tmp_path: Path,
+                                                        small_master: Path) -> None:
+    """A package-only job run by the pipeline itself (the executor's and the admin
+    upload's path: no copy started by the CLI) goes PROBING -> PACKAGING ->
+    PUBLISHING -> READY; one that fails leaves its work directory empty."""
+    settings = Settings(data_dir=tmp_path)
+    seen: list[JobState] = []
+
+    def on_progress(state: JobState, _fraction: float) -> None:
+        if not seen or seen[-1] != state:
+            seen.append(state)
+
+    async def run() -> None:
+        backends = open_backends(settings)
+        try:
+            asset = await ingest(backends, "copyjob", small_master,
+                                 IngestOptions(copy=True, segment_seconds=2.0),
+                                 on_progress=on_progress)
+            assert asset.state == JobState.READY
+            assert {r.id for r in await backends.store.get_renditions("copyjob")} == \
+                {"v360", "audio"}
+            noise = tmp_path / "noise.mp4"
+            noise.write_bytes(bytes(range(256)) * 512)
+            with pytest.raises(IngestError, match="noise.mp4"):
+                await ingest(backends, "copybad", noise, IngestOptions(copy=True))
+            failed = await backends.store.get_asset("copybad")
+            assert failed is not None and failed.state == JobState.FAILED
+        finally:
+            await backends.close()
+
+    asyncio.run(run())
+    assert seen == [JobState.PROBING, JobState.PACKAGING, JobState.PUBLISHING, JobState.READY]
+    assert list(settings.work_dir.iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "objects" / "media" / "copyjob").iterdir()) == \
+        ["audio", "v360"]
 
 
 def test_killed_ingest_leaves_nothing_served(tmp_path: Path, small_master: Path) -> None:
