@@ -11,9 +11,9 @@ Per run, in turn, each into a fresh directory on the same file system:
   call itself: demux, bitstream normalisation, CMAF segments for video and audio);
 - cdlc command: the same call as a whole command, a new Python process
   (`python -c "import native; native.package_copy(...)"`);
-- cdlc ingest --copy: the user's whole command (embedded defaults, fresh data
-  dir): probe, the same call, codec strings, publish to the local object store,
-  SQLite metadata;
+- cdlc ingest --copy: the user's whole command, the venv's `cdlc` script
+  (embedded defaults, fresh data dir): the same call, codec strings, publish to
+  the local object store, SQLite metadata;
 - ffmpeg HLS: `ffmpeg -i M -map 0 -c copy -f hls -hls_segment_type fmp4 -hls_time 4`;
 - ffmpeg DASH: `ffmpeg -i M -map 0 -c copy -f dash -seg_duration 4`;
 - cp: `cp M out/` (the floor: the bytes read and written once).
@@ -174,7 +174,9 @@ def main() -> None:
     print(f"### Package-only (bench/package.py), {today}")
     print()
     arch = platform.processor() or platform.machine()
-    print(f"Debian 12, {os.cpu_count()} cores, shared; {arch}; FFmpeg CLI {ffmpeg_version()}.")
+    load = os.getloadavg()[1]
+    print(f"{platform.system()}, {os.cpu_count()} cores, load average {load:.1f} over the run; "
+          f"{arch}; FFmpeg CLI {ffmpeg_version()}.")
     print(f"Master: {args.minutes} min 1080p30 H.264 + AAC, {size_mb:.0f} MB "
           f"({info.bit_rate / 1e6:.1f} Mbit/s), 2 s GOPs; 4 s target segments "
           f"(cdlc wrote {segments} segments); medians of {args.runs} runs, page cache warm.")
