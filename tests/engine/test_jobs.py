@@ -82,7 +82,7 @@ def test_copy_job_in_process_states_publish_and_failure(tmp_path: Path,
                 {"v360", "audio"}
             noise = tmp_path / "noise.mp4"
             noise.write_bytes(bytes(range(256)) * 512)
-            with pytest.raises(IngestError, match="noise.mp4"):
+            with pytest.raises(IngestError, match=r"noise\.mp4"):
                 await ingest(backends, "copybad", noise, IngestOptions(copy=True))
             failed = await backends.store.get_asset("copybad")
             assert failed is not None and failed.state == JobState.FAILED
