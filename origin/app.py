@@ -123,8 +123,8 @@ def create_app(deps: OriginDeps) -> web.Application:
 
     r = app.router
     for path, handler, name in (
-        ("/vod/{asset}/master.m3u8", playback.master, "master"),
-        ("/vod/{asset}/manifest.mpd", playback.mpd, "mpd"),
+        ("/vod/{asset}/master.m3u8", playback.top_manifest, "master"),
+        ("/vod/{asset}/manifest.mpd", playback.top_manifest, "mpd"),
         ("/vod/{asset}/{rendition}/{name}", playback.rendition_file, "rendition"),
     ):
         resource = r.add_resource(path, name=name)

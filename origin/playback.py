@@ -297,23 +297,17 @@ class Playback:
     # -- manifests ------------------------------------------------------------------
     # The public handlers record their own metrics (see origin.app.observed for why
     # there is no middleware); the work is in the underscored methods.
-    async def master(self, request: web.Request) -> web.StreamResponse:
+    async def top_manifest(self, request: web.Request) -> web.StreamResponse:
+        """master.m3u8 and manifest.mpd: the route's name ("master" or "mpd", set
+        in origin.app) is the manifest kind and the metrics label."""
         t0 = time.perf_counter()
+        kind = request.match_info.route.name or "master"
         try:
-            response = await self._manifest(request, request.match_info["asset"], "master", "")
+            response = await self._manifest(request, request.match_info["asset"], kind, "")
         except BaseException as exc:
-            self.metrics.failed("master", exc, t0)
+            self.metrics.failed(kind, exc, t0)
             raise
-        return self.metrics.finish(request, "master", t0, response)
-
-    async def mpd(self, request: web.Request) -> web.StreamResponse:
-        t0 = time.perf_counter()
-        try:
-            response = await self._manifest(request, request.match_info["asset"], "mpd", "")
-        except BaseException as exc:
-            self.metrics.failed("mpd", exc, t0)
-            raise
-        return self.metrics.finish(request, "mpd", t0, response)
+        return self.metrics.finish(request, kind, t0, response)
 
     async def rendition_file(self, request: web.Request) -> web.StreamResponse:
         t0 = time.perf_counter()

@@ -28,13 +28,21 @@ def small_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
                        width=640, height=360)
 
 
+class StateLog:
+    """on_progress for ingest(): the distinct states in the order they came."""
+
+    def __init__(self) -> None:
+        self.seen: list[JobState] = []
+
+    def __call__(self, state: JobState, _fraction: float) -> None:
+        if not self.seen or self.seen[-1] != state:
+            self.seen.append(state)
+
+
 def test_states_in_order_and_persisted(tmp_path: Path, small_master: Path) -> None:
     settings = Settings(data_dir=tmp_path, preset="ultrafast")
-    seen: list[JobState] = []
-
-    def on_progress(state: JobState, _fraction: float) -> None:
-        if not seen or seen[-1] != state:
-            seen.append(state)
+    on_progress = StateLog()
+    seen = on_progress.seen
 
     async def run() -> None:
         backends = open_backends(settings)
@@ -65,11 +73,7 @@ def test_copy_job_in_process_states_publish_and_failure(tmp_path: Path,
     upload's path: no copy started by the CLI) goes PROBING -> PACKAGING ->
     PUBLISHING -> READY; one that fails leaves its work directory empty."""
     settings = Settings(data_dir=tmp_path)
-    seen: list[JobState] = []
-
-    def on_progress(state: JobState, _fraction: float) -> None:
-        if not seen or seen[-1] != state:
-            seen.append(state)
+    on_progress = StateLog()
 
     async def run() -> None:
         backends = open_backends(settings)
@@ -90,7 +94,8 @@ def test_copy_job_in_process_states_publish_and_failure(tmp_path: Path,
             await backends.close()
 
     asyncio.run(run())
-    assert seen == [JobState.PROBING, JobState.PACKAGING, JobState.PUBLISHING, JobState.READY]
+    assert on_progress.seen == [JobState.PROBING, JobState.PACKAGING, JobState.PUBLISHING,
+                                JobState.READY]
     assert list(settings.work_dir.iterdir()) == []
     assert sorted(p.name for p in (tmp_path / "objects" / "media" / "copyjob").iterdir()) == \
         ["audio", "v360"]
