@@ -27,9 +27,11 @@ $(STAMPS)/venv: pyproject.toml setup.py | $(STAMPS)/apt
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q -U pip setuptools wheel pybind11
 	# no build isolation: setup.py's CMake run then shares build/ with `make native`.
-	# compat mode: a plain path in a .pth; the default import-hook finder costs
-	# every Python start (each `cdlc` command, each test subprocess) ~25 ms.
-	$(VPY) -m pip install -q --no-build-isolation --config-settings editable_mode=compat -e '.[dev]'
+	# compat mode: a plain path in a .pth, where the default import-hook finder
+	# costs every Python start (each `cdlc` command, each test subprocess) ~25 ms.
+	# setuptools calls compat mode transitional: when it is gone, the default.
+	$(VPY) -m pip install -q --no-build-isolation --config-settings editable_mode=compat -e '.[dev]' \
+	  || $(VPY) -m pip install -q --no-build-isolation -e '.[dev]'
 	@touch $@
 
 # The native module: CMake rebuilds only what changed.

@@ -1,11 +1,11 @@
 """A package-only job's native work, started ahead of its bookkeeping.
 
 `cdlc ingest --copy` is bound by copying the master's bytes into segments (about
-0.15 s for a 10-minute 1080p master here), while the job around it spends about
-as long loading the metadata and storage code, opening the store and recording
-states. The CLI therefore starts the copy as soon as it knows where the job's
-private work directory is; engine.pipeline.ingest() takes the running copy over
-and only waits for it when it reaches the packaging stage. The native call
+0.15 s for a 10-minute 1080p master here); the job around it spends some 40 ms
+more loading the pipeline, store and packager code, opening the store and
+recording states. The CLI therefore starts the copy as soon as it knows where the
+job's private work directory is; engine.pipeline.ingest() takes the running copy
+over and only waits for it when it reaches the packaging stage. The native call
 releases the GIL, so both proceed at once.
 
 Nothing here is visible to anyone: output goes to a fresh work directory that

@@ -66,18 +66,18 @@ class _StateWriter:
             )
 
 
-async def _in_thread(fn: Callable[[], native.PipelineResult],
-                     cancel: Callable[[], None]) -> native.PipelineResult:
-    """Run native work in a thread; if this task is cancelled, cancel the native run
-    and wait for it to stop so no thread outlives the job."""
-    fut = asyncio.get_running_loop().run_in_executor(None, fn)
+async def _native_result(fut: asyncio.Future[native.PipelineResult],
+                         cancel: Callable[[], None]) -> native.PipelineResult:
+    """The result of native work running in a thread; if this task is cancelled,
+    cancel the native run (where it can be) and wait for it to stop, so no thread
+    outlives the job."""
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
         cancel()
         try:
             await fut
-        except native.NativeError:
+        except Exception:
             pass
         raise
 
@@ -115,20 +115,6 @@ def to_models(
         ))
         segments.extend(own)
     return renditions, segments
-
-
-async def _copy_result(run: CopyRun) -> native.PipelineResult:
-    """The running copy's result; if this task is cancelled meanwhile, the copy (which
-    cannot be interrupted) is still waited for, so no thread outlives the job."""
-    fut = asyncio.wrap_future(run.future)
-    try:
-        return await asyncio.shield(fut)
-    except asyncio.CancelledError:
-        try:
-            await fut
-        except Exception:
-            pass
-        raise
 
 
 async def ingest(
@@ -202,7 +188,8 @@ async def _ingest(
             report(JobState.PROBING, 1.0)
             await store.set_state(asset_id, JobState.PACKAGING, progress=0.0)
             report(JobState.PACKAGING, 0.0)
-            result = await _copy_result(run)
+            # A copy cannot be interrupted: on cancel it is waited for.
+            result = await _native_result(asyncio.wrap_future(run.future), lambda: None)
             if not any(r.track.kind == native.TrackKind.VIDEO for r in result.renditions):
                 raise IngestError(f"{master}: no video stream")
         else:
@@ -226,7 +213,8 @@ async def _ingest(
                 master, out_dir, rungs, segment_seconds=options.segment_seconds,
                 gop_seconds=gop_for(options.segment_seconds, options.gop_seconds),
                 preset=options.preset)
-            result = await _in_thread(lambda: transcoder.run(writer), transcoder.cancel)
+            result = await _native_result(
+                loop.run_in_executor(None, lambda: transcoder.run(writer)), transcoder.cancel)
             await store.set_state(asset_id, JobState.PACKAGING, progress=0.0)
             report(JobState.PACKAGING, 0.0)
 
