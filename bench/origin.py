@@ -95,7 +95,7 @@ async def handler(request):
 async def factory():
     app = web.Application()
     app.router.add_get("/vod/{{asset}}/master.m3u8", handler)
-    app.router.add_get("/healthz", lambda r: handler(r))
+    app.router.add_get("/healthz", handler)
     return app
 
 run(factory, "127.0.0.1", {port}, {workers})
