@@ -12,11 +12,13 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.config_defaults import DATA_DIR, ENV_PREFIX, SEGMENT_SECONDS, work_dir_of
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CDLC_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    data_dir: Path = Field(Path("./cdlc-data"), description="local data: SQLite, objects, work")
+    data_dir: Path = Field(DATA_DIR, description="local data: SQLite, objects, work")
     storage: str = Field("", description="'' = <data_dir>/objects, or s3://bucket/prefix")
     metadata: str = Field("", description="'' = SQLite in data_dir, or scylla://h1,h2/keyspace")
     cache: str = Field("", description="'' = in-process LRU, or redis://host:port/db")
@@ -26,7 +28,7 @@ class Settings(BaseSettings):
     edges: str = Field("", description="comma-separated CDN edge base URLs purged on delete")
     trusted_proxies: str = Field(
         "", description="comma-separated edge addresses whose X-Real-IP names the viewer")
-    segment_seconds: float = Field(4.0, gt=0)
+    segment_seconds: float = Field(SEGMENT_SECONDS, gt=0)
     gop_seconds: float = Field(2.0, gt=0)
     preset: str = "veryfast"
     encoder: str = Field("auto", description="auto | cpu | gpu")
@@ -43,7 +45,7 @@ class Settings(BaseSettings):
     @cached_property
     def work_dir(self) -> Path:
         """Scratch space for jobs; never served."""
-        return self.data_dir / "work"
+        return work_dir_of(self.data_dir)
 
     @property
     def edge_urls(self) -> list[str]:

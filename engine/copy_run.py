@@ -8,13 +8,16 @@ job's private work directory is; engine.pipeline.ingest() takes the running copy
 over and only waits for it when it reaches the packaging stage. The native call
 releases the GIL, so both proceed at once.
 
+The CLI starts it even before the settings have loaded, on a guess of the work
+directory and segment duration (engine/config_defaults.py), and keeps it only if
+the settings agree (`matches`); otherwise it is discarded.
+
 Nothing here is visible to anyone: output goes to a fresh work directory that
 the pipeline publishes (one rename) or removes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import threading
 import uuid
@@ -30,6 +33,7 @@ class CopyRun:
     def __init__(self, master: Path, work_root: Path, asset_id: str,
                  segment_seconds: float) -> None:
         self.master = master
+        self.work_root = work_root
         self.segment_seconds = segment_seconds
         self.work = work_root / f"{asset_id}-{uuid.uuid4().hex[:8]}"
         self.out_dir = self.work / "out"
@@ -47,11 +51,19 @@ class CopyRun:
         else:
             self.future.set_result(result)
 
-    async def close(self) -> None:
+    def matches(self, work_root: Path, segment_seconds: float) -> bool:
+        """Whether this copy is the one a job with these settings would start."""
+        return self.work_root == work_root and self.segment_seconds == segment_seconds
+
+    def discard(self) -> None:
         """Wait for the copy to end (it cannot be interrupted), then remove the work
         directory: whatever was not published goes. Safe to call more than once."""
-        try:
-            await asyncio.wrap_future(self.future)
-        except Exception:
-            pass  # the job that owned the copy has reported its failure
-        await asyncio.to_thread(shutil.rmtree, self.work, True)
+        self.future.exception()  # waits; a failure is the owning job's to report
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    async def close(self) -> None:
+        """discard() without blocking the event loop."""
+        # Imported here: the CLI starts a copy before it loads asyncio.
+        import asyncio
+
+        await asyncio.to_thread(self.discard)
