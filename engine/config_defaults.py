@@ -12,6 +12,7 @@ and started again with the settings' values.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -38,6 +39,6 @@ def guess_copy_inputs(segment_seconds: float | None) -> tuple[Path, float] | Non
             seconds = float(env.get(ENV_PREFIX + "SEGMENT_SECONDS", SEGMENT_SECONDS))
         except ValueError:
             return None
-    if not seconds > 0:
+    if not (seconds > 0 and math.isfinite(seconds)):
         return None
     return work_dir_of(Path(env.get(ENV_PREFIX + "DATA_DIR", DATA_DIR))), seconds

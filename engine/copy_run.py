@@ -10,7 +10,7 @@ releases the GIL, so both proceed at once.
 
 The CLI starts it even before the settings have loaded, on a guess of the work
 directory and segment duration (engine/config_defaults.py), and keeps it only if
-the settings agree (`matches`); otherwise it is discarded.
+the settings agree (`matches`); otherwise it is abandoned.
 
 Nothing here is visible to anyone: output goes to a fresh work directory that
 the pipeline publishes (one rename) or removes.
@@ -37,6 +37,9 @@ class CopyRun:
         self.segment_seconds = segment_seconds
         self.work = work_root / f"{asset_id}-{uuid.uuid4().hex[:8]}"
         self.out_dir = self.work / "out"
+        # The top-most directory the copy will create (abandon() removes it again).
+        self._first_made = next((d for d in reversed(self.work.parents) if not d.exists()),
+                                self.work)
         self.future: Future[native.PipelineResult] = Future()
         threading.Thread(target=self._run, name="cdlc-copy", daemon=True).start()
 
@@ -60,6 +63,18 @@ class CopyRun:
         directory: whatever was not published goes. Safe to call more than once."""
         self.future.exception()  # waits; a failure is the owning job's to report
         shutil.rmtree(self.work, ignore_errors=True)
+
+    def abandon(self) -> None:
+        """discard() a copy started on a wrong guess, and the directories made for it
+        that are still empty: a guess leaves nothing behind where it pointed."""
+        self.discard()
+        for d in self.work.parents:
+            if not d.is_relative_to(self._first_made):
+                break
+            try:
+                d.rmdir()
+            except OSError:  # not empty (someone else's now), or gone
+                break
 
     async def close(self) -> None:
         """discard() without blocking the event loop."""

@@ -41,7 +41,7 @@ def new_asset_id(master: Path) -> str:
 def gop_for(segment_seconds: float, preferred: float) -> float:
     """The longest GOP up to `preferred` that divides the segment evenly: segments are
     cut at forced keyframes, so every segment must hold whole GOPs."""
-    if not segment_seconds > 0:
+    if not (segment_seconds > 0 and math.isfinite(segment_seconds)):
         raise IngestError(f"segment duration must be positive, got {segment_seconds:g} s")
     count = max(1, math.ceil(segment_seconds / preferred - 1e-9))
     return segment_seconds / count

@@ -91,6 +91,7 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--segment-seconds", "0"], "segment duration must be positive, got 0 s"),
+        (["--segment-seconds", "inf"], "segment duration must be positive, got inf s"),
         (["--preset", "warpspeed"], "unknown preset 'warpspeed'"),
     ],
 )
