@@ -2,8 +2,9 @@
 
 Start-up is part of every command's cost (a package-only ingest of a 10-minute
 master takes about as long as importing the engine), so this module imports the
-settings, asyncio, the pipeline, the stores and the servers inside the commands
-that use them: `cdlc ingest --copy` starts its copy before any of them load.
+settings, asyncio, the pipeline, the stores, the servers and most of the standard
+library inside the commands that use them: `cdlc ingest --copy` starts its copy
+before any of them load (engine/copy_run.py).
 """
 
 from __future__ import annotations
