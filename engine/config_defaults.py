@@ -6,8 +6,8 @@ takes its prefix and these defaults from here. Importing it costs about 0.15 s o
 CPU (pydantic, its plugin loader, asyncio), as much as the package-only copy of a
 10-minute master. `cdlc ingest --copy` therefore starts that copy on a guess made
 from these names, and checks the guess against Settings once Settings has loaded
-(engine.cli). A wrong guess costs time, never correctness: the copy is discarded
-and started again with the settings' values.
+(engine.cli). A wrong guess costs time, never correctness: that copy is abandoned
+and the job copies again where the settings say.
 """
 
 from __future__ import annotations
