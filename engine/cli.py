@@ -262,11 +262,11 @@ def status_cmd(asset_id: str, as_json: bool) -> None:
               help="Processes sharing the port (SO_REUSEPORT).")
 def serve_cmd(host: str, port: int, workers: int) -> None:
     """Start the origin: playback routes, admin API, /metrics."""
+    import logging
+
     from origin.server import run
 
     settings = load_settings()
-    import logging
-
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
