@@ -1,26 +1,43 @@
-"""Celery for many machines: `celery -A engine.celery_app worker -Q cpu` (or gpu).
+"""Celery for many machines: ``cdlc worker --class cpu`` (or gpu), or
+``celery -A engine.celery_app worker -Q cpu``.
 
-A task is acknowledged only after it finished (acks_late) and is re-queued if its
-worker dies (reject_on_worker_lost): a killed worker's job runs again elsewhere, and
-since publishing is atomic the half-done attempt was never served.
+A task carries a job id only; the job record in the metadata store is the truth.
+A worker claims the job with a lease (compare-and-set), renews it while it works,
+and finishes it; a delivery of a job that is finished, or held by a live lease, is
+dropped. Recovery does not wait for the broker: every worker runs a reaper that
+sweeps the store every third of a lease and sends again each job whose holder died
+(at once on this machine, where a dead pid is seen; elsewhere when its lease runs
+out), so kill -9 of a whole worker gets its job running again within about a lease.
+Tasks are acknowledged late and rejected when their worker is lost, so a broker
+that notices (RabbitMQ closes the channel) redelivers at once as well; either
+way the lease decides who runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from pathlib import Path
+import logging
+import threading
+import time
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
 
 from engine.config import Settings
-from engine.executor import options_from
-from engine.pipeline import ingest
+from engine.leases import claim, holder_id
+from engine.runner import execute
 from engine.services import open_backends
-from metadata.models import master_key
+from engine.sweep import sweep, sweep_jobs
+from metadata.jobs import Job
+from metadata.models import JobState
 
-INGEST_TASK = "cdlc.ingest"
+log = logging.getLogger(__name__)
+
+JOB_TASK = "cdlc.job"
+# A QUEUED job nobody has touched for this long lost its message (a submitter
+# killed between recording and sending, a purged queue): the reaper sends it again.
+LOST_MESSAGE_SECONDS = 300.0
 
 
 def make_app(settings: Settings) -> Celery:
@@ -31,33 +48,114 @@ def make_app(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         task_default_queue="cpu",
         broker_connection_retry_on_startup=True,
+        broker_connection_timeout=5,
+        # Redelivery of an unacknowledged task (Redis) after a worker died: the
+        # reaper normally gets there first; this bounds the case with no reaper alive.
+        broker_transport_options={"visibility_timeout": 3600},
+        worker_hijack_root_logger=False,
     )
-    app.task(name=INGEST_TASK)(run_ingest_task)
+    app.task(name=JOB_TASK)(run_job_task)
     return app
 
 
-def run_ingest_task(asset_id: str, source_name: str, options: dict[str, Any]) -> str:
-    settings = Settings()
-    return asyncio.run(_run(settings, asset_id, source_name, options))
+def send_job(app: Celery, job: Job, countdown: float = 0.0) -> None:
+    app.send_task(JOB_TASK, args=[job.id], queue=job.queue or "cpu",
+                  countdown=max(0.0, countdown) or None)
 
 
-async def _run(settings: Settings, asset_id: str, source_name: str,
-               options: dict[str, Any]) -> str:
+def run_job_task(job_id: str) -> str:
+    return asyncio.run(_run_job(Settings(), job_id))
+
+
+async def _run_job(settings: Settings, job_id: str) -> str:
     backends = open_backends(settings)
     try:
-        key = master_key(asset_id)
-        local = backends.objects.local_path(key)
-        with tempfile.TemporaryDirectory(dir=settings.data_dir) as tmp:
-            if local is None:
-                local = Path(tmp) / "source"
-                with local.open("wb") as fh:
-                    async for chunk in backends.objects.iter_range(key):
-                        fh.write(chunk)
-            asset = await ingest(backends, asset_id, local, options_from(settings, options),
-                                 source_name=source_name)
-        return asset.state.value
+        job = await backends.store.get_job(job_id)
+        if job is None or job.finished:
+            return "gone"
+        wait = job.not_before - time.time()
+        if wait > 0:  # backing off: come back then
+            send_job(app, job, wait)
+            return "later"
+        taken = await claim(backends.store, job, holder_id(), settings.lease_seconds)
+        if taken is None:
+            return "held"  # a live lease: if its holder dies, a reaper sends it again
+        try:
+            await execute(backends, taken)
+        except Exception as exc:  # recorded in the job
+            log.warning("job %s ended: %s", job_id, exc)
+        after = await backends.store.get_job(job_id)
+        if after is not None and after.state == JobState.QUEUED:  # a retry with backoff
+            send_job(app, after, after.not_before - time.time())
+        return str(after.state) if after else "gone"
     finally:
         await backends.close()
 
 
+async def reap_once(settings: Settings, celery: Celery) -> int:
+    """Sweep the store; send again what dead workers held and what lost its message."""
+    backends = open_backends(settings)
+    try:
+        report = await sweep_jobs(backends.store)
+        for job in report.requeued:
+            send_job(celery, job, job.not_before - time.time())
+        now = time.time()
+        sent = len(report.requeued)
+        for job in await backends.store.list_jobs(states=[JobState.QUEUED]):
+            if job.lease_holder is None and now - job.updated_at > LOST_MESSAGE_SECONDS \
+                    and job.not_before <= now and await backends.store.write_job(job):
+                send_job(celery, job)
+                sent += 1
+        return sent
+    finally:
+        await backends.close()
+
+
+class Reaper(threading.Thread):
+    """The worker's main process sweeps for dead workers' jobs (module docstring)."""
+
+    def __init__(self, settings: Settings, celery: Celery) -> None:
+        super().__init__(name="cdlc-reaper", daemon=True)
+        self.settings, self.celery = settings, celery
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(max(1.0, self.settings.lease_seconds / 3)):
+            try:
+                asyncio.run(reap_once(self.settings, self.celery))
+            except Exception:
+                log.warning("reaper: sweep failed; retrying", exc_info=True)
+
+
+_reaper: Reaper | None = None
+
+
+def _start_reaper(**_: Any) -> None:
+    """A worker that starts sweeps what dead runs left, then keeps reaping."""
+    global _reaper
+    settings = Settings()
+
+    async def first() -> None:
+        backends = open_backends(settings)
+        try:
+            await sweep(backends.store, settings.scratch_dirs)
+        finally:
+            await backends.close()
+
+    try:
+        asyncio.run(first())
+        asyncio.run(reap_once(settings, app))
+    except Exception:
+        log.warning("start-up sweep failed", exc_info=True)
+    _reaper = Reaper(settings, app)
+    _reaper.start()
+
+
+def _stop_reaper(**_: Any) -> None:
+    if _reaper is not None:
+        _reaper.stopped.set()
+
+
+worker_ready.connect(_start_reaper)
+worker_shutdown.connect(_stop_reaper)
 app = make_app(Settings())

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 # parameter, which put ~0.1 s of imports in front of every command.
 import click
 
-from engine.job_spec import IngestError, IngestOptions, check_asset_id, check_options, new_asset_id
+from engine.job_spec import (
+    IngestError,
+    IngestOptions,
+    RequestError,
+    check_asset_id,
+    check_options,
+    new_asset_id,
+)
 from engine.progress import JobProgress
 from metadata.models import Asset, JobState
 
@@ -89,6 +96,7 @@ async def _ingest(settings: Settings, path: Path, asset_id: str, options: Ingest
                   show_progress: bool | None, started: CopyRun | None) -> dict[str, Any]:
     from engine.pipeline import ingest
     from engine.services import open_backends
+    from engine.sweep import sweep_jobs
 
     try:
         backends = open_backends(settings)
@@ -98,6 +106,9 @@ async def _ingest(settings: Settings, path: Path, asset_id: str, options: Ingest
                     asset = await _ingest_via_broker(settings, backends, path, asset_id, options,
                                                      progress)
                 else:
+                    # A process that starts sweeps what dead runs left (an earlier
+                    # `cdlc ingest` killed mid-job holds its id until then).
+                    await sweep_jobs(backends.store)
                     asset = await ingest(backends, asset_id, path, options, on_progress=progress,
                                          started=started)
             return await asset_summary(backends, asset)
@@ -110,16 +121,34 @@ async def _ingest(settings: Settings, path: Path, asset_id: str, options: Ingest
 
 async def _ingest_via_broker(settings: Settings, backends: Backends, path: Path, asset_id: str,
                              options: IngestOptions, progress: JobProgress) -> Asset:
+    """Submit through the application layer (Celery workers run it) and follow the
+    job to its end."""
     import asyncio
+    import os
+    import shutil
+    import uuid
 
-    from engine.executor import CeleryExecutor
+    from engine.application import Engine
+    from engine.celery_executor import CeleryExecutor
+    from metadata.jobs import AlreadyExists
 
-    await backends.store.put_asset(Asset(id=asset_id, source_name=path.name))
-    await CeleryExecutor(settings, backends).submit(asset_id, path, {
-        "ladder": options.ladder, "preset": options.preset,
-        "segment_seconds": options.segment_seconds, "copy": options.copy,
-        "encoder": options.encoder,
-    })
+    if not path.is_file():
+        raise IngestError(f"{path}: no such file")
+    # The application takes the file it is given over (a rename into a local
+    # store): it gets a copy, never the user's own file.
+    staging = settings.data_dir / "uploads"
+    staging.mkdir(parents=True, exist_ok=True)
+    copy = staging / f"cli-{uuid.uuid4().hex}.{os.getpid()}.part"
+    await asyncio.to_thread(shutil.copyfile, path, copy)
+    engine = Engine(settings, backends, CeleryExecutor(settings, backends))
+    raw = {"ladder": options.ladder, "preset": options.preset,
+           "segment_seconds": options.segment_seconds, "gop_seconds": options.gop_seconds,
+           "copy": options.copy, "encoder": options.encoder}
+    try:
+        await engine.submit(asset_id, copy, raw, source_name=path.name)
+    except AlreadyExists as exc:
+        raise IngestError(f"asset {asset_id} already exists; delete it or choose another --id "
+                          f"({exc})") from exc
     while True:
         asset = await backends.store.get_asset(asset_id)
         if asset is not None:
@@ -167,8 +196,15 @@ def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str
         import asyncio  # after the copy has started: ~50 ms of imports
 
         summary = asyncio.run(_ingest(settings, path, aid, options, progress, started))
-    except IngestError as exc:
+    except (IngestError, RequestError) as exc:
         fail(str(exc))
+    except OSError as exc:
+        from engine.pipeline import is_no_space
+
+        if is_no_space(exc):
+            fail(str(exc) if "no space left" in str(exc) else
+                 f"no space left on device in {exc.filename or 'the data dir'}", 1)
+        raise
     except KeyboardInterrupt:
         fail("interrupted; nothing was published", 130)
     finally:
@@ -261,12 +297,18 @@ def status_cmd(asset_id: str, as_json: bool) -> None:
 @click.option("--workers", default=1, show_default=True,
               help="Processes sharing the port (SO_REUSEPORT).")
 def serve_cmd(host: str, port: int, workers: int) -> None:
-    """Start the origin: playback routes, admin API, /metrics."""
+    """Start the origin: playback routes, admin API, /metrics; and, without a
+    broker, the in-process job executor."""
     import logging
 
+    from engine.startup import StartupError, preflight_serve
     from origin.server import run
 
     settings = load_settings()
+    try:
+        preflight_serve(settings, host, port)
+    except StartupError as exc:
+        fail(str(exc), 1)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -274,30 +316,220 @@ def serve_cmd(host: str, port: int, workers: int) -> None:
 
 
 async def build_origin_app(settings: Settings) -> Any:
-    """The origin app wired to the configured backends and executor."""
+    """The origin app wired to the configured backends, the engine's application
+    layer and its executor (started with the app: it sweeps, then runs jobs)."""
     from aiohttp import web
 
+    from engine.application import Engine
     from engine.executor import make_executor
     from engine.services import open_backends
     from origin.app import OriginDeps, create_app
 
     backends = open_backends(settings)
     executor = make_executor(settings, backends)
+    engine = Engine(settings, backends, executor, edges=settings.edge_urls)
     deps = OriginDeps(
         store=backends.store, objects=backends.objects, cache=backends.cache,
         signing_key=settings.signing_key_bytes, api_key=settings.api_key or None,
         max_upload_bytes=settings.max_upload_bytes, upload_dir=settings.data_dir / "uploads",
-        submit_job=executor.submit, edges=settings.edge_urls,
+        application=engine, edges=settings.edge_urls,
         trusted_proxies=settings.trusted_proxy_list,
+        data_dir=settings.data_dir, min_free_bytes=settings.min_free_bytes,
     )
     application: web.Application = create_app(deps)
+
+    async def start(_: web.Application) -> None:
+        await executor.start()
 
     async def close(_: web.Application) -> None:
         await executor.close()
         await backends.close()
 
+    application.on_startup.append(start)
     application.on_cleanup.append(close)
     return application
+
+
+@app.command("worker")
+@click.option("--class", "worker_class", type=click.Choice(["auto", "cpu", "gpu"]),
+              default="auto", show_default=True,
+              help="Queue to consume: gpu only where NVENC opens; auto picks.")
+@click.option("--concurrency", default=1, show_default=True, help="Jobs at once.")
+def worker_cmd(worker_class: str, concurrency: int) -> None:
+    """Start a Celery worker for CDLC_BROKER that runs jobs of one worker class."""
+    import os
+    import socket
+
+    from engine.startup import StartupError, check_backends, check_broker, check_data_dir
+    from engine.workers import gpu_available
+
+    settings = load_settings()
+    if not settings.broker:
+        fail("CDLC_BROKER is not set: without a broker `cdlc serve` runs jobs itself", 1)
+    if worker_class == "gpu" and not gpu_available():
+        fail("--class gpu: h264_nvenc has no usable CUDA device on this machine", 1)
+    if worker_class == "auto":
+        worker_class = "gpu" if gpu_available() else "cpu"
+    try:
+        check_data_dir(settings)
+        check_backends(settings)
+        check_broker(settings)
+    except StartupError as exc:
+        fail(str(exc), 1)
+    from engine.celery_app import app as celery
+
+    print(f"worker: class {worker_class}, concurrency {concurrency}", file=sys.stderr, flush=True)
+    celery.worker_main([
+        "worker", "-Q", worker_class, "--concurrency", str(max(1, concurrency)),
+        "-n", f"{worker_class}@{socket.gethostname()}-{os.getpid()}", "-l", "INFO",
+        "--without-gossip", "--without-mingle",
+    ])
+
+
+def _run_async(coro: Any) -> Any:
+    """Run an admin command's coroutine; the application's refusals are one line."""
+    import asyncio
+
+    from metadata.jobs import AlreadyExists, FailedPrecondition, NotFound
+
+    try:
+        return asyncio.run(coro)
+    except NotFound as exc:
+        fail(str(exc).strip("'\""), 1)
+    except (AlreadyExists, FailedPrecondition, RequestError, IngestError) as exc:
+        fail(str(exc))
+
+
+async def _with_engine(settings: Settings, fn: Any) -> Any:
+    from engine.application import Engine
+    from engine.executor import make_executor
+    from engine.services import open_backends
+    from engine.sweep import sweep_jobs
+
+    backends = open_backends(settings)
+    try:
+        await sweep_jobs(backends.store)
+        engine = Engine(settings, backends, make_executor(settings, backends),
+                        edges=settings.edge_urls)
+        return await fn(engine, backends)
+    finally:
+        await backends.close()
+
+
+@app.command("list")
+@click.option("--state", type=click.Choice([s.value for s in JobState]), help="Only this state.")
+@click.option("--limit", default=100, show_default=True)
+@json_option
+def list_cmd(state: str | None, limit: int, as_json: bool) -> None:
+    """Assets, with state and progress."""
+    settings = load_settings()
+
+    async def go(engine: Any, _: Any) -> list[Asset]:
+        result: list[Asset] = await engine.list_assets(
+            limit=limit, state=JobState(state) if state else None)
+        return result
+
+    assets: list[Asset] = _run_async(_with_engine(settings, go))
+    if as_json:
+        import json
+
+        print(json.dumps([{"asset": a.id, "state": a.state.value, "progress": a.progress,
+                           "duration": a.duration, "error": a.error} for a in assets]))
+        return
+    for a in assets:
+        line = f"{a.id:<32} {a.state.value:<12}"
+        if not a.state.finished:
+            line += f" {a.progress * 100:3.0f}%"
+        if a.error:
+            line += f" {a.error}"
+        print(line)
+
+
+@app.command("jobs")
+@click.option("--state", type=click.Choice([s.value for s in JobState]), help="Only this state.")
+@click.option("--asset", "asset_id", help="Only this asset's jobs.")
+@json_option
+def jobs_cmd(state: str | None, asset_id: str | None, as_json: bool) -> None:
+    """Job records: asset, attempt, state, progress, lease holder, error."""
+    settings = load_settings()
+
+    async def go(engine: Any, _: Any) -> list[Any]:
+        result: list[Any] = await engine.jobs(state=JobState(state) if state else None,
+                                              asset_id=asset_id)
+        return result
+
+    jobs = _run_async(_with_engine(settings, go))
+    if as_json:
+        import json
+
+        print(json.dumps([job_json(j) for j in jobs]))
+        return
+    for j in jobs:
+        line = (f"{j.id[:12]} {j.asset_id:<24} {j.state.value:<12} "
+                f"attempt {j.attempt}/{j.max_attempts}")
+        if not j.finished:
+            line += f" {j.progress * 100:3.0f}%"
+        if j.lease_holder:
+            line += f" held by {j.lease_holder}"
+        if j.error:
+            line += f" - {j.error}"
+        print(line)
+
+
+def job_json(job: Any) -> dict[str, Any]:
+    return {"id": job.id, "asset": job.asset_id, "state": job.state.value,
+            "progress": job.progress, "attempt": job.attempt, "max_attempts": job.max_attempts,
+            "lease_holder": job.lease_holder, "lease_expires": job.lease_expires,
+            "error": job.error, "queue": job.queue, "created_at": job.created_at,
+            "updated_at": job.updated_at, "request": json_request(job)}
+
+
+def json_request(job: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(job.request)
+
+
+@app.command("retry")
+@click.argument("asset_id")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
+def retry_cmd(asset_id: str, progress: bool | None) -> None:
+    """Run a failed asset's job again from its kept master. Without a broker the
+    job runs in this command; with one it is queued for the workers."""
+    settings = load_settings()
+
+    async def go(engine: Any, backends: Any) -> str:
+        job = await engine.retry(asset_id)
+        if settings.broker:
+            return f"{asset_id}: queued again as job {job.id}"
+        from engine.leases import claim, holder_id
+        from engine.runner import execute
+
+        taken = await claim(backends.store, job, holder_id(), backends.lease_seconds)
+        if taken is None:
+            return f"{asset_id}: queued again as job {job.id} (a running `cdlc serve` took it)"
+        with JobProgress(asset_id, enabled=progress) as bar:
+            try:
+                await execute(backends, taken, on_progress=bar, requeue_on_cancel=False)
+            except Exception as exc:
+                raise IngestError(str(exc)) from exc
+        return f"{asset_id}: ready"
+
+    print(_run_async(_with_engine(settings, go)))
+
+
+@app.command("delete")
+@click.argument("asset_id")
+def delete_cmd(asset_id: str) -> None:
+    """Take an asset down: its job stopped, metadata, media and master removed, the
+    edges purged."""
+    settings = load_settings()
+
+    async def go(engine: Any, _: Any) -> None:
+        await engine.delete(asset_id)
+
+    _run_async(_with_engine(settings, go))
+    print(f"{asset_id}: deleted")
 
 
 @app.group("cdn")

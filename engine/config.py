@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     encoder: str = Field("auto", description="auto | cpu | gpu")
     max_jobs: int = Field(1, ge=1, description="concurrent jobs of the in-process executor")
     max_upload_bytes: int = 20 * 2**30
+    lease_seconds: float = Field(
+        30.0, ge=1, description="a running job's lease; a dead worker's job runs again after it")
+    max_attempts: int = Field(3, ge=1, description="attempts of a job before it FAILS")
+    chunk_seconds: float = Field(
+        120.0, ge=0, description="with a broker, masters longer than this are encoded in "
+        "chunks of about this length on many workers; 0 = never")
+    min_free_bytes: int = Field(
+        2 * 2**30, ge=0, description="/readyz says not ready when the data dir has less free")
 
     @field_validator("encoder")
     @classmethod
@@ -41,6 +49,11 @@ class Settings(BaseSettings):
         if value not in ("auto", "cpu", "gpu"):
             raise ValueError("encoder must be auto, cpu or gpu")
         return value
+
+    @property
+    def scratch_dirs(self) -> list[Path]:
+        """Where runs leave files that a sweep may remove (engine.sweep)."""
+        return [self.work_dir, self.data_dir / "uploads", self.data_dir / "objects" / ".uploads"]
 
     @cached_property
     def work_dir(self) -> Path:

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import shutil
 import threading
-import uuid
 from concurrent.futures import Future
 from pathlib import Path
 
 import native
+from engine.job_spec import work_dir_name
 
 
 class CopyRun:
@@ -34,7 +34,7 @@ class CopyRun:
         self.master = master
         self.work_root = work_root
         self.segment_seconds = segment_seconds
-        self.work = work_root / f"{asset_id}-{uuid.uuid4().hex[:8]}"
+        self.work = work_root / work_dir_name(asset_id)
         self.out_dir = self.work / "out"
         # The top-most directory the copy will create (abandon() removes it again).
         self._first_made = next((d for d in reversed(self.work.parents) if not d.exists()),

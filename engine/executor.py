@@ -1,108 +1,127 @@
-"""Job scheduling. In-process by default (a bounded number of concurrent jobs in
-this event loop, native work in threads); Celery when CDLC_BROKER is set, with one
-queue per worker class."""
+"""Job scheduling. In-process by default: the store is the queue, and a loop in
+this process claims QUEUED jobs (at most ``max_jobs`` at once), runs them under a
+lease and sweeps what dead runs left; several processes (``cdlc serve --workers
+N``) share the work safely, since a claim is a compare-and-set. With
+``CDLC_BROKER`` set, Celery workers run the jobs (engine.celery_app), one queue
+per worker class.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from pathlib import Path
-from typing import Any, Protocol
 
+from engine.application import Scheduler
 from engine.config import Settings
-from engine.pipeline import IngestOptions, Services, ingest
-from engine.workers import choose_worker
-from metadata.models import master_key
+from engine.leases import claim, holder_id
+from engine.pipeline import Services
+from engine.runner import execute
+from engine.sweep import sweep, sweep_jobs
+from metadata.jobs import Job, JobRequest, RequestError
+from metadata.models import JobState
 
 log = logging.getLogger(__name__)
 
 
-def _flag(value: object) -> bool:
-    """A form field ("true", "0", ...) or a JSON boolean."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+def check_encoder_here(request: JobRequest) -> None:
+    """encoder=gpu on a machine whose NVENC does not open is refused up front."""
+    if request.encoder == "gpu" and not request.copy:
+        from engine.workers import gpu_available
 
-
-def options_from(settings: Settings, raw: dict[str, Any]) -> IngestOptions:
-    """Job options as sent over the admin API or a queue, defaults from settings."""
-    return IngestOptions(
-        ladder=raw.get("ladder") or None,
-        preset=str(raw.get("preset") or settings.preset),
-        segment_seconds=float(raw.get("segment_seconds") or settings.segment_seconds),
-        gop_seconds=float(raw.get("gop_seconds") or settings.gop_seconds),
-        copy=_flag(raw.get("copy", False)),
-        encoder=str(raw.get("encoder") or settings.encoder),
-    )
-
-
-class Executor(Protocol):
-    async def submit(self, asset_id: str, master: Path, options: dict[str, Any]) -> None: ...
-
-    async def close(self) -> None: ...
+        if not gpu_available():
+            raise RequestError("encoder gpu requested, but h264_nvenc has no usable CUDA "
+                               "device on this machine (use encoder auto or cpu)")
 
 
 class InProcessExecutor:
-    """Runs jobs as tasks of the current event loop, at most `max_jobs` at once."""
+    """Runs jobs of the metadata store as tasks of the current event loop."""
 
-    def __init__(self, settings: Settings, services: Services) -> None:
+    def __init__(self, settings: Settings, services: Services, *,
+                 poll_seconds: float = 1.0) -> None:
         self._settings = settings
         self._services = services
-        self._slots = asyncio.Semaphore(settings.max_jobs)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._poll = poll_seconds
+        self._holder = holder_id()
+        self._wake = asyncio.Event()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
 
-    async def submit(self, asset_id: str, master: Path, options: dict[str, Any]) -> None:
-        job = self._run(asset_id, master, options_from(self._settings, options),
-                        options.get("source_name"))
-        task = asyncio.create_task(job)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def route(self, request: JobRequest) -> str:
+        check_encoder_here(request)
+        return ""
 
-    async def _run(self, asset_id: str, master: Path, options: IngestOptions,
-                   source_name: str | None) -> None:
-        async with self._slots:
+    async def enqueue(self, job: Job) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Sweep what dead runs left, then claim and run jobs until close()."""
+        report = await sweep(self._services.store, self._settings.scratch_dirs)
+        if report.requeued or report.failed:
+            log.info("start-up sweep: %d jobs queued again, %d failed",
+                     len(report.requeued), len(report.failed))
+        self._loop_task = asyncio.create_task(self._loop())
+
+    async def _loop(self) -> None:
+        sweep_every = max(1.0, self._settings.lease_seconds / 3)
+        last_sweep = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
             try:
-                await ingest(self._services, asset_id, master, options, source_name=source_name)
-            except Exception as exc:  # already recorded as FAILED in the store
-                log.warning("job %s failed: %s", asset_id, exc)
-            finally:
-                # An upload staged for a remote object store is a local copy only.
-                uploads = (self._settings.data_dir / "uploads").resolve()
-                if master.resolve().parent == uploads:
-                    master.unlink(missing_ok=True)
+                if loop.time() - last_sweep >= sweep_every:
+                    last_sweep = loop.time()
+                    await sweep_jobs(self._services.store)
+                await self._claim_some()
+            except Exception:  # the store is out: try again at the next beat
+                log.warning("job scheduling failed; retrying", exc_info=True)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+
+    async def _claim_some(self) -> None:
+        free = self._settings.max_jobs - len(self._running)
+        if free <= 0:
+            return
+        queued = await self._services.store.list_jobs(states=[JobState.QUEUED], limit=100)
+        for job in queued:
+            if free <= 0:
+                break
+            if job.id in self._running:
+                continue
+            taken = await claim(self._services.store, job, self._holder,
+                                self._services.lease_seconds)
+            if taken is None:
+                continue
+            free -= 1
+            task = asyncio.create_task(self._run(taken))
+            self._running[taken.id] = task
+
+    async def _run(self, job: Job) -> None:
+        try:
+            await execute(self._services, job)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # recorded in the job already
+            log.warning("job %s of %s ended: %s", job.id, job.asset_id, exc)
+        finally:
+            self._running.pop(job.id, None)
+            self._wake.set()
 
     async def close(self) -> None:
-        for task in self._tasks:
+        """Stop claiming; running jobs are cancelled and handed back QUEUED, so the
+        next process to start runs them again."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        tasks = list(self._running.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
-class CeleryExecutor:
-    """Sends jobs to Celery workers. The master must already be in the object store
-    (masters/{asset}/source) so any machine can fetch it."""
-
-    def __init__(self, settings: Settings, services: Services) -> None:
-        self._settings = settings
-        self._services = services
-
-    async def submit(self, asset_id: str, master: Path, options: dict[str, Any]) -> None:
-        from engine.celery_app import INGEST_TASK, make_app
-
-        key = master_key(asset_id)
-        if await self._services.objects.stat(key) is None:
-            await self._services.objects.put_file(key, master)
-        queue = choose_worker(str(options.get("encoder") or self._settings.encoder)).value
-        app = make_app(self._settings)
-        await asyncio.to_thread(
-            app.send_task, INGEST_TASK,
-            args=[asset_id, str(options.get("source_name") or master.name), options], queue=queue
-        )
-
-    async def close(self) -> None:
-        return None
-
-
-def make_executor(settings: Settings, services: Services) -> Executor:
+def make_executor(settings: Settings, services: Services) -> Scheduler:
     if settings.broker:
+        from engine.celery_executor import CeleryExecutor
+
         return CeleryExecutor(settings, services)
     return InProcessExecutor(settings, services)

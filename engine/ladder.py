@@ -15,10 +15,13 @@ an optional `HEIGHT:KBPS[,HEIGHT:KBPS...]` spec into `native.Rung`s. Rules:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import native
+from metadata.jobs import parse_ladder_spec
+
+__all__ = ["DEFAULT_LADDER", "SourceDims", "default_ladder", "parse_ladder_spec",
+           "plan_ladder", "source_dims"]
 
 # label (short side) -> kbit/s at <= 30 fps
 DEFAULT_LADDER: tuple[tuple[int, int], ...] = (
@@ -30,7 +33,6 @@ DEFAULT_LADDER: tuple[tuple[int, int], ...] = (
     (360, 800),
 )
 HIGH_FPS_FACTOR = 1.5
-_SPEC_ITEM = re.compile(r"^\s*(\d+)\s*[:x]\s*(\d+)\s*(?:k|kbps)?\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -41,36 +43,6 @@ class SourceDims:
     width: int
     height: int
     fps: float = 30.0
-
-
-def parse_ladder_spec(spec: str) -> list[tuple[int, int]]:
-    """'1080:5000,720:3000' -> [(1080, 5000), (720, 3000)] (label, kbit/s), tallest first.
-
-    Raises ValueError naming the bad item: empty spec, missing ':', non-numbers,
-    odd or zero sizes, zero bitrates, a label given twice.
-    """
-    if not spec or not spec.strip():
-        raise ValueError("empty ladder spec; expected HEIGHT:KBPS[,HEIGHT:KBPS...], e.g. 720:3000")
-    out: list[tuple[int, int]] = []
-    seen: set[int] = set()
-    for item in spec.split(","):
-        match = _SPEC_ITEM.match(item)
-        if not match:
-            raise ValueError(
-                f"bad ladder item {item.strip()!r} in {spec!r}; expected HEIGHT:KBPS, e.g. 720:3000"
-            )
-        label, kbps = int(match.group(1)), int(match.group(2))
-        if label < 2 or label % 2:
-            raise ValueError(f"bad ladder height {label} in {spec!r}: must be even and >= 2")
-        if label > 8640:
-            raise ValueError(f"bad ladder height {label} in {spec!r}: larger than 8K")
-        if kbps <= 0:
-            raise ValueError(f"bad ladder bitrate {kbps} in {spec!r}: must be > 0 kbit/s")
-        if label in seen:
-            raise ValueError(f"ladder height {label} given twice in {spec!r}")
-        seen.add(label)
-        out.append((label, kbps))
-    return sorted(out, reverse=True)
 
 
 def source_dims(info: native.MediaInfo | SourceDims | tuple[int, int]) -> SourceDims:

@@ -9,20 +9,23 @@ assets only, and a failed job removes what it uploaded).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import shutil
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import native
 from engine.copy_run import CopyRun
-from engine.job_spec import IngestError, IngestOptions, check_asset_id, check_options, gop_for
+from engine.job_spec import IngestError, IngestOptions, work_dir_name
 from engine.ladder import plan_ladder
+from engine.leases import Lease
 from engine.workers import choose_encoder
 from metadata.cache import Cache, invalidate_asset
+from metadata.jobs import StaleJob
 from metadata.models import Asset, JobState, Rendition, Segment, media_prefix
 from metadata.objects import ObjectStore
 from metadata.store import MetadataStore
@@ -32,6 +35,7 @@ from packager.codecs import codec_string
 __all__ = ["IngestError", "IngestOptions", "ProgressFn", "Services", "ingest", "to_models"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # (stage, fraction of that stage in 0..1); called from worker threads too.
 ProgressFn = Callable[[JobState, float], None]
@@ -43,14 +47,15 @@ class Services:
     objects: ObjectStore
     cache: Cache
     work_dir: Path
+    lease_seconds: float = 30.0        # a job's lease; renewed every third of it
 
 
 class _StateWriter:
-    """Throttled progress writes from worker threads into the async store."""
+    """Throttled progress writes from worker threads through the job's lease."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, store: MetadataStore, asset_id: str,
-                 state: JobState, on_progress: ProgressFn | None) -> None:
-        self._loop, self._store, self._asset_id = loop, store, asset_id
+    def __init__(self, loop: asyncio.AbstractEventLoop, lease: Lease, state: JobState,
+                 on_progress: ProgressFn | None) -> None:
+        self._loop, self._lease = loop, lease
         self._state, self._on_progress = state, on_progress
         self._last = 0.0
 
@@ -60,10 +65,10 @@ class _StateWriter:
         now = time.monotonic()
         if now - self._last >= 1.0:
             self._last = now
-            asyncio.run_coroutine_threadsafe(
-                self._store.set_state(self._asset_id, self._state, progress=fraction),
-                self._loop,
-            )
+            fut = asyncio.run_coroutine_threadsafe(self._lease.progress(fraction), self._loop)
+            # A lost lease is seen by the watcher (lease.lost); a store hiccup only
+            # costs this one progress write.
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 async def _native_result(fut: asyncio.Future[native.PipelineResult],
@@ -126,57 +131,54 @@ async def ingest(
     source_name: str | None = None,
     started: CopyRun | None = None,
 ) -> Asset:
-    """Run the whole pipeline for one master. Returns the READY asset.
+    """Run the whole pipeline for one master in this process, as a job of its own
+    (engine.runner.ingest_here). Returns the READY asset.
 
-    Raises IngestError (bad input: the job is FAILED with the reason) or other
-    exceptions (infrastructure); in every failure nothing of the asset is served.
-
-    A package-only job (options.copy) starts its native copy first and does its
-    bookkeeping while the copy runs; `started` hands over a copy the caller has
-    already started (engine.copy_run; the CLI does, before loading this module).
+    Raises IngestError (bad input, or the id is taken: the job is FAILED with the
+    reason, or nothing was stored) or other exceptions (infrastructure); in every
+    failure nothing of the asset is served.
     """
-    if started is not None and not options.copy:
-        raise ValueError("a started copy needs options.copy")
-    run = started
-    try:
-        check_asset_id(asset_id)
-        check_options(options)
-        if options.copy and run is None:
-            run = CopyRun(master, services.work_dir, asset_id, options.segment_seconds)
-        return await _ingest(services, asset_id, master, options, on_progress, source_name, run)
-    finally:
-        if run is not None:
-            # Also when the job failed before it needed the copy: it still owns it.
-            await run.close()
+    from engine.runner import ingest_here
+
+    return await ingest_here(services, asset_id, master, options, on_progress=on_progress,
+                             source_name=source_name, started=started)
 
 
-async def _ingest(
+async def run_pipeline(
     services: Services,
-    asset_id: str,
+    lease: Lease,
     master: Path,
-    options: IngestOptions,
-    on_progress: ProgressFn | None,
-    source_name: str | None,
-    run: CopyRun | None,
+    on_progress: ProgressFn | None = None,
+    run: CopyRun | None = None,
 ) -> Asset:
-    store, objects = services.store, services.objects
-    existing = await store.get_asset(asset_id)
-    if existing is not None and existing.state == JobState.READY:
-        raise IngestError(f"asset {asset_id} already exists; delete it or choose another --id")
-    asset = Asset(id=asset_id, source_name=source_name or master.name)
-    await store.put_asset(asset)
+    """Probe, plan, transcode (or copy), package and publish the leased job's asset.
+
+    States go through the lease; the final FAILED (or a retry) is the caller's to
+    write (engine.runner). On any failure the work directory and anything uploaded
+    are removed first, so nothing half-done is served and scratch space is free
+    again. A package-only job hands over its running copy as ``run``.
+    """
+    job = lease.job
+    asset_id, options = job.asset_id, job.request
+    objects = services.objects
     loop = asyncio.get_running_loop()
-    work = run.work if run is not None else services.work_dir / f"{asset_id}-{uuid.uuid4().hex[:8]}"
+    work = run.work if run is not None else services.work_dir / work_dir_name(asset_id)
     out_dir = work / "out"
     uploaded = False
+    stage = JobState.PROBING
 
     def report(state: JobState, fraction: float) -> None:
         if on_progress is not None:
             on_progress(state, fraction)
 
+    async def enter(state: JobState) -> None:
+        nonlocal stage
+        stage = state
+        await lease.state(state, 0.0)
+        report(state, 0.0)
+
     try:
-        await store.set_state(asset_id, JobState.PROBING, progress=0.0)
-        report(JobState.PROBING, 0.0)
+        await enter(JobState.PROBING)
         if not master.is_file():
             raise IngestError(f"{master}: no such file")
         if master.stat().st_size == 0:
@@ -186,8 +188,7 @@ async def _ingest(
             # The copy reads the master itself and names what it cannot package;
             # a separate probe would only open and parse it once more.
             report(JobState.PROBING, 1.0)
-            await store.set_state(asset_id, JobState.PACKAGING, progress=0.0)
-            report(JobState.PACKAGING, 0.0)
+            await enter(JobState.PACKAGING)
             # A copy cannot be interrupted: on cancel it is waited for.
             result = await _native_result(asyncio.wrap_future(run.future), lambda: None)
             if not any(r.track.kind == native.TrackKind.VIDEO for r in result.renditions):
@@ -207,44 +208,48 @@ async def _ingest(
             except ValueError as exc:
                 raise IngestError(str(exc)) from exc
             rungs = [native.Rung(**{**r.__dict__, "encoder": encoder}) for r in rungs]
-            await store.set_state(asset_id, JobState.TRANSCODING, progress=0.0)
-            writer = _StateWriter(loop, store, asset_id, JobState.TRANSCODING, on_progress)
+            await enter(JobState.TRANSCODING)
+            writer = _StateWriter(loop, lease, JobState.TRANSCODING, on_progress)
             transcoder = native.Transcoder(
                 master, out_dir, rungs, segment_seconds=options.segment_seconds,
-                gop_seconds=gop_for(options.segment_seconds, options.gop_seconds),
-                preset=options.preset)
-            result = await _native_result(
-                loop.run_in_executor(None, lambda: transcoder.run(writer)), transcoder.cancel)
-            await store.set_state(asset_id, JobState.PACKAGING, progress=0.0)
-            report(JobState.PACKAGING, 0.0)
+                gop_seconds=options.gop, preset=options.preset)
+            result = await _until_lost(lease, _native_result(
+                loop.run_in_executor(None, lambda: transcoder.run(writer)), transcoder.cancel))
+            await enter(JobState.PACKAGING)
 
         renditions, segments = to_models(asset_id, result)
         if not segments:
             raise IngestError(f"{master}: produced no segments")
         report(JobState.PACKAGING, 1.0)
 
-        await store.set_state(asset_id, JobState.PUBLISHING, progress=0.0)
+        await enter(JobState.PUBLISHING)
         uploaded = True
         # The work directory holds exactly the renditions' init.mp4 and N.m4s,
         # laid out as media_key() names them.
         await objects.adopt_tree(media_prefix(asset_id), out_dir,
                                  lambda f: report(JobState.PUBLISHING, f))
-        asset.duration = result.duration_seconds
-        asset.state = JobState.READY
-        asset.progress = 1.0
-        await store.publish(asset, renditions, segments)
+        asset = Asset(id=asset_id, source_name=options.source_name or master.name,
+                      duration=result.duration_seconds, current_job=job.id)
+        current = await services.store.get_asset(asset_id)
+        if current is not None:
+            asset.created_at, asset.version = current.created_at, current.version
+        await lease.publish(asset, renditions, segments)
         await invalidate_asset(services.cache, asset_id)
         report(JobState.READY, 1.0)
-        published = await store.get_asset(asset_id)
-        return published or asset
+        return asset
     except BaseException as exc:
-        reason = _reason(exc)
-        try:
-            if uploaded:
+        # Scratch first: after ENOSPC the failure can only be recorded once the
+        # disk has room again.
+        if run is None:
+            shutil.rmtree(work, ignore_errors=True)
+        if uploaded and not isinstance(exc, StaleJob):
+            try:
                 await objects.delete_prefix(media_prefix(asset_id) + "/")
-            await store.set_state(asset_id, JobState.FAILED, error=reason)
-        except Exception:  # the store itself may be what failed
-            log.exception("could not record failure of %s", asset_id)
+            except Exception:
+                log.exception("could not remove the partial upload of %s", asset_id)
+        if is_no_space(exc):
+            raise NoSpaceError(f"no space left on device in {services.work_dir.parent} "
+                               f"while {stage.value}") from exc
         # Bad media (InvalidDataError is a ValueError) or a setting the core refuses
         # (an unknown preset, say): the user's input, reported in one line.
         if isinstance(exc, ValueError | native.NotFoundError) and not isinstance(
@@ -252,12 +257,40 @@ async def _ingest(
             raise IngestError(f"{master}: {exc}") from exc
         raise
     finally:
-        if run is None:  # a copy's work directory goes with the copy (ingest())
+        if run is None:  # a copy's work directory goes with the copy (runner)
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
-        return "cancelled"
-    return str(exc) or type(exc).__name__
+async def _until_lost(lease: Lease, work: Awaitable[T]) -> T:
+    """``work``, cancelled as soon as the lease is lost (another process runs the
+    job now: this attempt must not publish)."""
+    task = asyncio.ensure_future(work)
+    lost = asyncio.ensure_future(lease.lost.wait())
+    try:
+        await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise StaleJob(f"job {lease.job.id} was taken over by another process")
+        return task.result()
+    finally:
+        lost.cancel()
 
+
+def is_no_space(exc: BaseException | None) -> bool:
+    """ENOSPC anywhere in the exception chain (OSError, the native core's IOError,
+    sqlite3's "database or disk is full")."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        text = str(exc)
+        if "No space left on device" in text or "disk is full" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+class NoSpaceError(OSError):
+    """The data dir filled up during a job; one line says where and in which stage."""

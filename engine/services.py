@@ -22,4 +22,5 @@ def open_backends(settings: Settings) -> Backends:
         objects=open_objects(settings.storage, settings.data_dir),
         work_dir=settings.work_dir,
         cache=open_cache(settings.cache),
+        lease_seconds=settings.lease_seconds,
     )

@@ -41,6 +41,7 @@ class Asset:
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     version: int = 0                 # bumped on every publish; part of cache keys
+    current_job: str = ""            # id of the job whose state this asset shows
 
 
 @dataclass

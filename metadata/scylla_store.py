@@ -23,16 +23,28 @@ LOCAL_SERIAL; routing is TokenAwarePolicy(DCAwareRoundRobinPolicy()).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
+from metadata.jobs import AlreadyExists, Job, JobRequest, StaleJob
 from metadata.models import Asset, JobState, Rendition, Segment
+
+_JOB_DDL = (
+    "id text, asset_id text, request text, master text, state text, progress double,"
+    " error text, attempt int, max_attempts int, lease_holder text, lease_expires double,"
+    " not_before double, queue text, chunks text, created_at double, updated_at double,"
+    " rev int"
+)
+_JOB_COLS = ", ".join(part.split()[0] for part in _JOB_DDL.split(","))
 
 _TABLES = [
     """CREATE TABLE IF NOT EXISTS assets (
         id text PRIMARY KEY, state text, progress double, error text, duration double,
-        source_name text, created_at double, updated_at double, version int)""",
+        source_name text, created_at double, updated_at double, version int,
+        current_job text)""",
     """CREATE TABLE IF NOT EXISTS asset_ids (
         bucket int, id text, PRIMARY KEY (bucket, id)) WITH CLUSTERING ORDER BY (id ASC)""",
     """CREATE TABLE IF NOT EXISTS renditions (
@@ -46,9 +58,18 @@ _TABLES = [
         duration bigint, size bigint, iframe_size bigint,
         PRIMARY KEY ((asset_id, rendition_id, version), number))
         WITH CLUSTERING ORDER BY (number ASC)""",
+    f"""CREATE TABLE IF NOT EXISTS jobs ({_JOB_DDL}, PRIMARY KEY (id))""",
+    # Listing jobs (all, oldest first; or one asset's): admin reads, not the hot path.
+    """CREATE TABLE IF NOT EXISTS job_ids (
+        bucket int, created_at double, id text, PRIMARY KEY (bucket, created_at, id))""",
+    """CREATE TABLE IF NOT EXISTS jobs_by_asset (
+        asset_id text, created_at double, id text, PRIMARY KEY (asset_id, created_at, id))""",
 ]
 
-_ASSET_COLS = "id, state, progress, error, duration, source_name, created_at, updated_at, version"
+_ASSET_COLS = (
+    "id, state, progress, error, duration, source_name, created_at, updated_at, version,"
+    " current_job"
+)
 _REND_COLS = (
     "id, kind, codec, codec_string, timescale, bitrate, avg_bitrate, peak_bitrate, width,"
     " height, sar, frame_rate, sample_rate, channels, language"
@@ -82,8 +103,27 @@ def _asset(row: Any) -> Asset:
         id=row.id, state=JobState(row.state), progress=row.progress or 0.0, error=row.error,
         duration=row.duration or 0.0, source_name=row.source_name or "",
         created_at=row.created_at or 0.0, updated_at=row.updated_at or 0.0,
-        version=row.version or 0,
+        version=row.version or 0, current_job=row.current_job or "",
     )
+
+
+def _job(row: Any) -> Job:
+    return Job(
+        id=row.id, asset_id=row.asset_id, request=JobRequest.from_json(row.request),
+        master=row.master or "", state=JobState(row.state), progress=row.progress or 0.0,
+        error=row.error, attempt=row.attempt or 0, max_attempts=row.max_attempts or 1,
+        lease_holder=row.lease_holder, lease_expires=row.lease_expires or 0.0,
+        not_before=row.not_before or 0.0, queue=row.queue or "",
+        chunks=json.loads(row.chunks or "{}"),
+        created_at=row.created_at or 0.0, updated_at=row.updated_at or 0.0, rev=row.rev or 0,
+    )
+
+
+def _job_values(j: Job) -> list[Any]:
+    """Every column but id and rev, in _JOB_COLS order."""
+    return [j.asset_id, j.request.to_json(), j.master, str(j.state), j.progress, j.error,
+            j.attempt, j.max_attempts, j.lease_holder, j.lease_expires, j.not_before, j.queue,
+            json.dumps(j.chunks, separators=(",", ":")), j.created_at, j.updated_at]
 
 
 class ScyllaStore:
@@ -146,12 +186,41 @@ class ScyllaStore:
         session.set_keyspace(self.keyspace)
         for ddl in _TABLES:
             session.execute(ddl)
+        columns = {c.name for c in session.execute(
+            "SELECT column_name AS name FROM system_schema.columns"
+            " WHERE keyspace_name = %s AND table_name = 'assets'", [self.keyspace])}
+        if "current_job" not in columns:  # keyspaces made before jobs had records
+            session.execute("ALTER TABLE assets ADD current_job text")
         # Whole segment index in one page: later pages would be fetched synchronously.
         session.default_fetch_size = 50_000
         self._session = session
         prep = session.prepare
         self._ps = {
-            "put_asset": prep(f"INSERT INTO assets ({_ASSET_COLS}) VALUES (?,?,?,?,?,?,?,?,?)"),
+            "put_asset": prep(f"INSERT INTO assets ({_ASSET_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)"),
+            "new_asset": prep(
+                f"INSERT INTO assets ({_ASSET_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?) IF NOT EXISTS"),
+            "renew_asset": prep(
+                "UPDATE assets SET state = ?, progress = ?, error = null, source_name = ?,"
+                " created_at = ?, updated_at = ?, current_job = ? WHERE id = ?"
+                " IF state = 'failed' AND current_job = ?"),
+            "mirror": prep(
+                "UPDATE assets SET state = ?, progress = ?, error = ?, updated_at = ?"
+                " WHERE id = ? IF current_job = ? AND state != 'ready'"),
+            "new_job": prep(
+                f"INSERT INTO jobs ({_JOB_COLS}) VALUES ({','.join('?' * 17)}) IF NOT EXISTS"),
+            "cas_job": prep(
+                "UPDATE jobs SET " + ", ".join(f"{c} = ?" for c in _JOB_COLS.split(", ")[1:-1])
+                + ", rev = ? WHERE id = ? IF rev = ?"),
+            "get_job": prep(f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?"),
+            "put_job_id": prep("INSERT INTO job_ids (bucket, created_at, id) VALUES (0, ?, ?)"),
+            "put_job_by_asset": prep(
+                "INSERT INTO jobs_by_asset (asset_id, created_at, id) VALUES (?, ?, ?)"),
+            "list_job_ids": prep("SELECT id FROM job_ids WHERE bucket = 0 LIMIT ?"),
+            "list_asset_jobs": prep("SELECT id FROM jobs_by_asset WHERE asset_id = ?"),
+            "del_job": prep("DELETE FROM jobs WHERE id = ?"),
+            "del_job_id": prep(
+                "DELETE FROM job_ids WHERE bucket = 0 AND created_at = ? AND id = ?"),
+            "del_asset_jobs": prep("DELETE FROM jobs_by_asset WHERE asset_id = ?"),
             "put_id": prep("INSERT INTO asset_ids (bucket, id) VALUES (0, ?)"),
             "get_asset": prep(f"SELECT {_ASSET_COLS} FROM assets WHERE id = ?"),
             "list_ids": prep("SELECT id FROM asset_ids WHERE bucket = 0 AND id > ? LIMIT ?"),
@@ -173,7 +242,7 @@ class ScyllaStore:
                 " WHERE id = ? IF version = ?"
             ),
             "flip_new": prep(
-                f"INSERT INTO assets ({_ASSET_COLS}) VALUES (?,?,?,?,?,?,?,?,?) IF NOT EXISTS"
+                f"INSERT INTO assets ({_ASSET_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?) IF NOT EXISTS"
             ),
             "get_rends": prep(
                 f"SELECT {_REND_COLS} FROM renditions WHERE asset_id = ? AND version = ?"
@@ -230,7 +299,7 @@ class ScyllaStore:
         a = asset
         await self._exec("put_asset", [
             a.id, str(a.state), a.progress, a.error, a.duration, a.source_name,
-            a.created_at, a.updated_at, a.version,
+            a.created_at, a.updated_at, a.version, a.current_job,
         ])
         await self._exec("put_id", [a.id])
 
@@ -271,8 +340,17 @@ class ScyllaStore:
         asset: Asset,
         renditions: Sequence[Rendition],
         segments: Sequence[Segment],
+        job: Job | None = None,
     ) -> None:
-        """Version switch (module docstring); updates ``asset`` in place."""
+        """Version switch (module docstring); updates ``asset`` in place. With ``job``
+        the job is finished READY first (its compare-and-set fences off a process
+        that lost the job: StaleJob, nothing published)."""
+        if job is not None:
+            done = replace(job, state=JobState.READY, progress=1.0, error=None,
+                           lease_holder=None)
+            if not await self._cas(done, job.rev):
+                raise StaleJob(f"job {job.id} was taken over by another process")
+            job.__dict__.update(done.__dict__)
         ids = {r.id for r in renditions}
         for s in segments:
             if s.asset_id != asset.id or s.rendition_id not in ids:
@@ -300,6 +378,7 @@ class ScyllaStore:
                 result = await self._exec("flip_new", [
                     asset.id, str(JobState.READY), 1.0, None, asset.duration,
                     asset.source_name, asset.created_at, now, version,
+                    job.id if job is not None else asset.current_job,
                 ])
                 await self._exec("put_id", [asset.id])
             else:
@@ -364,9 +443,68 @@ class ScyllaStore:
         for version in (asset.version, asset.version - 1):
             if version >= 1:
                 await self._drop_version(asset_id, version)
+        for job in await self.list_jobs(asset_id=asset_id):
+            await self._exec("del_job", [job.id])
+            await self._exec("del_job_id", [job.created_at, job.id])
+        await self._exec("del_asset_jobs", [asset_id])
         await self._exec("del_asset", [asset_id])
         await self._exec("del_id", [asset_id])
         return True
+
+    # -- jobs ---------------------------------------------------------------------
+    async def _cas(self, job: Job, expect_rev: int) -> bool:
+        job.updated_at = time.time()
+        result = await self._exec("cas_job", [*_job_values(job)[1:], expect_rev + 1, job.id,
+                                              expect_rev])
+        if not result.was_applied:
+            return False
+        job.rev = expect_rev + 1
+        # The asset's state is its job's (not atomic with the job's LWT here: a
+        # crash between the two leaves the asset one step behind until the next write).
+        await self._exec("mirror", [str(job.state), job.progress, job.error, job.updated_at,
+                                    job.asset_id, job.id])
+        return True
+
+    async def create_job(self, asset: Asset, job: Job) -> None:
+        """Same contract as SQLiteStore.create_job; the asset row's LWT decides races."""
+        asset.current_job = job.id
+        asset.state, asset.progress, asset.error = job.state, job.progress, job.error
+        current = await self.get_asset(asset.id)
+        if current is None:
+            result = await self._exec("new_asset", [
+                asset.id, str(asset.state), asset.progress, None, asset.duration,
+                asset.source_name, asset.created_at, asset.updated_at, asset.version, job.id])
+        elif current.state != JobState.FAILED:
+            raise AlreadyExists(f"asset {asset.id} exists ({current.state})")
+        else:
+            asset.version = current.version
+            result = await self._exec("renew_asset", [
+                str(asset.state), asset.progress, asset.source_name, asset.created_at,
+                asset.updated_at, job.id, asset.id, current.current_job])
+        if not result.was_applied:
+            raise AlreadyExists(f"asset {asset.id} was submitted at the same time")
+        await self._exec("new_job", [job.id, *_job_values(job), job.rev])
+        await self._exec("put_job_id", [job.created_at, job.id])
+        await self._exec("put_job_by_asset", [job.asset_id, job.created_at, job.id])
+        await self._exec("put_id", [asset.id])
+
+    async def get_job(self, job_id: str) -> Job | None:
+        row = (await self._exec("get_job", [job_id])).one()
+        return None if row is None else _job(row)
+
+    async def list_jobs(self, *, states: Sequence[JobState] | None = None,
+                        asset_id: str | None = None, limit: int = 1000) -> list[Job]:
+        if asset_id is not None:
+            ids = [r.id for r in await self._exec("list_asset_jobs", [asset_id])]
+        else:
+            ids = [r.id for r in await self._exec("list_job_ids", [100_000])]
+        jobs = [j for j in await asyncio.gather(*(self.get_job(i) for i in ids))
+                if j is not None and (states is None or j.state in states)]
+        jobs.sort(key=lambda j: (j.created_at, j.id))
+        return jobs[:max(0, limit)]
+
+    async def write_job(self, job: Job) -> bool:
+        return await self._cas(job, job.rev)
 
     async def ping(self) -> None:
         await self._exec("get_asset", ["__ping__"])

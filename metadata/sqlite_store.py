@@ -11,13 +11,16 @@ a mix.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from metadata.jobs import AlreadyExists, Job, JobRequest, StaleJob
 from metadata.models import Asset, JobState, Rendition, Segment
 
 T = TypeVar("T")
@@ -32,7 +35,8 @@ CREATE TABLE IF NOT EXISTS assets (
     source_name TEXT NOT NULL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    version INTEGER NOT NULL
+    version INTEGER NOT NULL,
+    current_job TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS renditions (
     asset_id TEXT NOT NULL,
@@ -64,11 +68,39 @@ CREATE TABLE IF NOT EXISTS segments (
     iframe_size INTEGER NOT NULL,
     PRIMARY KEY (asset_id, rendition_id, number)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    asset_id TEXT NOT NULL,
+    request TEXT NOT NULL,
+    master TEXT NOT NULL,
+    state TEXT NOT NULL,
+    progress REAL NOT NULL,
+    error TEXT,
+    attempt INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    lease_holder TEXT,
+    lease_expires REAL NOT NULL,
+    not_before REAL NOT NULL,
+    queue TEXT NOT NULL,
+    chunks TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    rev INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS jobs_by_asset ON jobs (asset_id, created_at);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created_at);
 """
 
 _ASSET_COLS = (
-    "id, state, progress, error, duration, source_name, created_at, updated_at, version"
+    "id, state, progress, error, duration, source_name, created_at, updated_at, version,"
+    " current_job"
 )
+_ASSET_SLOTS = ",".join("?" * 10)
+_JOB_COLS = (
+    "id, asset_id, request, master, state, progress, error, attempt, max_attempts,"
+    " lease_holder, lease_expires, not_before, queue, chunks, created_at, updated_at, rev"
+)
+_JOB_SLOTS = ",".join("?" * 17)
 _REND_COLS = (
     "asset_id, id, kind, codec, codec_string, timescale, bitrate, avg_bitrate, peak_bitrate,"
     " width, height, sar, frame_rate, sample_rate, channels, language"
@@ -79,13 +111,42 @@ def _asset(row: tuple[Any, ...]) -> Asset:
     return Asset(
         id=row[0], state=JobState(row[1]), progress=row[2], error=row[3], duration=row[4],
         source_name=row[5], created_at=row[6], updated_at=row[7], version=row[8],
+        current_job=row[9],
     )
 
 
 def _asset_row(a: Asset) -> tuple[Any, ...]:
     return (
         a.id, str(a.state), a.progress, a.error, a.duration, a.source_name,
-        a.created_at, a.updated_at, a.version,
+        a.created_at, a.updated_at, a.version, a.current_job,
+    )
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    return Job(
+        id=row[0], asset_id=row[1], request=JobRequest.from_json(row[2]), master=row[3],
+        state=JobState(row[4]), progress=row[5], error=row[6], attempt=row[7],
+        max_attempts=row[8], lease_holder=row[9], lease_expires=row[10], not_before=row[11],
+        queue=row[12], chunks=json.loads(row[13]), created_at=row[14], updated_at=row[15],
+        rev=row[16],
+    )
+
+
+def _job_row(j: Job, rev: int) -> tuple[Any, ...]:
+    return (
+        j.id, j.asset_id, j.request.to_json(), j.master, str(j.state), j.progress, j.error,
+        j.attempt, j.max_attempts, j.lease_holder, j.lease_expires, j.not_before, j.queue,
+        json.dumps(j.chunks, separators=(",", ":")), j.created_at, j.updated_at, rev,
+    )
+
+
+def _mirror(conn: sqlite3.Connection, job: Job) -> None:
+    """The asset shows its current job's state (DESIGN.md, Jobs). A published asset
+    keeps READY: only publish() makes or unmakes that."""
+    conn.execute(
+        "UPDATE assets SET state = ?, progress = ?, error = ?, updated_at = ?"
+        " WHERE id = ? AND current_job = ? AND state != 'ready'",
+        (str(job.state), job.progress, job.error, job.updated_at, job.asset_id, job.id),
     )
 
 
@@ -109,12 +170,21 @@ class SQLiteStore:
             )
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
             self._ensure_wal(conn)
-            # NORMAL is durable across application crashes in WAL mode; a power loss
-            # may drop the last commits but never corrupts (sqlite.org/pragma.html).
-            conn.execute("PRAGMA synchronous = NORMAL")
+            # FULL: in WAL mode every commit syncs the WAL, so a publish that was
+            # acknowledged survives a power cut too; NORMAL would survive only an
+            # application crash (sqlite.org/pragma.html#pragma_synchronous).
+            conn.execute("PRAGMA synchronous = FULL")
             conn.executescript(_SCHEMA)
+            self._migrate(conn)
             self._conn = conn
         return self._conn
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        """Files made before jobs were records of their own lack assets.current_job."""
+        cols = {row[1] for row in conn.execute("PRAGMA table_info(assets)")}
+        if "current_job" not in cols:
+            conn.execute("ALTER TABLE assets ADD COLUMN current_job TEXT NOT NULL DEFAULT ''")
 
     def _ensure_wal(self, conn: sqlite3.Connection) -> None:
         """WAL mode is stored in the file, so it is set once. Switching needs an
@@ -150,7 +220,7 @@ class SQLiteStore:
 
         def go(conn: sqlite3.Connection) -> None:
             conn.execute(
-                f"INSERT OR REPLACE INTO assets ({_ASSET_COLS}) VALUES (?,?,?,?,?,?,?,?,?)", row
+                f"INSERT OR REPLACE INTO assets ({_ASSET_COLS}) VALUES ({_ASSET_SLOTS})", row
             )
 
         await self._run(go)
@@ -203,10 +273,13 @@ class SQLiteStore:
         asset: Asset,
         renditions: Sequence[Rendition],
         segments: Sequence[Segment],
+        job: Job | None = None,
     ) -> None:
         """One transaction: replace renditions and segments, mark READY, bump the
-        version (to one more than both the stored and the given version). Updates
-        ``asset`` in place (state, progress, error, version, updated_at)."""
+        version (to one more than both the stored and the given version), and, with
+        ``job``, finish that job READY (compare-and-set on its rev: StaleJob, and
+        nothing published, when another process took the job over). Updates
+        ``asset`` (state, progress, error, version, updated_at) and ``job`` in place."""
         for r in renditions:
             if r.asset_id != asset.id:
                 raise ValueError(f"rendition {r.id} belongs to {r.asset_id}, not {asset.id}")
@@ -225,9 +298,17 @@ class SQLiteStore:
             for s in segments
         ]
 
+        finished = None
+        if job is not None:
+            finished = replace(job, state=JobState.READY, progress=1.0, error=None,
+                               lease_holder=None, updated_at=time.time())
+
         def go(conn: sqlite3.Connection) -> int:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if job is not None and finished is not None and not self._cas_job(
+                        conn, finished, job.rev):
+                    raise StaleJob(f"job {job.id} was taken over by another process")
                 row = conn.execute(
                     "SELECT version FROM assets WHERE id = ?", (asset.id,)
                 ).fetchone()
@@ -250,9 +331,10 @@ class SQLiteStore:
                     id=asset.id, state=JobState.READY, progress=1.0, error=None,
                     duration=asset.duration, source_name=asset.source_name,
                     created_at=asset.created_at, updated_at=time.time(), version=version,
+                    current_job=job.id if job is not None else asset.current_job,
                 )
                 conn.execute(
-                    f"INSERT OR REPLACE INTO assets ({_ASSET_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                    f"INSERT OR REPLACE INTO assets ({_ASSET_COLS}) VALUES ({_ASSET_SLOTS})",
                     _asset_row(published),
                 )
                 conn.execute("COMMIT")
@@ -263,6 +345,10 @@ class SQLiteStore:
             return version
 
         asset.version = await self._run(go)
+        if job is not None and finished is not None:
+            job.__dict__.update(finished.__dict__)
+            job.rev += 1
+        asset.current_job = job.id if job is not None else asset.current_job
         asset.state = JobState.READY
         asset.progress = 1.0
         asset.error = None
@@ -294,6 +380,7 @@ class SQLiteStore:
             try:
                 conn.execute("DELETE FROM segments WHERE asset_id = ?", (asset_id,))
                 conn.execute("DELETE FROM renditions WHERE asset_id = ?", (asset_id,))
+                conn.execute("DELETE FROM jobs WHERE asset_id = ?", (asset_id,))
                 gone = conn.execute("DELETE FROM assets WHERE id = ?", (asset_id,)).rowcount
                 conn.execute("COMMIT")
             except BaseException:
@@ -302,6 +389,100 @@ class SQLiteStore:
             return gone > 0
 
         return await self._run(go)
+
+    # -- jobs ---------------------------------------------------------------------
+    @staticmethod
+    def _cas_job(conn: sqlite3.Connection, job: Job, expect_rev: int) -> bool:
+        cur = conn.execute(
+            f"UPDATE jobs SET ({_JOB_COLS}) = ({_JOB_SLOTS}) WHERE id = ? AND rev = ?",
+            (*_job_row(job, expect_rev + 1), job.id, expect_rev),
+        )
+        if cur.rowcount == 0:
+            return False
+        _mirror(conn, job)
+        return True
+
+    async def create_job(self, asset: Asset, job: Job) -> None:
+        """Record a new asset (or a failed one anew) with its first job, atomically.
+        AlreadyExists when the id holds a READY asset or a job still running: of
+        concurrent submits of one id exactly one gets through."""
+        asset.current_job = job.id
+        asset.state, asset.progress, asset.error = job.state, job.progress, job.error
+
+        def go(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT state FROM assets WHERE id = ?",
+                                   (asset.id,)).fetchone()
+                if row is not None and row[0] != "failed":
+                    raise AlreadyExists(f"asset {asset.id} exists ({row[0]})")
+                busy = conn.execute(
+                    "SELECT id FROM jobs WHERE asset_id = ? AND state NOT IN ('ready','failed')",
+                    (asset.id,)).fetchone()
+                if busy is not None:
+                    raise AlreadyExists(f"asset {asset.id} has a job running ({busy[0]})")
+                conn.execute(
+                    f"INSERT OR REPLACE INTO assets ({_ASSET_COLS}) VALUES ({_ASSET_SLOTS})",
+                    _asset_row(asset))
+                conn.execute(f"INSERT INTO jobs ({_JOB_COLS}) VALUES ({_JOB_SLOTS})",
+                             _job_row(job, job.rev))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._run(go)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        def go(conn: sqlite3.Connection) -> Job | None:
+            row = conn.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?",
+                               (job_id,)).fetchone()
+            return None if row is None else _job(row)
+
+        return await self._run(go)
+
+    async def list_jobs(self, *, states: Sequence[JobState] | None = None,
+                        asset_id: str | None = None, limit: int = 1000) -> list[Job]:
+        """Jobs, oldest first, filtered by state and asset."""
+        where: list[str] = []
+        args: list[object] = []
+        if states is not None:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args.extend(str(s) for s in states)
+        if asset_id is not None:
+            where.append("asset_id = ?")
+            args.append(asset_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+
+        def go(conn: sqlite3.Connection) -> list[Job]:
+            rows = conn.execute(
+                f"SELECT {_JOB_COLS} FROM jobs {clause} ORDER BY created_at, id LIMIT ?",
+                (*args, max(0, limit))).fetchall()
+            return [_job(r) for r in rows]
+
+        return await self._run(go)
+
+    async def write_job(self, job: Job) -> bool:
+        """Compare-and-set: store ``job`` if the stored rev is ``job.rev`` (then bump
+        job.rev and mirror its state onto the asset); False if another write came
+        first (the caller re-reads, or has lost its lease)."""
+        job.updated_at = time.time()
+        expect = job.rev
+
+        def go(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                ok = self._cas_job(conn, job, expect)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return ok
+
+        ok = await self._run(go)
+        if ok:
+            job.rev = expect + 1
+        return ok
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute("SELECT 1").fetchone())

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from metadata.jobs import Job
 from metadata.models import Asset, JobState, Rendition, Segment
 
 
@@ -32,9 +33,12 @@ class MetadataStore(Protocol):
         asset: Asset,
         renditions: Sequence[Rendition],
         segments: Sequence[Segment],
+        job: Job | None = None,
     ) -> None:
         """Atomically replace the asset's renditions and segment index and mark it
-        READY (bumping asset.version). Readers never see a half-written index."""
+        READY (bumping asset.version). Readers never see a half-written index. With
+        ``job``, that job is finished READY by compare-and-set on its rev; StaleJob
+        (nothing published) when another process has taken it over."""
 
     async def get_renditions(self, asset_id: str) -> list[Rendition]: ...
 
@@ -42,7 +46,23 @@ class MetadataStore(Protocol):
         """Ordered by number."""
 
     async def delete_asset(self, asset_id: str) -> bool:
-        """Remove the asset with its renditions and segments; False if it did not exist."""
+        """Remove the asset with its renditions, segments and jobs; False if it did
+        not exist."""
+
+    async def create_job(self, asset: Asset, job: Job) -> None:
+        """Record the asset (new, or FAILED before) QUEUED with its current job, in one
+        atomic step: AlreadyExists when the id holds a READY asset or a running job,
+        so of concurrent submits of one id exactly one is accepted."""
+
+    async def get_job(self, job_id: str) -> Job | None: ...
+
+    async def list_jobs(self, *, states: Sequence[JobState] | None = None,
+                        asset_id: str | None = None, limit: int = 1000) -> list[Job]:
+        """Jobs oldest first, optionally of some states and of one asset."""
+
+    async def write_job(self, job: Job) -> bool:
+        """Compare-and-set on ``job.rev``: stored (rev bumped, state mirrored onto the
+        asset unless it is READY) only if nobody wrote the job since it was read."""
 
     async def ping(self) -> None:
         """Raise if the backend is unreachable (readiness)."""

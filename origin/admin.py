@@ -1,10 +1,15 @@
-"""Admin API (/v1): upload a master, follow its job, list and delete assets.
+"""Admin API (/v1): upload a master, follow its job, list, retry and delete assets.
+
+Thin over the application interface (origin.application): a handler parses the
+request, calls one operation and maps its answer or its exception (RequestError
+400, NotFound 404, AlreadyExists and FailedPrecondition 409, StorageFull 507) to
+an RFC 9457 problem body.
 
 Uploads are streamed (multipart/form-data, the master in the part named ``file``)
 to a temp file in ``upload_dir`` with a byte budget: past ``max_upload_bytes`` the
-request is answered 413 and the temp file removed, so nothing is left behind. A
-complete upload is stored under ``master_key(id)``, the asset row created QUEUED,
-and ``submit_job(id, local master path, options)`` starts the engine job.
+request is answered 413 and the temp file removed, so nothing is left behind; a
+malformed body is a 400. The complete upload goes to ``application.submit``,
+which checks the options before anything is stored.
 
 Write endpoints (POST, DELETE) need ``Authorization: Bearer <key>`` or
 ``X-API-Key: <key>`` when an API key is configured.
@@ -20,26 +25,31 @@ import logging
 import os
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from cdn.purge import purge_asset
-from metadata.cache import Cache, invalidate_asset
+from metadata.cache import Cache
+from metadata.jobs import AlreadyExists, FailedPrecondition, Job, NotFound, RequestError
 from metadata.local_objects import LocalObjects
-from metadata.models import Asset, JobState, Rendition, master_key, media_prefix
+from metadata.models import Asset, JobState, Rendition
 from metadata.objects import ObjectStore
 from metadata.store import MetadataStore
+from origin.application import Application, AssetView, StorageFull
 from origin.openapi import OPENAPI
 from origin.playback import ASSET_RE
 
 log = logging.getLogger(__name__)
 
-SubmitJob = Callable[[str, Path, dict[str, Any]], Awaitable[None]]
 _OPTION_FIELDS = ("ladder", "preset", "segment_seconds", "gop_seconds", "copy", "encoder")
+# The application's refusals, as HTTP statuses (origin.application).
+_STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (RequestError, 400), (NotFound, 404), (AlreadyExists, 409), (FailedPrecondition, 409),
+    (StorageFull, 507),
+)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -58,9 +68,38 @@ def problem(status: int, detail: str) -> web.Response:
     )
 
 
-def asset_json(asset: Asset, renditions: list[Rendition] | None = None) -> dict[str, Any]:
+def refusal(exc: BaseException) -> web.Response | None:
+    """The problem response for one of the application's refusals, else None."""
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            text = str(exc.args[0]) if exc.args else str(exc)
+            return problem(status, text)
+    return None
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id, "asset_id": job.asset_id, "state": str(job.state),
+        "progress": job.progress, "error": job.error, "attempt": job.attempt,
+        "max_attempts": job.max_attempts, "lease_holder": job.lease_holder,
+        "lease_expires": job.lease_expires or None, "queue": job.queue,
+        "created_at": job.created_at, "updated_at": job.updated_at,
+        "request": asdict(job.request),
+    }
+
+
+def view_json(view: AssetView) -> dict[str, Any]:
+    doc = asset_json(view.asset, view.renditions, view.segments)
+    doc["job"] = job_json(view.job) if view.job is not None else None
+    return doc
+
+
+def asset_json(asset: Asset, renditions: list[Rendition] | None = None,
+               segments: dict[str, int] | None = None) -> dict[str, Any]:
     doc = asdict(asset)
     doc["state"] = str(asset.state)
+    doc["playback"] = {"hls": f"/vod/{asset.id}/master.m3u8",
+                       "dash": f"/vod/{asset.id}/manifest.mpd"}
     if renditions is not None:
         doc["renditions"] = [
             {
@@ -69,6 +108,7 @@ def asset_json(asset: Asset, renditions: list[Rendition] | None = None) -> dict[
                 "peak_bitrate": r.peak_bitrate, "width": r.width, "height": r.height,
                 "frame_rate": r.frame_rate, "sample_rate": r.sample_rate,
                 "channels": r.channels, "language": r.language,
+                **({"segments": segments.get(r.id, 0)} if segments is not None else {}),
             }
             for r in renditions
         ]
@@ -77,6 +117,11 @@ def asset_json(asset: Asset, renditions: list[Rendition] | None = None) -> dict[
 
 class _TooLarge(Exception):
     pass
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
 
 
 class Admin:
@@ -89,11 +134,8 @@ class Admin:
         api_key: str | None,
         max_upload_bytes: int,
         upload_dir: Path | None,
-        submit_job: SubmitJob | None,
-        edges: Sequence[str] = (),
+        application: Application | None,
     ) -> None:
-        self.edges = tuple(edges)
-        self._background: set[asyncio.Task[None]] = set()
         self.store = store
         self.objects = objects
         self.cache = cache
@@ -106,7 +148,12 @@ class Admin:
                 else Path(tempfile.gettempdir()) / "cdlc-uploads"
             )
         self.upload_dir = Path(upload_dir)
-        self.submit_job = submit_job
+        self.application = application
+
+    def _app(self) -> Application:
+        if self.application is None:
+            raise web.HTTPServiceUnavailable(text="no engine behind this origin")
+        return self.application
 
     def _authorised(self, request: web.Request) -> bool:
         if not self.api_key:
@@ -124,12 +171,6 @@ class Admin:
         resp = problem(401, "missing or wrong API key")
         resp.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="cdlc"'
         return resp
-
-    async def _invalidate(self, asset_id: str) -> None:
-        try:
-            await invalidate_asset(self.cache, asset_id)
-        except Exception:  # entries then expire by TTL; /readyz reports the cache
-            log.warning("cache invalidation of %s failed", asset_id, exc_info=True)
 
     # -- POST /v1/assets ------------------------------------------------------------
     async def create(self, request: web.Request) -> web.StreamResponse:
@@ -167,8 +208,14 @@ class Admin:
             return await self._accept(tmp, filename, fields)
         except _TooLarge:
             return problem(413, f"upload larger than {self.max_upload_bytes} bytes")
-        except ValueError as exc:
-            return problem(400, str(exc))
+        except (ValueError, LookupError, AssertionError, web.HTTPBadRequest,
+                HttpProcessingError) as exc:
+            # aiohttp's multipart reader raises these for a malformed envelope or
+            # part header (a control character, a bad Content-Disposition).
+            refused = refusal(exc)
+            if refused is not None:
+                return refused
+            return problem(400, f"malformed multipart body: {_one_line(exc)}")
         finally:
             if tmp is not None:
                 with contextlib.suppress(OSError):
@@ -178,7 +225,8 @@ class Admin:
         """Stream the part to a temp file; _TooLarge (file removed) past the budget."""
         loop = asyncio.get_running_loop()
         self.upload_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.upload_dir / f"upload-{uuid.uuid4().hex}.part"
+        # The pid in the name lets a sweep tell a dead upload's file (engine.sweep).
+        tmp = self.upload_dir / f"upload-{uuid.uuid4().hex}.{os.getpid()}.part"
         f = await loop.run_in_executor(None, open, tmp, "wb")
         written = 0
         try:
@@ -199,9 +247,6 @@ class Admin:
         return tmp
 
     async def _accept(self, tmp: Path, filename: str, fields: dict[str, str]) -> web.Response:
-        asset_id = fields.get("id") or uuid.uuid4().hex[:16]
-        if not ASSET_RE.fullmatch(asset_id):
-            return problem(400, "invalid asset id: 1-64 letters, digits, '-' or '_'")
         options: dict[str, Any] = {}
         if "options" in fields:
             try:
@@ -213,40 +258,27 @@ class Admin:
         for name in _OPTION_FIELDS:
             if name in fields:
                 options[name] = fields[name]
-        options.setdefault("source_name", filename)
-        if await self.store.get_asset(asset_id) is not None:
-            return problem(409, f"asset {asset_id} exists; DELETE it first")
-        key = master_key(asset_id)
-        if isinstance(self.objects, LocalObjects):
-            await self.objects.adopt_file(key, tmp)  # a rename: no second copy of the master
-            master = self.objects.local_path(key)
-            assert master is not None
-        else:
-            await self.objects.put_file(key, tmp)
-            # The job needs the master on local disk; keep the upload for it.
-            master = self.upload_dir / f"{asset_id}.master"
-            os.replace(tmp, master)
-        asset = Asset(id=asset_id, state=JobState.QUEUED, source_name=filename)
-        await self.store.put_asset(asset)
-        await self._invalidate(asset_id)
-        if self.submit_job is not None:
-            try:
-                await self.submit_job(asset_id, master, options)
-            except Exception as exc:
-                log.exception("submitting the job of %s failed", asset_id)
-                await self.store.set_state(asset_id, JobState.FAILED, error=f"submit: {exc}")
-                return problem(500, f"could not start the job: {exc}")
-        return _json(asset_json(asset), status=202)
+        try:
+            # The application owns the file from here: kept, or removed on refusal.
+            view = await self._app().submit(fields.get("id") or None, tmp, options,
+                                            source_name=filename)
+        except Exception as exc:
+            refused = refusal(exc)
+            if refused is None:
+                log.exception("submitting %s failed", fields.get("id"))
+                return problem(500, "could not start the job")
+            return refused
+        return _json(view_json(view), status=202)
 
     # -- GET /v1/assets/{id} ------------------------------------------------------------
     async def get(self, request: web.Request) -> web.StreamResponse:
         asset_id = request.match_info["id"]
         if not ASSET_RE.fullmatch(asset_id):
             return problem(400, "invalid asset id")
-        asset = await self.store.get_asset(asset_id)
-        if asset is None:
-            return problem(404, f"no asset {asset_id}")
-        return _json(asset_json(asset, await self.store.get_renditions(asset_id)))
+        try:
+            return _json(view_json(await self._app().get(asset_id)))
+        except NotFound as exc:
+            return problem(404, str(exc.args[0]))
 
     # -- GET /v1/assets ---------------------------------------------------------------
     async def list(self, request: web.Request) -> web.StreamResponse:
@@ -257,7 +289,12 @@ class Admin:
             return problem(400, "limit must be an integer")
         if not 1 <= limit <= 1000:
             return problem(400, "limit must be within 1..1000")
-        assets = await self.store.list_assets(limit=limit, after=after)
+        state = request.query.get("state") or None
+        if state is not None and state not in {s.value for s in JobState}:
+            return problem(400, f"unknown state {state!r}; use one of "
+                                f"{', '.join(s.value for s in JobState)}")
+        assets = await self._app().list_assets(
+            limit=limit, after=after, state=JobState(state) if state else None)
         nxt = assets[-1].id if len(assets) == limit else None
         return _json({"items": [asset_json(a) for a in assets], "next": nxt})
 
@@ -268,35 +305,39 @@ class Admin:
         asset_id = request.match_info["id"]
         if not ASSET_RE.fullmatch(asset_id):
             return problem(400, "invalid asset id")
-        # What the edges may hold, read before the index is gone.
-        counts = {r.id: len(await self.store.get_segments(asset_id, r.id))
-                  for r in await self.store.get_renditions(asset_id)}
-        # Metadata first: once the row is gone nothing is served (after the cache
-        # entry goes too), then the bytes, then the edges' copies.
-        existed = await self.store.delete_asset(asset_id)
-        await self._invalidate(asset_id)
-        removed = await self.objects.delete_prefix(media_prefix(asset_id) + "/")
-        removed += await self.objects.delete_prefix(f"masters/{asset_id}/")
-        if not existed and removed == 0:
-            return problem(404, f"no asset {asset_id}")
-        if self.edges and counts:
-            await self._purge_edges(asset_id, counts)
+        try:
+            await self._app().delete(asset_id)
+        except NotFound as exc:
+            return problem(404, str(exc.args[0]))
         return web.Response(status=204)
 
-    async def _purge_edges(self, asset_id: str, counts: dict[str, int]) -> None:
-        """Takedown at the CDN: purge now, and once more a second later in the
-        background to catch a fetch that was in flight during the delete."""
-        result = await purge_asset(self.edges, asset_id, counts, repeat_after=0)
-        if not result.ok:
-            log.warning("purge of %s incomplete: %s", asset_id, result.failed[:3])
+    # -- POST /v1/assets/{id}/retry -----------------------------------------------------
+    async def retry(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorised(request):
+            return self._unauthorised()
+        asset_id = request.match_info["id"]
+        if not ASSET_RE.fullmatch(asset_id):
+            return problem(400, "invalid asset id")
+        try:
+            job = await self._app().retry(asset_id)
+        except Exception as exc:
+            refused = refusal(exc)
+            if refused is None:
+                raise
+            return refused
+        return _json(job_json(job), status=202)
 
-        async def again() -> None:
-            await asyncio.sleep(1.0)
-            await purge_asset(self.edges, asset_id, counts, repeat_after=0)
-
-        task = asyncio.create_task(again())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    # -- GET /v1/jobs ------------------------------------------------------------------
+    async def jobs(self, request: web.Request) -> web.StreamResponse:
+        state = request.query.get("state") or None
+        if state is not None and state not in {s.value for s in JobState}:
+            return problem(400, f"unknown state {state!r}")
+        asset_id = request.query.get("asset") or None
+        if asset_id is not None and not ASSET_RE.fullmatch(asset_id):
+            return problem(400, "invalid asset id")
+        jobs = await self._app().jobs(state=JobState(state) if state else None,
+                                      asset_id=asset_id)
+        return _json({"items": [job_json(j) for j in jobs]})
 
     async def openapi(self, request: web.Request) -> web.StreamResponse:
         return _json(OPENAPI)

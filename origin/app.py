@@ -2,18 +2,18 @@
 admin API (origin/admin.py), /healthz, /readyz and /metrics.
 
 ``create_app(deps)`` wires the backends given in ``OriginDeps``; it imports no
-engine code (jobs start through ``deps.submit_job``). Backends are warmed up at
+engine code (jobs go through ``deps.application``, origin.application). Backends are warmed up at
 startup (cleanup_ctx) and closed with the app only when ``close_backends`` is set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
@@ -21,6 +21,7 @@ from metadata.cache import Cache
 from metadata.objects import ObjectStore
 from metadata.store import MetadataStore
 from origin.admin import Admin
+from origin.application import Application
 from origin.metrics import Metrics
 from origin.playback import Playback
 
@@ -34,7 +35,9 @@ class OriginDeps:
     api_key: str | None = None
     max_upload_bytes: int = 20 * 2**30
     upload_dir: Path | None = None
-    submit_job: Callable[[str, Path, dict[str, Any]], Awaitable[None]] | None = None
+    # The engine's operations (submit, get, list, retry, delete); the admin API's
+    # writes answer 503 without one.
+    application: Application | None = None
     # Additive knobs (defaults fit production):
     head_ttl: float = 5.0          # how long a READY asset's head is cached (republish lag)
     # Close store, objects and cache in the app's cleanup. Off by default: whoever
@@ -44,6 +47,9 @@ class OriginDeps:
     edges: Sequence[str] = ()
     # Peers (the edges) whose X-Real-IP names the viewer, for client-bound tokens.
     trusted_proxies: Sequence[str] = ()
+    # The local data dir: /readyz says not ready when it has less than this free.
+    data_dir: Path | None = None
+    min_free_bytes: int = 0
 
 
 DEPS = web.AppKey("deps", OriginDeps)
@@ -93,8 +99,22 @@ async def readyz(request: web.Request) -> web.StreamResponse:
         name: "ok" if not isinstance(r, BaseException) else f"error: {type(r).__name__}: {r}"
         for name, r in zip(names, results, strict=True)
     }
+    if deps.data_dir is not None:
+        report["disk"] = disk_report(deps.data_dir, deps.min_free_bytes)
     ok = all(v == "ok" for v in report.values())
     return web.json_response({"ready": ok, **report}, status=200 if ok else 503)
+
+
+def disk_report(data_dir: Path, min_free: int) -> str:
+    """'ok', or why the data dir cannot take another job (a master, its scratch)."""
+    try:
+        usage = shutil.disk_usage(data_dir)
+    except OSError as exc:
+        return f"error: {data_dir.name or data_dir}: {exc.strerror or exc}"
+    if usage.free < min_free:
+        return (f"error: data dir nearly full: {usage.free / 2**30:.2f} GiB free, "
+                f"below {min_free / 2**30:.2f} GiB")
+    return "ok"
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
@@ -114,7 +134,7 @@ def create_app(deps: OriginDeps) -> web.Application:
     admin = Admin(
         deps.store, deps.objects, deps.cache, api_key=deps.api_key,
         max_upload_bytes=deps.max_upload_bytes, upload_dir=deps.upload_dir,
-        submit_job=deps.submit_job, edges=deps.edges,
+        application=deps.application,
     )
     app[DEPS] = deps
     app[METRICS] = m
@@ -136,6 +156,8 @@ def create_app(deps: OriginDeps) -> web.Application:
         ("GET", "/v1/assets", admin.list, "admin_list"),
         ("GET", "/v1/assets/{id}", admin.get, "admin_get"),
         ("DELETE", "/v1/assets/{id}", admin.delete, "admin_delete"),
+        ("POST", "/v1/assets/{id}/retry", admin.retry, "admin_retry"),
+        ("GET", "/v1/jobs", admin.jobs, "admin_jobs"),
         ("GET", "/v1/openapi.json", admin.openapi, "openapi"),
         ("GET", "/healthz", healthz, "healthz"),
         ("GET", "/readyz", readyz, "readyz"),

@@ -15,6 +15,8 @@ _TOKEN = {
     "name": "token", "in": "query", "required": False, "schema": {"type": "string"},
     "description": "playback token (cdn/tokens.py), required when a signing key is set",
 }
+_STATE = {"enum": ["queued", "probing", "transcoding", "packaging", "publishing", "ready",
+                   "failed"]}
 _PLAY_ASSET = {"name": "asset", "in": "path", "required": True, "schema": _ID}
 _PLAY_REND = {
     "name": "rendition", "in": "path", "required": True,
@@ -64,16 +66,34 @@ OPENAPI: dict[str, Any] = {
                     "language": {"type": "string"},
                 },
             },
+            "Job": {
+                "type": "object",
+                "required": ["id", "asset_id", "state", "attempt", "max_attempts"],
+                "properties": {
+                    "id": {"type": "string"}, "asset_id": _ID, "state": _STATE,
+                    "progress": {"type": "number", "minimum": 0, "maximum": 1},
+                    "error": {"type": ["string", "null"]},
+                    "attempt": {"type": "integer"}, "max_attempts": {"type": "integer"},
+                    "lease_holder": {"type": ["string", "null"]},
+                    "lease_expires": {"type": ["number", "null"]},
+                    "queue": {"type": "string"},
+                    "created_at": {"type": "number"}, "updated_at": {"type": "number"},
+                    "request": {"type": "object"},
+                },
+            },
             "Asset": {
                 "type": "object",
                 "required": ["id", "state", "progress", "version"],
                 "properties": {
                     "id": _ID,
-                    "state": {"enum": ["queued", "probing", "transcoding", "packaging",
-                                       "publishing", "ready", "failed"]},
+                    "state": _STATE,
                     "progress": {"type": "number", "minimum": 0, "maximum": 1},
                     "error": {"type": ["string", "null"]},
                     "duration": {"type": "number"},
+                    "current_job": {"type": "string"},
+                    "job": {"oneOf": [{"$ref": "#/components/schemas/Job"}, {"type": "null"}]},
+                    "playback": {"type": "object", "properties": {
+                        "hls": {"type": "string"}, "dash": {"type": "string"}}},
                     "source_name": {"type": "string"},
                     "created_at": {"type": "number"},
                     "updated_at": {"type": "number"},
@@ -102,17 +122,19 @@ OPENAPI: dict[str, Any] = {
                                         "description": "JSON object of job options"},
                             "ladder": {"type": "string", "examples": ["720:3000,360:800"]},
                             "preset": {"type": "string"},
-                            "segment_seconds": {"type": "number"},
+                            "segment_seconds": {"type": "number", "exclusiveMinimum": 0},
+                            "gop_seconds": {"type": "number", "exclusiveMinimum": 0},
                             "copy": {"type": "boolean"},
+                            "encoder": {"type": "string", "enum": ["auto", "cpu", "gpu"]},
                         },
                     }}},
                 },
                 "responses": {
-                    "202": {"description": "accepted: the asset, QUEUED",
+                    "202": {"description": "accepted: the asset, QUEUED, with its job",
                             "content": {"application/json": {
                                 "schema": {"$ref": "#/components/schemas/Asset"}}}},
                     "400": _PROBLEM, "401": _PROBLEM, "409": _PROBLEM, "413": _PROBLEM,
-                    "415": _PROBLEM,
+                    "415": _PROBLEM, "507": _PROBLEM,
                 },
             },
             "get": {
@@ -122,6 +144,7 @@ OPENAPI: dict[str, Any] = {
                     {"name": "limit", "in": "query",
                      "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
                                 "default": 50}},
+                    {"name": "state", "in": "query", "schema": _STATE},
                 ],
                 "responses": {
                     "200": {"description": "a page; pass `next` as `after` for the next one",
@@ -153,6 +176,35 @@ OPENAPI: dict[str, Any] = {
                 "parameters": [_ASSET_PARAM],
                 "responses": {"204": {"description": "deleted"}, "401": _PROBLEM,
                               "404": _PROBLEM},
+            },
+        },
+        "/v1/assets/{id}/retry": {
+            "post": {
+                "summary": "Run a failed asset's job again from its kept master",
+                "security": [{"bearer": []}, {"apiKey": []}],
+                "parameters": [_ASSET_PARAM],
+                "responses": {
+                    "202": {"description": "the new job, QUEUED",
+                            "content": {"application/json": {
+                                "schema": {"$ref": "#/components/schemas/Job"}}}},
+                    "400": _PROBLEM, "401": _PROBLEM, "404": _PROBLEM, "409": _PROBLEM,
+                },
+            },
+        },
+        "/v1/jobs": {
+            "get": {
+                "summary": "Job records, oldest first",
+                "parameters": [
+                    {"name": "state", "in": "query", "schema": _STATE},
+                    {"name": "asset", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {"description": "the jobs", "content": {"application/json": {
+                        "schema": {"type": "object", "properties": {"items": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Job"}}}}}}},
+                    "400": _PROBLEM,
+                },
             },
         },
         "/v1/openapi.json": {

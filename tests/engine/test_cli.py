@@ -90,9 +90,16 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--segment-seconds", "0"], "segment duration must be positive, got 0 s"),
-        (["--segment-seconds", "inf"], "segment duration must be positive, got inf s"),
+        (["--segment-seconds", "0"],
+         "segment_seconds must be a positive, finite number of seconds, got 0"),
+        (["--segment-seconds", "inf"],
+         "segment_seconds must be a positive, finite number of seconds, got inf"),
+        (["--segment-seconds", "nan"],
+         "segment_seconds must be a positive, finite number of seconds, got nan"),
+        (["--segment-seconds", "-1"],
+         "segment_seconds must be a positive, finite number of seconds, got -1"),
         (["--preset", "warpspeed"], "unknown preset 'warpspeed'"),
+        (["--ladder", "720:abc"], "bad ladder item '720:abc'"),
     ],
 )
 def test_bad_settings_are_one_line_errors(tmp_path: Path, args: list[str], message: str) -> None:

@@ -14,8 +14,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from engine.application import Engine
+from engine.config import Settings
+from engine.pipeline import Services
 from metadata import open_cache, open_objects, open_store
 from metadata.cache import Cache
+from metadata.jobs import Job, JobRequest
 from metadata.models import Asset, Rendition, Segment, media_key
 from metadata.objects import ObjectStore
 from metadata.s3_objects import S3Objects
@@ -149,6 +153,30 @@ async def publish_fake(
     return asset
 
 
+class HeldJobs:
+    """A scheduler that keeps what it is given: the admin tests look at the jobs the
+    real application layer recorded and queued, without running a transcode."""
+
+    def __init__(self, objects: ObjectStore) -> None:
+        self.objects = objects
+        self.jobs: list[Job] = []
+        self.masters: list[bytes] = []
+
+    async def route(self, request: JobRequest) -> str:
+        return ""
+
+    async def enqueue(self, job: Job) -> None:
+        # What a worker would do first: read the master the job names.
+        self.jobs.append(job)
+        self.masters.append(await self.objects.get_bytes(job.master))
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
 @dataclass
 class Origin:
     client: TestClient[Any, Any]
@@ -156,6 +184,7 @@ class Origin:
     store: MetadataStore
     objects: ObjectStore
     cache: Cache
+    held: HeldJobs
 
 
 MakeOrigin = Callable[..., Awaitable[Origin]]
@@ -179,8 +208,13 @@ async def make_origin(
             cache = request.getfixturevalue("redis_url")
         c = open_cache("" if cache == "lru" else cache)  # or any cache URL
         kw.setdefault("close_backends", True)
+        held = HeldJobs(objects)
+        if "application" not in kw:
+            services = Services(store=store, objects=objects, cache=c,
+                                work_dir=tmp_path / "work")
+            kw["application"] = Engine(Settings(data_dir=tmp_path), services, held)
         deps = OriginDeps(store=store, objects=objects, cache=c, **kw)
         client = await aiohttp_client(create_app(deps))
-        return Origin(client, deps, store, objects, c)
+        return Origin(client, deps, store, objects, c, held)
 
     yield make

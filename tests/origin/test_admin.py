@@ -8,7 +8,6 @@ import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -19,15 +18,6 @@ from metadata.models import JobState, master_key
 from tests.origin.conftest import MakeOrigin, Media, publish_fake
 
 API_KEY = "s3cret-admin-key"
-
-
-class Jobs:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Path, dict[str, Any], bytes]] = []
-
-    async def __call__(self, asset_id: str, master: Path, options: dict[str, Any]) -> None:
-        # What the engine would do first: read the master from the path it is given.
-        self.calls.append((asset_id, master, options, master.read_bytes()))
 
 
 def form(data: bytes, **fields: str) -> aiohttp.FormData:
@@ -42,19 +32,20 @@ def form(data: bytes, **fields: str) -> aiohttp.FormData:
 async def test_upload_stores_master_and_submits_the_job(
     make_origin: MakeOrigin, tmp_path: Path, storage: str
 ) -> None:
-    jobs = Jobs()
-    o = await make_origin(storage, submit_job=jobs, upload_dir=tmp_path / "up")
+    o = await make_origin(storage, upload_dir=tmp_path / "up")
     data = os.urandom(300_000)
     resp = await o.client.post("/v1/assets", data=form(
         data, id="up1", options=json.dumps({"ladder": "360:800"}), preset="veryfast"))
     assert resp.status == 202, await resp.text()
     body = await resp.json()
     assert body["id"] == "up1" and body["state"] == "queued" and body["source_name"] == "clip.mov"
+    assert body["job"]["state"] == "queued" and body["job"]["attempt"] == 0
     assert await o.objects.get_bytes(master_key("up1")) == data
-    assert len(jobs.calls) == 1
-    asset_id, _master, options, seen = jobs.calls[0]
-    assert asset_id == "up1" and seen == data
-    assert options["ladder"] == "360:800" and options["preset"] == "veryfast"
+    assert len(o.held.jobs) == 1
+    job = o.held.jobs[0]
+    assert job.asset_id == "up1" and o.held.masters[0] == data
+    assert job.request.ladder == "360:800" and job.request.preset == "veryfast"
+    assert (await o.store.get_job(job.id)) == job
     stored = await o.store.get_asset("up1")
     assert stored is not None and stored.state == JobState.QUEUED
     leftovers = [p.name for p in (tmp_path / "up").iterdir()] if (tmp_path / "up").exists() else []
@@ -86,9 +77,8 @@ async def _chunked_multipart(data: bytes, boundary: str) -> AsyncIterator[bytes]
 async def test_upload_over_the_limit_is_413_and_leaves_nothing(
     make_origin: MakeOrigin, tmp_path: Path, how: str
 ) -> None:
-    jobs = Jobs()
     up = tmp_path / "up"
-    o = await make_origin(submit_job=jobs, upload_dir=up, max_upload_bytes=200_000)
+    o = await make_origin(upload_dir=up, max_upload_bytes=200_000)
     data = os.urandom(1_000_000)
     if how == "content-length":
         resp = await o.client.post("/v1/assets", data=form(data, id="big"))
@@ -99,7 +89,7 @@ async def test_upload_over_the_limit_is_413_and_leaves_nothing(
             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
         )
     assert resp.status == 413
-    assert jobs.calls == []
+    assert o.held.jobs == []
     assert await o.store.get_asset("big") is None
     assert await o.objects.stat(master_key("big")) is None
     assert not up.exists() or list(up.iterdir()) == []

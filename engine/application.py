@@ -1,0 +1,203 @@
+"""The engine's implementation of the application interface (origin.application):
+the typed operations that the REST API, gRPC, the console and the CLI all call.
+
+Rules live here once: a request is checked before anything is stored; one id has
+one job at a time (the store decides races); a failed asset may be submitted again
+or retried; a delete stops the running job (its next lease write fails), removes
+metadata, media and master, and purges the edges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Protocol
+
+from cdn.purge import purge_asset
+from engine.config import Settings
+from engine.job_spec import check_asset_id
+from engine.pipeline import Services, is_no_space
+from engine.runner import new_job
+from metadata.cache import invalidate_asset
+from metadata.jobs import FailedPrecondition, Job, JobRequest, NotFound
+from metadata.local_objects import LocalObjects
+from metadata.models import Asset, JobState, master_key, media_prefix
+from origin.application import AssetView, StorageFull
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler(Protocol):
+    """Where jobs run: in this process (engine.executor) or on Celery workers."""
+
+    async def route(self, request: JobRequest) -> str:
+        """The queue (worker class) for a request; RequestError when none can run it."""
+
+    async def enqueue(self, job: Job) -> None:
+        """Start (or queue) a job already recorded QUEUED."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def request_defaults(settings: Settings) -> JobRequest:
+    return JobRequest(preset=settings.preset, segment_seconds=settings.segment_seconds,
+                      gop_seconds=settings.gop_seconds, encoder=settings.encoder)
+
+
+class Engine:
+    """origin.application.Application over the configured backends."""
+
+    def __init__(self, settings: Settings, services: Services, scheduler: Scheduler,
+                 edges: Sequence[str] = ()) -> None:
+        self.settings, self.services, self.scheduler = settings, services, scheduler
+        self.edges = tuple(edges)
+        self.defaults = request_defaults(settings)
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- submit -----------------------------------------------------------------------
+    async def submit(self, asset_id: str | None, master: Path, options: Mapping[str, object],
+                     *, source_name: str) -> AssetView:
+        store = self.services.store
+        try:
+            asset_id = check_asset_id(asset_id or uuid.uuid4().hex[:16])
+            request = JobRequest.parse({**options, "source_name": source_name}, self.defaults)
+            queue = await self.scheduler.route(request)
+            job = new_job(asset_id, request, master_key(asset_id),
+                          max_attempts=self.settings.max_attempts, queue=queue)
+            asset = Asset(id=asset_id, source_name=source_name)
+            await store.create_job(asset, job)
+        except BaseException:
+            master.unlink(missing_ok=True)
+            raise
+        try:
+            await self._keep_master(job.master, master)
+        except BaseException as exc:
+            # Refused after all: nothing of this submit stays.
+            master.unlink(missing_ok=True)
+            await store.delete_asset(asset_id)
+            await self.services.objects.delete_prefix(f"masters/{asset_id}/")
+            if is_no_space(exc):
+                raise StorageFull(f"no space left to keep the master of {asset_id}") from exc
+            raise
+        await self._invalidate(asset_id)
+        try:
+            await self.scheduler.enqueue(job)
+        except Exception as exc:
+            log.exception("queueing job %s failed", job.id)
+            failed = replace(job, state=JobState.FAILED, error=f"could not queue the job: {exc}")
+            await store.write_job(failed)
+            raise
+        return AssetView(asset=asset, job=job)
+
+    async def _keep_master(self, key: str, master: Path) -> None:
+        objects = self.services.objects
+        if isinstance(objects, LocalObjects):
+            await objects.adopt_file(key, master)  # a rename: no second copy of the master
+        else:
+            try:
+                await objects.put_file(key, master)
+            finally:
+                master.unlink(missing_ok=True)
+
+    # -- reads --------------------------------------------------------------------------
+    async def get(self, asset_id: str) -> AssetView:
+        store = self.services.store
+        asset = await store.get_asset(asset_id)
+        if asset is None:
+            raise NotFound(f"no asset {asset_id}")
+        renditions = await store.get_renditions(asset_id)
+        job = await store.get_job(asset.current_job) if asset.current_job else None
+        segments = {r.id: len(await store.get_segments(asset_id, r.id)) for r in renditions}
+        return AssetView(asset=asset, renditions=renditions, job=job, segments=segments)
+
+    async def list_assets(self, *, limit: int = 50, after: str | None = None,
+                   state: JobState | None = None) -> list[Asset]:
+        store = self.services.store
+        if state is None:
+            return await store.list_assets(limit=limit, after=after)
+        out: list[Asset] = []
+        cursor = after
+        while len(out) < limit:  # filtered pages: an admin read, not the hot path
+            page = await store.list_assets(limit=500, after=cursor)
+            out.extend(a for a in page if a.state == state)
+            if len(page) < 500:
+                break
+            cursor = page[-1].id
+        return out[:limit]
+
+    async def jobs(self, *, state: JobState | None = None,
+                   asset_id: str | None = None) -> list[Job]:
+        return await self.services.store.list_jobs(
+            states=None if state is None else [state], asset_id=asset_id)
+
+    # -- delete -------------------------------------------------------------------------
+    async def delete(self, asset_id: str) -> None:
+        store, objects = self.services.store, self.services.objects
+        # What the edges may hold, read before the index is gone.
+        counts = {r.id: len(await store.get_segments(asset_id, r.id))
+                  for r in await store.get_renditions(asset_id)}
+        # Metadata first: once the row is gone nothing is served (after the cache
+        # entry goes too) and a running job's next lease write fails, so it stops
+        # without publishing; then the bytes, then the edges' copies.
+        existed = await store.delete_asset(asset_id)
+        await self._invalidate(asset_id)
+        removed = await objects.delete_prefix(media_prefix(asset_id) + "/")
+        removed += await objects.delete_prefix(f"masters/{asset_id}/")
+        if not existed and removed == 0:
+            raise NotFound(f"no asset {asset_id}")
+        if self.edges and counts:
+            await self._purge_edges(asset_id, counts)
+
+    async def _purge_edges(self, asset_id: str, counts: dict[str, int]) -> None:
+        """Takedown at the CDN: purge now, and once more a second later in the
+        background to catch a fetch that was in flight during the delete."""
+        result = await purge_asset(self.edges, asset_id, counts, repeat_after=0)
+        if not result.ok:
+            log.warning("purge of %s incomplete: %s", asset_id, result.failed[:3])
+
+        async def again() -> None:
+            await asyncio.sleep(1.0)
+            await purge_asset(self.edges, asset_id, counts, repeat_after=0)
+
+        task = asyncio.create_task(again())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- retry --------------------------------------------------------------------------
+    async def retry(self, asset_id: str) -> Job:
+        store = self.services.store
+        asset = await store.get_asset(asset_id)
+        if asset is None:
+            raise NotFound(f"no asset {asset_id}")
+        if asset.state != JobState.FAILED:
+            raise FailedPrecondition(
+                f"asset {asset_id} is {asset.state}; only a failed job can be retried")
+        last = await store.get_job(asset.current_job) if asset.current_job else None
+        if last is None:
+            raise FailedPrecondition(f"asset {asset_id} has no job to retry; upload it again")
+        if not await self._master_present(last.master):
+            raise FailedPrecondition(f"the master of {asset_id} is gone; upload it again")
+        queue = await self.scheduler.route(last.request)
+        job = new_job(asset_id, last.request, last.master,
+                      max_attempts=max(last.max_attempts, self.settings.max_attempts), queue=queue)
+        await store.create_job(replace(asset, state=JobState.QUEUED, error=None), job)
+        await self._invalidate(asset_id)
+        await self.scheduler.enqueue(job)
+        return job
+
+    async def _master_present(self, master: str) -> bool:
+        if master.startswith("/"):
+            return Path(master).is_file()
+        return await self.services.objects.stat(master) is not None
+
+    async def _invalidate(self, asset_id: str) -> None:
+        try:
+            await invalidate_asset(self.services.cache, asset_id)
+        except Exception:  # entries then expire by TTL; /readyz reports the cache
+            log.warning("cache invalidation of %s failed", asset_id, exc_info=True)

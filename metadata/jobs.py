@@ -1,0 +1,271 @@
+"""Jobs: the typed request every front door builds, and the job record the stores keep.
+
+A request is checked here, once, before anything is accepted or stored: the CLI, the
+admin REST API, gRPC and the console all build a ``JobRequest`` with
+``JobRequest.parse`` and get a ``RequestError`` (a ``ValueError``) naming the bad
+field, or a request that can run. The job record (``Job``) is what the schedulers
+(in-process, Celery) claim with a lease, renew while they work and finish; every
+write of it is a compare-and-set on ``rev`` so two processes never both own a job.
+
+Plain data and pure functions: no I/O, nothing of ours imported but the models.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from metadata.models import ASSET_ID_RE, JobState
+
+# x264's presets; the GPU worker maps them onto NVENC's p1..p7.
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+           "slower", "veryslow", "placebo")
+ENCODERS = ("auto", "cpu", "gpu")
+# Segments longer than this are no use to an ABR player, and one shorter than a
+# frame cannot hold a keyframe.
+MAX_SEGMENT_SECONDS = 60.0
+MIN_SEGMENT_SECONDS = 0.5
+_LADDER_ITEM = re.compile(r"^\s*(\d+)\s*[:x]\s*(\d+)\s*(?:k|kbps)?\s*$", re.IGNORECASE)
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+class RequestError(ValueError):
+    """A request that cannot run; refused before anything is stored (HTTP 400,
+    gRPC INVALID_ARGUMENT, CLI exit 2). The message names the field."""
+
+
+class AlreadyExists(Exception):
+    """The asset id is taken by a ready asset or a job still running (409,
+    ALREADY_EXISTS, exit 2)."""
+
+
+class StaleJob(Exception):
+    """A job write lost its compare-and-set: another process took the job over
+    (its lease ran out). The writer stops working on it."""
+
+
+class NotFound(LookupError):
+    """No such asset or job (404, NOT_FOUND)."""
+
+
+class FailedPrecondition(Exception):
+    """The operation does not fit the job's state, e.g. retrying a job that is not
+    failed (409, FAILED_PRECONDITION)."""
+
+
+def parse_ladder_spec(spec: str) -> list[tuple[int, int]]:
+    """'1080:5000,720:3000' -> [(1080, 5000), (720, 3000)] (label, kbit/s), tallest first.
+
+    Raises RequestError naming the bad item: empty spec, missing ':', non-numbers,
+    odd or zero sizes, zero bitrates, a label given twice.
+    """
+    if not spec or not spec.strip():
+        raise RequestError(
+            "empty ladder spec; expected HEIGHT:KBPS[,HEIGHT:KBPS...], e.g. 720:3000")
+    out: list[tuple[int, int]] = []
+    seen: set[int] = set()
+    for item in spec.split(","):
+        match = _LADDER_ITEM.match(item)
+        if not match:
+            raise RequestError(
+                f"bad ladder item {item.strip()!r} in {spec!r}; expected HEIGHT:KBPS, e.g. 720:3000"
+            )
+        label, kbps = int(match.group(1)), int(match.group(2))
+        if label < 2 or label % 2:
+            raise RequestError(f"bad ladder height {label} in {spec!r}: must be even and >= 2")
+        if label > 8640:
+            raise RequestError(f"bad ladder height {label} in {spec!r}: larger than 8K")
+        if kbps <= 0:
+            raise RequestError(f"bad ladder bitrate {kbps} in {spec!r}: must be > 0 kbit/s")
+        if kbps > 1_000_000:
+            raise RequestError(f"bad ladder bitrate {kbps} in {spec!r}: above 1 Gbit/s")
+        if label in seen:
+            raise RequestError(f"ladder height {label} given twice in {spec!r}")
+        seen.add(label)
+        out.append((label, kbps))
+    return sorted(out, reverse=True)
+
+
+def check_asset_id(asset_id: str) -> str:
+    if not isinstance(asset_id, str) or not ASSET_ID_RE.fullmatch(asset_id):
+        raise RequestError(
+            f"invalid asset id {asset_id!r}: use 1-64 letters, digits, '-' or '_'"
+        )
+    return asset_id
+
+
+def gop_for(segment_seconds: float, preferred: float) -> float:
+    """The longest GOP up to `preferred` that divides the segment evenly: segments are
+    cut at forced keyframes, so every segment must hold whole GOPs."""
+    if not (segment_seconds > 0 and math.isfinite(segment_seconds)):
+        raise RequestError(f"segment duration must be positive, got {segment_seconds:g} s")
+    if not (preferred > 0 and math.isfinite(preferred)):
+        raise RequestError(f"GOP duration must be positive, got {preferred:g} s")
+    count = max(1, math.ceil(segment_seconds / preferred - 1e-9))
+    return segment_seconds / count
+
+
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool):
+        raise RequestError(f"{name} must be a number of seconds, got {value!r}")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise RequestError(f"{name} must be a number of seconds, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        got = f"{value:g}" if isinstance(value, int | float) else repr(value)
+        raise RequestError(f"{name} must be a positive, finite number of seconds, got {got}")
+    return number
+
+
+def _flag(name: str, value: object) -> bool:
+    """A form field ("true", "0", ...) or a JSON boolean; anything else is refused."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise RequestError(f"{name} must be true or false, got {value!r}")
+
+
+def _text(name: str, value: object, limit: int = 256) -> str:
+    if not isinstance(value, str):
+        raise RequestError(f"{name} must be text, got {value!r}")
+    if len(value) > limit or any(ord(c) < 32 for c in value):
+        raise RequestError(f"{name} must be at most {limit} printable characters")
+    return value
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What an ingest job asks for. Built by ``parse`` (front doors) or directly
+    (code); ``check()`` is what ``parse`` runs, for requests built in code."""
+
+    ladder: str | None = None          # "1080:5000,720:3000"; None plans from the source
+    preset: str = "veryfast"
+    segment_seconds: float = 4.0
+    gop_seconds: float = 2.0
+    copy: bool = False                 # package without re-encoding
+    encoder: str = "auto"              # auto | cpu | gpu
+    source_name: str = ""              # the master's original file name
+
+    FIELDS = ("ladder", "preset", "segment_seconds", "gop_seconds", "copy", "encoder",
+              "source_name")
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, object], defaults: JobRequest | None = None) -> JobRequest:
+        """A request from untyped input (form fields, JSON, gRPC fields with "" as
+        unset). Unknown fields and bad values raise RequestError; missing, None or
+        "" values take ``defaults``."""
+        base = defaults or cls()
+        unknown = sorted(set(raw) - set(cls.FIELDS))
+        if unknown:
+            raise RequestError(f"unknown job option {unknown[0]!r}; known: {', '.join(cls.FIELDS)}")
+        given = {k: v for k, v in raw.items() if v is not None and v != ""}
+        values: dict[str, Any] = {}
+        if "ladder" in given:
+            values["ladder"] = _text("ladder", given["ladder"], 512).strip()
+        if "preset" in given:
+            values["preset"] = _text("preset", given["preset"]).strip()
+        if "encoder" in given:
+            values["encoder"] = _text("encoder", given["encoder"]).strip()
+        if "source_name" in given:
+            values["source_name"] = _text("source_name", given["source_name"])
+        for name in ("segment_seconds", "gop_seconds"):
+            if name in given:
+                values[name] = _seconds(name, given[name])
+        if "copy" in given:
+            values["copy"] = _flag("copy", given["copy"])
+        request = replace(base, **values)
+        request.check()
+        return request
+
+    def check(self) -> JobRequest:
+        """Raise RequestError unless this request can run; returns self."""
+        _seconds("segment_seconds", self.segment_seconds)
+        _seconds("gop_seconds", self.gop_seconds)
+        if not MIN_SEGMENT_SECONDS <= self.segment_seconds <= MAX_SEGMENT_SECONDS:
+            raise RequestError(
+                f"segment_seconds must be within {MIN_SEGMENT_SECONDS:g}..{MAX_SEGMENT_SECONDS:g}"
+                f" s, got {self.segment_seconds:g}")
+        gop_for(self.segment_seconds, self.gop_seconds)
+        if self.ladder is not None:
+            if self.copy:
+                raise RequestError("ladder and copy exclude each other: copy keeps the "
+                                   "master's own encoding")
+            parse_ladder_spec(self.ladder)
+        if self.preset not in PRESETS:
+            raise RequestError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}")
+        if self.encoder not in ENCODERS:
+            raise RequestError(f"unknown encoder {self.encoder!r}; use one of "
+                               f"{', '.join(ENCODERS)}")
+        return self
+
+    @property
+    def gop(self) -> float:
+        """The GOP the transcode uses (whole GOPs per segment)."""
+        return gop_for(self.segment_seconds, self.gop_seconds)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobRequest:
+        doc = json.loads(text)
+        return cls(**{k: v for k, v in doc.items() if k in cls.FIELDS})
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Job:
+    """One run of the pipeline for an asset (DESIGN.md, Jobs). ``rev`` is bumped by
+    every write: stores write a job only if its stored rev is the one read."""
+
+    id: str
+    asset_id: str
+    request: JobRequest
+    master: str = ""                   # object key of the master, or an absolute local path
+    state: JobState = JobState.QUEUED
+    progress: float = 0.0
+    error: str | None = None
+    attempt: int = 0                   # attempts started so far
+    max_attempts: int = 3
+    lease_holder: str | None = None    # "host:pid:nonce" of the process running it
+    lease_expires: float = 0.0         # Unix time; the holder renews before then
+    not_before: float = 0.0            # Unix time: backoff before the next attempt
+    queue: str = ""                    # worker class it was routed to ("" in-process)
+    # A chunked job's pieces by name ("audio", "c0", "c1", ...): span, lease, result
+    # (engine.chunks); empty for a job run in one piece.
+    chunks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    rev: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.state.finished
+
+    def lease_expired(self, now: float) -> bool:
+        return self.lease_holder is not None and self.lease_expires < now
+
+    def claimable(self, now: float) -> bool:
+        """Not finished, not held by a live lease, past its backoff."""
+        if self.finished or self.not_before > now:
+            return False
+        return self.lease_holder is None or self.lease_expires < now
+
+
+def backoff_seconds(attempt: int, base: float = 2.0, cap: float = 300.0) -> float:
+    """Delay before attempt ``attempt + 1``: base * 2^(attempt - 1), capped."""
+    return float(min(cap, base * 2.0 ** max(0, attempt - 1)))

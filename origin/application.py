@@ -1,0 +1,69 @@
+"""The one application interface behind every front door (REST, gRPC, console).
+
+``engine`` implements it (engine.application.Engine) and injects it; the origin's
+handlers and servicers stay thin: parse the wire format, call one operation, map
+its result or its exception to the wire. A rule (what a valid request is, who may
+be retried, what a delete removes) is written once, in the implementation.
+
+Errors every operation may raise, and what each front door answers:
+
+| exception (metadata.jobs) | REST | gRPC | CLI |
+|---|---|---|---|
+| RequestError (a ValueError) | 400 | INVALID_ARGUMENT | exit 2 |
+| NotFound (a LookupError) | 404 | NOT_FOUND | exit 1 |
+| AlreadyExists | 409 | ALREADY_EXISTS | exit 2 |
+| FailedPrecondition | 409 | FAILED_PRECONDITION | exit 2 |
+| StorageFull (an OSError) | 507 | RESOURCE_EXHAUSTED | exit 1 |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from metadata.jobs import Job
+from metadata.models import Asset, JobState, Rendition
+
+
+class StorageFull(OSError):
+    """No room to keep the master: the request was refused and nothing kept."""
+
+
+@dataclass
+class AssetView:
+    """An asset as the API shows it: the row, its renditions (once published), its
+    current job and the segment count per rendition."""
+
+    asset: Asset
+    renditions: list[Rendition] = field(default_factory=list)
+    job: Job | None = None
+    segments: dict[str, int] = field(default_factory=dict)
+
+
+class Application(Protocol):
+    async def submit(self, asset_id: str | None, master: Path, options: Mapping[str, object],
+                     *, source_name: str) -> AssetView:
+        """Check the options and the id, record the asset and its job in one atomic
+        step, keep the master (``master`` is a local file the call takes over; on
+        refusal it is removed), start the job. Nothing is kept when it raises."""
+
+    async def get(self, asset_id: str) -> AssetView:
+        """The asset with its renditions and current job; NotFound."""
+
+    async def list_assets(self, *, limit: int = 50, after: str | None = None,
+                   state: JobState | None = None) -> list[Asset]:
+        """Assets ordered by id, after ``after``, optionally in one state."""
+
+    async def delete(self, asset_id: str) -> None:
+        """Takedown: a running job is stopped, metadata, media and master removed,
+        the edges purged; NotFound."""
+
+    async def retry(self, asset_id: str) -> Job:
+        """A new job for a FAILED asset, from its kept master and request;
+        NotFound, FailedPrecondition (not failed, or the master is gone)."""
+
+    async def jobs(self, *, state: JobState | None = None,
+                   asset_id: str | None = None) -> list[Job]:
+        """Jobs, oldest first."""
