@@ -103,10 +103,25 @@ class Transcoder:
     odd sizes / non-square pixels scaled to even sizes with square pixels, 10-bit and
     4:2:2 to 8-bit 4:2:0. `encoder_threads` is per rung (0 = the encoder's default).
 
+    Span ("chunk") encoding, so a long master is encoded in pieces on many machines
+    and stitched by merging segment indexes: with `start_seconds` / `end_seconds`
+    (multiples of `segment_seconds`; end 0 or past the master's end = to the end) the
+    output is exactly the part of the one-piece encode (same rungs, segment and GOP
+    lengths, preset, fps) in [start, end): time zero stays the master's first video
+    picture, segments keep their one-piece numbers (the first is
+    start / segment_seconds + 1) and times, keyframes sit where the one-piece run
+    puts them, and every chunk's init.mp4 is the same. `video=False` encodes only the
+    audio (`rungs` may be empty); over the whole master it gives the one-piece audio
+    rendition, the one the engine stitches beside video-only chunks. Audio of a
+    partial span is cut at AAC packets (1024 samples), so its ends are not
+    sample-exact. run()'s progress is the fraction of the span done, and
+    `duration_seconds` the span's encoded length.
+
     Call run() from a worker thread; cancel() from any thread stops it within a second.
-    Raises ValueError for a bad configuration, InvalidDataError (a ValueError) for a
-    corrupt master with the decoder's reason, NotFoundError for a missing file or
-    encoder, CancelledError after cancel().
+    Raises ValueError for a bad configuration (a span off the segment grid, start
+    at or past its end or past the master's end, neither video nor audio),
+    InvalidDataError (a ValueError) for a corrupt master with the decoder's reason,
+    NotFoundError for a missing file or encoder, CancelledError after cancel().
     """
 
     def __init__(
@@ -122,6 +137,9 @@ class Transcoder:
         audio: bool = True,
         audio_bitrate: int = 128_000,
         encoder_threads: int = 0,
+        start_seconds: float = 0.0,
+        end_seconds: float = 0.0,
+        video: bool = True,
     ) -> None:
         cfg = _core.TranscodeConfig()
         cfg.input = str(input)
@@ -142,6 +160,9 @@ class Transcoder:
         cfg.audio = audio
         cfg.audio_bitrate = audio_bitrate
         cfg.encoder_threads = encoder_threads
+        cfg.span_start = start_seconds
+        cfg.span_end = end_seconds
+        cfg.video = video
         self._impl = _core.Transcoder(cfg)
 
     def run(self, progress: Callable[[float], None] | None = None) -> PipelineResult:

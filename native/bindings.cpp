@@ -182,7 +182,10 @@ void init_transcode(py::module_& m) {
         .def_readwrite("audio_sample_rate", &TranscodeConfig::audio_sample_rate)
         .def_readwrite("audio_channels", &TranscodeConfig::audio_channels)
         .def_readwrite("audio_id", &TranscodeConfig::audio_id)
-        .def_readwrite("encoder_threads", &TranscodeConfig::encoder_threads);
+        .def_readwrite("encoder_threads", &TranscodeConfig::encoder_threads)
+        .def_readwrite("span_start", &TranscodeConfig::span_start)
+        .def_readwrite("span_end", &TranscodeConfig::span_end)
+        .def_readwrite("video", &TranscodeConfig::video);
 
     py::class_<Transcoder>(m, "Transcoder")
         .def(py::init<TranscodeConfig>(), py::arg("config"))

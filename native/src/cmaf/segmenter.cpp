@@ -149,6 +149,7 @@ struct CmafSegmenter::Impl {
     bool init_written = false;
     bool finished = false;
     bool cut_requested = false;
+    int first_number = 1;
     int64_t dts_shift = 0;         // output decode time = dts + dts_shift
     int64_t pts_shift = 0;         // output presentation time = pts + pts_shift
     int64_t last_dts = 0;
@@ -244,7 +245,7 @@ struct CmafSegmenter::Impl {
             total += s.duration;
         }
         SegmentRecord rec;
-        rec.number = static_cast<int>(segments.size()) + 1;
+        rec.number = first_number + static_cast<int>(segments.size());
         rec.start = out_dts(current.front());
         rec.duration = total;
         MediaSegmentLayout layout;
@@ -321,6 +322,8 @@ void CmafSegmenter::write_range(const EncodedPacket& packet, const FileRange& ra
 }
 
 void CmafSegmenter::force_cut() { impl_->cut_requested = true; }
+
+void CmafSegmenter::set_first_number(int number) { impl_->first_number = number; }
 
 void CmafSegmenter::finish() {
     if (impl_->finished) return;

@@ -86,6 +86,10 @@ public:
     // Ends the current segment (if it holds any sample) before the next packet.
     void force_cut();
 
+    // Number of the first segment (default 1): a span of a longer encode keeps the
+    // one-piece numbering. Set before the first segment is written.
+    void set_first_number(int number);
+
     // Output decode time = input dts + decode_time_shift() (fixed by the first
     // packet; 0 before it). Lets a caller map its input times onto tfdt.
     int64_t decode_time_shift() const;

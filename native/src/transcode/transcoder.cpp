@@ -9,6 +9,12 @@
 // Queues are bounded, so memory stays flat and the demuxer runs at the pace of the
 // slowest rung. Every loop and every queue wait checks the stop flag, which both
 // cancel() and the first failure of any stage set; the first failure is rethrown.
+//
+// A span (span_start/span_end, a chunk of a longer encode) changes only the ends:
+// the demuxer seeks to the keyframe at or before its start, the normalised frames
+// before it and from its end on are dropped in emit(), and the segmenters number
+// from the span's first segment; the frame grid, keyframes and timestamps are
+// the one-piece run's because time zero stays the master's first picture.
 #include "transcode/transcoder.h"
 
 #include <algorithm>
@@ -47,6 +53,11 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kFrameQueue = 12;    // decoded frames waiting per rung (refs, not copies)
 constexpr size_t kPacketQueue = 256;  // audio packets waiting (they are small)
 constexpr auto kProgressEvery = std::chrono::milliseconds(100);
+// A span with audio seeks this much before its start, so the AAC encoder's
+// pre-roll (its priming plus one frame, ~43 ms at 48 kHz) has source audio under it,
+// and reads audio this far past its end, so the last kept packet is complete.
+constexpr double kAudioPrerollSeconds = 0.1;
+constexpr double kAudioTailSeconds = 0.2;
 
 // Shared by all stages of one run: the stop flag and the first failure.
 struct RunState {
@@ -115,6 +126,11 @@ uint32_t video_timescale(AVRational fps) {
     return static_cast<uint32_t>(fps.num * k);
 }
 
+// Segment number of the span's first segment: the one-piece numbering (1-based).
+int first_segment_number(const TranscodeConfig& cfg) {
+    return static_cast<int>(std::llround(cfg.span_start / cfg.segment_seconds)) + 1;
+}
+
 std::string seconds_text(double s) {
     char buf[32];
     std::snprintf(buf, sizeof(buf), "%.2f s", s);
@@ -168,6 +184,7 @@ public:
         std::filesystem::create_directories(dir, ec);
         if (ec) throw IOError("create output directory " + dir.string() + ": " + ec.message());
         segmenter_ = std::make_unique<CmafSegmenter>(track, dir.string(), cfg.segment_seconds);
+        segmenter_->set_first_number(first_segment_number(cfg));
         scaled_ = av::make_frame();
         pkt_ = av::make_packet();
     }
@@ -327,6 +344,16 @@ public:
         std::filesystem::create_directories(dir, ec);
         if (ec) throw IOError("create output directory " + dir.string() + ": " + ec.message());
         segmenter_ = std::make_unique<CmafSegmenter>(track, dir.string(), cfg.segment_seconds);
+        segmenter_->set_first_number(first_segment_number(cfg));
+        // A span starts the encoder one frame plus its priming before span_start (so
+        // the first packet kept is warmed up) and keeps the packets in the span, on
+        // the one-piece timeline: track time t plays source time t - initial_padding.
+        if (cfg.span_start > 0) {
+            const int fs = enc_->frame_size > 0 ? enc_->frame_size : 1024;
+            keep_from_ = std::llround(cfg.span_start * cfg.audio_sample_rate);
+            base_ = keep_from_ - enc_->initial_padding - fs;
+        }
+        if (cfg.span_end > 0) keep_until_ = std::llround(cfg.span_end * cfg.audio_sample_rate);
         fifo_ = av_audio_fifo_alloc(AV_SAMPLE_FMT_FLTP, cfg.audio_channels, 4096);
         if (!fifo_) throw Error("out of memory allocating the audio FIFO");
         frame_ = av::make_frame();
@@ -345,6 +372,12 @@ public:
         return queue_.push(std::move(p), on_wait);
     }
     void close() { queue_.close(); }
+    // Length of the rendition as written (its segments), seconds.
+    double seconds() const {
+        int64_t total = 0;
+        for (const SegmentRecord& s : segmenter_->segments()) total += s.duration;
+        return static_cast<double>(total) / cfg_.audio_sample_rate;
+    }
     RenditionResult result() const {
         RenditionResult r;
         r.id = cfg_.audio_id;
@@ -426,7 +459,7 @@ private:
         // later is padded with silence, audio that starts earlier is trimmed.
         int64_t ts = f->best_effort_timestamp;
         if (ts != AV_NOPTS_VALUE) {
-            const int64_t lead = av_rescale_q(ts - origin_, st_->time_base, enc_->time_base);
+            const int64_t lead = av_rescale_q(ts - origin_, st_->time_base, enc_->time_base) - base_;
             if (lead < 0) skip_ = -lead;
             if (lead > 0 && lead < int64_t{cfg_.audio_sample_rate} * 10) {
                 av::FramePtr silence = av::make_frame();
@@ -497,8 +530,12 @@ private:
             // samples); the track starts at 0, so the priming plays as 21 ms of lead-in.
             EncodedPacket ep;
             ep.data.assign(pkt_->data, pkt_->data + pkt_->size);
-            ep.pts = pkt_->pts + enc_->initial_padding;
-            ep.dts = pkt_->dts + enc_->initial_padding;
+            ep.pts = pkt_->pts + enc_->initial_padding + base_;
+            ep.dts = pkt_->dts + enc_->initial_padding + base_;
+            if (ep.pts < keep_from_ || (keep_until_ > 0 && ep.pts >= keep_until_)) {
+                av_packet_unref(pkt_.get());  // pre-roll, or past the span
+                continue;
+            }
             ep.duration = pkt_->duration > 0 ? pkt_->duration : enc_->frame_size;
             ep.keyframe = true;
             segmenter_->write(ep);
@@ -520,6 +557,9 @@ private:
     std::unique_ptr<CmafSegmenter> segmenter_;
     int64_t next_pts_ = 0;
     int64_t skip_ = 0;  // output samples before the video's first picture, to drop
+    int64_t base_ = 0;       // time of the first encoded sample, output samples (span pre-roll)
+    int64_t keep_from_ = 0;  // packets before this track time are not written
+    int64_t keep_until_ = 0; // nor those at or after it (0: no end)
     int64_t samples_in_ = 0;
     int64_t decoded_ = 0;
 };
@@ -545,8 +585,12 @@ public:
         fmt_ = av::open_input(cfg_.input);
         open_video();
         open_audio();
+        seek_to_span();
         demux();
-        finish_video();
+        if (cfg_.video && !video_done_) finish_video();
+        if (cfg_.video && frames_out_ == 0)  // only a span can miss every frame
+            throw std::invalid_argument("span " + span_text() + " holds no video frame of " + cfg_.input +
+                                        " (" + seconds_text(master_seconds_) + " long)");
         for (auto& r : rungs_) r->close();
         if (audio_) audio_->close();
         wait_for_workers();
@@ -556,7 +600,8 @@ public:
         PipelineResult result;
         for (auto& r : rungs_) result.renditions.push_back(r->result());
         if (audio_) result.renditions.push_back(audio_->result());
-        result.duration_seconds = static_cast<double>(frames_out_) * fps_.den / fps_.num;
+        result.duration_seconds = cfg_.video ? static_cast<double>(frames_out_) * fps_.den / fps_.num
+                                  : audio_->seconds();
         result.source_frames = decoded_;
         if (progress_) progress_(1.0);
         return result;
@@ -564,9 +609,12 @@ public:
 
 private:
     void validate() const {
-        if (cfg_.rungs.empty()) throw std::invalid_argument("transcode needs at least one rung");
+        if (!cfg_.video && !cfg_.audio)
+            throw std::invalid_argument("nothing to encode: video and audio are both off");
+        if (cfg_.video && cfg_.rungs.empty()) throw std::invalid_argument("transcode needs at least one rung");
         if (!(cfg_.gop_seconds > 0) || !(cfg_.segment_seconds > 0))
             throw std::invalid_argument("gop_seconds and segment_seconds must be > 0");
+        validate_span();
         const double ratio = cfg_.segment_seconds / cfg_.gop_seconds;
         if (ratio < 1 - 1e-9 || std::fabs(ratio - std::round(ratio)) > 1e-6)
             throw std::invalid_argument("segment_seconds (" + std::to_string(cfg_.segment_seconds) +
@@ -574,6 +622,7 @@ private:
                                         std::to_string(cfg_.gop_seconds) + ")");
         std::set<std::string> ids;
         for (const auto& r : cfg_.rungs) {
+            if (!cfg_.video) break;  // audio only: rungs are ignored
             if (r.id.empty() || r.id.find('/') != std::string::npos || r.id == "." || r.id == "..")
                 throw std::invalid_argument("bad rung id '" + r.id + "'");
             if (!ids.insert(r.id).second) throw std::invalid_argument("duplicate rung id " + r.id);
@@ -584,6 +633,55 @@ private:
             throw std::invalid_argument("audio id " + cfg_.audio_id + " clashes with a rung id");
         if (cfg_.audio_channels < 1 || cfg_.audio_sample_rate < 8000)
             throw std::invalid_argument("bad audio channel count or sample rate");
+    }
+
+    std::string span_text() const {
+        char buf[96];
+        if (cfg_.span_end > 0)
+            std::snprintf(buf, sizeof(buf), "[%g s, %g s)", cfg_.span_start, cfg_.span_end);
+        else
+            std::snprintf(buf, sizeof(buf), "[%g s, end)", cfg_.span_start);
+        return buf;
+    }
+
+    // The engine cuts masters at segment boundaries (DESIGN.md, Jobs); anything else
+    // could not be stitched by merging segment indexes.
+    void validate_span() const {
+        const double seg = cfg_.segment_seconds;
+        auto on_boundary = [seg](double t) {
+            const double k = t / seg;
+            return std::fabs(k - std::round(k)) <= 1e-6 * std::max(1.0, std::fabs(k));
+        };
+        if (!std::isfinite(cfg_.span_start) || cfg_.span_start < 0)
+            throw std::invalid_argument("span start must be a finite number of seconds >= 0, not " +
+                                        std::to_string(cfg_.span_start));
+        if (!std::isfinite(cfg_.span_end) || cfg_.span_end < 0)
+            throw std::invalid_argument("span end must be a finite number of seconds >= 0 (0 = to the end), "
+                                        "not " + std::to_string(cfg_.span_end));
+        if (!on_boundary(cfg_.span_start))
+            throw std::invalid_argument("span start " + seconds_text(cfg_.span_start) +
+                                        " is not a multiple of segment_seconds (" + seconds_text(seg) + ")");
+        if (cfg_.span_end > 0 && !on_boundary(cfg_.span_end))
+            throw std::invalid_argument("span end " + seconds_text(cfg_.span_end) +
+                                        " is not a multiple of segment_seconds (" + seconds_text(seg) + ")");
+        if (cfg_.span_end > 0 && cfg_.span_start >= cfg_.span_end)
+            throw std::invalid_argument("span start " + seconds_text(cfg_.span_start) +
+                                        " must be before its end " + seconds_text(cfg_.span_end));
+    }
+
+    // First output frame n whose time n/fps is at or after `seconds` (a multiple of
+    // gop_seconds), by the same test emit() uses to start GOPs, so the span's
+    // first frame is exactly the one-piece run's first frame of that GOP.
+    int64_t gop_of(int64_t n) const {
+        const double t = static_cast<double>(n) * fps_.den / fps_.num;
+        return static_cast<int64_t>(std::floor(t / cfg_.gop_seconds + 1e-9));
+    }
+    int64_t first_frame_at(double seconds) const {
+        const int64_t k = std::llround(seconds / cfg_.gop_seconds);
+        int64_t n = static_cast<int64_t>(std::ceil(seconds * fps_.num / fps_.den - 1e-6));
+        while (gop_of(n) < k) ++n;
+        while (n > 0 && gop_of(n - 1) >= k) --n;
+        return n;
     }
 
     void open_video() {
@@ -616,23 +714,130 @@ private:
             origin_ = av_rescale_q(fmt_->start_time, AV_TIME_BASE_Q, vst_->time_base);
         double duration = fmt_->duration > 0 ? static_cast<double>(fmt_->duration) / AV_TIME_BASE : 0;
         if (vst_->duration > 0) duration = static_cast<double>(vst_->duration) * av_q2d(vst_->time_base);
-        expected_frames_ = duration * av_q2d(fps_);
+        master_seconds_ = duration;
+        // A duration guessed from the bitrate is no ground for refusing a span; the
+        // decode still finds out (seek_to_span, run).
+        const bool stated = fmt_->duration_estimation_method != AVFMT_DURATION_FROM_BITRATE;
+        if (cfg_.span_start > 0 && duration > 0 && stated && cfg_.span_start >= duration - 1e-6)
+            throw std::invalid_argument("span start " + seconds_text(cfg_.span_start) +
+                                        " is at or past the end of " + cfg_.input + " (" +
+                                        seconds_text(duration) + " long)");
+        // The span in output frames: [first_frame_, end_frame_), end_frame_ -1 = to the end.
+        first_frame_ = cfg_.span_start > 0 ? first_frame_at(cfg_.span_start) : 0;
+        end_frame_ = cfg_.span_end > 0 ? first_frame_at(cfg_.span_end) : -1;
+        const bool cut_end = cfg_.span_end > 0 && (duration <= 0 || cfg_.span_end < duration);
+        const double span_end = cut_end ? cfg_.span_end : duration;
+        span_seconds_ = std::max(0.0, span_end - cfg_.span_start);
+        expected_frames_ = span_seconds_ * av_q2d(fps_);
         frame_ = av::make_frame();
         filtered_ = av::make_frame();
-        for (const auto& r : cfg_.rungs) rungs_.push_back(std::make_unique<RungWorker>(r, state_, cfg_.input));
+        if (cfg_.video)
+            for (const auto& r : cfg_.rungs)
+                rungs_.push_back(std::make_unique<RungWorker>(r, state_, cfg_.input));
         for (unsigned i = 0; i < fmt_->nb_streams; ++i)
-            if (static_cast<int>(i) != idx) fmt_->streams[i]->discard = AVDISCARD_ALL;
+            if (static_cast<int>(i) != idx || !cfg_.video) fmt_->streams[i]->discard = AVDISCARD_ALL;
     }
 
     void open_audio() {
         if (!cfg_.audio) return;
         int idx = av_find_best_stream(fmt_.get(), AVMEDIA_TYPE_AUDIO, -1, vst_->index, nullptr, 0);
-        if (idx < 0) return;  // a silent master gives a video-only ladder
+        if (idx < 0) {  // a silent master gives a video-only ladder
+            if (!cfg_.video)
+                throw InvalidDataError("no audio stream in " + cfg_.input + " for an audio-only transcode",
+                                       AVERROR_STREAM_NOT_FOUND);
+            return;
+        }
         ast_ = fmt_->streams[idx];
         ast_->discard = AVDISCARD_DEFAULT;
         const int64_t origin = av_rescale_q(origin_, vst_->time_base, ast_->time_base);
+        audio_origin_ = origin;
         audio_ = std::make_unique<AudioWorker>(ast_, cfg_, state_, origin);
         audio_->start();
+    }
+
+    // ---- span: seek to its start ---------------------------------------------
+    // Seeks the stream that drives the run (video, else audio) to the keyframe at
+    // or before the span start (less the audio pre-roll; less one frame for
+    // interlaced masters, so bwdif has the previous picture). Demuxers index decode
+    // times (an MP4's sync sample may present after the time asked for), so the
+    // first picture (audio: packet) is checked and the seek retried further back
+    // until it is not late. Every frame before the span is decoded and dropped
+    // later (emit), so the fps grid stays the one-piece run's, anchored at origin_.
+    void seek_to_span() {
+        if (cfg_.span_start <= 0) return;
+        AVStream* st = cfg_.video ? vst_ : ast_;
+        double lead = ast_ ? kAudioPrerollSeconds : 0.0;
+        if (cfg_.video && interlaced_hint_) lead = std::max(lead, 1.0 / av_q2d(fps_));
+        const int64_t origin = av_rescale_q(origin_, vst_->time_base, st->time_base);
+        const int64_t target =
+            origin + av_rescale_q(std::llround((cfg_.span_start - lead) * AV_TIME_BASE), AV_TIME_BASE_Q,
+                                  st->time_base);
+        const int64_t second = std::max<int64_t>(1, av_rescale_q(AV_TIME_BASE, AV_TIME_BASE_Q, st->time_base));
+        int64_t back = 0, at = target;
+        for (int attempt = 0;; ++attempt) {
+            at = target - back;
+            const int ret = avformat_seek_file(fmt_.get(), st->index, INT64_MIN, at, at, AVSEEK_FLAG_BACKWARD);
+            if (ret < 0) {
+                if (attempt == 0) return;  // not seekable: decode from the start, drop what precedes the span
+                check_av(ret, "seek to " + seconds_text(cfg_.span_start - lead), cfg_.input);
+            }
+            const int64_t first = first_timestamp(st);
+            if (first == AV_NOPTS_VALUE)
+                throw std::invalid_argument("span start " + seconds_text(cfg_.span_start) +
+                                            " is at or past the end of " + cfg_.input);
+            if (first <= target || at < origin || attempt >= 12) break;
+            back = back ? back * 2 : second;
+            // Last resort: before the first timestamp, i.e. the start of the file (MPEG-TS
+            // flags keyframes loosely, so a seek near the start can land mid-GOP).
+            if (target - back <= origin) back = target - origin + second;
+        }
+        check_av(avformat_seek_file(fmt_.get(), st->index, INT64_MIN, at, at, AVSEEK_FLAG_BACKWARD),
+                 "seek to " + seconds_text(cfg_.span_start - lead), cfg_.input);
+        avcodec_flush_buffers(vdec_.get());
+        decoded_ = 0;
+        early_errors_ = 0;
+        next_guess_ = av_rescale_q(at - origin, st->time_base, vst_->time_base);
+    }
+
+    // Timestamp (st's time base) of the first clean picture (video) or packet
+    // (audio) read from here; AV_NOPTS_VALUE at the end of the file. Decode errors
+    // before the first picture are expected after a seek and skipped.
+    int64_t first_timestamp(const AVStream* st) {
+        av::PacketPtr pkt = av::make_packet();
+        const bool video = st == vst_;
+        bool flushed = false;
+        while (!flushed) {
+            rethrow_if_stopped();
+            int ret = av_read_frame(fmt_.get(), pkt.get());
+            if (ret == AVERROR(EAGAIN)) continue;
+            if (ret < 0 && ret != AVERROR_EOF) read_failed(ret);
+            if (ret == AVERROR_EOF) {
+                if (!video) return AV_NOPTS_VALUE;
+                avcodec_send_packet(vdec_.get(), nullptr);
+                flushed = true;
+            } else if (pkt->stream_index != st->index) {
+                av_packet_unref(pkt.get());
+                continue;
+            } else if (!video) {
+                const int64_t ts = pkt->pts != AV_NOPTS_VALUE ? pkt->pts : pkt->dts;
+                av_packet_unref(pkt.get());
+                if (ts != AV_NOPTS_VALUE) return ts;
+                continue;
+            } else {
+                avcodec_send_packet(vdec_.get(), pkt.get());  // errors: see above
+                av_packet_unref(pkt.get());
+            }
+            while (avcodec_receive_frame(vdec_.get(), frame_.get()) >= 0) {
+                const bool bad = frame_->decode_error_flags || (frame_->flags & AV_FRAME_FLAG_CORRUPT);
+                const int64_t ts = frame_->best_effort_timestamp;
+                av_frame_unref(frame_.get());
+                if (!bad && ts != AV_NOPTS_VALUE) {
+                    avcodec_flush_buffers(vdec_.get());
+                    return ts;
+                }
+            }
+        }
+        return AV_NOPTS_VALUE;
     }
 
     // ---- progress and stop -------------------------------------------------
@@ -641,10 +846,31 @@ private:
         const auto now = Clock::now();
         if (now - last_progress_ < kProgressEvery) return;
         last_progress_ = now;
-        int64_t done = frames_out_;
-        for (auto& r : rungs_) done = std::min(done, r->frames_encoded());
-        double fraction = expected_frames_ > 0 ? static_cast<double>(done) / expected_frames_ : 0.0;
+        double fraction = 0.0;
+        if (cfg_.video) {
+            int64_t done = frames_out_;
+            for (auto& r : rungs_) done = std::min(done, r->frames_encoded());
+            fraction = expected_frames_ > 0 ? static_cast<double>(done) / expected_frames_ : 0.0;
+        } else if (span_seconds_ > 0) {
+            fraction = (audio_seconds_ - cfg_.span_start) / span_seconds_;
+        }
         progress_(std::clamp(fraction, 0.0, 0.99));
+    }
+
+    [[noreturn]] void read_failed(int ret) {
+        std::string why = av::recent_errors(fmt_->iformat->name);
+        throw InvalidDataError("read packet failed for " + cfg_.input + ": " + av_error_text(ret) +
+                                   (why.empty() ? "" : " (" + why + ")"),
+                               ret);
+    }
+
+    // Audio packets are read until they pass the span's end (plus the tail).
+    void note_audio(const AVPacket* pkt) {
+        const int64_t ts = pkt->pts != AV_NOPTS_VALUE ? pkt->pts : pkt->dts;
+        if (ts == AV_NOPTS_VALUE) return;
+        const double t = static_cast<double>(ts - audio_origin_) * av_q2d(ast_->time_base);
+        audio_seconds_ = std::max(audio_seconds_, t);
+        if (cfg_.span_end > 0 && t >= cfg_.span_end + kAudioTailSeconds) audio_done_ = true;
     }
 
     void rethrow_if_stopped() {
@@ -658,19 +884,18 @@ private:
         const auto on_wait = [this] { report_progress(); };
         for (;;) {
             rethrow_if_stopped();
+            if ((!cfg_.video || video_done_) && (!audio_ || audio_done_)) return;  // the span is complete
             int ret = av_read_frame(fmt_.get(), pkt.get());
             if (ret == AVERROR(EAGAIN)) continue;
             if (ret == AVERROR_EOF) break;
             if (ret < 0) {
                 if (fmt_->pb && avio_feof(fmt_->pb) && ret != AVERROR_INVALIDDATA) break;
-                std::string why = av::recent_errors(fmt_->iformat->name);
-                throw InvalidDataError("read packet failed for " + cfg_.input + ": " + av_error_text(ret) +
-                                           (why.empty() ? "" : " (" + why + ")"),
-                                       ret);
+                read_failed(ret);
             }
             if (pkt->stream_index == vst_->index) {
-                decode_video(pkt.get());
-            } else if (ast_ && pkt->stream_index == ast_->index) {
+                if (cfg_.video && !video_done_) decode_video(pkt.get());
+            } else if (ast_ && pkt->stream_index == ast_->index && !audio_done_) {
+                note_audio(pkt.get());
                 av::PacketPtr copy(av_packet_clone(pkt.get()));
                 if (!copy) throw Error("out of memory queuing an audio packet");
                 audio_->push(std::move(copy), on_wait);
@@ -678,7 +903,7 @@ private:
             av_packet_unref(pkt.get());
             report_progress();
         }
-        decode_video(nullptr);
+        if (cfg_.video && !video_done_) decode_video(nullptr);
     }
 
     [[noreturn]] void video_corrupt(int ret, int64_t at_pts) {
@@ -693,13 +918,21 @@ private:
                                AVERROR_INVALIDDATA);
     }
 
+    // Streams cut mid-GOP (TS captures) start with undecodable pictures, and so may
+    // a span whose seek lands mid-GOP (MPEG-TS seeks by timestamp, not keyframe):
+    // errors are tolerated until the first picture decodes (a span: until its first
+    // frame is out, frames before it are dropped anyway), never after.
+    bool tolerate_errors() {
+        const bool early = decoded_ == 0 || (cfg_.span_start > 0 && frames_out_ == 0);
+        const int limit = cfg_.span_start > 0 ? 1000 : 200;
+        return early && ++early_errors_ < limit;
+    }
+
     void decode_video(const AVPacket* pkt) {
         const int64_t pkt_pts = pkt ? (pkt->pts != AV_NOPTS_VALUE ? pkt->pts : pkt->dts) : AV_NOPTS_VALUE;
         int ret = avcodec_send_packet(vdec_.get(), pkt);
         if (ret < 0 && ret != AVERROR_EOF) {
-            // Streams cut mid-GOP (TS captures) start with undecodable pictures:
-            // tolerate errors until the first picture decodes, never after.
-            if (decoded_ == 0 && ret == AVERROR_INVALIDDATA && ++early_errors_ < 200) return;
+            if (tolerate_errors() && ret == AVERROR_INVALIDDATA) return;
             if (ret == AVERROR_INVALIDDATA) video_corrupt(ret, pkt_pts);
             check_av(ret, "decode video", cfg_.input);
         }
@@ -708,12 +941,12 @@ private:
             ret = avcodec_receive_frame(vdec_.get(), frame_.get());
             if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) break;
             if (ret == AVERROR_INVALIDDATA) {
-                if (decoded_ == 0 && ++early_errors_ < 200) continue;
+                if (tolerate_errors()) continue;
                 video_corrupt(ret, pkt_pts);
             }
             check_av(ret, "decode video", cfg_.input);
             if (frame_->decode_error_flags || (frame_->flags & AV_FRAME_FLAG_CORRUPT)) {
-                if (decoded_ == 0 && ++early_errors_ < 200) {
+                if (tolerate_errors()) {
                     av_frame_unref(frame_.get());
                     continue;
                 }
@@ -741,6 +974,9 @@ private:
         char fps[96];
         // fps filter semantics: output frame n shows the input frame current at n/rate;
         // duplicates fill gaps, extras are dropped (VFR -> CFR), timeline starts at 0.
+        // A span keeps start_time=0 too: after its seek fps fills back to 0 with
+        // references to the first picture, which emit() drops (cheap: no copies),
+        // and frame n is still at n/rate on the one-piece run's grid.
         std::snprintf(fps, sizeof(fps), "fps=fps=%d/%d:start_time=0:round=near", fps_.num, fps_.den);
         add(fps);
         if (rotation_ == 90) add("transpose=clock");
@@ -854,6 +1090,13 @@ private:
     void emit(AVFrame* f) {
         if (f->pts <= last_out_pts_) return;  // overlap after a mid-stream graph rebuild
         last_out_pts_ = f->pts;
+        // A span keeps frames [first_frame_, end_frame_); those before it come from
+        // the keyframe the seek landed on (and fps's fill from time zero).
+        if (f->pts < first_frame_) return;
+        if (end_frame_ >= 0 && f->pts >= end_frame_) {
+            video_done_ = true;
+            return;
+        }
         if (!rungs_started_) start_rungs(f);
         // A keyframe at exactly every GOP boundary, by output time, on every rung.
         const double t = static_cast<double>(f->pts) * fps_.den / fps_.num;
@@ -897,6 +1140,14 @@ private:
     int64_t next_guess_ = 0;
     int64_t last_end_ = 0;
     double expected_frames_ = 0;
+    double master_seconds_ = 0;   // video duration as the container states it
+    double span_seconds_ = 0;     // of the span, clipped to the master
+    int64_t first_frame_ = 0;     // span in output frames: [first_frame_, end_frame_)
+    int64_t end_frame_ = -1;      // -1: to the end
+    bool video_done_ = false;     // a frame at or past end_frame_ came out
+    bool audio_done_ = false;     // an audio packet past the span's end (+ tail) was read
+    int64_t audio_origin_ = 0;    // origin_ in the audio stream's time base
+    double audio_seconds_ = 0;    // latest audio packet read, seconds from time zero
     int64_t decoded_ = 0;
     int early_errors_ = 0;
     int64_t frames_out_ = 0;

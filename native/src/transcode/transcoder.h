@@ -41,6 +41,19 @@ struct TranscodeConfig {
     // Threads of each rung's encoder; 0 = the encoder's default (x264: 1.5 x cores,
     // as the ffmpeg CLI uses). Every rung also has its own feeding thread.
     int encoder_threads = 0;
+    // Span ("chunk") encoding, so a long master can be encoded in pieces on many
+    // machines and stitched by merging segment indexes: the output is the part of
+    // the one-piece encode (same rungs, segment/GOP lengths, preset, fps) that lies
+    // in [span_start, span_end) seconds of the one-piece timeline, whose zero stays
+    // the master's first video picture. Both are multiples of segment_seconds;
+    // span_end 0 (or past the master's end) = to the end. Segments keep their
+    // one-piece numbers and times (the first is span_start / segment_seconds + 1).
+    double span_start = 0.0;
+    double span_end = 0.0;
+    // false: no video rendition (rungs are ignored and may be empty), e.g. one
+    // audio-only task over the whole master beside video-only chunk tasks. The
+    // master still needs a video stream: its first picture is time zero.
+    bool video = true;
 };
 
 // progress: fraction done in [0, 1]; called at most ~10 times a second, from a
@@ -66,6 +79,14 @@ public:
     // (with the decoder's own messages) for corrupt masters, NotFoundError for a
     // missing file/decoder/encoder, IOError for output failures, CancelledError
     // when cancel() was called. A failure or cancel() poisons the object: run once.
+    // With a span: the decode seeks to the keyframe at or before span_start, drops
+    // every normalised frame before it and stops at span_end; the frame grid, the
+    // forced keyframes, segment numbers and tfdt equal the one-piece run's, so
+    // init.mp4 (same codec configuration) serves every chunk. Audio of a span is
+    // encoded with a one-frame pre-roll from before span_start and cut at its
+    // packets (AAC's 1024-sample frames do not meet segment boundaries exactly);
+    // audio of the whole master (span 0..0) is the one-piece rendition. Progress is
+    // the fraction of the span done; duration_seconds the span's encoded length.
     PipelineResult run(const ProgressFn& progress);
 
     // Safe from any thread; run() returns (throws CancelledError) within a second.
