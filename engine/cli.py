@@ -96,7 +96,7 @@ async def _ingest(settings: Settings, path: Path, asset_id: str, options: Ingest
                   show_progress: bool | None, started: CopyRun | None) -> dict[str, Any]:
     from engine.pipeline import ingest
     from engine.services import open_backends
-    from engine.sweep import sweep_jobs
+    from engine.sweep import sweep
 
     try:
         backends = open_backends(settings)
@@ -108,7 +108,7 @@ async def _ingest(settings: Settings, path: Path, asset_id: str, options: Ingest
                 else:
                     # A process that starts sweeps what dead runs left (an earlier
                     # `cdlc ingest` killed mid-job holds its id until then).
-                    await sweep_jobs(backends.store)
+                    await sweep(backends.store, settings.scratch_dirs)
                     asset = await ingest(backends, asset_id, path, options, on_progress=progress,
                                          started=started)
             return await asset_summary(backends, asset)
@@ -355,7 +355,9 @@ async def build_origin_app(settings: Settings) -> Any:
               default="auto", show_default=True,
               help="Queue to consume: gpu only where NVENC opens; auto picks.")
 @click.option("--concurrency", default=1, show_default=True, help="Jobs at once.")
-def worker_cmd(worker_class: str, concurrency: int) -> None:
+@click.option("--metrics-port", default=0, show_default=True,
+              help="Serve this worker's job metrics on 127.0.0.1:PORT/metrics (0: off).")
+def worker_cmd(worker_class: str, concurrency: int, metrics_port: int) -> None:
     """Start a Celery worker for CDLC_BROKER that runs jobs of one worker class."""
     import os
     import socket
@@ -377,6 +379,14 @@ def worker_cmd(worker_class: str, concurrency: int) -> None:
     except StartupError as exc:
         fail(str(exc), 1)
     from engine.celery_app import app as celery
+
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(metrics_port, addr="127.0.0.1")
+        except OSError as exc:
+            fail(f"cannot serve metrics on 127.0.0.1:{metrics_port}: {exc.strerror}", 1)
 
     print(f"worker: class {worker_class}, concurrency {concurrency}", file=sys.stderr, flush=True)
     celery.worker_main([
@@ -404,11 +414,11 @@ async def _with_engine(settings: Settings, fn: Any) -> Any:
     from engine.application import Engine
     from engine.executor import make_executor
     from engine.services import open_backends
-    from engine.sweep import sweep_jobs
+    from engine.sweep import sweep
 
     backends = open_backends(settings)
     try:
-        await sweep_jobs(backends.store)
+        await sweep(backends.store, settings.scratch_dirs)
         engine = Engine(settings, backends, make_executor(settings, backends),
                         edges=settings.edge_urls)
         return await fn(engine, backends)

@@ -204,7 +204,9 @@ async def run_pipeline(
             work.mkdir(parents=True, exist_ok=True)
             try:
                 rungs = plan_ladder(info, options.ladder)
-                encoder = choose_encoder(options.encoder)
+                # The queue a job was routed to names its worker class; in-process
+                # jobs ("") follow the request (auto: this machine's hardware).
+                encoder = choose_encoder(job.queue or options.encoder)
             except ValueError as exc:
                 raise IngestError(str(exc)) from exc
             rungs = [native.Rung(**{**r.__dict__, "encoder": encoder}) for r in rungs]

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
+from prometheus_client import Counter, Histogram
+
 from engine.copy_run import CopyRun
 from engine.job_spec import IngestError, IngestOptions, RequestError, check_asset_id
 from engine.leases import Lease, claim, holder_id
@@ -26,6 +28,14 @@ from metadata.jobs import AlreadyExists, Job, StaleJob, backoff_seconds, new_job
 from metadata.models import Asset, JobState
 
 log = logging.getLogger(__name__)
+
+# Where jobs run (cdlc serve's /metrics in-process; `cdlc worker --metrics-port`).
+JOBS_ENDED = Counter("cdlc_jobs_ended_total",
+                     "Job attempts by how they ended: ready, failed, retried, released",
+                     ["result"])
+ENCODE_SPEED = Histogram(
+    "cdlc_job_encode_speed", "Source seconds encoded per wall second, per job",
+    buckets=(0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128))
 
 # Failures that another attempt would only repeat.
 PERMANENT = (IngestError, RequestError, NoSpaceError)
@@ -45,11 +55,16 @@ async def execute(services: Services, job: Job, *, on_progress: ProgressFn | Non
     raises what ended the attempt after recording it (StaleJob: nothing recorded,
     the job is another process's now)."""
     lease = Lease(services.store, job, services.lease_seconds)
+    t0 = time.monotonic()
     async with lease:
         try:
             async with local_master(services, job) as master:
-                return await run_pipeline(services, lease, master, on_progress, run)
+                asset = await run_pipeline(services, lease, master, on_progress, run)
+            JOBS_ENDED.labels("ready").inc()
+            ENCODE_SPEED.observe(asset.duration / max(1e-6, time.monotonic() - t0))
+            return asset
         except StaleJob:
+            JOBS_ENDED.labels("released").inc()
             log.warning("job %s was taken over; this attempt stops", job.id)
             raise
         except (asyncio.CancelledError, KeyboardInterrupt) as exc:
@@ -73,7 +88,9 @@ async def _record_failure(lease: Lease, exc: BaseException) -> None:
         if not isinstance(exc, PERMANENT) and job.max_attempts > 1:
             reason = f"{reason} (gave up after {job.attempt} attempts)"
         changes: dict[str, object] = {"state": JobState.FAILED, "error": reason}
+        JOBS_ENDED.labels("failed").inc()
     else:
+        JOBS_ENDED.labels("retried").inc()
         delay = backoff_seconds(job.attempt)
         changes = {"state": JobState.QUEUED, "progress": 0.0, "not_before": time.time() + delay,
                    "error": f"attempt {job.attempt} failed: {reason}; retrying in {delay:g} s"}

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import REGISTRY, generate_latest
 
 from metadata.cache import Cache
 from metadata.objects import ObjectStore
 from metadata.store import MetadataStore
 from origin.admin import Admin
 from origin.application import Application
+from origin.job_metrics import render_job_gauges
 from origin.metrics import Metrics
 from origin.playback import Playback
 
@@ -119,7 +121,17 @@ def disk_report(data_dir: Path, min_free: int) -> str:
 
 async def metrics(request: web.Request) -> web.StreamResponse:
     m = request.app[METRICS]
-    return web.Response(body=m.render(), headers={"Content-Type": m.content_type})
+    body = m.render()
+    deps = request.app[DEPS]
+    if deps.application is not None:
+        # The jobs: from the store (every runner's truth), and this process's own
+        # runs (engine.runner's counters in the default registry).
+        try:
+            body += await asyncio.wait_for(render_job_gauges(deps.store), _READY_TIMEOUT)
+        except Exception:  # the store is out: /readyz says so; the rest still scrapes
+            pass
+        body += generate_latest(REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": m.content_type})
 
 
 def create_app(deps: OriginDeps) -> web.Application:

@@ -206,3 +206,103 @@ async def test_readiness_fails_when_redis_is_down(make_origin: MakeOrigin, media
     await publish_fake(o.store, o.objects, "nored", media)
     resp = await o.client.get("/vod/nored/v240/1.m4s")
     assert resp.status == 200 and await resp.read() == media.file("v240", "1.m4s")
+
+
+@pytest.mark.parametrize("field", [
+    {"preset": "turbo"}, {"segment_seconds": "nan"}, {"segment_seconds": "-1"},
+    {"segment_seconds": "inf"}, {"segment_seconds": "0"}, {"segment_seconds": "abc"},
+    {"ladder": "720"}, {"copy": "perhaps"}, {"options": json.dumps({"encoder": "tpu"})},
+    {"options": json.dumps({"unknown": 1})},
+])
+async def test_bad_options_are_400_and_keep_nothing(
+    make_origin: MakeOrigin, tmp_path: Path, field: dict[str, str]
+) -> None:
+    up = tmp_path / "up"
+    o = await make_origin(upload_dir=up)
+    resp = await o.client.post("/v1/assets", data=form(os.urandom(50_000), id="bad1", **field))
+    assert resp.status == 400, await resp.text()
+    assert resp.content_type == "application/problem+json"
+    title = (await resp.json())["title"]
+    assert "\n" not in title and "/" not in title.replace("1/", "")  # one line, no paths
+    assert await o.store.get_asset("bad1") is None
+    assert await o.store.list_jobs(asset_id="bad1") == []
+    assert await o.objects.stat(master_key("bad1")) is None
+    assert not up.exists() or list(up.iterdir()) == []
+    assert o.held.jobs == []
+
+
+async def test_concurrent_submits_of_one_id_accept_exactly_one(make_origin: MakeOrigin) -> None:
+    o = await make_origin()
+    datas = [os.urandom(100_000) for _ in range(4)]
+    resps = await asyncio.gather(*(o.client.post("/v1/assets", data=form(d, id="same"))
+                                   for d in datas))
+    statuses = sorted(r.status for r in resps)
+    assert statuses == [202, 409, 409, 409]
+    winner = next(i for i, r in enumerate(resps) if r.status == 202)
+    assert await o.objects.get_bytes(master_key("same")) == datas[winner]
+    assert len(await o.store.list_jobs(asset_id="same")) == 1
+    assert len(o.held.jobs) == 1
+
+
+async def test_malformed_multipart_is_400(make_origin: MakeOrigin) -> None:
+    o = await make_origin()
+    boundary = "b0undary"
+    bodies = [
+        # a control character inside a part header
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"id\x01\"\r\n\r\nx\r\n"
+        f"--{boundary}--\r\n",
+        # a part header without a colon, then a truncated envelope
+        f"--{boundary}\r\nContent-Disposition form-data\r\n\r\nx",
+        # no closing boundary at all
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n"
+        f"\r\nabc",
+    ]
+    for body in bodies:
+        resp = await o.client.post(
+            "/v1/assets", data=body.encode(),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        assert resp.status == 400, (body, resp.status, await resp.text())
+    assert await o.store.list_jobs() == []
+
+
+async def test_retry_only_a_failed_job_and_jobs_listing(make_origin: MakeOrigin) -> None:
+    o = await make_origin(api_key=API_KEY)
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    assert (await o.client.post("/v1/assets/none/retry", headers=auth)).status == 404
+    assert (await o.client.post("/v1/assets", data=form(b"m", id="r1"), headers=auth)).status \
+        == 202
+    assert (await o.client.post("/v1/assets/r1/retry")).status == 401
+    busy = await o.client.post("/v1/assets/r1/retry", headers=auth)
+    assert busy.status == 409 and "only a failed job" in (await busy.json())["title"]
+    first = o.held.jobs[0]
+    stored = await o.store.get_job(first.id)
+    assert stored is not None
+    stored.state, stored.error = JobState.FAILED, "x264 fell over"
+    assert await o.store.write_job(stored)
+    resp = await o.client.post("/v1/assets/r1/retry", headers=auth)
+    assert resp.status == 202, await resp.text()
+    job = await resp.json()
+    assert job["state"] == "queued" and job["id"] != first.id
+    assert o.held.jobs[-1].id == job["id"] and o.held.masters[-1] == b"m"
+    doc = await (await o.client.get("/v1/assets/r1")).json()
+    assert doc["state"] == "queued" and doc["job"]["id"] == job["id"] and doc["error"] is None
+    listing = await (await o.client.get("/v1/jobs", params={"asset": "r1"})).json()
+    assert [j["state"] for j in listing["items"]] == ["failed", "queued"]
+    failed = await (await o.client.get("/v1/jobs", params={"state": "failed"})).json()
+    assert [j["id"] for j in failed["items"]] == [first.id]
+    assert (await o.client.get("/v1/jobs", params={"state": "stuck"})).status == 400
+    text = await (await o.client.get("/metrics")).text()
+    assert 'cdlc_jobs_queued{class="local"} 1.0' in text
+    assert "cdlc_jobs_failed 1.0" in text
+    page = await (await o.client.get("/v1/assets", params={"state": "queued"})).json()
+    assert [a["id"] for a in page["items"]] == ["r1"]
+
+
+async def test_readiness_reports_a_nearly_full_data_dir(make_origin: MakeOrigin,
+                                                        tmp_path: Path) -> None:
+    o = await make_origin(data_dir=tmp_path, min_free_bytes=1)
+    assert (await o.client.get("/readyz")).status == 200
+    o = await make_origin(data_dir=tmp_path, min_free_bytes=2**62)
+    resp = await o.client.get("/readyz")
+    assert resp.status == 503
+    assert (await resp.json())["disk"].startswith("error: data dir nearly full")
