@@ -13,8 +13,13 @@ What the rendered edge does:
 - with a signing key, checks the playback token of every request in njs
   (``cdn/templates/edge.js``, the format of ``cdn/tokens.py``) before the cache:
   a tampered or expired token is a 403 from the edge, no round trip to the origin.
-  Per-viewer manifests (the origin writes the viewer's token into child URLs)
-  then pass through uncached: sharing them would hand one viewer's token to others;
+  Manifests are then cached under ``$uri`` too, the token outside the key: the
+  edge asks the origin for the manifest *template* (header
+  ``cdn.tokens.TEMPLATE_HEADER``), in which child URLs carry
+  ``cdn.tokens.TOKEN_PLACEHOLDER`` where the token goes, keeps one copy for every
+  viewer and puts each viewer's verified token in on the way out (``sub_filter``,
+  then gzip by the edge). So a new viewer can start from the edge while the
+  origin is down, and no viewer is ever handed another's token;
 - purges objects through ``PURGE /_edge/purge/<path>`` or a ``POST`` of many paths
   (njs, ``cdn/templates/edge.js``), allowed only from ``purge_allow``;
   ``cdn/purge.py`` drives it on takedown;
@@ -32,6 +37,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from cdn.tokens import TEMPLATE_HEADER, TOKEN_PLACEHOLDER
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 EDGE_TEMPLATE = TEMPLATES / "edge.conf"
@@ -206,7 +213,8 @@ def render_nginx_config(
         "token_server": _token_server(signing_key),
         "token_check": _token_check(signing_key, cors_origin),
         "manifest_cache": _manifest_cache(signing_key),
-        "manifest_note": ("Per-viewer (tokens on): not cached." if signing_key
+        "manifest_note": ("Shared templates (tokens on): cached under $uri, the "
+                          "viewer's token put in on the way out." if signing_key
                           else "Shared (tokens off): cached under $uri."),
         "cors_headers": _cors_headers(cors_origin),
         "purge_location": _purge_location(purge, purge_allow, cache_dir / "cache"),
@@ -258,10 +266,39 @@ def _indent(block: str) -> list[str]:
     return ["    " + ln for ln in block.splitlines() if "add_header" in ln]
 
 
+_PROXY_HEADERS = (
+    'Connection ""',
+    "Host $http_host",
+    "X-Forwarded-For $proxy_add_x_forwarded_for",
+    "X-Real-IP $remote_addr",
+    "X-Forwarded-Proto $scheme",
+    "X-Forwarded-Host $http_host",
+)
+_MANIFEST_MIME = "application/vnd.apple.mpegurl application/dash+xml"
+
+
 def _manifest_cache(signing_key: bytes | None) -> str:
     if signing_key is None:
         return "            proxy_cache_key $uri;"
-    return "            proxy_cache off;"
+    # proxy_set_header at this level replaces the server's set: all repeated.
+    headers = [f"            proxy_set_header {h};" for h in _PROXY_HEADERS]
+    return "\n".join([
+        "            # One cached template for every viewer (the token is not in the",
+        "            # key): the origin marks the token's place, the edge fills it in",
+        "            # with the token verified above. Asked for uncompressed, so the",
+        "            # substitution sees text; compressed here after it.",
+        "            proxy_cache_key $uri;",
+        *headers,
+        f"            proxy_set_header {TEMPLATE_HEADER} 1;",
+        '            proxy_set_header Accept-Encoding "";',
+        "            proxy_ignore_headers Vary;",
+        f"            sub_filter {TOKEN_PLACEHOLDER} $arg_token;",
+        "            sub_filter_once off;",
+        f"            sub_filter_types {_MANIFEST_MIME};",
+        "            gzip on;",
+        f"            gzip_types {_MANIFEST_MIME};",
+        "            gzip_min_length 256;",
+    ])
 
 
 def _cors_headers(cors_origin: str | None, *, preflight: bool = False) -> str:

@@ -141,3 +141,13 @@ def verify(
     except TokenError:
         return False
     return True
+
+
+# Manifests with tokens on: the origin builds each manifest once with this marker
+# where the viewer's token goes in child URLs, and puts the viewer's token in when
+# it answers a viewer. An edge that sends TEMPLATE_HEADER: 1 gets the marker as is,
+# caches one copy for every viewer and substitutes the token it has just verified
+# (cdn/nginx.py, sub_filter). The marker is URL- and XML-safe and can never be a
+# token (tokens start with a digit).
+TOKEN_PLACEHOLDER = "__CDLC_TOKEN__"
+TEMPLATE_HEADER = "X-Cdlc-Token-Template"

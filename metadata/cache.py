@@ -128,23 +128,48 @@ class LRUCache:
     def __len__(self) -> int:
         return len(self._data)
 
+    def clear(self) -> None:
+        self._data.clear()
+        self._bytes = 0
+
     async def ping(self) -> None:
         return None
 
     async def close(self) -> None:
-        self._data.clear()
-        self._bytes = 0
+        self.clear()
 
 
 class RedisCache:
     """Redis (redis-py asyncio) with TTLs in milliseconds (SET PX).
 
-    Short socket timeouts: a cache that hangs must not hang the request, the
-    read-through helper falls back to the store.
+    A Redis that is down or hung must not slow the read path: short socket
+    timeouts bound each call (no retries: a timed-out call fails once), and a
+    circuit breaker (``self.breaker``, metadata/breaker.py) opens after
+    ``breaker_failures`` failures in a row.
+    While it is open every call is answered by an in-process LRU (``fallback``)
+    without touching the network: reads of what this process cached during the
+    outage, writes kept there, deletes applied there. One call per cool-down probes
+    Redis; when it answers, the breaker closes and the fallback is emptied (what it
+    holds may be older than what Redis holds by then). ``ping`` always asks Redis
+    (readiness must see the outage).
     """
 
-    def __init__(self, url: str, *, timeout: float = 0.5, max_connections: int = 64) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 0.25,
+        max_connections: int = 64,
+        breaker_failures: int = 2,
+        breaker_cooldown: float = 2.0,
+        fallback_entries: int = 20_000,
+        fallback_bytes: int = 64 * 2**20,
+    ) -> None:
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        from metadata.breaker import CircuitBreaker
 
         self.url = url
         self._redis = aioredis.Redis.from_url(
@@ -153,24 +178,71 @@ class RedisCache:
             socket_connect_timeout=timeout,
             max_connections=max_connections,
             decode_responses=False,
+            # No retries inside redis-py (its default retries a timeout 3 times
+            # with backoff: a hung server then cost each call over a second);
+            # the breaker decides when to try again.
+            retry=Retry(NoBackoff(), 0),
         )
+        self.breaker = CircuitBreaker(
+            "redis", failures=breaker_failures, cooldown=breaker_cooldown
+        )
+        self.fallback = LRUCache(max_entries=fallback_entries, max_bytes=fallback_bytes)
+        self.breaker.on_close = self._forget_fallback
+
+    def _forget_fallback(self) -> None:
+        self.fallback.clear()
 
     async def get(self, key: str) -> bytes | None:
-        value = await self._redis.get(key)
+        if not self.breaker.allow():
+            return self.fallback.get_now(key)
+        try:
+            value = await self._redis.get(key)
+        except Exception:
+            self.breaker.failure()
+            return self.fallback.get_now(key)
+        except BaseException:
+            self.breaker.release()
+            raise
+        self.breaker.success()
         return value if value is None else bytes(value)
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         if ttl <= 0:
             raise ValueError("ttl must be > 0")
-        await self._redis.set(key, value, px=max(1, int(ttl * 1000)))
+        if not self.breaker.allow():
+            self.fallback.set_now(key, value, ttl)
+            return
+        try:
+            await self._redis.set(key, value, px=max(1, int(ttl * 1000)))
+        except Exception:
+            self.breaker.failure()
+            self.fallback.set_now(key, value, ttl)
+        except BaseException:
+            self.breaker.release()
+            raise
+        else:
+            self.breaker.success()
 
     async def delete(self, *keys: str) -> None:
-        if keys:
+        if not keys:
+            return
+        await self.fallback.delete(*keys)
+        self.breaker.check()  # BreakerOpen: Redis keeps the entry until its TTL
+        try:
             await self._redis.delete(*keys)
+        except Exception:
+            self.breaker.failure()
+            raise  # the caller must know: Redis still holds the entry until its TTL
+        except BaseException:
+            self.breaker.release()
+            raise
+        else:
+            self.breaker.success()
 
     async def ping(self) -> None:
         await self._redis.ping()
 
     async def close(self) -> None:
+        self._forget_fallback()
         # redis>=5 has aclose(); the types-redis stubs predate it.
         await self._redis.aclose()  # type: ignore[attr-defined]

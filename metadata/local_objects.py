@@ -2,9 +2,20 @@
 
 Writes are atomic (a temp file in the target's directory, fsync, then rename(2)),
 so a reader sees the old bytes or the new ones, never a torn file; the origin
-sends files with sendfile(2) through ``local_path``. Blocking file work runs in the
-default thread pool. ETags are ``"<mtime_ns hex>-<size hex>"``, the same strong
-validator aiohttp's FileResponse sends, so HEAD/304 agree with ``stat``.
+sends files with sendfile(2) through ``local_path``.
+
+Writes are durable when they return: a file's bytes are fsynced before it is
+renamed into place, and every directory whose entries changed (the target's
+parent, directories created on the way, the source's parent of a move) is
+fsynced after (rename(2) alone is atomic but not durable: POSIX leaves the new
+name in the page cache until the directory is synced). ``adopt_tree`` syncs every
+file and directory of the tree (on a small thread pool: fsyncs queue in the
+device, not behind each other), so a publish that follows it commits metadata
+that names only bytes on disk. docs/durability.md says what each backend promises.
+
+Blocking file work runs in the default thread pool. ETags are
+``"<mtime_ns hex>-<size hex>"``, the strong validator the origin sends for a
+local file (origin/playback.py), so HEAD/304 agree with ``stat``.
 """
 
 from __future__ import annotations
@@ -15,7 +26,8 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from stat import S_ISREG
 from typing import ParamSpec, TypeVar
@@ -26,6 +38,46 @@ P = ParamSpec("P")
 T = TypeVar("T")
 _TMP_MARK = ".cdlc-tmp-"
 _KEY_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=-]{0,254}")
+
+
+_SYNC_THREADS = 8
+
+
+def fsync_path(path: Path, *, directory: bool = False) -> None:
+    """fsync(2) a file or a directory by path (a directory is opened read-only,
+    which Linux allows for fsync)."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if directory else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_all(files: Iterable[Path], directories: Iterable[Path]) -> None:
+    """fsync every file, then every directory (a directory's entries are only
+    worth syncing once the files they name are)."""
+    files, directories = list(files), list(dict.fromkeys(directories))
+    if len(files) > 1:
+        with ThreadPoolExecutor(min(_SYNC_THREADS, len(files))) as pool:
+            list(pool.map(fsync_path, files))  # list(): re-raises a failure
+    else:
+        for f in files:
+            fsync_path(f)
+    for d in directories:
+        fsync_path(d, directory=True)
+
+
+def makedirs_durable(directory: Path) -> list[Path]:
+    """mkdir -p, returning the parents whose entries changed (to be fsynced):
+    a new directory survives a crash only once its parent is synced."""
+    missing: list[Path] = []
+    d = directory
+    while not d.exists():
+        missing.append(d)
+        d = d.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    return [m.parent for m in reversed(missing)]
 
 
 def check_key(key: str) -> str:
@@ -47,12 +99,15 @@ class LocalObjects:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def _tmp_for(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path.parent / f"{_TMP_MARK}{path.name}.{uuid.uuid4().hex}"
+    def _tmp_for(self, path: Path) -> tuple[Path, list[Path]]:
+        """A temp name beside ``path``, and the directories created for it."""
+        new_dirs = makedirs_durable(path.parent)
+        return path.parent / f"{_TMP_MARK}{path.name}.{uuid.uuid4().hex}", new_dirs
 
-    def _commit(self, tmp: Path, path: Path) -> None:
+    def _commit(self, tmp: Path, path: Path, new_dirs: list[Path]) -> None:
+        """Rename the synced temp file into place, then sync the directories."""
         os.replace(tmp, path)
+        fsync_all((), [path.parent, *new_dirs])
 
     async def _io(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         call = functools.partial(fn, *args, **kwargs)
@@ -60,12 +115,11 @@ class LocalObjects:
 
     def _put_file_sync(self, key: str, src: Path) -> None:
         path = self._path(key)
-        tmp = self._tmp_for(path)
+        tmp, new_dirs = self._tmp_for(path)
         try:
             shutil.copyfile(src, tmp)  # copy_file_range/sendfile in the kernel
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            self._commit(tmp, path)
+            fsync_path(tmp)
+            self._commit(tmp, path, new_dirs)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -75,16 +129,23 @@ class LocalObjects:
 
     def _adopt_sync(self, key: str, src: Path) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        src = Path(src)
+        new_dirs = makedirs_durable(path.parent)
+        fsync_path(src)  # the bytes first: the name must never outlive them
         try:
             os.replace(src, path)
-        except OSError:  # another filesystem: copy, then drop the source
+        except OSError:  # another filesystem: copy (synced), then drop the source
+            fsync_all((), new_dirs)
             self._put_file_sync(key, src)
             src.unlink(missing_ok=True)
+            return
+        # The new name (and the old one's removal) made durable.
+        fsync_all((), [path.parent, src.parent, *new_dirs])
 
     async def adopt_file(self, key: str, path: Path) -> None:
         """Move ``path`` into the store (a rename when on the same filesystem).
-        The source is gone afterwards."""
+        The source is gone afterwards; the file and its directory are synced
+        before this returns."""
         await self._io(self._adopt_sync, key, Path(path))
 
     def _adopt_tree_sync(self, prefix: str, directory: Path) -> int:
@@ -93,7 +154,11 @@ class LocalObjects:
         for key in keys:  # every key is checked before anything moves
             check_key(key)
         target = self._path(prefix)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        new_dirs = makedirs_durable(target.parent)
+        # Every file and directory of the tree is synced before it moves: the
+        # job wrote it without fsync (one sync here, on a pool, costs less).
+        subdirs = [Path(root) for root, _, _ in os.walk(directory)]
+        fsync_all(files, reversed(subdirs))
         try:
             # Replaces a missing or empty target; a leftover from an earlier,
             # killed job (not empty) or another filesystem takes the slow path.
@@ -102,6 +167,10 @@ class LocalObjects:
             for key, f in zip(keys, files, strict=True):
                 self._adopt_sync(key, f)
             shutil.rmtree(directory, ignore_errors=True)
+            fsync_all((), [*new_dirs, directory.parent])
+            return len(files)
+        # The renamed tree's root entry (and the old one's removal).
+        fsync_all((), [target.parent, directory.parent, *new_dirs])
         return len(files)
 
     async def adopt_tree(self, prefix: str, directory: Path,
@@ -113,13 +182,13 @@ class LocalObjects:
 
     def _put_bytes_sync(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        tmp = self._tmp_for(path)
+        tmp, new_dirs = self._tmp_for(path)
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            self._commit(tmp, path)
+            self._commit(tmp, path, new_dirs)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

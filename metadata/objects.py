@@ -18,7 +18,8 @@ class ObjectStat:
 
 class ObjectStore(Protocol):
     async def put_file(self, key: str, path: Path) -> None:
-        """Upload a local file (multipart for large files on S3)."""
+        """Upload a local file (multipart for large files on S3). Like every write
+        here, durable when it returns (docs/durability.md)."""
 
     async def adopt_file(self, key: str, path: Path) -> None:
         """Like put_file, but the file is consumed: a rename on the local store (the
@@ -29,7 +30,9 @@ class ObjectStore(Protocol):
         """Move every file under ``directory`` to ``prefix/<its relative path>`` and
         return how many; the directory is consumed. One rename of the whole tree on
         the local store (a job's 300 segments publish in one system call); uploads
-        on S3, with the fraction done reported as they finish."""
+        on S3, with the fraction done reported as they finish. Every file (and,
+        locally, every directory) is durable before this returns, so metadata
+        published next names only bytes that survive a crash."""
 
     async def put_bytes(self, key: str, data: bytes) -> None: ...
 
@@ -41,7 +44,9 @@ class ObjectStore(Protocol):
     def iter_range(
         self, key: str, start: int = 0, end: int | None = None, chunk: int = 256 * 1024
     ) -> AsyncIterator[bytes]:
-        """Bytes [start, end) of the object (end None = to the end), streamed."""
+        """Bytes [start, end) of the object (end None = to the end), streamed.
+        KeyError when it does not exist; a store that fails mid-way raises (the
+        caller must not take what came so far for the whole)."""
 
     def local_path(self, key: str) -> Path | None:
         """Filesystem path for sendfile when the store is local, else None."""

@@ -1,8 +1,20 @@
 """Object store on S3 or any S3-compatible server, through aioboto3.
 
-One client per store (its connection pool is shared by every request), retries
-with exponential backoff and jitter by botocore's "standard" retry mode (throttling,
-5xx, connection errors; https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html).
+Two clients per store (each one connection pool shared by every request), with
+botocore's "standard" retry mode (exponential backoff with jitter on throttling,
+5xx, connection errors; https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html):
+
+- reads (HEAD, GET, the readiness ping) are bounded in time, because a viewer's
+  request waits on them: a connect timeout, a read (first byte / between bytes)
+  timeout and few attempts, so a dead or hung server fails a call within
+  ``attempts x timeout`` instead of botocore's 60 s; and they go through a circuit
+  breaker (``self.breaker``, metadata/breaker.py) that, once a few calls in a row
+  failed, fails the next ones at once with ``BreakerOpen`` until a probe
+  succeeds. A 404 or an unsatisfiable range is an answer from a healthy server,
+  not a failure;
+- writes (uploads, deletes) can afford to wait and must not be lost to a blip:
+  longer timeouts, more attempts, no breaker.
+
 Large files go up as multipart uploads (parts uploaded concurrently, the upload
 aborted on failure so no orphan parts are billed); reads are ranged GETs streamed
 in chunks. The ETag S3 returns is already a quoted strong validator.
@@ -18,14 +30,24 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from metadata.breaker import CircuitBreaker
 from metadata.objects import ObjectStat
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 
 
-def _code(exc: Exception) -> str:
+def _code(exc: BaseException) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
+
+
+def _healthy(exc: BaseException) -> bool:
+    """An error the server answered with on purpose (missing key, bad range,
+    refused request): the backend is up. 5xx, timeouts and connection errors are
+    not."""
+    response = getattr(exc, "response", None) or {}
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return _code(exc) in _NOT_FOUND or _code(exc) == "InvalidRange" or 400 <= status < 500
 
 
 class S3Objects:
@@ -45,8 +67,14 @@ class S3Objects:
         multipart_threshold: int = 64 * 2**20,
         part_size: int = 16 * 2**20,
         concurrency: int = 4,
-        max_attempts: int = 5,
+        max_attempts: int = 2,
         max_pool_connections: int = 64,
+        connect_timeout: float = 1.0,
+        read_timeout: float = 2.0,
+        breaker_failures: int = 3,
+        breaker_cooldown: float = 2.0,
+        write_attempts: int = 5,
+        write_read_timeout: float = 30.0,
     ) -> None:
         if part_size < 5 * 2**20:
             raise ValueError("S3 parts (but the last) must be at least 5 MiB")
@@ -59,8 +87,16 @@ class S3Objects:
         self.concurrency = concurrency
         self._max_attempts = max_attempts
         self._max_pool = max_pool_connections
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._write_attempts = write_attempts
+        self._write_read_timeout = write_read_timeout
+        self.breaker = CircuitBreaker(
+            f"s3://{bucket}", failures=breaker_failures, cooldown=breaker_cooldown
+        )
         self._stack = contextlib.AsyncExitStack()
         self._client_: Any = None
+        self._writer_: Any = None
         self._lock = asyncio.Lock()
 
     async def open(self) -> S3Objects:
@@ -74,22 +110,47 @@ class S3Objects:
             await self.open()
         return self._client_
 
+    async def _w(self) -> Any:
+        if self._writer_ is None:
+            await self.open()
+        return self._writer_
+
     async def _open(self) -> None:
         import aioboto3
         from botocore.config import Config
 
-        config = Config(
+        reads = Config(
             retries={"max_attempts": self._max_attempts, "mode": "standard"},
             max_pool_connections=self._max_pool,
-            connect_timeout=5,
-            read_timeout=30,
+            connect_timeout=self._connect_timeout,
+            read_timeout=self._read_timeout,
+        )
+        writes = Config(
+            retries={"max_attempts": self._write_attempts, "mode": "standard"},
+            max_pool_connections=max(self.concurrency * 2, 8),
+            connect_timeout=max(self._connect_timeout, 5.0),
+            read_timeout=self._write_read_timeout,
         )
         session = aioboto3.Session()
-        self._client_ = await self._stack.enter_async_context(
-            session.client(
-                "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config
-            )
-        )
+        clients = []
+        for config in (reads, writes):
+            clients.append(await self._stack.enter_async_context(
+                session.client(
+                    "s3", endpoint_url=self.endpoint_url, region_name=self.region,
+                    config=config,
+                )
+            ))
+        self._client_, self._writer_ = clients
+
+    async def _call(self, op: str, **kwargs: Any) -> Any:
+        """One read through the breaker (BreakerOpen when it is open)."""
+        client = await self._c()
+        with self.breaker.guard(_healthy):
+            return await getattr(client, op)(**kwargs)
+
+    async def _write(self, op: str, **kwargs: Any) -> Any:
+        """One write, on the patient client."""
+        return await getattr(await self._w(), op)(**kwargs)
 
     def _key(self, key: str) -> str:
         if not key or key.startswith("/"):
@@ -97,7 +158,7 @@ class S3Objects:
         return self.prefix + key
 
     async def put_bytes(self, key: str, data: bytes) -> None:
-        await (await self._c()).put_object(Bucket=self.bucket, Key=self._key(key), Body=bytes(data))
+        await self._write("put_object", Bucket=self.bucket, Key=self._key(key), Body=bytes(data))
 
     async def adopt_file(self, key: str, path: Path) -> None:
         """Upload, then drop the local file (S3 has no rename from local disk)."""
@@ -137,7 +198,7 @@ class S3Objects:
 
     async def _multipart(self, s3key: str, path: Path, size: int) -> None:
         loop = asyncio.get_running_loop()
-        created = await (await self._c()).create_multipart_upload(Bucket=self.bucket, Key=s3key)
+        created = await self._write("create_multipart_upload", Bucket=self.bucket, Key=s3key)
         upload_id = created["UploadId"]
         n_parts = (size + self.part_size - 1) // self.part_size
         gate = asyncio.Semaphore(self.concurrency)
@@ -150,7 +211,8 @@ class S3Objects:
         async def upload(number: int) -> dict[str, Any]:
             async with gate:  # bounds memory: at most `concurrency` parts in flight
                 body = await loop.run_in_executor(None, read_part, number)
-                done = await (await self._c()).upload_part(
+                done = await self._write(
+                    "upload_part",
                     Bucket=self.bucket, Key=s3key, UploadId=upload_id,
                     PartNumber=number, Body=body,
                 )
@@ -158,20 +220,20 @@ class S3Objects:
 
         try:
             parts = await asyncio.gather(*(upload(n) for n in range(1, n_parts + 1)))
-            await (await self._c()).complete_multipart_upload(
-                Bucket=self.bucket, Key=s3key, UploadId=upload_id,
+            await self._write(
+                "complete_multipart_upload", Bucket=self.bucket, Key=s3key, UploadId=upload_id,
                 MultipartUpload={"Parts": list(parts)},
             )
         except BaseException:
             with contextlib.suppress(Exception):
-                await (await self._c()).abort_multipart_upload(
-                    Bucket=self.bucket, Key=s3key, UploadId=upload_id
+                await self._write(
+                    "abort_multipart_upload", Bucket=self.bucket, Key=s3key, UploadId=upload_id
                 )
             raise
 
     async def get_bytes(self, key: str) -> bytes:
         try:
-            obj = await (await self._c()).get_object(Bucket=self.bucket, Key=self._key(key))
+            obj = await self._call("get_object", Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
             if _code(exc) in _NOT_FOUND:
                 raise KeyError(key) from None
@@ -185,7 +247,7 @@ class S3Objects:
 
     async def stat(self, key: str) -> ObjectStat | None:
         try:
-            head = await (await self._c()).head_object(Bucket=self.bucket, Key=self._key(key))
+            head = await self._call("head_object", Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
             if _code(exc) in _NOT_FOUND:
                 return None
@@ -205,8 +267,8 @@ class S3Objects:
             return
         rng = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
         try:
-            obj = await (await self._c()).get_object(
-                Bucket=self.bucket, Key=self._key(key), Range=rng
+            obj = await self._call(
+                "get_object", Bucket=self.bucket, Key=self._key(key), Range=rng
             )
         except Exception as exc:
             if _code(exc) in _NOT_FOUND:
@@ -216,7 +278,16 @@ class S3Objects:
             raise
         stream = obj["Body"]
         try:
-            async for data in stream.iter_chunks(chunk):
+            while True:
+                # Body reads fail too (a server that dies or hangs mid-object):
+                # they count against the breaker like the call that opened them.
+                try:
+                    data = await stream.read(chunk)
+                except Exception:
+                    self.breaker.failure()
+                    raise
+                if not data:
+                    break
                 yield data
         finally:
             stream.close()
@@ -227,14 +298,14 @@ class S3Objects:
     async def delete_prefix(self, prefix: str) -> int:
         if not prefix.strip("/"):
             raise ValueError("refusing to delete the whole store")
-        paginator = (await self._c()).get_paginator("list_objects_v2")
+        paginator = (await self._w()).get_paginator("list_objects_v2")
         count = 0
         async for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
             keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
             for i in range(0, len(keys), 1000):  # DeleteObjects takes 1000 at most
                 batch = keys[i : i + 1000]
-                result = await (await self._c()).delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                result = await self._write(
+                    "delete_objects", Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
                 )
                 errors = result.get("Errors") or []
                 if errors:
@@ -243,8 +314,8 @@ class S3Objects:
         return count
 
     async def ping(self) -> None:
-        await (await self._c()).head_bucket(Bucket=self.bucket)
+        await self._call("head_bucket", Bucket=self.bucket)
 
     async def close(self) -> None:
         await self._stack.aclose()
-        self._client_ = None
+        self._client_ = self._writer_ = None

@@ -4,17 +4,42 @@ the object store.
 Read path per request, hot and cold:
 
 1. path parts validated by regex (no traversal: ``..``, ``%2e%2e`` and encoded
-   slashes never match), then the playback token when a signing key is set;
-2. the asset's *head* (state READY, revision, rendition ids, kinds and segment
-   counts) from the cache (``metadata.cache.asset_key``); on a miss from the store,
-   coalesced so one process sends one query per key however many requests wait.
-   Anything not READY is a 404: publishing is atomic, so is visibility;
-3. manifests: the built body from the cache under a key holding the asset revision,
-   the kind, the rendition and the viewer's query (gzip variant cached beside it);
-   on a miss the segment index (cached per revision) goes through the packager;
-4. init and media segments: ``sendfile`` from a local store (aiohttp FileResponse:
-   ETag, Range, conditional requests), or a ranged, streamed GET from S3 with the
-   same semantics implemented here (RFC 9110 §13, §14).
+   slashes never match), then the playback token when a signing key is set. The
+   token is checked and then forgotten: nothing cached is keyed by it (item 3);
+2. the asset's *head* (state READY, revision, rendition ids and kinds) from the
+   cache (``metadata.cache.asset_key``); on a miss from the store (the asset row
+   and its rendition rows, not the segment index), coalesced so one process sends
+   one query per key however many requests wait. Anything not READY is a 404:
+   publishing is atomic, so is visibility;
+3. manifests: the built body from the cache under a key holding the asset
+   revision, the kind and the rendition (gzip variant cached beside it); with
+   tokens on, the body is built once with a placeholder where the token goes
+   (``cdn.tokens.TOKEN_PLACEHOLDER``) and each viewer's token is put in on the way
+   out. An edge that asks for the template (header ``cdn.tokens.TEMPLATE_HEADER``)
+   gets it as is, caches it for every viewer and substitutes the token itself
+   (cdn/nginx.py). On a miss the segment index (cached per revision) goes through
+   the packager;
+4. init and media segments: a segment number is checked against the count of its
+   own rendition's segments (one ``get_segments(asset, rendition)`` per revision
+   and rendition, remembered in-process); then ``sendfile`` from a local store or
+   a ranged, streamed GET from S3, both through one evaluator of conditional and
+   range requests (origin/http_conditional.py, RFC 9110 §13, §14).
+
+Under faults (docs/durability.md has what each backend promises):
+
+- every backend call on the read path is bounded in time (S3 and Redis by their
+  client timeouts and ``backend_deadline``, the metadata store by
+  ``store_timeout``) and goes through a circuit breaker (metadata/breaker.py;
+  ``backend_states()`` reports them): once a backend is known to be out,
+  requests do not wait for it;
+- stale-if-error: while the metadata store is out, heads and manifests are
+  answered from the last good copy this process holds (RFC 5861 §4 in spirit,
+  in-process); with nothing good left, 503 with Retry-After;
+- a media body is never announced before its first bytes are in hand: the first
+  chunk is read from the store before the status line goes out, so a dead store
+  is a 503 (uncacheable), never a 200 with a short body; a store that fails after
+  that aborts the connection (no clean end of the body), so no cache keeps a
+  short object as complete.
 
 Segments are immutable (``Cache-Control: public, max-age=31536000, immutable``);
 manifests get a short TTL. Every playback response carries CORS headers so browser
@@ -24,25 +49,34 @@ players (MSE) can read bodies, ranges and lengths.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
+import logging
+import math
+import os
 import re
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import asdict
-from email.utils import formatdate, parsedate_to_datetime
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
+from multidict import istr
 
-from cdn.tokens import TokenError, check
+from cdn.tokens import TEMPLATE_HEADER, TOKEN_PLACEHOLDER, TokenError, check
+from metadata.breaker import BreakerOpen, CircuitBreaker
 from metadata.cache import Cache, LRUCache, asset_key
 from metadata.models import ASSET_ID_RE, Asset, JobState, Rendition, Segment, media_key
 from metadata.objects import ObjectStat, ObjectStore
 from metadata.store import MetadataStore
+from origin.http_conditional import CONDITIONAL_FIELDS, Plan, Validators, evaluate
 from origin.metrics import ROUTE, Metrics, RecordsOnPrepare
+
+log = logging.getLogger(__name__)
 
 # Same rule as engine.pipeline.ASSET_ID: what the engine accepts, we serve.
 ASSET_RE = ASSET_ID_RE
@@ -60,7 +94,7 @@ PREFLIGHT = {
     **CORS,
     "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
     "Access-Control-Allow-Headers": "Range, If-None-Match, If-Modified-Since, If-Range, "
-    "Accept, Accept-Encoding, Origin",
+    "If-Match, If-Unmodified-Since, Accept, Accept-Encoding, Origin",
     "Access-Control-Max-Age": "86400",
 }
 _MEDIA_TYPES = {"video": "video/mp4", "audio": "audio/mp4"}
@@ -77,6 +111,9 @@ _MANIFEST_TYPES = {
 _ERROR_HEADERS = {**CORS, hdrs.CACHE_CONTROL: "no-store"}
 _MISSING = b"-"
 _MEMO_MAX = 10_000  # decoded heads / manifest headers kept per process (cleared when full)
+_PLACEHOLDER = TOKEN_PLACEHOLDER.encode()
+_TEMPLATE_QUERY = f"token={TOKEN_PLACEHOLDER}"
+_TEMPLATE_HEADER = istr(TEMPLATE_HEADER)  # istr: the case-folded lookup is precomputed
 
 
 def revision(asset: Asset) -> str:
@@ -87,15 +124,23 @@ def revision(asset: Asset) -> str:
     return f"{asset.version:x}.{round(asset.created_at * 1e6):x}"
 
 
+class Unavailable(Exception):
+    """A backend the request needs is out and nothing good is left: 503."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("backend unavailable")
+        self.retry_after = retry_after
+
+
 class Head:
     """What the read path needs of a READY asset, small enough to decode per request."""
 
     __slots__ = ("renditions", "revision", "version")
 
-    def __init__(self, version: int, rev: str, renditions: dict[str, tuple[str, int]]) -> None:
+    def __init__(self, version: int, rev: str, renditions: dict[str, str]) -> None:
         self.version = version
         self.revision = rev
-        self.renditions = renditions  # id -> (kind, number of segments)
+        self.renditions = renditions  # id -> kind ("video" | "audio")
 
     def encode(self) -> bytes:
         return json.dumps([self.version, self.revision, self.renditions],
@@ -104,7 +149,9 @@ class Head:
     @classmethod
     def decode(cls, raw: bytes) -> Head:
         version, rev, rends = json.loads(raw)
-        return cls(version, rev, {k: (v[0], v[1]) for k, v in rends.items()})
+        # Heads written before segment counts moved out held [kind, count].
+        return cls(version, rev, {k: v[0] if isinstance(v, list) else v
+                                  for k, v in rends.items()})
 
 
 def error(status: int, text: str = "") -> web.Response:
@@ -114,20 +161,75 @@ def error(status: int, text: str = "") -> web.Response:
     )
 
 
-class _SegmentFile(RecordsOnPrepare, web.FileResponse):
-    """FileResponse whose error statuses (404 of a vanished file, 416) are not sent
-    with the segments' one-year immutable Cache-Control, and which reports its
-    final status (200/206/304/416) to the metrics once prepared."""
+def unavailable(retry_after: float) -> web.Response:
+    """503 with Retry-After (RFC 9110 §10.2.3, §15.6.4), never cached."""
+    return web.Response(
+        status=503, text="backend unavailable, retry later",
+        headers={**_ERROR_HEADERS, hdrs.RETRY_AFTER: str(max(1, math.ceil(retry_after)))},
+    )
 
-    def set_status(self, status: int, reason: str | None = None) -> None:
-        super().set_status(status, reason)
-        if status >= 400:
-            self._headers[hdrs.CACHE_CONTROL] = "no-store"
+
+def _answer_headers(plan: Plan, base: dict[str, str], v: Validators) -> dict[str, str]:
+    """Headers of a GET/HEAD answer to ``plan`` (shared by both stores)."""
+    headers = {**base, hdrs.ETAG: v.etag, hdrs.LAST_MODIFIED: v.last_modified,
+               hdrs.ACCEPT_RANGES: "bytes"}
+    if plan.status == 304:  # §15.4.5: the validators and caching fields, no body
+        headers.pop(hdrs.CONTENT_TYPE, None)
+    elif plan.status >= 400:  # 412, 416: never kept as the segment
+        headers[hdrs.CACHE_CONTROL] = "no-store"
+    if plan.content_range is not None:
+        headers[hdrs.CONTENT_RANGE] = plan.content_range
+    return headers
+
+
+def _open_regular(path: Path) -> tuple[IO[bytes], os.stat_result]:
+    f = open(path, "rb")  # closed by the caller
+    try:
+        st = os.fstat(f.fileno())
+    except BaseException:
+        f.close()
+        raise
+    if not (st.st_mode & 0o170000) == 0o100000:  # not a regular file
+        f.close()
+        raise FileNotFoundError(str(path))
+    return f, st
+
+
+class _LocalSegment(RecordsOnPrepare, web.FileResponse):
+    """A file of the local store sent with sendfile(2), answered by the same
+    evaluator as S3 (origin/http_conditional.py) rather than aiohttp's own, which
+    refuses what RFC 9110 says to ignore (an invalid Range is a 416 there).
+    One executor hop per request: open and fstat together. Reports its final
+    status to the metrics once prepared."""
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        writer = await super().prepare(request)
-        self._recorded(request, self.status, self.content_length)
-        return writer
+        loop = asyncio.get_running_loop()
+        try:
+            fobj, st = await loop.run_in_executor(None, _open_regular, self._path)
+        except OSError:  # vanished, or never published under this name
+            self.set_status(404)
+            self._headers.update(_ERROR_HEADERS)
+            self._headers.pop(hdrs.CONTENT_TYPE, None)
+            self.content_length = 0
+            writer = await web.StreamResponse.prepare(self, request)
+            self._recorded(request, 404, 0)
+            return writer
+        try:
+            v = Validators(f'"{st.st_mtime_ns:x}-{st.st_size:x}"', st.st_mtime, st.st_size)
+            plan = evaluate(request.method, request.headers, v)
+            self.set_status(plan.status)
+            headers = _answer_headers(plan, dict(self._headers), v)
+            self._headers.clear()
+            self._headers.update(headers)
+            if plan.status != 304:
+                self.content_length = plan.length
+            self._recorded(request, plan.status, plan.length)
+            if plan.status in (200, 206) and request.method != hdrs.METH_HEAD \
+                    and plan.length > 0:
+                return await self._sendfile(request, fobj, plan.start, plan.length)
+            return await web.StreamResponse.prepare(self, request)
+        finally:
+            fobj.close()  # a regular file: close(2) does not block
 
 
 class Playback:
@@ -145,6 +247,8 @@ class Playback:
         missing_ttl: float = 1.0,
         manifest_ttl: float = 300.0,
         trusted_proxies: Collection[str] = (),
+        store_timeout: float = 2.0,
+        backend_deadline: float = 2.5,
     ) -> None:
         self.trusted_proxies = frozenset(trusted_proxies)
         self.store = store
@@ -155,10 +259,30 @@ class Playback:
         self.head_ttl = head_ttl
         self.missing_ttl = missing_ttl
         self.manifest_ttl = manifest_ttl
+        self.store_timeout = store_timeout
+        # Time a media request may spend on the object store before its first
+        # byte (stat + first chunk), whatever the store's own timeouts and retries.
+        self.backend_deadline = backend_deadline
+        self.store_breaker = CircuitBreaker("metadata", failures=3, cooldown=2.0)
         self._lru = cache if isinstance(cache, LRUCache) else None
         self._inflight: dict[str, asyncio.Future[Any]] = {}
+        # Decoded heads by asset id: the per-request decode memo, and the last good
+        # copy served while the metadata store is out (stale-if-error).
         self._heads: dict[str, tuple[bytes, Head]] = {}
+        # Built manifests and their headers: the last good copy too.
         self._responses: dict[str, tuple[bytes, dict[str, str]]] = {}
+        # Segment counts by (asset, revision, rendition): facts of one publication.
+        self._counts: dict[str, int] = {}
+
+    def backend_states(self) -> dict[str, str]:
+        """Circuit state of each backend breaker on the read path ("closed",
+        "open", "half_open"), for /readyz and /metrics. A backend without a
+        breaker (the in-process LRU, the local directory) is always "closed"."""
+        states: dict[str, str] = {"store": self.store_breaker.state}
+        for name, backend in (("objects", self.objects), ("cache", self.cache)):
+            breaker = getattr(backend, "breaker", None)
+            states[name] = breaker.state if isinstance(breaker, CircuitBreaker) else "closed"
+        return states
 
     # -- caching helpers ------------------------------------------------------------
     async def _cache_get(self, key: str, kind: str) -> bytes | None:
@@ -197,8 +321,27 @@ class Playback:
         finally:
             del self._inflight[key]
 
+    async def _read(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """One metadata store read, bounded by ``store_timeout`` and through the
+        store's breaker. Unavailable when the store is out."""
+        if not self.store_breaker.allow():
+            raise Unavailable(self.store_breaker.retry_after())
+        try:
+            async with asyncio.timeout(self.store_timeout):
+                value = await call()
+        except (web.HTTPException, asyncio.CancelledError):
+            self.store_breaker.release()
+            raise
+        except Exception as exc:
+            self.store_breaker.failure()
+            log.warning("metadata store read failed: %r", exc)
+            raise Unavailable(self.store_breaker.retry_after() or 1.0) from exc
+        self.store_breaker.success()
+        return value
+
     async def head(self, asset_id: str) -> Head | None:
-        """The READY asset's head, or None (unknown or not READY)."""
+        """The READY asset's head, or None (unknown or not READY). Unavailable
+        when the store is out and this process holds no earlier copy."""
         key = asset_key(asset_id)
         raw = await self._cache_get(key, "asset")
         if raw is None:
@@ -218,18 +361,47 @@ class Playback:
         return head
 
     async def _load_head(self, asset_id: str, key: str) -> bytes:
-        asset = await self.store.get_asset(asset_id)
-        if asset is None or asset.state != JobState.READY:
-            await self._cache_set(key, _MISSING, self.missing_ttl)
-            return _MISSING
-        rends = await self.store.get_renditions(asset_id)
-        counts = await asyncio.gather(
-            *(self.store.get_segments(asset_id, r.id) for r in rends)
-        )
-        raw = Head(asset.version, revision(asset), {
-            r.id: (r.kind, len(segs)) for r, segs in zip(rends, counts, strict=True)
-        }).encode()
+        try:
+            asset = await self._read(lambda: self.store.get_asset(asset_id))
+            if asset is None or asset.state != JobState.READY:
+                await self._cache_set(key, _MISSING, self.missing_ttl)
+                return _MISSING
+            rends = await self._read(lambda: self.store.get_renditions(asset_id))
+        except Unavailable:
+            memo = self._heads.get(asset_id)
+            if memo is None:
+                raise
+            # Stale-if-error: the last good head, kept briefly so that the store
+            # is asked again about once a second, not on every request.
+            await self._cache_set(key, memo[0], self.missing_ttl)
+            return memo[0]
+        raw = Head(asset.version, revision(asset), {r.id: r.kind for r in rends}).encode()
         await self._cache_set(key, raw, self.head_ttl)
+        return raw
+
+    async def segment_count(self, asset_id: str, rev: str, rendition_id: str) -> int:
+        """How many segments the publication ``rev`` has in ``rendition_id``: from
+        memory, else the cache, else that one rendition's index (the narrowest read
+        the store offers). A revision never changes, so neither does its answer."""
+        mkey = f"{asset_id}:{rev}:{rendition_id}"
+        count = self._counts.get(mkey)
+        if count is not None:
+            return count
+        key = f"cdlc:n:{mkey}"
+        raw = await self._cache_get(key, "count")
+        if raw is None:
+            raw = await self._coalesce(key, lambda: self._load_count(asset_id, rendition_id,
+                                                                     key))
+        count = int(raw)
+        if len(self._counts) >= _MEMO_MAX:
+            self._counts.clear()
+        self._counts[mkey] = count
+        return count
+
+    async def _load_count(self, asset_id: str, rendition_id: str, key: str) -> bytes:
+        segs = await self._read(lambda: self.store.get_segments(asset_id, rendition_id))
+        raw = str(len(segs)).encode()
+        await self._cache_set(key, raw, self.manifest_ttl)
         return raw
 
     async def index(
@@ -251,14 +423,14 @@ class Playback:
         return Asset(**a), rends, segs
 
     async def _load_index(self, asset_id: str, rev: str, key: str) -> bytes:
-        asset = await self.store.get_asset(asset_id)
+        asset = await self._read(lambda: self.store.get_asset(asset_id))
         if asset is None:
             raise web.HTTPNotFound(headers=_ERROR_HEADERS)
         current = revision(asset) == rev  # else republished meanwhile: serve, don't cache
-        rends = await self.store.get_renditions(asset_id)
-        seglists = await asyncio.gather(
+        rends = await self._read(lambda: self.store.get_renditions(asset_id))
+        seglists = await self._read(lambda: asyncio.gather(
             *(self.store.get_segments(asset_id, r.id) for r in rends)
-        )
+        ))
         doc = {
             "asset": asdict(asset),
             "renditions": [asdict(r) for r in rends],
@@ -281,8 +453,8 @@ class Playback:
             return request.headers.get("X-Real-IP", peer)
         return peer
 
-    def _token_query(self, request: web.Request, asset_id: str) -> str | None:
-        """The query to carry into child URLs ('' without tokens); None = refuse."""
+    def _token(self, request: web.Request, asset_id: str) -> str | None:
+        """The viewer's checked token ('' with tokens off); None = refuse."""
         if self.signing_key is None:
             return ""
         token = request.query.get("token")
@@ -292,7 +464,7 @@ class Playback:
             check(self.signing_key, token, asset_id, client_ip=self._client_ip(request))
         except TokenError:
             return None
-        return f"token={token}"  # checked: only URL-safe characters
+        return token  # checked: only URL-safe characters
 
     # -- manifests ------------------------------------------------------------------
     # The public handlers record their own metrics (see origin.app.observed for why
@@ -304,6 +476,8 @@ class Playback:
         kind = request.match_info.route.name or "master"
         try:
             response = await self._manifest(request, request.match_info["asset"], kind, "")
+        except Unavailable as exc:
+            response = unavailable(exc.retry_after)
         except BaseException as exc:
             self.metrics.failed(kind, exc, t0)
             raise
@@ -313,6 +487,8 @@ class Playback:
         t0 = time.perf_counter()
         try:
             response = await self._rendition_file(request)
+        except Unavailable as exc:
+            response = unavailable(exc.retry_after)
         except BaseException as exc:
             self.metrics.failed(request.get(ROUTE, "rendition"), exc, t0)
             raise
@@ -324,15 +500,20 @@ class Playback:
         request[ROUTE] = kind
         if not ASSET_RE.fullmatch(asset_id):
             return error(400, "invalid asset id")
-        query = self._token_query(request, asset_id)
-        if query is None:
+        token = self._token(request, asset_id)
+        if token is None:
             return error(403, "invalid or missing playback token")
         head = await self.head(asset_id)
         if head is None or (rendition_id and rendition_id not in head.renditions):
             return error(404)
-        key = f"cdlc:m:{asset_id}:{head.revision}:{kind}:{rendition_id}:{query}"
+        # With tokens on, one template per manifest (the token's place marked),
+        # whoever asks: cache entries never multiply with viewers.
+        query = _TEMPLATE_QUERY if token else ""
+        per_viewer = bool(token) and request.headers.get(_TEMPLATE_HEADER) != "1"
+        key = f"cdlc:m:{asset_id}:{head.revision}:{kind}:{rendition_id}:{'t' if token else ''}"
         zipped = "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "")
-        mkey = key + ":gz" if zipped else key
+        # A per-viewer body is compressed after the token goes in.
+        mkey = key + ":gz" if zipped and not per_viewer else key
         memo = self._responses.get(mkey)
         if memo is not None:
             # One publication's manifests never change: the memo answers.
@@ -344,11 +525,12 @@ class Playback:
                 cached = await self._coalesce(
                     mkey,
                     lambda: self._build(key, asset_id, head.revision, kind, rendition_id,
-                                        query, zipped),
+                                        query, mkey != key),
                 )
             assert isinstance(cached, bytes)
             body = cached
-            etag = f'"{head.version:x}-{zlib.crc32(body):08x}{"-gz" if zipped else ""}"'
+            gz = mkey != key
+            etag = f'"{head.version:x}-{zlib.crc32(body):08x}{"-gz" if gz else ""}"'
             headers = {
                 **CORS,
                 hdrs.CONTENT_TYPE: _MANIFEST_TYPES[kind],
@@ -356,16 +538,28 @@ class Playback:
                 hdrs.ETAG: etag,
                 hdrs.VARY: "Accept-Encoding",
             }
-            if zipped:
+            if gz:
                 headers[hdrs.CONTENT_ENCODING] = "gzip"
             if len(self._responses) >= _MEMO_MAX:
                 self._responses.clear()
             self._responses[mkey] = (body, headers)
-        inm = request.headers.get(hdrs.IF_NONE_MATCH)
-        if inm is not None and _etag_in(headers[hdrs.ETAG], inm):
-            short = {k: v for k, v in headers.items()
-                     if k not in (hdrs.CONTENT_TYPE, hdrs.CONTENT_ENCODING)}
-            return web.Response(status=304, headers=short)
+        rh = request.headers
+        conditional = any(f in rh for f in CONDITIONAL_FIELDS)
+        if per_viewer:
+            body, etag = _for_viewer(body, headers[hdrs.ETAG], token, zipped)
+            if conditional:
+                headers = {**headers, hdrs.ETAG: etag}
+                if zipped:
+                    headers[hdrs.CONTENT_ENCODING] = "gzip"
+            else:
+                # Set on the response's own header map: no copy of the memo's.
+                resp = web.Response(body=body, headers=headers)
+                resp.headers[hdrs.ETAG] = etag
+                if zipped:
+                    resp.headers[hdrs.CONTENT_ENCODING] = "gzip"
+                return resp
+        if conditional:
+            return _conditional_manifest(request, body, headers)
         return web.Response(body=body, headers=headers)
 
     async def _build(
@@ -427,17 +621,20 @@ class Playback:
             if m is None:
                 return error(404)
             number = int(m.group(1))
-        if self._token_query(request, asset_id) is None:
+        if self._token(request, asset_id) is None:
             return error(403, "invalid or missing playback token")
         head = await self.head(asset_id)
-        info = head.renditions.get(rendition_id) if head is not None else None
-        if head is None or info is None or number > info[1]:
+        kind = head.renditions.get(rendition_id) if head is not None else None
+        if head is None or kind is None:
             return error(404)
+        if number and number > await self.segment_count(asset_id, head.revision,
+                                                         rendition_id):
+            return error(404)  # not published (a dead job's leftover is never served)
         key = media_key(asset_id, rendition_id, name)
-        headers = _SEGMENT_HEADERS.get(info[0]) or _SEGMENT_HEADERS["video"]
+        headers = _SEGMENT_HEADERS.get(kind) or _SEGMENT_HEADERS["video"]
         path = self.objects.local_path(key)
         if path is not None:
-            return _SegmentFile(path, chunk_size=256 * 1024, headers=headers)
+            return _LocalSegment(path, chunk_size=256 * 1024, headers=headers)
         return await self._stream(request, key, head.revision, headers)
 
     async def _stat(self, key: str, rev: str) -> ObjectStat | None:
@@ -453,51 +650,78 @@ class Playback:
             )
         return st
 
+    def _objects_failed(self) -> float:
+        """Count a deadline overrun against the object store's breaker (the call
+        was cancelled, so the store could not count it); the Retry-After."""
+        breaker = getattr(self.objects, "breaker", None)
+        if isinstance(breaker, CircuitBreaker):
+            breaker.failure()
+            return breaker.retry_after() or 1.0
+        return 1.0
+
     async def _stream(
         self, request: web.Request, key: str, rev: str, base: dict[str, str]
     ) -> web.StreamResponse:
-        """Range/conditional GET and HEAD over a remote store (RFC 9110 §13.1, §14)."""
-        st = await self._stat(key, rev)
-        if st is None:
+        """GET and HEAD over a remote store, with the evaluator the local store
+        uses. Nothing is sent before the first chunk is in hand."""
+        body: AsyncIterator[bytes] | None = None
+        first = b""
+        try:
+            async with asyncio.timeout(self.backend_deadline):
+                st = await self._stat(key, rev)
+                if st is None:
+                    return error(404)
+                v = Validators(st.etag, st.mtime, st.size)
+                plan = evaluate(request.method, request.headers, v)
+                wants_body = (plan.status in (200, 206) and request.method == hdrs.METH_GET
+                              and plan.length > 0)
+                if wants_body:
+                    body = self.objects.iter_range(key, plan.start, plan.end)
+                    first = await anext(body, b"")
+        except KeyError:  # gone since its stat was cached
+            await _close(body)
             return error(404)
-        headers = {
-            **base,
-            hdrs.ETAG: st.etag,
-            hdrs.LAST_MODIFIED: formatdate(st.mtime, usegmt=True),
-            hdrs.ACCEPT_RANGES: "bytes",
-        }
-        inm = request.headers.get(hdrs.IF_NONE_MATCH)
-        if inm is not None and _etag_in(st.etag, inm):
-            del headers[hdrs.CONTENT_TYPE]
-            return web.Response(status=304, headers=headers)
-        size = st.size
-        start, count, status = 0, size, 200
-        if hdrs.RANGE in request.headers and _if_range_ok(request, st):
-            try:
-                rng = request.http_range
-            except ValueError:
-                rng = None
-            if rng is None or (rng.start is not None and rng.start >= 0 and rng.start >= size):
-                headers[hdrs.CONTENT_RANGE] = f"bytes */{size}"
-                headers[hdrs.CACHE_CONTROL] = "no-store"
-                return web.Response(status=416, headers=headers)
-            if rng.start is not None:
-                if rng.start < 0 and rng.stop is None:  # suffix range: the last N bytes
-                    start = max(0, size + rng.start)
-                    count = size - start
-                else:
-                    start = rng.start
-                    count = min(rng.stop if rng.stop is not None else size, size) - start
-                status = 206
-                headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{start + count - 1}/{size}"
-        resp = web.StreamResponse(status=status, headers=headers)
-        resp.content_length = count
+        except BreakerOpen as exc:
+            await _close(body)
+            return unavailable(exc.retry_after)
+        except TimeoutError:
+            await _close(body)
+            return unavailable(self._objects_failed())
+        except Exception as exc:
+            await _close(body)
+            log.warning("object store read of %s failed: %r", key, exc)
+            return unavailable(1.0)
+        if wants_body and not first:
+            # The stat promised bytes the store no longer has: stale, not servable.
+            await self._forget_stat(key, rev)
+            return unavailable(1.0)
+        headers = _answer_headers(plan, base, v)
+        if plan.status not in (200, 206):
+            return web.Response(status=plan.status, headers=headers)
+        resp = web.StreamResponse(status=plan.status, headers=headers)
+        resp.content_length = plan.length
         await resp.prepare(request)
-        if request.method != hdrs.METH_HEAD and count > 0:
-            async for chunk in self.objects.iter_range(key, start, start + count):
-                await resp.write(chunk)
+        if body is not None:
+            sent = len(first)
+            try:
+                await resp.write(first)
+                async for chunk in body:
+                    await resp.write(chunk)
+                    sent += len(chunk)
+            except Exception as exc:
+                log.warning("object store stream of %s broke after %d bytes: %r",
+                            key, sent, exc)
+            finally:
+                await _close(body)
+            if sent != plan.length:
+                _abort(request)  # a short body must not end cleanly
+                raise StreamBroken(key, sent, plan.length)
         await resp.write_eof()
         return resp
+
+    async def _forget_stat(self, key: str, rev: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.cache.delete(f"cdlc:st:{rev}:{key}")
 
     async def preflight(self, request: web.Request) -> web.StreamResponse:
         t0 = time.perf_counter()
@@ -505,30 +729,57 @@ class Playback:
                                    web.Response(status=204, headers=PREFLIGHT))
 
 
-def _etag_in(etag: str, header: str) -> bool:
-    """If-None-Match uses the weak comparison (RFC 9110 §13.1.2)."""
-    if header.strip() == "*":
-        return True
-    bare = etag[2:] if etag.startswith("W/") else etag
-    for item in header.split(","):
-        item = item.strip()
-        if item.startswith("W/"):
-            item = item[2:]
-        if item == bare:
-            return True
-    return False
+class StreamBroken(ConnectionResetError):
+    """A body that broke after its headers were sent (the connection is aborted)."""
+
+    def __init__(self, key: str, sent: int, length: int) -> None:
+        super().__init__(f"{key}: {sent} of {length} bytes sent, connection aborted")
 
 
-def _if_range_ok(request: web.Request, st: ObjectStat) -> bool:
-    """If-Range (RFC 9110 §13.1.5): honour the Range only when the validator still
-    matches (strong comparison for ETags, exact date for Last-Modified)."""
-    value = request.headers.get(hdrs.IF_RANGE)
-    if value is None:
-        return True
-    value = value.strip()
-    if value.startswith(('"', "W/")):
-        return value == st.etag
-    try:
-        return int(parsedate_to_datetime(value).timestamp()) >= int(st.mtime)
-    except (TypeError, ValueError):
-        return False
+def _abort(request: web.Request) -> None:
+    """Drop the connection without the end of the body: the client (and any
+    cache between) sees a truncated response, not a complete short one."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+async def _close(body: AsyncIterator[bytes] | None) -> None:
+    aclose = getattr(body, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
+
+
+def _conditional_manifest(
+    request: web.Request, body: bytes, headers: dict[str, str]
+) -> web.Response:
+    """A manifest under the same evaluator as media (no Last-Modified: date
+    preconditions do not apply)."""
+    plan = evaluate(request.method, request.headers,
+                    Validators(headers[hdrs.ETAG], None, len(body)))
+    if plan.status == 200:
+        return web.Response(body=body, headers=headers)
+    if plan.status == 206:
+        assert plan.content_range is not None
+        return web.Response(status=206, body=body[plan.start:plan.end],
+                            headers={**headers, hdrs.CONTENT_RANGE: plan.content_range})
+    if plan.status == 304:
+        short = {k: v for k, v in headers.items()
+                 if k not in (hdrs.CONTENT_TYPE, hdrs.CONTENT_ENCODING)}
+        return web.Response(status=304, headers=short)
+    extra: dict[str, str] = {}
+    if plan.content_range is not None:
+        extra[hdrs.CONTENT_RANGE] = plan.content_range
+    return web.Response(status=plan.status, headers={**_ERROR_HEADERS, **extra})
+
+
+def _for_viewer(template: bytes, etag: str, token: str, zipped: bool) -> tuple[bytes, str]:
+    """A manifest template with the viewer's token in place (compressed after,
+    when asked), and its own ETag: one validator per body, the template's
+    extended by the token's CRC."""
+    raw = token.encode()
+    body = template.replace(_PLACEHOLDER, raw)
+    if zipped:
+        body = gzip.compress(body, compresslevel=6, mtime=0)
+    return body, f'{etag[:-1]}-{zlib.crc32(raw):08x}{"-gz" if zipped else ""}"'

@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from cdn.edge import NGINX, NginxEdge
+from cdn.tokens import TEMPLATE_HEADER, TOKEN_PLACEHOLDER
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 MANIFEST_TTL = 1
@@ -36,6 +37,7 @@ class FakeOrigin:
         self.assets: dict[str, dict[str, int]] = {}
         self.hits: collections.Counter[str] = collections.Counter()
         self.tokens_seen: list[str | None] = []
+        self.templates_asked = 0
         self.delay = 0.0
         self.forbidden: set[str] = set()
         self.server: TestServer | None = None
@@ -63,8 +65,16 @@ class FakeOrigin:
         asset = request.match_info["asset"]
         if asset not in self.assets:
             raise web.HTTPNotFound()
+        # Like the origin: child URLs carry the viewer's token, or the marker of
+        # its place when the edge asks for the shared template.
+        template = request.headers.get(TEMPLATE_HEADER) == "1"
+        self.templates_asked += template
+        token = TOKEN_PLACEHOLDER if template else request.query.get("token")
         body = f"#EXTM3U\n# {request.path} {self.hits[request.path]}\n"
-        return web.Response(text=body, headers={"Cache-Control": f"max-age={MANIFEST_TTL}"})
+        if token:
+            body += f"v360/media.m3u8?token={token}\n"
+        return web.Response(text=body, content_type="application/vnd.apple.mpegurl",
+                            headers={"Cache-Control": f"max-age={MANIFEST_TTL}"})
 
     async def media(self, request: web.Request) -> web.StreamResponse:
         if request.match_info["name"] == "media.m3u8":

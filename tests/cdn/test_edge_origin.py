@@ -112,8 +112,8 @@ async def test_takedown_at_the_origin_empties_the_edge(
 ) -> None:
     origin, edge = stack
     victim = await aclone_asset(data_dir[0], ASSET, "takedown1")
-    segs = [p for p in asset_paths(victim.asset_id, victim.renditions)
-            if p.endswith((".m4s", ".mp4"))]
+    # Manifests too: with tokens on they are shared cache entries (templates).
+    segs = asset_paths(victim.asset_id, victim.renditions)
     async with aiohttp.ClientSession() as s:
         q = {"token": token(victim.asset_id)}
         for p in segs:
@@ -198,3 +198,82 @@ async def test_takedown_without_tokens_includes_shared_manifests(
                     break
                 assert time.monotonic() - deleted_at < 5.0, codes
                 await asyncio.sleep(0.1)
+
+
+def _uris(playlist: str) -> list[str]:
+    """Child URIs of an HLS playlist: URI="..." attributes and URI lines."""
+    found = re.findall(r'URI="([^"]+)"', playlist)
+    found += [ln for ln in playlist.splitlines() if ln and not ln.startswith("#")]
+    return found
+
+
+async def _play_start(s: aiohttp.ClientSession, base: str, tok: str,
+                      segments: int = 2) -> list[tuple[str, int, str, str]]:
+    """What a player does to start: master, every media playlist, init and the
+    first segments of each; (url, status, X-Cache, body) of every request."""
+    from urllib.parse import urljoin
+
+    seen: list[tuple[str, int, str, str]] = []
+
+    async def get(url: str) -> str:
+        async with s.get(url) as r:
+            body = await r.read()
+            seen.append((url, r.status, r.headers.get("X-Cache", ""),
+                         body.decode("latin-1") if url.split("?")[0].endswith(".m3u8")
+                         else ""))
+            return body.decode("latin-1")
+
+    master_url = f"{base}/vod/{ASSET}/master.m3u8?token={tok}"
+    master = await get(master_url)
+    for media_uri in _uris(master):
+        media_url = urljoin(master_url, media_uri)
+        media = await get(media_url)
+        uris = _uris(media)
+        for uri in [u for u in uris if "init.mp4" in u] + [u for u in uris if ".m4s" in u][
+                :segments]:
+            await get(urljoin(media_url, uri))
+    return seen
+
+
+@pytest.fixture
+def app_stack(data_dir: tuple[Path, BuiltAsset], tmp_path: Path
+              ) -> Iterator[tuple[OriginProcess, NginxEdge]]:
+    """The origin app alone (tests/e2e/origin_main.py, no job executor) behind an
+    edge, tokens on."""
+    origin = OriginProcess(data_dir[0], signing_key=KEY).start()
+    edge = NginxEdge(origin.url, tmp_path / "edge", signing_key=KEY, worker_processes=1)
+    try:
+        edge.start()
+        yield origin, edge
+    finally:
+        edge.stop()
+        origin.stop()
+
+
+async def test_a_new_viewer_starts_from_the_edge_while_the_origin_is_down(
+    app_stack: tuple[OriginProcess, NginxEdge],
+) -> None:
+    """Tokens on: manifests are cached at the edge with the token outside the key,
+    so a viewer whose token the origin never saw gets master, media playlists and
+    the first segments from the edge, each carrying its own token."""
+    origin, edge = app_stack
+    now = int(time.time())
+    first, second = tokens.sign(KEY, ASSET, now + 600), tokens.sign(KEY, ASSET, now + 700)
+    async with aiohttp.ClientSession() as s:
+        warm = await _play_start(s, edge.url, first)
+        assert warm and all(status == 200 for _, status, _, _ in warm), warm
+        assert len(warm) >= 1 + 2 * 3, [u for u, *_ in warm]  # master, 2+ renditions
+        origin.stop(kill=True)
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with s.get(origin.url + "/healthz"):
+                pass
+        await asyncio.sleep(2.5)  # past the manifests' max-age: stale, not fresh
+        cold = await _play_start(s, edge.url, second)
+    assert [u.replace(second, "T") for u, *_ in cold] == \
+        [u.replace(first, "T") for u, *_ in warm]
+    for url, status, cache, body in cold:
+        assert status == 200, (url, status, cache)
+        assert cache in ("HIT", "STALE"), (url, cache)
+        if body:  # a playlist: this viewer's token in every child URL, no other
+            assert first not in body and "__CDLC_TOKEN__" not in body, body
+            assert all(f"token={second}" in u for u in _uris(body)), body

@@ -9,6 +9,7 @@ import time
 import aiohttp
 
 from cdn import tokens
+from cdn.tokens import TOKEN_PLACEHOLDER
 from tests.cdn.conftest import EdgeFactory, FakeOrigin, segment_bytes
 
 KEY = b"edge-test-key"
@@ -78,16 +79,26 @@ async def test_edge_agrees_with_tokens_check(origin: FakeOrigin, make_edge: Edge
             assert await status_of(s, edge.url + SEG, token) == expected, token
 
 
-async def test_manifests_are_per_viewer_with_tokens(
+async def test_manifests_are_one_template_with_each_viewers_token(
     origin: FakeOrigin, make_edge: EdgeFactory
 ) -> None:
-    """The origin writes the viewer's token into a manifest's child URLs, so with
-    tokens on a manifest is never served from the cache to someone else."""
+    """With tokens on, the edge keeps one copy of a manifest (the origin's
+    template, the token's place marked) for every viewer, and each viewer gets
+    the copy with its own token in the child URLs, never another viewer's."""
     edge = make_edge(origin.url, signing_key=KEY)
     path = "/vod/a1/master.m3u8"
     async with aiohttp.ClientSession() as s:
-        for expires in (time.time() + 100, time.time() + 200):
-            async with s.get(edge.url + path,
-                             params={"token": tokens.sign(KEY, "a1", int(expires))}) as r:
+        for ttl in (100, 200, 300):
+            token = tokens.sign(KEY, "a1", int(time.time()) + ttl)
+            async with s.get(edge.url + path, params={"token": token}) as r:
                 assert r.status == 200
-    assert origin.hits[path] == 2
+                body = await r.text()
+            assert f"v360/media.m3u8?token={token}\n" in body, body
+            assert TOKEN_PLACEHOLDER not in body
+            # Compressed by the edge after the substitution (the client asked).
+            assert r.headers.get("Content-Encoding") == "gzip"
+        # A bad token is still refused before the cache.
+        async with s.get(edge.url + path, params={"token": "1.a.x"}) as r:
+            assert r.status == 403
+    assert origin.hits[path] == 1
+    assert origin.templates_asked == 1

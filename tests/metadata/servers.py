@@ -84,3 +84,75 @@ def make_bucket(endpoint: str) -> str:
     name = f"cdlc-test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=name)
     return name
+
+
+class ServerProcess:
+    """A server this test started and owns (so it may stop, hang or kill it):
+    ``pause()`` is SIGSTOP (a hung server: connections accepted by the kernel,
+    never answered), ``resume()`` SIGCONT, ``kill()`` SIGKILL."""
+
+    def __init__(self, args: list[str], port: int, url: str) -> None:
+        self.args, self.port, self.url = args, port, url
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServerProcess:
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        return self
+
+    def _signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def pause(self) -> None:
+        import signal
+
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        import signal
+
+        self._signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        import signal
+
+        self._signal(signal.SIGCONT)
+        self._signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.resume()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def own_moto(port: int = 0) -> ServerProcess:
+    """A moto S3 server of the caller's own on 127.0.0.1 (a free port unless
+    given: restart one on its old port to bring it back). Credentials as for
+    s3_endpoint."""
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    port = port or free_port()
+    exe = Path(sys.executable).parent / "moto_server"
+    return ServerProcess([str(exe), "-H", "127.0.0.1", "-p", str(port)], port,
+                         f"http://127.0.0.1:{port}")
+
+
+def own_redis(port: int = 0) -> ServerProcess:
+    """A redis-server of the caller's own on 127.0.0.1 (no persistence)."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed (Makefile APT_PACKAGES)")
+    port = port or free_port()
+    return ServerProcess([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no"], port, f"redis://127.0.0.1:{port}/0")

@@ -233,3 +233,62 @@ async def test_local_adopt_file_moves(tmp_path: Path) -> None:
     await store.adopt_file("masters/a/source", src)
     assert not src.exists()
     assert await store.get_bytes("masters/a/source") == b"master"
+
+
+class FsyncSpy:
+    """Records what os.fsync is called on (the path behind each fd) and whether
+    the call under test had returned by then."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.synced: list[Path] = []
+        self.after_return = False
+        self.late: list[Path] = []
+        real = os.fsync
+
+        def spy(fd: int) -> None:
+            path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+            (self.late if self.after_return else self.synced).append(path)
+            real(fd)
+
+        monkeypatch.setattr(os, "fsync", spy)
+
+
+async def test_local_adopt_tree_is_durable_before_it_returns(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file and every directory of the published tree, and the directory
+    that gained its name, are fsynced before adopt_tree returns (the publish that
+    follows commits metadata naming only durable bytes)."""
+    store = LocalObjects(tmp_path / "o")
+    out = _job_output(tmp_path)
+    spy = FsyncSpy(monkeypatch)
+    assert await store.adopt_tree("media/a1", out) == 7
+    spy.after_return = True
+    root = store.root / "media" / "a1"
+    files = {p for p in root.rglob("*") if p.is_file()}
+    dirs = {root, root / "v720", root / "audio", root.parent}
+    # Synced under their old names (before the rename): compare by relative path.
+    synced = {str(p).replace(str(out), str(root)) for p in spy.synced}
+    assert {str(f) for f in files} <= synced, sorted(synced)
+    assert {str(d) for d in dirs} <= synced, sorted(synced)
+    # The tree's new parent was synced after the rename, and nothing after return.
+    assert root.parent in spy.synced and not spy.late
+    # And what the fsyncs named is what is published.
+    assert await store.get_bytes("media/a1/v720/3.m4s") == b"v720 3"
+
+
+async def test_local_writes_sync_file_and_directories(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalObjects(tmp_path / "o")
+    spy = FsyncSpy(monkeypatch)
+    await store.put_bytes("new/dirs/k", b"v")
+    src = tmp_path / "upload.part"
+    src.write_bytes(b"master")
+    await store.adopt_file("masters/a/source", src)
+    spy.after_return = True
+    root = store.root
+    assert {root / "new", root / "new" / "dirs", root} <= set(spy.synced)  # new dirs' parents
+    assert root / "masters" / "a" in spy.synced and tmp_path in spy.synced  # both ends
+    # The adopted file's bytes were synced (under its old name, before the rename).
+    assert src in spy.synced
+    assert any(p.name.startswith(".cdlc-tmp-k.") for p in spy.synced)  # the temp file
+    assert not spy.late
