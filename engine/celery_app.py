@@ -24,11 +24,12 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
+from engine.chunks import CHUNK_TASK, PartRun, maybe_split, sweep_parts
 from engine.config import Settings
 from engine.leases import claim, holder_id
 from engine.runner import execute
 from engine.services import open_backends
-from engine.sweep import sweep, sweep_jobs
+from engine.sweep import sweep_files, sweep_jobs
 from metadata.jobs import Job
 from metadata.models import JobState
 
@@ -55,6 +56,7 @@ def make_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
     )
     app.task(name=JOB_TASK)(run_job_task)
+    app.task(name=CHUNK_TASK)(run_chunk_task)
     return app
 
 
@@ -65,6 +67,25 @@ def send_job(app: Celery, job: Job, countdown: float = 0.0) -> None:
 
 def run_job_task(job_id: str) -> str:
     return asyncio.run(_run_job(Settings(), job_id))
+
+
+def send_part(job: Job, name: str, countdown: float = 0.0) -> None:
+    app.send_task(CHUNK_TASK, args=[job.id, name], queue=job.queue or "cpu",
+                  countdown=max(0.0, countdown) or None)
+
+
+def run_chunk_task(job_id: str, name: str) -> str:
+    settings = Settings()
+
+    async def go() -> str:
+        backends = open_backends(settings)
+        try:
+            return await PartRun(backends, job_id, name, send_part,
+                                 max_attempts=settings.max_attempts).run()
+        finally:
+            await backends.close()
+
+    return asyncio.run(go())
 
 
 async def _run_job(settings: Settings, job_id: str) -> str:
@@ -81,6 +102,12 @@ async def _run_job(settings: Settings, job_id: str) -> str:
         if taken is None:
             return "held"  # a live lease: if its holder dies, a reaper sends it again
         try:
+            if settings.chunk_seconds > 0 and not taken.request.copy:
+                kept = await maybe_split(backends, taken, settings.chunk_seconds,
+                                         chunk_window(settings, taken), send_part)
+                if kept is None:
+                    return "split"
+                taken = kept
             await execute(backends, taken)
         except Exception as exc:  # recorded in the job
             log.warning("job %s ended: %s", job_id, exc)
@@ -92,6 +119,21 @@ async def _run_job(settings: Settings, job_id: str) -> str:
         await backends.close()
 
 
+def chunk_window(settings: Settings, job: Job) -> int:
+    """How many of a job's parts are queued at once: the setting, else the number
+    of live workers on the job's queue (at least 2), so chunks of one film keep
+    every worker busy while a short job queued behind waits for one chunk."""
+    if settings.chunk_window > 0:
+        return settings.chunk_window
+    try:
+        replies = app.control.inspect(timeout=1.0).active_queues() or {}
+    except Exception:
+        replies = {}
+    queue = job.queue or "cpu"
+    live = sum(1 for queues in replies.values() if any(q["name"] == queue for q in queues))
+    return max(2, live)
+
+
 async def reap_once(settings: Settings, celery: Celery) -> int:
     """Sweep the store; send again what dead workers held and what lost its message."""
     backends = open_backends(settings)
@@ -101,6 +143,7 @@ async def reap_once(settings: Settings, celery: Celery) -> int:
             send_job(celery, job, job.not_before - time.time())
         now = time.time()
         sent = len(report.requeued)
+        sent += await sweep_parts(backends, send_part, settings.max_attempts)
         for job in await backends.store.list_jobs(states=[JobState.QUEUED]):
             if job.lease_holder is None and now - job.updated_at > LOST_MESSAGE_SECONDS \
                     and job.not_before <= now and await backends.store.write_job(job):
@@ -135,15 +178,10 @@ def _start_reaper(**_: Any) -> None:
     global _reaper
     settings = Settings()
 
-    async def first() -> None:
-        backends = open_backends(settings)
-        try:
-            await sweep(backends.store, settings.scratch_dirs)
-        finally:
-            await backends.close()
-
     try:
-        asyncio.run(first())
+        sweep_files(settings.scratch_dirs)
+        # Jobs next, sending again what it queues (a sweep alone would queue them
+        # in the store, where nothing would send them).
         asyncio.run(reap_once(settings, app))
     except Exception:
         log.warning("start-up sweep failed", exc_info=True)

@@ -491,7 +491,12 @@ def job_json(job: Any) -> dict[str, Any]:
             "progress": job.progress, "attempt": job.attempt, "max_attempts": job.max_attempts,
             "lease_holder": job.lease_holder, "lease_expires": job.lease_expires,
             "error": job.error, "queue": job.queue, "created_at": job.created_at,
-            "updated_at": job.updated_at, "request": json_request(job)}
+            "updated_at": job.updated_at, "request": json_request(job),
+            # A chunked job's parts and who holds them (engine.chunks).
+            "parts": list(job.chunks.get("parts", {})),
+            "holders": [h for h in [job.lease_holder,
+                                    *(p.get("holder") for p in
+                                      job.chunks.get("parts", {}).values())] if h]}
 
 
 def json_request(job: Any) -> dict[str, Any]:

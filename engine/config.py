@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     chunk_seconds: float = Field(
         120.0, ge=0, description="with a broker, masters longer than this are encoded in "
         "chunks of about this length on many workers; 0 = never")
+    chunk_window: int = Field(
+        0, ge=0, description="parts of one job queued at once; 0 = the live workers")
     min_free_bytes: int = Field(
         2 * 2**30, ge=0, description="/readyz says not ready when the data dir has less free")
 

@@ -78,11 +78,13 @@ async def execute(services: Services, job: Job, *, on_progress: ProgressFn | Non
                                 error="interrupted; nothing was published")
             raise exc
         except BaseException as exc:
-            await _record_failure(lease, exc)
+            await record_failure(lease, exc)
             raise
 
 
-async def _record_failure(lease: Lease, exc: BaseException) -> None:
+async def record_failure(lease: Lease, exc: BaseException) -> None:
+    """End the attempt: FAILED (a permanent fault or attempts spent) or QUEUED
+    again after a backoff; the lease is given up either way."""
     job, reason = lease.job, reason_of(exc)
     if isinstance(exc, PERMANENT) or job.attempt >= job.max_attempts:
         if not isinstance(exc, PERMANENT) and job.max_attempts > 1:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_latest
 
 from metadata.cache import Cache
 from metadata.objects import ObjectStore
@@ -104,7 +104,21 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     if deps.data_dir is not None:
         report["disk"] = disk_report(deps.data_dir, deps.min_free_bytes)
     ok = all(v == "ok" for v in report.values())
-    return web.json_response({"ready": ok, **report}, status=200 if ok else 503)
+    # Circuit breakers of the backends (metadata.breaker): "open" while one is out.
+    breakers = request.app[PLAYBACK].backend_states()
+    return web.json_response({"ready": ok, **report, "breakers": breakers},
+                             status=200 if ok else 503)
+
+
+def breaker_gauges(states: dict[str, str]) -> bytes:
+    """cdlc_backend_breaker{backend, state} = 1 for each backend's current state."""
+    registry = CollectorRegistry()
+    gauge = Gauge("cdlc_backend_breaker", "Circuit breaker state per backend (1 = current)",
+                  ["backend", "state"], registry=registry)
+    for backend, state in states.items():
+        for each in ("closed", "open", "half_open"):
+            gauge.labels(backend, each).set(1 if each == state else 0)
+    return generate_latest(registry)
 
 
 def disk_report(data_dir: Path, min_free: int) -> str:
@@ -121,7 +135,7 @@ def disk_report(data_dir: Path, min_free: int) -> str:
 
 async def metrics(request: web.Request) -> web.StreamResponse:
     m = request.app[METRICS]
-    body = m.render()
+    body = m.render() + breaker_gauges(request.app[PLAYBACK].backend_states())
     deps = request.app[DEPS]
     if deps.application is not None:
         # The jobs: from the store (every runner's truth), and this process's own

@@ -191,8 +191,11 @@ async def test_health_ready_metrics(make_origin: MakeOrigin) -> None:
     assert (await o.client.get("/healthz")).status == 200
     resp = await o.client.get("/readyz")
     assert resp.status == 200, await resp.text()
-    assert await resp.json() == {"ready": True, "store": "ok", "objects": "ok", "cache": "ok"}
+    assert await resp.json() == {
+        "ready": True, "store": "ok", "objects": "ok", "cache": "ok",
+        "breakers": {"store": "closed", "objects": "closed", "cache": "closed"}}
     text = await (await o.client.get("/metrics")).text()
+    assert 'cdlc_backend_breaker{backend="cache",state="closed"} 1.0' in text
     assert 'cdlc_origin_requests_total{route="readyz",status="200"} 1.0' in text
 
 
