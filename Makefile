@@ -5,7 +5,8 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMPS := .stamps
 APT_PACKAGES := ffmpeg pkg-config cmake g++ libavcodec-dev libavformat-dev libavutil-dev \
-	libswscale-dev libswresample-dev libavfilter-dev nginx-light libnginx-mod-http-js wrk chromium redis-server
+	libswscale-dev libswresample-dev libavfilter-dev nginx-light libnginx-mod-http-js wrk chromium redis-server \
+	rabbitmq-server
 
 .PHONY: setup apt venv native node demo test test-fast bench lint clean
 setup: apt venv native node

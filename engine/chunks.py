@@ -227,7 +227,7 @@ class PartRun:
             if p["state"] == "running" and not (p["expires"] < now or holder_dead(p["holder"])):
                 return False
             p.update(state="running", holder=self.holder, attempt=p["attempt"] + 1,
-                     expires=now + self.services.lease_seconds, progress=0.0)
+                     expires=now + self.services.lease_seconds, progress=0.0, claimed_at=now)
             return True
 
         return await update_job(self.services, self.job_id, take)
@@ -284,7 +284,7 @@ class PartRun:
             if job.finished or p is None or p["state"] == "done":
                 return False
             p.update(state="done", holder=None, progress=1.0, prefix=prefix, result=records,
-                     error=None)
+                     error=None, done_at=time.time(), worker=self.holder)
             job.progress = _progress(job)
             won = True
             return True

@@ -7,6 +7,7 @@ worker classes that are alive."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import subprocess
@@ -195,11 +196,10 @@ def test_a_chunk_that_runs_twice_leaves_one_correct_index(tmp_path: Path, master
     sent: list[tuple[str, float]] = []
 
     async def run() -> None:
+        import native
         from engine.chunks import split
         from engine.ladder import plan_ladder
         from engine.leases import Lease, claim, holder_id
-
-        import native
 
         backends = open_backends(settings)
         try:
@@ -212,14 +212,16 @@ def test_a_chunk_that_runs_twice_leaves_one_correct_index(tmp_path: Path, master
             assert taken is not None
             info = native.probe(master)
             async with Lease(backends.store, taken, 6) as lease:
-                await split(backends, lease, plan_ladder(info, LADDER), info.duration, 8, 10,
+                # A window of two: the rest is queued as parts complete, so a short job
+                # queued behind this one waits for two parts, not for all of them.
+                await split(backends, lease, plan_ladder(info, LADDER), info.duration, 8, 2,
                             lambda j, n, c: sent.append((n, c)))
-            names = [n for n, _ in sent]
-            assert names == ["audio", "c0", "c1", "c2"]
+            assert [n for n, _ in sent] == ["audio", "c0"]
             runs = [PartRun(backends, job.id, "c1", lambda j, n, c: sent.append((n, c)))
                     for _ in range(2)]
             outcomes = await asyncio.gather(*(r.run(claim=False) for r in runs))
             assert sorted(outcomes) == ["done", "lost"], outcomes
+            assert [n for n, _ in sent] == ["audio", "c0", "c2"]  # the window moved on
             stored = await backends.store.get_job(job.id)
             assert stored is not None
             c1 = parts_of(stored)["c1"]
@@ -236,8 +238,8 @@ def test_a_chunk_that_runs_twice_leaves_one_correct_index(tmp_path: Path, master
             assert done is not None and done.state == JobState.READY, done
             v360 = await backends.store.get_segments("twice", "v360")
             assert [s.number for s in v360] == [1, 2, 3, 4, 5, 6]
-            assert [s.start for s in v360] == [i * 4 * 90000 for i in range(6)] or \
-                all(b.start == a.start + a.duration for a, b in zip(v360, v360[1:]))
+            assert v360[0].start == 0
+            assert all(b.start == a.start + a.duration for a, b in itertools.pairwise(v360))
         finally:
             await backends.close()
 
