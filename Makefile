@@ -8,8 +8,8 @@ APT_PACKAGES := ffmpeg pkg-config cmake g++ libavcodec-dev libavformat-dev libav
 	libswscale-dev libswresample-dev libavfilter-dev nginx-light libnginx-mod-http-js wrk chromium redis-server \
 	rabbitmq-server
 
-.PHONY: setup apt venv native node demo test test-fast bench lint clean
-setup: apt venv native node
+.PHONY: setup apt venv native node console demo test test-fast bench lint clean
+setup: apt venv native node console
 
 # Debian packages: installed only when one is missing, so a second run is instant.
 apt: $(STAMPS)/apt
@@ -50,6 +50,11 @@ node: $(STAMPS)/node
 $(STAMPS)/node: package.json
 	@if [ -f package-lock.json ]; then npm ci --silent --no-audit --no-fund; else npm install --silent --no-audit --no-fund; fi
 	@touch $@
+
+# The console's browser libraries -> origin/console/static/vendor (npm ci only
+# when its lock changes).
+console: $(STAMPS)/node
+	@origin/console/build.sh
 
 demo: setup
 	$(VENV)/bin/cdlc demo

@@ -8,7 +8,7 @@ from __future__ import annotations
 import runpy
 import sys
 
-BENCHMARKS = ["transcode", "package", "origin", "edge"]
+BENCHMARKS = ["transcode", "package", "origin", "edge", "scale", "tus"]
 
 
 def main(argv: list[str]) -> int:

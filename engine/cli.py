@@ -337,6 +337,7 @@ async def build_origin_app(settings: Settings) -> Any:
         data_dir=settings.data_dir, min_free_bytes=settings.min_free_bytes,
     )
     application: web.Application = create_app(deps)
+    _add_content_ops(application, settings, engine)
 
     async def start(_: web.Application) -> None:
         await executor.start()
@@ -348,6 +349,26 @@ async def build_origin_app(settings: Settings) -> Any:
     application.on_startup.append(start)
     application.on_cleanup.append(close)
     return application
+
+
+def _add_content_ops(application: Any, settings: Settings, engine: Any) -> None:
+    """Resumable uploads (tus), webhooks, the live job stream and the console, on
+    the same application layer and API key as the admin API."""
+    from metadata.webhooks import open_webhook_store
+    from origin.app import ADMIN
+    from origin.console import add_console_routes
+    from origin.live import add_live_routes
+    from origin.tus import add_tus_routes
+    from origin.webhooks import add_webhook_routes
+
+    authorise = application[ADMIN]._authorised
+    add_tus_routes(application, engine, upload_dir=settings.data_dir / "tus",
+                   max_upload_bytes=settings.max_upload_bytes, authorise=authorise)
+    add_webhook_routes(application, engine,
+                       open_webhook_store(settings.metadata, settings.data_dir),
+                       authorise=authorise, allow_private=settings.webhooks_allow_private)
+    add_live_routes(application, engine, authorise=authorise)
+    add_console_routes(application, authorise=authorise, signing_key=settings.signing_key_bytes)
 
 
 @app.command("worker")

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
         "chunks of about this length on many workers; 0 = never")
     chunk_window: int = Field(
         0, ge=0, description="parts of one job queued at once; 0 = the live workers")
+    webhooks_allow_private: bool = Field(
+        False, description="webhook URLs may resolve to private/loopback addresses (tests, "
+        "closed networks)")
     min_free_bytes: int = Field(
         2 * 2**30, ge=0, description="/readyz says not ready when the data dir has less free")
 

@@ -309,6 +309,10 @@ class Admin:
             await self._app().delete(asset_id)
         except NotFound as exc:
             return problem(404, str(exc.args[0]))
+        from origin.webhooks import WEBHOOKS  # origin.webhooks imports this module
+
+        if (hooks := request.app.get(WEBHOOKS)) is not None:
+            await hooks.record_deleted(asset_id)
         return web.Response(status=204)
 
     # -- POST /v1/assets/{id}/retry -----------------------------------------------------

@@ -1,0 +1,221 @@
+"""The console in headless Chromium (Debian's, driven by Playwright) against a real
+origin that runs real jobs (InProcessExecutor): sign in, upload a master through
+the page (tus-js-client), watch it reach ready from the live stream without a
+reload, open its page, play the preview (hls.js), delete it. Screenshots go to
+test-output/console/; what must be visible is checked as a list of texts."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.console.conftest import API_KEY, build_app
+from tests.media import make_master
+
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUT = ROOT / "test-output" / "console"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--autoplay-policy=no-user-gesture-required", "--mute-audio"]
+VENDOR = ROOT / "origin" / "console" / "static" / "vendor"
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+class ThreadOrigin:
+    """The origin app on 127.0.0.1 in a thread of its own (its own event loop), so
+    the test can drive Playwright's sync API in the main thread."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        loop = self._loop
+        asyncio.set_event_loop(loop)
+        try:
+            app = build_app(self.data, jobs="run", max_upload_bytes=256 * 2**20)[0]
+            runner = web.AppRunner(app)
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            loop.run_until_complete(site.start())
+            port = runner.addresses[0][1]
+            self.url = f"http://127.0.0.1:{port}"
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    def __enter__(self) -> ThreadOrigin:
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Iterator[ThreadOrigin]:
+    missing = [p.name for p in (VENDOR / "tus.min.js", VENDOR / "hls.min.js") if not p.is_file()]
+    if missing or not Path(CHROMIUM).exists():
+        # The browser is the judge: missing parts fail, never skip silently.
+        pytest.fail(f"console vendor files {missing} or {CHROMIUM} missing; "
+                    "run origin/console/build.sh (make setup)")
+    with ThreadOrigin(tmp_path / "data") as o:
+        yield o
+
+
+def _visible_texts(page: Any, texts: list[str]) -> list[str]:
+    """The texts of ``texts`` that are NOT visible on the page."""
+    body = page.inner_text("main")
+    return [t for t in texts if t not in body]
+
+
+def test_console_signin_upload_live_ready_preview_delete(
+        origin: ThreadOrigin, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    master = make_master(tmp_path / "harbour.mp4", seconds=8, width=640, height=360, fps="25")
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+            page.on("console", lambda m: errors.append(f"console: {m.text}")
+                    if m.type == "error" else None)
+            page.goto(origin.url + "/console/")
+
+            # Sign in: a wrong key is refused, the right one opens the console.
+            expect(page.get_by_label("API key or token")).to_be_visible()
+            page.get_by_label("API key or token").fill("wrong")
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.locator("#signin-error")).to_contain_text("refused")
+            errors.clear()  # the refused sign-in's 401 is logged by Chromium
+            page.get_by_label("API key or token").fill(API_KEY)
+            page.keyboard.press("Enter")
+            expect(page.locator("#live-state")).to_have_text("live")
+
+            # Keyboard: Tab reaches the drop zone, and focus is visible there.
+            for _ in range(25):
+                if page.evaluate("document.activeElement.id") == "drop":
+                    break
+                page.keyboard.press("Tab")
+            assert page.evaluate("document.activeElement.id") == "drop"
+            ring = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+            assert ring not in ("none", ""), ring
+            # Enter opens the file picker. Chromium drops a picker request that comes
+            # while the page is still busy (a loaded machine): press again then.
+            for attempt in range(3):
+                try:
+                    with page.expect_file_chooser(timeout=5000) as chooser:
+                        page.keyboard.press("Enter")
+                    break
+                except Exception:
+                    if attempt == 2:
+                        raise
+                    page.focus("#drop")
+            assert chooser.value.is_multiple()
+
+            # Record every state the asset's row shows, and that the page never reloads.
+            page.evaluate("""() => {
+                window.__noReload = true; window.__states = [];
+                new MutationObserver(() => {
+                  for (const r of document.querySelectorAll('#asset-rows tr')) {
+                    const s = r.dataset.state;
+                    if (window.__states.at(-1) !== s) window.__states.push(s);
+                  }
+                }).observe(document.getElementById('asset-rows'), {childList: true, subtree: true});
+            }""")
+            page.get_by_label("Ladder").fill("240:300")
+            page.get_by_label("Preset").select_option("ultrafast")
+            # Drag and drop: a real File in a DataTransfer, dropped on the drop zone.
+            page.evaluate("""([name, b64]) => {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                const dt = new DataTransfer();
+                dt.items.add(new File([bytes], name, {type: 'video/mp4'}));
+                const drop = document.getElementById('drop');
+                drop.dispatchEvent(new DragEvent('dragover', {dataTransfer: dt, bubbles: true}));
+                drop.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true}));
+            }""", [master.name, base64.b64encode(master.read_bytes()).decode()])
+            done = page.locator("li.upload[data-done=true]")
+            expect(done).to_be_visible(timeout=30_000)
+            asset_id = done.locator("a").inner_text()
+            assert asset_id
+            row = page.locator(f'#asset-rows tr[data-id="{asset_id}"]')
+            expect(row).to_have_attribute("data-state", "ready", timeout=90_000)
+            states = page.evaluate("window.__states")
+            assert page.evaluate("window.__noReload") is True
+            assert states[-1] == "ready" and len(states) >= 2, states  # seen moving, live
+            expect(row.locator("progress")).to_have_attribute("value", "1")
+            page.screenshot(path=str(OUTPUT / "list.png"), full_page=True)
+            missing = _visible_texts(page, ["Upload masters", "Drop video masters here",
+                                            "harbour.mp4", "uploaded; job started", asset_id,
+                                            "Assets", "ready", "100 %", "8.0 s"])
+            assert not missing, f"not visible on the list page: {missing}"
+
+            # The asset page: renditions, URLs, the preview plays.
+            row.get_by_role("link", name=asset_id).click()
+            expect(page.locator("#asset-title")).to_have_text(asset_id)
+            expect(page.locator("#rendition-rows tr")).to_have_count(2)
+            page.wait_for_function("() => document.getElementById('preview').readyState >= 2",
+                                   timeout=30_000)  # hls.js attached and buffered
+            page.evaluate("document.getElementById('preview').play()")
+            page.wait_for_function(
+                "() => document.getElementById('preview').currentTime > 0.5", timeout=30_000)
+            page.screenshot(path=str(OUTPUT / "asset.png"), full_page=True)
+            missing = _visible_texts(page, [
+                asset_id, "ready", "Preview", "Playback URLs", f"/vod/{asset_id}/master.m3u8",
+                f"/vod/{asset_id}/manifest.mpd", "Renditions", "426\u00d7240", "avc1.", "mp4a.40.2",
+                "kbit/s", "Retry", "Delete…"])
+            assert not missing, f"not visible on the asset page: {missing}"
+            assert page.locator("#retry").is_disabled()  # only a failed job is retried
+            assert page.locator("#chart canvas").count() == 1
+
+            # Phone-sized screen: one column, nothing wider than the screen.
+            page.set_viewport_size({"width": 375, "height": 740})
+            page.screenshot(path=str(OUTPUT / "asset-phone.png"), full_page=True)
+            assert page.evaluate(
+                "document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+            # Delete, through the confirm dialog; the list drops the row live.
+            page.set_viewport_size({"width": 1100, "height": 900})
+            page.get_by_role("button", name="Delete…").click()
+            dialog = page.locator("dialog#confirm")
+            expect(dialog).to_be_visible()
+            expect(dialog).to_contain_text(f"Delete {asset_id}?")
+            dialog.get_by_role("button", name="Delete", exact=True).click()
+            expect(page.locator("#list-view")).to_be_visible()
+            expect(row).to_have_count(0, timeout=10_000)
+            assert not errors, errors
+        finally:
+            browser.close()
+    req = urllib.request.Request(f"{origin.url}/v1/assets/{asset_id}")
+    try:
+        urllib.request.urlopen(req, timeout=5)
+        raise AssertionError("the asset is still there after the delete")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 404

@@ -1,0 +1,100 @@
+"""GET /v1/live: a text/event-stream of asset changes (snapshot, then only what
+changed), read by a real HTTP client over 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+
+from metadata.models import JobState
+from tests.console.conftest import API_KEY, ConsoleOrigin, MakeOrigin
+
+
+async def _events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, Any]]:
+    """(event, data) pairs as they arrive (HTML Living Standard §9.2.6)."""
+    name, data = "message", ""
+    async for raw in resp.content:
+        line = raw.decode().rstrip("\n")
+        if line.startswith(":"):
+            continue
+        if not line:
+            if data:
+                yield name, json.loads(data)
+            name, data = "message", ""
+        elif line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            data += line[6:]
+
+
+async def _submit(o: ConsoleOrigin, asset_id: str) -> None:
+    form = aiohttp.FormData()
+    form.add_field("id", asset_id)
+    form.add_field("file", b"bytes of a master", filename=f"{asset_id}.mp4")
+    resp = await o.client.post("/v1/assets", data=form, headers=o.auth())
+    assert resp.status == 202, await resp.text()
+
+
+async def test_live_stream_sends_a_snapshot_then_only_changes(make_origin: MakeOrigin) -> None:
+    o = await make_origin()
+    await _submit(o, "before")
+    async with aiohttp.ClientSession() as http:
+        resp = await http.get(f"{o.url}/v1/live?key={API_KEY}")
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        events = _events(resp)
+        name, data = await asyncio.wait_for(anext(events), 5)
+        assert name == "snapshot"
+        assert [(a["id"], a["state"]) for a in data["items"]] == [("before", "queued")]
+
+        await _submit(o, "after")
+        name, data = await asyncio.wait_for(anext(events), 5)
+        assert (name, data["id"], data["state"]) == ("asset", "after", "queued")
+        # "before" did not change: it is not sent again. The job moves on:
+        assert o.held is not None
+        job = next(j for j in o.held.jobs if j.asset_id == "after")
+        await o.deps.store.write_job(replace(job, state=JobState.TRANSCODING, progress=0.4))
+        name, data = await asyncio.wait_for(anext(events), 5)
+        assert (name, data["id"], data["state"], data["progress"]) == (
+            "asset", "after", "transcoding", 0.4)
+
+        resp2 = await o.client.delete("/v1/assets/before", headers=o.auth())
+        assert resp2.status == 204
+        name, data = await asyncio.wait_for(anext(events), 5)
+        assert (name, data) == ("deleted", {"id": "before"})
+        resp.close()
+
+
+async def test_live_stream_needs_the_key(make_origin: MakeOrigin) -> None:
+    o = await make_origin()
+    assert (await o.client.get("/v1/live")).status == 401
+    assert (await o.client.get("/v1/live?key=wrong")).status == 401
+    resp = await o.client.get("/v1/console/whoami", headers=o.auth())
+    assert resp.status == 204
+    assert (await o.client.get("/v1/console/whoami")).status == 401
+
+
+async def test_console_pages_are_served_from_the_origin(make_origin: MakeOrigin) -> None:
+    o = await make_origin()
+    resp = await o.client.get("/console", allow_redirects=False)
+    assert resp.status == 308 and resp.headers["Location"] == "/console/"
+    resp = await o.client.get("/console/")
+    assert resp.status == 200
+    html = await resp.text()
+    assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+    # Everything the page loads is on this origin: no CDN.
+    assert "http://" not in html and "https://" not in html
+    for path in ("/console/app.js", "/console/style.css", "/console/vendor/tus.min.js",
+                 "/console/vendor/hls.min.js", "/console/vendor/uPlot.iife.min.js"):
+        resp = await o.client.get(path)
+        assert resp.status == 200, path
+        assert path.rsplit("/", 1)[1] in html or path.startswith("/console/vendor/")
+    assert (await o.client.get("/console/../origin/app.py")).status in (403, 404)
+    resp = await o.client.get("/v1/console/preview/abc", headers=o.auth())
+    assert await resp.json() == {"hls": "/vod/abc/master.m3u8",
+                                 "dash": "/vod/abc/manifest.mpd", "expires_in": None}

@@ -1,0 +1,208 @@
+"""Webhooks end to end: a real job (InProcessExecutor over a small master), a
+receiver on 127.0.0.1 that verifies every delivery with the `standardwebhooks`
+package, failures answered 500, and an origin restart between two tries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from standardwebhooks.webhooks import Webhook
+
+from origin.webhooks import AddressRefused, check_url, sign
+from tests.console.conftest import ConsoleOrigin, MakeOrigin
+from tests.media import make_master
+
+
+@dataclass
+class Receiver:
+    """Answers ``fail_first[type]`` tries of an event type with 500, then 200."""
+
+    url: str = ""
+    secret: str = ""
+    fail_first: dict[str, int] = field(default_factory=dict)
+    tries: list[dict[str, Any]] = field(default_factory=list)   # every request
+    first_ready_failed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def accepted(self, kind: str) -> list[dict[str, Any]]:
+        return [t for t in self.tries if t["type"] == kind and t["status"] == 200]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        # Raises unless the signature, id and timestamp verify (Standard Webhooks).
+        event = Webhook(self.secret).verify(body, dict(request.headers))
+        kind = event["type"]
+        earlier = [t for t in self.tries if t["type"] == kind
+                   and t["data"]["job"] == event["data"]["job"]]
+        status = 500 if len(earlier) < self.fail_first.get(kind, 0) else 200
+        self.tries.append({"type": kind, "id": request.headers["webhook-id"], "status": status,
+                           "data": event["data"], "at": time.time()})
+        if kind == "asset.ready" and status == 500:
+            self.first_ready_failed.set()
+        return web.Response(status=status)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", rec.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    rec.url = str(server.make_url("/hook"))
+    yield rec
+    await server.close()
+
+
+async def _until(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def _subscribe(o: ConsoleOrigin, url: str, events: list[str] | None = None) -> Any:
+    resp = await o.client.post("/v1/webhooks", json={"url": url, **(
+        {"events": events} if events else {})}, headers=o.auth())
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+@pytest.mark.slow
+async def test_asset_ready_once_per_job_through_500s_and_a_restart(
+        make_origin: MakeOrigin, receiver: Receiver, tmp_path: Path) -> None:
+    master = make_master(tmp_path / "m.mp4", seconds=2, width=320, height=240, fps="25")
+    first = await make_origin(jobs="run", retry_base=1.0)
+    sub = await _subscribe(first, receiver.url)
+    assert sub["secret"].startswith("whsec_")
+    assert sub["events"] == ["asset.created", "asset.ready", "asset.failed", "asset.deleted"]
+    receiver.secret = sub["secret"]
+    receiver.fail_first = {"asset.ready": 2}
+
+    form = aiohttp.FormData()
+    form.add_field("id", "hooked")
+    form.add_field("ladder", "240:300")
+    form.add_field("preset", "ultrafast")
+    form.add_field("file", master.read_bytes(), filename="m.mp4")
+    resp = await first.client.post("/v1/assets", data=form, headers=first.auth())
+    assert resp.status == 202, await resp.text()
+
+    await asyncio.wait_for(receiver.first_ready_failed.wait(), 60)
+    # Restart between the tries: the first origin goes, a new one over the same
+    # data dir takes the outbox (and sees the ready job again: deduped).
+    await first.client.close()
+    second = await make_origin(jobs="run", retry_base=1.0)
+    await _until(lambda: receiver.accepted("asset.ready"), 20, "the third try of asset.ready")
+    await asyncio.sleep(1.5)  # several polls and delivery rounds: nothing more may come
+
+    ready = [t for t in receiver.tries if t["type"] == "asset.ready"]
+    assert [t["status"] for t in ready] == [500, 500, 200]
+    assert len({t["id"] for t in ready}) == 1  # one message, tried three times
+    assert ready[-1]["data"]["asset"]["state"] == "ready"
+    assert [r["height"] for r in ready[-1]["data"]["asset"]["renditions"]
+            if r["kind"] == "video"] == [240]
+    created = receiver.accepted("asset.created")
+    assert len(created) == 1 and created[0]["data"]["asset"]["id"] == "hooked"
+    assert created[0]["data"]["job"]["id"] == ready[0]["data"]["job"]["id"]
+
+    resp = await second.client.get(f"/v1/webhooks/{sub['id']}/deliveries",
+                                    headers=second.auth())
+    log = {d["event_type"]: d for d in (await resp.json())["items"]}
+    assert log["asset.ready"]["state"] == "delivered"
+    assert [a["status"] for a in log["asset.ready"]["log"]] == [500, 500, 200]
+    assert log["asset.created"]["attempts"] == 1
+
+    # Takedown: REST delete, and the delete path's hook as well: one event.
+    resp = await second.client.delete("/v1/assets/hooked", headers=second.auth())
+    assert resp.status == 204
+    await second.webhooks.record_deleted("hooked")
+    await _until(lambda: receiver.accepted("asset.deleted"), 10, "asset.deleted")
+    await asyncio.sleep(0.6)
+    [deleted] = receiver.accepted("asset.deleted")
+    assert deleted["data"]["asset"] == {"id": "hooked"}
+
+
+async def test_failed_job_is_reported_and_deliveries_give_up(
+        make_origin: MakeOrigin, receiver: Receiver, tmp_path: Path) -> None:
+    o = await make_origin(jobs="run", retry_base=0.1)
+    o.webhooks.give_up = 0.5  # a day in production
+    sub = await _subscribe(o, receiver.url, ["asset.failed"])
+    receiver.secret = sub["secret"]
+    receiver.fail_first = {"asset.failed": 100}
+    form = aiohttp.FormData()
+    form.add_field("id", "junk")
+    form.add_field("file", b"not a video at all" * 100, filename="junk.mp4")
+    resp = await o.client.post("/v1/assets", data=form, headers=o.auth())
+    assert resp.status == 202
+    await _until(lambda: receiver.tries, 30, "asset.failed")
+    assert receiver.tries[0]["data"]["job"]["state"] == "failed"
+    assert receiver.tries[0]["data"]["job"]["error"]
+
+    async def log() -> dict[str, Any]:
+        resp = await o.client.get(f"/v1/webhooks/{sub['id']}/deliveries", headers=o.auth())
+        items: list[dict[str, Any]] = (await resp.json())["items"]
+        return items[0]
+
+    deadline = time.monotonic() + 10
+    while (await log())["state"] != "failed":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    d = await log()
+    assert d["attempts"] >= 2 and d["last_status"] == 500 and d["next_attempt"] is None
+
+
+async def test_subscriptions_are_checked_listed_and_deleted(
+        make_origin: MakeOrigin, receiver: Receiver) -> None:
+    o = await make_origin()
+    resp = await o.client.post("/v1/webhooks", json={"url": receiver.url})
+    assert resp.status == 401
+    for body, word in (({"url": "ftp://x/y"}, "http"),
+                       ({"url": receiver.url, "events": ["asset.exploded"]}, "asset.exploded"),
+                       ({"url": receiver.url, "events": []}, "events"),
+                       ({"url": receiver.url, "colour": "red"}, "colour")):
+        resp = await o.client.post("/v1/webhooks", json=body, headers=o.auth())
+        assert resp.status == 400, body
+        assert word in (await resp.json())["title"]
+    sub = await _subscribe(o, receiver.url, ["asset.ready"])
+    resp = await o.client.get("/v1/webhooks", headers=o.auth())
+    [listed] = (await resp.json())["items"]
+    assert listed["id"] == sub["id"] and "secret" not in listed
+    resp = await o.client.delete(f"/v1/webhooks/{sub['id']}", headers=o.auth())
+    assert resp.status == 204
+    resp = await o.client.delete(f"/v1/webhooks/{sub['id']}", headers=o.auth())
+    assert resp.status == 404
+    resp = await o.client.get(f"/v1/webhooks/{sub['id']}/deliveries", headers=o.auth())
+    assert resp.status == 404
+
+
+async def test_private_and_loopback_urls_are_refused_unless_allowed(
+        make_origin: MakeOrigin, receiver: Receiver) -> None:
+    o = await make_origin(allow_private=False)
+    for url in (receiver.url, "http://10.1.2.3/hook", "http://[::1]:9/hook",
+                "http://169.254.169.254/latest"):
+        resp = await o.client.post("/v1/webhooks", json={"url": url}, headers=o.auth())
+        assert resp.status == 400, url
+        assert "private or loopback" in (await resp.json())["title"]
+    with pytest.raises(AddressRefused):
+        await check_url("http://localhost:1/x", allow_private=False)
+    await check_url("http://localhost:1/x", allow_private=True)
+
+
+def test_signature_matches_the_reference_implementation() -> None:
+    from datetime import UTC, datetime
+
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    ts = 1_614_265_330
+    body = b'{"test": 2432232314}'
+    ours = sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", ts, body)
+    ref = Webhook(secret).sign("msg_p5jXN8AQM9LWM0D4loKWxJek",
+                               datetime.fromtimestamp(ts, UTC), body.decode())
+    assert ours == ref
