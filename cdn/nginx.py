@@ -20,6 +20,15 @@ What the rendered edge does:
   viewer and puts each viewer's verified token in on the way out (``sub_filter``,
   then gzip by the edge). So a new viewer can start from the edge while the
   origin is down, and no viewer is ever handed another's token;
+- height limits (version-2 tokens with MAXH, ``cdn/tokens.py``): a rendition's
+  files (media playlist, init, segments) above the limit are a 403 from the edge
+  itself, cached or not, decided from the rendition id (``v<label>``); the
+  master playlist and the MPD, which the origin builds with only the allowed
+  renditions, are cached once per limit under ``$uri|h<MAXH>`` (unlimited
+  tokens: ``$uri``), so a 480-limited viewer never gets the copy an unlimited one
+  warmed, nor the other way round. The first request of a limit for an asset
+  leaves an empty marker file ``<cache_dir>/classes/<asset>/<MAXH>``, by which the
+  purge finds and drops those copies too;
 - purges objects through ``PURGE /_edge/purge/<path>`` or a ``POST`` of many paths
   (njs, ``cdn/templates/edge.js``), allowed only from ``purge_allow``;
   ``cdn/purge.py`` drives it on takedown;
@@ -44,6 +53,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 EDGE_TEMPLATE = TEMPLATES / "edge.conf"
 EDGE_JS = TEMPLATES / "edge.js"
 ZONE = "cdlc_edge"
+CLASSES_DIR = "classes"  # under cache_dir: height-class markers (edge.js heightClass)
 PURGE_PREFIX = "/_edge/purge"
 
 # Where distributions put dynamic nginx modules (Debian first).
@@ -184,6 +194,8 @@ def render_nginx_config(
         user = default_worker_user(cache_dir)
     if user is not None and not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*", user):
         raise EdgeConfigError(f"bad worker user {user!r}")
+    if signing_key is not None:
+        _classes_dir(cache_dir / CLASSES_DIR, user)
 
     use_js = signing_key is not None or purge
     js_module = find_module(JS_MODULE, module_dirs) if use_js else None
@@ -210,7 +222,7 @@ def render_nginx_config(
         "listen": listen,
         "proxy_ssl": ("proxy_ssl_server_name on;" if scheme == "https"
                       else "# origin over plain http"),
-        "token_server": _token_server(signing_key),
+        "token_server": _token_server(signing_key, cache_dir / CLASSES_DIR),
         "token_check": _token_check(signing_key, cors_origin),
         "manifest_cache": _manifest_cache(signing_key),
         "manifest_note": ("Shared templates (tokens on): cached under $uri, the "
@@ -226,13 +238,28 @@ def render_nginx_config(
     return re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], template)
 
 
-def _token_server(signing_key: bytes | None) -> str:
+def _classes_dir(path: Path, user: str | None) -> None:
+    """The height-class markers' folder, writable by the workers (they run as
+    ``user`` when the master is root)."""
+    path.mkdir(exist_ok=True)
+    if user is not None and os.geteuid() == 0:
+        try:
+            pw = pwd.getpwnam(user)
+        except KeyError as exc:
+            raise EdgeConfigError(f"no such worker user {user!r}") from exc
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def _token_server(signing_key: bytes | None, classes: Path) -> str:
     if signing_key is None:
         return "        # playback tokens: off (no signing key)"
     return "\n".join([
-        "        # Playback tokens (cdn/tokens.py format), checked in njs before the cache.",
+        "        # Playback tokens (cdn/tokens.py format), checked in njs before the cache;",
+        "        # the top-level manifests' key suffix per height limit (edge.js heightClass).",
         "        js_set $cdlc_token_ok cdlc.verify;",
+        "        js_set $cdlc_height_class cdlc.heightClass;",
         f"        set $cdlc_signing_key_hex {signing_key.hex()};",
+        f"        set $cdlc_classes_root {classes};",
     ])
 
 
@@ -286,8 +313,9 @@ def _manifest_cache(signing_key: bytes | None) -> str:
         "            # One cached template for every viewer (the token is not in the",
         "            # key): the origin marks the token's place, the edge fills it in",
         "            # with the token verified above. Asked for uncompressed, so the",
-        "            # substitution sees text; compressed here after it.",
-        "            proxy_cache_key $uri;",
+        "            # substitution sees text; compressed here after it. Master and MPD",
+        "            # of a height-limited token: one template per limit ($uri|h<MAXH>).",
+        "            proxy_cache_key $uri$cdlc_height_class;",
         *headers,
         f"            proxy_set_header {TEMPLATE_HEADER} 1;",
         '            proxy_set_header Accept-Encoding "";',

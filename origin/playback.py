@@ -19,6 +19,16 @@ Read path per request, hot and cold:
    gets it as is, caches it for every viewer and substitutes the token itself
    (cdn/nginx.py). On a miss the segment index (cached per revision) goes through
    the packager;
+3a. a token with a height limit (cdn/tokens.py version 2, MAXH) plays only the
+   renditions it allows (video labels <= MAXH, audio and subtitles always): the
+   master playlist and the MPD list only those, built from the filtered
+   renditions list and cached under the *class* of the limit (the set of
+   renditions it leaves of this publication, named by the lowest label it
+   excludes, ``:lt720``), never under the token or the limit's exact value: a
+   limit that excludes nothing shares the unlimited manifest. A limit that
+   leaves no video rendition is a 403, and so is any file of a rendition above
+   it (media and I-frame playlists, init, segments), decided from the
+   rendition id alone, before any cache or store, exactly as the edge decides;
 4. init and media segments: a segment number is checked against the count of its
    own rendition's segments (one ``get_segments(asset, rendition)`` per revision
    and rendition, remembered in-process); then ``sendfile`` from a local store or
@@ -67,7 +77,14 @@ from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from multidict import istr
 
-from cdn.tokens import TEMPLATE_HEADER, TOKEN_PLACEHOLDER, TokenError, check
+from cdn.tokens import (
+    TEMPLATE_HEADER,
+    TOKEN_PLACEHOLDER,
+    TokenError,
+    allows,
+    rendition_label,
+    verify,
+)
 from metadata.breaker import BreakerOpen, CircuitBreaker
 from metadata.cache import Cache, LRUCache, asset_key
 from metadata.models import ASSET_ID_RE, Asset, JobState, Rendition, Segment, media_key
@@ -114,6 +131,29 @@ _MEMO_MAX = 10_000  # decoded heads / manifest headers kept per process (cleared
 _PLACEHOLDER = TOKEN_PLACEHOLDER.encode()
 _TEMPLATE_QUERY = f"token={TOKEN_PLACEHOLDER}"
 _TEMPLATE_HEADER = istr(TEMPLATE_HEADER)  # istr: the case-folded lookup is precomputed
+
+
+_OPEN = ("", 0)  # tokens off: no token, no height limit
+_ABOVE_LIMIT = "rendition above this token's max_height"
+
+
+def height_class(renditions: dict[str, str], max_height: int) -> str | None:
+    """The cache-key suffix of a height limit's manifests for a publication with
+    these renditions (id -> kind): "" when the limit excludes none of them (the
+    unlimited manifest serves), ``":lt<label>"`` naming the lowest label it
+    excludes (every limit from the label below up to that one leaves the same
+    set), None when it leaves no video rendition (403)."""
+    lowest: int | None = None
+    videos_left = False
+    for rid, kind in renditions.items():
+        label = rendition_label(rid)
+        if label is not None and label > max_height:
+            lowest = label if lowest is None else min(lowest, label)
+        elif kind == "video":
+            videos_left = True
+    if lowest is None:
+        return ""
+    return f":lt{lowest}" if videos_left else None
 
 
 def revision(asset: Asset) -> str:
@@ -453,18 +493,20 @@ class Playback:
             return request.headers.get("X-Real-IP", peer)
         return peer
 
-    def _token(self, request: web.Request, asset_id: str) -> str | None:
-        """The viewer's checked token ('' with tokens off); None = refuse."""
+    def _grant(self, request: web.Request, asset_id: str) -> tuple[str, int] | None:
+        """The viewer's checked token and its height limit (0 = none); ``("", 0)``
+        with tokens off; None = refuse."""
         if self.signing_key is None:
-            return ""
+            return _OPEN
         token = request.query.get("token")
         if not token:
             return None
         try:
-            check(self.signing_key, token, asset_id, client_ip=self._client_ip(request))
+            claims = verify(self.signing_key, token, asset_id,
+                            client_ip=self._client_ip(request))
         except TokenError:
             return None
-        return token  # checked: only URL-safe characters
+        return token, claims.max_height  # checked: only URL-safe characters
 
     # -- manifests ------------------------------------------------------------------
     # The public handlers record their own metrics (see origin.app.observed for why
@@ -500,18 +542,31 @@ class Playback:
         request[ROUTE] = kind
         if not ASSET_RE.fullmatch(asset_id):
             return error(400, "invalid asset id")
-        token = self._token(request, asset_id)
-        if token is None:
+        grant = self._grant(request, asset_id)
+        if grant is None:
             return error(403, "invalid or missing playback token")
+        token, max_height = grant
+        if max_height and rendition_id and not allows(max_height, rendition_id):
+            return error(403, _ABOVE_LIMIT)
         head = await self.head(asset_id)
         if head is None or (rendition_id and rendition_id not in head.renditions):
             return error(404)
+        cls: str | None = ""
+        if max_height and not rendition_id:
+            cls = height_class(head.renditions, max_height)
+            if cls is None:
+                return error(403, "no video rendition within this token's max_height")
         # With tokens on, one template per manifest (the token's place marked),
-        # whoever asks: cache entries never multiply with viewers.
+        # whoever asks: cache entries never multiply with viewers, only with the
+        # height classes of this publication (module docstring, 3a).
         query = _TEMPLATE_QUERY if token else ""
         per_viewer = bool(token) and request.headers.get(_TEMPLATE_HEADER) != "1"
-        key = f"cdlc:m:{asset_id}:{head.revision}:{kind}:{rendition_id}:{'t' if token else ''}"
-        zipped = "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "")
+        key = (f"cdlc:m:{asset_id}:{head.revision}:{kind}:{rendition_id}:"
+               f"{'t' if token else ''}{cls}")
+        # A Range is answered from the identity body: a range of the gzip stream is
+        # valid HTTP (RFC 9110 §14.1.2) but no client can decode it alone.
+        zipped = ("gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "")
+                  and hdrs.RANGE not in request.headers)
         # A per-viewer body is compressed after the token goes in.
         mkey = key + ":gz" if zipped and not per_viewer else key
         memo = self._responses.get(mkey)
@@ -525,7 +580,7 @@ class Playback:
                 cached = await self._coalesce(
                     mkey,
                     lambda: self._build(key, asset_id, head.revision, kind, rendition_id,
-                                        query, mkey != key),
+                                        query, mkey != key, max_height if cls else 0),
                 )
             assert isinstance(cached, bytes)
             body = cached
@@ -564,11 +619,11 @@ class Playback:
 
     async def _build(
         self, key: str, asset_id: str, rev: str, kind: str, rendition_id: str,
-        query: str, zipped: bool,
+        query: str, zipped: bool, max_height: int,
     ) -> bytes:
         plain = await self._cache_get(key, "manifest") if zipped else None
         if plain is None:
-            plain = await self._render(asset_id, rev, kind, rendition_id, query)
+            plain = await self._render(asset_id, rev, kind, rendition_id, query, max_height)
             await self._cache_set(key, plain, self.manifest_ttl)
         if not zipped:
             return plain
@@ -578,11 +633,17 @@ class Playback:
         return body
 
     async def _render(
-        self, asset_id: str, rev: str, kind: str, rendition_id: str, query: str
+        self, asset_id: str, rev: str, kind: str, rendition_id: str, query: str,
+        max_height: int = 0,
     ) -> bytes:
+        """One manifest's body; with ``max_height``, built from only the
+        renditions that limit allows (the packager never hears of the others)."""
         from packager import dash, hls
 
         asset, rends, segs = await self.index(asset_id, rev)
+        if max_height:
+            rends = [r for r in rends if allows(max_height, r.id)]
+            segs = {rid: s for rid, s in segs.items() if allows(max_height, rid)}
         out: str | bytes
         if kind == "master":
             out = hls.build_master(rends, segs, query)
@@ -621,8 +682,11 @@ class Playback:
             if m is None:
                 return error(404)
             number = int(m.group(1))
-        if self._token(request, asset_id) is None:
+        grant = self._grant(request, asset_id)
+        if grant is None:
             return error(403, "invalid or missing playback token")
+        if grant[1] and not allows(grant[1], rendition_id):
+            return error(403, _ABOVE_LIMIT)
         head = await self.head(asset_id)
         kind = head.renditions.get(rendition_id) if head is not None else None
         if head is None or kind is None:
