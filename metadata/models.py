@@ -47,9 +47,9 @@ class Asset:
 @dataclass
 class Rendition:
     asset_id: str
-    id: str                          # "v1080", "v720", "audio"
-    kind: str                        # "video" | "audio"
-    codec: str                       # "h264", "hevc", "aac", "opus"
+    id: str                          # "v1080", "v720", "audio", "audio_fra", "sub_eng"
+    kind: str                        # "video" | "audio" | "text" (WebVTT subtitles)
+    codec: str                       # "h264", "hevc", "aac", "opus", "webvtt"
     codec_string: str                # RFC 6381, from the real SPS / AudioSpecificConfig
     timescale: int
     bitrate: int                     # target / nominal bit/s
@@ -61,7 +61,17 @@ class Rendition:
     frame_rate: str = ""             # "30", "30000/1001"
     sample_rate: int = 0
     channels: int = 0
-    language: str = "und"
+    language: str = "und"            # ISO 639-2/T as in the track's mdhd ("eng", "fra")
+    # Catalogue fields (all optional): what manifests show and players select by.
+    name: str = ""                   # HLS NAME / a label; "" = the rendition id
+    default: bool = False            # preferred in its group (none set: the first one)
+    forced: bool = False             # text: forced narrative only (HLS FORCED=YES)
+    characteristics: str = ""        # HLS CHARACTERISTICS UTIs, e.g. SDH's
+                                     # "public.accessibility.transcribes-spoken-dialog,..."
+    presentation_offset: int = 0     # timescale ticks of priming before time 0 (edit
+                                     # list media_time; DASH presentationTimeOffset)
+    encryption: str = ""             # "" clear, "cenc" or "cbcs" (CMAF common encryption)
+    key_id: str = ""                 # the default KID, 32 hex digits, when encrypted
 
 
 @dataclass

@@ -13,6 +13,7 @@ from pathlib import Path
 from native import _core
 from native._core import (
     CancelledError,
+    Cue,
     InvalidDataError,
     MediaInfo,
     NativeError,
@@ -21,13 +22,17 @@ from native._core import (
     PipelineResult,
     RenditionResult,
     SegmentRecord,
+    SkippedStream,
     StreamInfo,
     TrackInfo,
     TrackKind,
 )
 
 __all__ = [
+    "AudioSidecar",
     "CancelledError",
+    "Cue",
+    "Encryption",
     "InvalidDataError",
     "MediaInfo",
     "NativeError",
@@ -38,7 +43,9 @@ __all__ = [
     "Rung",
     "SegmentRecord",
     "Segmenter",
+    "SkippedStream",
     "StreamInfo",
+    "SubtitleSidecar",
     "TrackInfo",
     "TrackKind",
     "Transcoder",
@@ -48,6 +55,7 @@ __all__ = [
     "hevc_decoder_config",
     "nvenc_available",
     "package_copy",
+    "parse_subtitles",
     "probe",
     "set_log_level",
 ]
@@ -76,6 +84,76 @@ class Rung:
     bufsize: int = 0
     crf: int = -1
     encoder: str = "libx264"
+
+
+@dataclass(frozen=True)
+class AudioSidecar:
+    """An audio file beside the master (`--audio fr=dub.wav`): its own first sample
+    is the master's time zero. `language`: any ISO 639 tag ("fr", "fre", "fra");
+    `name`: the manifest NAME (empty: the language's English name)."""
+
+    path: str | Path
+    language: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class SubtitleSidecar:
+    """A WebVTT or SRT file beside the master (`--subtitles en=subs.vtt`); `forced`:
+    forced narrative only; `sdh`: subtitles for the deaf and hard of hearing."""
+
+    path: str | Path
+    language: str
+    name: str = ""
+    forced: bool = False
+    sdh: bool = False
+
+
+@dataclass(frozen=True)
+class Encryption:
+    """CMAF common encryption (ISO/IEC 23001-7) of every audio and video rendition:
+    `scheme` "cenc" (AES-128 CTR) or "cbcs" (AES-128 CBC, 1:9 pattern on video);
+    `kid` and `key` 16 bytes each; `iv` the cbcs constant IV (16 bytes, empty:
+    derived from the KID). Video is protected per NAL unit (subsamples). The key
+    itself never goes into the output; the init segments carry the KID (tenc) and a
+    pssh box of the W3C common system."""
+
+    scheme: str
+    kid: bytes
+    key: bytes
+    iv: bytes = b""
+
+
+def _encryption(value: Encryption | None) -> _core.EncryptionConfig:
+    cfg = _core.EncryptionConfig()
+    if value is not None:
+        cfg.scheme, cfg.kid, cfg.key, cfg.iv = value.scheme, value.kid, value.key, value.iv
+    return cfg
+
+
+def _audio_sidecars(items: Sequence[AudioSidecar]) -> list[_core.SidecarAudio]:
+    out = []
+    for item in items:
+        s = _core.SidecarAudio()
+        s.path, s.language, s.name = str(item.path), item.language, item.name
+        out.append(s)
+    return out
+
+
+def _text_sidecars(items: Sequence[SubtitleSidecar]) -> list[_core.SidecarText]:
+    out = []
+    for item in items:
+        s = _core.SidecarText()
+        s.path, s.language, s.name = str(item.path), item.language, item.name
+        s.forced, s.sdh = item.forced, item.sdh
+        out.append(s)
+    return out
+
+
+def parse_subtitles(data: bytes, format: str, name: str = "<data>") -> list[Cue]:
+    """Cues of a WebVTT (`format="webvtt"`) or SRT (`"srt"`) file, sorted by start.
+    Raises InvalidDataError naming `name` and the line of the first problem."""
+    return list(_core.parse_subtitles(bytes(data), format, name))
 
 
 def encoders_available() -> list[str]:
@@ -117,6 +195,12 @@ class Transcoder:
     sample-exact. run()'s progress is the fraction of the span done, and
     `duration_seconds` the span's encoded length.
 
+    Every audio stream of the master becomes a rendition (the best one `audio`, the
+    others `audio_<lang>`), and so does each of `audio_sidecars`; text subtitle
+    streams and `subtitle_sidecars` become WebVTT renditions `sub_<lang>` (only on a
+    whole-master run, and only with `subtitles=True`). What is not packaged is in
+    the result's `skipped`, with the reason.
+
     Call run() from a worker thread; cancel() from any thread stops it within a second.
     Raises ValueError for a bad configuration (a span off the segment grid, start
     at or past its end or past the master's end, neither video nor audio),
@@ -140,6 +224,10 @@ class Transcoder:
         start_seconds: float = 0.0,
         end_seconds: float = 0.0,
         video: bool = True,
+        audio_sidecars: Sequence[AudioSidecar] = (),
+        subtitle_sidecars: Sequence[SubtitleSidecar] = (),
+        subtitles: bool = True,
+        encryption: Encryption | None = None,
     ) -> None:
         cfg = _core.TranscodeConfig()
         cfg.input = str(input)
@@ -163,6 +251,10 @@ class Transcoder:
         cfg.span_start = start_seconds
         cfg.span_end = end_seconds
         cfg.video = video
+        cfg.sidecar_audio = _audio_sidecars(audio_sidecars)
+        cfg.sidecar_text = _text_sidecars(subtitle_sidecars)
+        cfg.subtitles = subtitles
+        cfg.encryption = _encryption(encryption)
         self._impl = _core.Transcoder(cfg)
 
     def run(self, progress: Callable[[float], None] | None = None) -> PipelineResult:
@@ -174,17 +266,31 @@ class Transcoder:
 
 
 def package_copy(
-    input: str | Path, output_dir: str | Path, segment_seconds: float = 4.0
+    input: str | Path,
+    output_dir: str | Path,
+    segment_seconds: float = 4.0,
+    *,
+    audio_sidecars: Sequence[AudioSidecar] = (),
+    subtitle_sidecars: Sequence[SubtitleSidecar] = (),
+    subtitles: bool = True,
+    encryption: Encryption | None = None,
 ) -> PipelineResult:
     """Package an H.264/HEVC + AAC (or Opus) master into CMAF without re-encoding:
     output_dir/v<height>/ and output_dir/audio/, each init.mp4 + N.m4s. Segments end
     at the source's own keyframes at or after each segment_seconds multiple; audio
     is cut at the video's cut times. MP4/MOV samples are copied file to file.
+    Every copyable audio stream (AAC, Opus) becomes a rendition (`audio`, then
+    `audio_<lang>`), AAC priming before the first picture is signalled with an edit
+    list (TrackInfo.presentation_offset); `audio_sidecars` (AAC/Opus files) are
+    aligned to time zero; text streams and `subtitle_sidecars` become WebVTT
+    renditions `sub_<lang>`. Streams not packaged are in the result's `skipped`.
 
     Raises InvalidDataError (a ValueError) for codecs that need a transcode and for
     damaged input, NotFoundError for a missing file, NativeIOError on write errors.
     The GIL is released throughout."""
-    return _core.package_copy(str(input), str(output_dir), segment_seconds)
+    return _core.package_copy(
+        str(input), str(output_dir), segment_seconds, _audio_sidecars(audio_sidecars),
+        _text_sidecars(subtitle_sidecars), subtitles, _encryption(encryption))
 
 
 class Segmenter:

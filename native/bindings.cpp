@@ -14,6 +14,7 @@
 #include "common/media_types.h"
 #include "probe/probe.h"
 #include "remux/remux.h"
+#include "text/subtitle_parse.h"
 #include "transcode/encoders.h"
 #include "transcode/transcoder.h"
 
@@ -21,6 +22,8 @@ namespace py = pybind11;
 using namespace cdlc;
 
 namespace {
+
+std::vector<uint8_t> bytes_to_vector(const py::bytes& b);
 
 py::bytes to_bytes(const std::vector<uint8_t>& v) {
     return py::bytes(reinterpret_cast<const char*>(v.data()), v.size());
@@ -78,7 +81,8 @@ void init_errors(py::module_& m) {
 void init_models(py::module_& m) {
     py::enum_<TrackKind>(m, "TrackKind")
         .value("VIDEO", TrackKind::Video)
-        .value("AUDIO", TrackKind::Audio);
+        .value("AUDIO", TrackKind::Audio)
+        .value("TEXT", TrackKind::Text);
 
     py::class_<TrackInfo>(m, "TrackInfo")
         .def_readonly("kind", &TrackInfo::kind)
@@ -94,7 +98,51 @@ void init_models(py::module_& m) {
         .def_readonly("sample_rate", &TrackInfo::sample_rate)
         .def_readonly("channels", &TrackInfo::channels)
         .def_readonly("bitrate", &TrackInfo::bitrate)
-        .def_readonly("language", &TrackInfo::language);
+        .def_readonly("language", &TrackInfo::language)
+        .def_readonly("name", &TrackInfo::name)
+        .def_readonly("presentation_offset", &TrackInfo::presentation_offset)
+        .def_readonly("forced", &TrackInfo::forced)
+        .def_readonly("sdh", &TrackInfo::sdh);
+
+    py::class_<SkippedStream>(m, "SkippedStream")
+        .def_readonly("source", &SkippedStream::source)
+        .def_readonly("index", &SkippedStream::index)
+        .def_readonly("kind", &SkippedStream::kind)
+        .def_readonly("codec", &SkippedStream::codec)
+        .def_readonly("reason", &SkippedStream::reason);
+
+    py::class_<SidecarAudio>(m, "SidecarAudio")
+        .def(py::init<>())
+        .def_readwrite("path", &SidecarAudio::path)
+        .def_readwrite("language", &SidecarAudio::language)
+        .def_readwrite("name", &SidecarAudio::name);
+
+    py::class_<SidecarText>(m, "SidecarText")
+        .def(py::init<>())
+        .def_readwrite("path", &SidecarText::path)
+        .def_readwrite("language", &SidecarText::language)
+        .def_readwrite("name", &SidecarText::name)
+        .def_readwrite("forced", &SidecarText::forced)
+        .def_readwrite("sdh", &SidecarText::sdh);
+
+    py::class_<EncryptionConfig>(m, "EncryptionConfig")
+        .def(py::init<>())
+        .def_readwrite("scheme", &EncryptionConfig::scheme)
+        .def_property(
+            "kid", [](const EncryptionConfig& c) { return to_bytes(c.kid); },
+            [](EncryptionConfig& c, const py::bytes& b) { c.kid = bytes_to_vector(b); })
+        .def_property(
+            "key", [](const EncryptionConfig& c) { return to_bytes(c.key); },
+            [](EncryptionConfig& c, const py::bytes& b) { c.key = bytes_to_vector(b); })
+        .def_property(
+            "iv", [](const EncryptionConfig& c) { return to_bytes(c.iv); },
+            [](EncryptionConfig& c, const py::bytes& b) { c.iv = bytes_to_vector(b); });
+
+    py::class_<Cue>(m, "Cue")
+        .def_readonly("start_ms", &Cue::start_ms)
+        .def_readonly("end_ms", &Cue::end_ms)
+        .def_readonly("text", &Cue::text)
+        .def_readonly("settings", &Cue::settings);
 
     py::class_<SegmentRecord>(m, "SegmentRecord")
         .def_readonly("number", &SegmentRecord::number)
@@ -110,6 +158,7 @@ void init_models(py::module_& m) {
 
     py::class_<PipelineResult>(m, "PipelineResult")
         .def_readonly("renditions", &PipelineResult::renditions)
+        .def_readonly("skipped", &PipelineResult::skipped)
         .def_readonly("duration_seconds", &PipelineResult::duration_seconds)
         .def_readonly("source_frames", &PipelineResult::source_frames);
 }
@@ -185,7 +234,11 @@ void init_transcode(py::module_& m) {
         .def_readwrite("encoder_threads", &TranscodeConfig::encoder_threads)
         .def_readwrite("span_start", &TranscodeConfig::span_start)
         .def_readwrite("span_end", &TranscodeConfig::span_end)
-        .def_readwrite("video", &TranscodeConfig::video);
+        .def_readwrite("video", &TranscodeConfig::video)
+        .def_readwrite("sidecar_audio", &TranscodeConfig::sidecar_audio)
+        .def_readwrite("subtitles", &TranscodeConfig::subtitles)
+        .def_readwrite("sidecar_text", &TranscodeConfig::sidecar_text)
+        .def_readwrite("encryption", &TranscodeConfig::encryption);
 
     py::class_<Transcoder>(m, "Transcoder")
         .def(py::init<TranscodeConfig>(), py::arg("config"))
@@ -284,11 +337,32 @@ private:
 void init_cmaf(py::module_& m) {
     m.def(
         "package_copy",
-        [](const std::string& input, const std::string& output_dir, double segment_seconds) {
+        [](const std::string& input, const std::string& output_dir, double segment_seconds,
+           std::vector<SidecarAudio> sidecar_audio, std::vector<SidecarText> sidecar_text, bool subtitles,
+           EncryptionConfig encryption) {
+            CopyOptions options;
+            options.encryption = std::move(encryption);
+            options.sidecar_audio = std::move(sidecar_audio);
+            options.sidecar_text = std::move(sidecar_text);
+            options.subtitles = subtitles;
             py::gil_scoped_release release;
-            return package_copy(input, output_dir, segment_seconds);
+            return package_copy(input, output_dir, segment_seconds, options);
         },
-        py::arg("input"), py::arg("output_dir"), py::arg("segment_seconds"));
+        py::arg("input"), py::arg("output_dir"), py::arg("segment_seconds"),
+        py::arg("sidecar_audio") = std::vector<SidecarAudio>{}, py::arg("sidecar_text") = std::vector<SidecarText>{},
+        py::arg("subtitles") = true, py::arg("encryption") = EncryptionConfig{});
+
+    // Subtitle readers (fuzz targets and tests): format "webvtt" or "srt".
+    m.def(
+        "parse_subtitles",
+        [](const py::bytes& data, const std::string& format, const std::string& name) {
+            const std::string text = data;
+            py::gil_scoped_release release;
+            if (format == "webvtt") return parse_webvtt(text, name);
+            if (format == "srt") return parse_srt(text, name);
+            throw InvalidDataError("unknown subtitle format '" + format + "' (webvtt, srt)");
+        },
+        py::arg("data"), py::arg("format"), py::arg("name") = "<data>");
 
     py::class_<PySegmenter>(m, "Segmenter")
         .def(py::init([](TrackKind kind, const std::string& codec, uint32_t timescale,

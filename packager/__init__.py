@@ -4,10 +4,13 @@ RFC 6381 codec strings. Pure Python over metadata.models (DESIGN.md)."""
 from packager.bitrates import average_bitrate, peak_bitrate
 from packager.codecs import codec_string
 from packager.dash import build_mpd
-from packager.hls import build_iframes, build_master, build_media
+from packager.hls import SDH_CHARACTERISTICS, build_iframes, build_master, build_media
+from packager.languages import bcp47
 
 __all__ = [
+    "SDH_CHARACTERISTICS",
     "average_bitrate",
+    "bcp47",
     "build_iframes",
     "build_master",
     "build_media",

@@ -189,8 +189,8 @@ def _av1(extradata: bytes) -> str:
 def codec_string(codec: str, extradata: bytes) -> str:
     """RFC 6381 string for `codec` ("h264", "hevc", "aac", "opus", "av1") from its
     decoder configuration (avcC or Annex B SPS/PPS, hvcC or Annex B VPS/SPS/PPS,
-    AudioSpecificConfig, OpusHead/none, av1C). Raises ValueError for unknown codecs
-    and malformed configuration."""
+    AudioSpecificConfig, OpusHead/none, av1C; none for "webvtt": "wvtt"). Raises
+    ValueError for unknown codecs and malformed configuration."""
     data = bytes(extradata)
     if codec == "h264":
         return _avc(data)
@@ -202,4 +202,8 @@ def codec_string(codec: str, extradata: bytes) -> str:
         return "opus"
     if codec == "av1":
         return _av1(data)
+    if codec == "webvtt":
+        # ISO/IEC 14496-30 §7.5 sample entry 'wvtt'; manifests leave text out of
+        # CODECS (packager.hls), so this only names the format in the metadata.
+        return "wvtt"
     raise ValueError(f"no codec string for codec {codec!r}")

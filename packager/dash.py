@@ -1,9 +1,16 @@
 """DASH MPD (ISO/IEC 23009-1) for the same CMAF segments HLS serves.
 
 Static presentation, ISO BMFF live profile (§8.4: SegmentTemplate addressing,
-each segment starting with a SAP): one video AdaptationSet and one audio
-AdaptationSet, each Representation with its own SegmentTemplate/SegmentTimeline
-(§5.3.9.6) because timescales and cut times may differ between renditions.
+each segment starting with a SAP): one video AdaptationSet, one audio
+AdaptationSet per language (§5.3.3: an AdaptationSet holds interchangeable
+encodings of one content; a dub is other content) with @lang and a Role (main
+for the first, alternate for the others, §5.8.5.5), each Representation with its
+own SegmentTemplate/SegmentTimeline (§5.3.9.6) because timescales and cut times
+may differ between renditions; audio priming signalled by @presentationTimeOffset
+(§5.3.9.2, the same media time the init segment's edit list skips). Subtitles are
+sidecar WebVTT files (mimeType text/vtt, one BaseURL each, DASH-IF IOP §6.4.5),
+an AdaptationSet per text rendition with @lang and a Role of subtitle, caption
+(SDH) or forced-subtitle.
 Representation ids are rendition ids, so $RepresentationID$/init.mp4 is the
 same file the HLS playlists name.
 """
@@ -16,12 +23,44 @@ from fractions import Fraction
 
 from metadata.models import Asset, Rendition, Segment
 from packager.bitrates import peak_bitrate
+from packager.hls import SDH_CHARACTERISTICS
+from packager.languages import bcp47
 
 __all__ = ["build_mpd"]
+
+ET.register_namespace("cenc", "urn:mpeg:cenc:2013")
+ET.register_namespace("dashif", "https://dashif.org/CPS")
 
 NS = "urn:mpeg:dash:schema:mpd:2011"
 PROFILE = "urn:mpeg:dash:profile:isoff-live:2011"
 CHANNEL_SCHEME = "urn:mpeg:dash:23003:3:audio_channel_configuration:2011"
+ROLE_SCHEME = "urn:mpeg:dash:role:2011"
+CENC_NS = "urn:mpeg:cenc:2013"
+DASHIF_NS = "https://dashif.org/CPS"
+MP4_PROTECTION = "urn:mpeg:dash:mp4protection:2011"
+CLEARKEY = "urn:uuid:e2719d58-a985-b3c9-781a-b030af78d30e"  # W3C ClearKey (DASH-IF IOP)
+
+
+def _protection(parent: ET.Element, group: Sequence[Rendition], clearkey_url: str | None) -> None:
+    """ContentProtection of an encrypted AdaptationSet (23009-1 §5.8.4.1, 23001-7
+    §11.2: the scheme and the default KID as a UUID), and ClearKey with its license
+    URL (DASH-IF IOP) so browsers can play it without a DRM system."""
+    schemes = {(r.encryption, r.key_id.lower()) for r in group}
+    if schemes == {("", "")}:
+        return
+    if len(schemes) != 1:
+        raise ValueError("renditions of one AdaptationSet must share their encryption and KID")
+    ((scheme, kid),) = schemes
+    if scheme not in ("cenc", "cbcs") or len(kid) != 32 or any(
+            c not in "0123456789abcdef" for c in kid):
+        raise ValueError(f"bad encryption {scheme!r} / key id {kid!r}")
+    uuid = f"{kid[:8]}-{kid[8:12]}-{kid[12:16]}-{kid[16:20]}-{kid[20:]}"
+    ET.SubElement(parent, "ContentProtection", {
+        "schemeIdUri": MP4_PROTECTION, "value": scheme, f"{{{CENC_NS}}}default_KID": uuid})
+    if clearkey_url:
+        ck = ET.SubElement(parent, "ContentProtection", {"schemeIdUri": CLEARKEY,
+                                                          "value": "ClearKey1.0"})
+        ET.SubElement(ck, f"{{{DASHIF_NS}}}Laurl", {"Lic_type": "EME-1.0"}).text = clearkey_url
 
 
 def _duration(seconds: Fraction) -> str:
@@ -79,7 +118,8 @@ def _end(r: Rendition, segments: Mapping[str, Sequence[Segment]]) -> Fraction:
     segs = segments.get(r.id, ())
     if not segs:
         return Fraction(0)
-    return Fraction(segs[-1].start + segs[-1].duration, r.timescale)
+    # Presentation time: the priming behind presentationTimeOffset is not shown.
+    return Fraction(segs[-1].start + segs[-1].duration - r.presentation_offset, r.timescale)
 
 
 def _representation(parent: ET.Element, r: Rendition, segments: Sequence[Segment],
@@ -102,17 +142,37 @@ def _representation(parent: ET.Element, r: Rendition, segments: Sequence[Segment
         "media": _template_path("$RepresentationID$/$Number$.m4s", query),
         "startNumber": "1",
     })
+    if r.presentation_offset > 0:
+        template.set("presentationTimeOffset", str(r.presentation_offset))
     timeline = ET.SubElement(template, "SegmentTimeline")
     for attrs in _timeline(segments):
         ET.SubElement(timeline, "S", attrs)
 
 
+def _by_language(audios: Sequence[Rendition]) -> list[tuple[str | None, list[Rendition]]]:
+    """Audio renditions grouped by BCP 47 language, in order of first appearance;
+    the group of the default rendition (marked, else the first) comes first."""
+    groups: dict[str | None, list[Rendition]] = {}
+    for a in audios:
+        groups.setdefault(bcp47(a.language), []).append(a)
+    ordered = list(groups.items())
+    default = next((a for a in audios if a.default), None)
+    if default is not None:
+        key = bcp47(default.language)
+        ordered.sort(key=lambda item: item[0] != key)
+    return ordered
+
+
 def build_mpd(asset: Asset, renditions: Sequence[Rendition],
-              segments: Mapping[str, Sequence[Segment]], query: str = "") -> str:
+              segments: Mapping[str, Sequence[Segment]], query: str = "",
+              clearkey_url: str | None = None) -> str:
     """Static MPD of an asset. mediaPresentationDuration is the end of the
-    longest rendition (asset.duration when there is no index yet)."""
+    longest rendition (asset.duration when there is no index yet). Encrypted
+    renditions get ContentProtection (scheme + default KID, and ClearKey with
+    `clearkey_url` as its license URL when given)."""
     videos = [r for r in renditions if r.kind == "video"]
     audios = [r for r in renditions if r.kind == "audio"]
+    texts = [r for r in renditions if r.kind == "text"]
     if not videos and not audios:
         raise ValueError("no renditions")
     end = max((_end(r, segments) for r in renditions), default=Fraction(0))
@@ -141,21 +201,43 @@ def build_mpd(asset: Asset, renditions: Sequence[Rendition],
             "maxWidth": str(max(v.width for v in videos)),
             "maxHeight": str(max(v.height for v in videos)),
         })
+        _protection(aset, videos, clearkey_url)
         for v in videos:
             _representation(aset, v, segments.get(v.id, ()), _bandwidth(v, segments), query)
-    if audios:
+    next_id = 2
+    for i, (language, group) in enumerate(_by_language(audios)):
         aset = ET.SubElement(period, "AdaptationSet", {
-            "id": "2",
+            "id": str(next_id),
             "contentType": "audio",
             "mimeType": "audio/mp4",
             "segmentAlignment": "true",
             "startWithSAP": "1",
         })
-        lang = audios[0].language
-        if lang and lang != "und":
-            aset.set("lang", lang)
-        ET.SubElement(aset, "Role", {"schemeIdUri": "urn:mpeg:dash:role:2011", "value": "main"})
-        for a in audios:
+        next_id += 1
+        if language:
+            aset.set("lang", language)
+        _protection(aset, group, clearkey_url)
+        ET.SubElement(aset, "Role", {"schemeIdUri": ROLE_SCHEME,
+                                     "value": "main" if i == 0 else "alternate"})
+        for a in group:
             _representation(aset, a, segments.get(a.id, ()), _bandwidth(a, segments), query)
+    for t in texts:
+        aset = ET.SubElement(period, "AdaptationSet", {
+            "id": str(next_id),
+            "contentType": "text",
+            "mimeType": "text/vtt",
+        })
+        next_id += 1
+        language = bcp47(t.language)
+        if language:
+            aset.set("lang", language)
+        role = ("forced-subtitle" if t.forced
+                else "caption" if t.characteristics == SDH_CHARACTERISTICS else "subtitle")
+        ET.SubElement(aset, "Role", {"schemeIdUri": ROLE_SCHEME, "value": role})
+        rep = ET.SubElement(aset, "Representation", {
+            "id": t.id, "bandwidth": str(max(1, _bandwidth(t, segments)))})
+        # A BaseURL is a plain URL, not a template: no '$' escaping.
+        base = f"{t.id}/subtitles.vtt"
+        ET.SubElement(rep, "BaseURL").text = f"{base}?{query}" if query else base
     ET.indent(mpd, space="  ")
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(mpd, encoding="unicode") + "\n"

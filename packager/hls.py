@@ -2,7 +2,8 @@
 
 URIs are relative to the playlist that holds them: the master refers to
 "{rendition}/media.m3u8" and "{rendition}/iframes.m3u8", a media playlist to
-"init.mp4" and "{n}.m4s". A non-empty `query` ("token=abc") is appended to every
+"init.mp4" and "{n}.m4s" (a text rendition's to "{n}.vtt": segmented WebVTT,
+RFC 8216 §3.5, no EXT-X-MAP). A non-empty `query` ("token=abc") is appended to every
 URI so the origin can carry playback tokens to child URLs.
 """
 
@@ -19,6 +20,7 @@ from packager.bitrates import (
     iframe_peak_bitrate,
     peak_bitrate,
 )
+from packager.languages import bcp47
 
 __all__ = ["build_iframes", "build_master", "build_media"]
 
@@ -26,6 +28,11 @@ __all__ = ["build_iframes", "build_master", "build_media"]
 # current packagers emit for fMP4 and every player we target reads it.
 VERSION = 7
 AUDIO_GROUP = "audio"
+SUBTITLE_GROUP = "subs"
+# HLS Authoring Specification for Apple Devices: SDH subtitles carry both.
+SDH_CHARACTERISTICS = (
+    "public.accessibility.transcribes-spoken-dialog,public.accessibility.describes-music-and-sound"
+)
 
 
 def _uri(path: str, query: str) -> str:
@@ -72,20 +79,47 @@ def _check_ordered(rendition: Rendition, segments: Sequence[Segment]) -> None:
         raise ValueError(f"segments of {rendition.id} are not numbered 1..{len(numbers)}")
 
 
-def build_media(rendition: Rendition, segments: Sequence[Segment], query: str = "") -> str:
-    """VOD media playlist of one rendition (RFC 8216 §4.3.3, §4.3.2.5 EXT-X-MAP)."""
+def _key_tag(rendition: Rendition, key_uri: str | None) -> str | None:
+    """EXT-X-KEY (RFC 8216 §4.3.2.4) of an encrypted rendition: SAMPLE-AES is 'cbcs'
+    for fMP4 (§5.4); 'cenc' is SAMPLE-AES-CTR, the method players name for it.
+    KEYFORMAT "identity": the key is the 16 raw bytes at `key_uri` (the origin's key
+    route, behind a playback token); KEYID carries the KID."""
+    if not rendition.encryption:
+        return None
+    if rendition.encryption not in ("cenc", "cbcs"):
+        raise ValueError(f"{rendition.id}: unknown encryption {rendition.encryption!r}")
+    if key_uri is None:
+        raise ValueError(f"{rendition.id} is encrypted: a key URI is needed")
+    kid = rendition.key_id.lower()
+    if len(kid) != 32 or any(c not in "0123456789abcdef" for c in kid):
+        raise ValueError(f"{rendition.id}: key_id must be 32 hex digits")
+    method = "SAMPLE-AES" if rendition.encryption == "cbcs" else "SAMPLE-AES-CTR"
+    return (f"#EXT-X-KEY:METHOD={method},URI={_quoted(key_uri)},KEYFORMAT=\"identity\","
+            f"KEYFORMATVERSIONS=\"1\",KEYID=0x{kid}")
+
+
+def build_media(rendition: Rendition, segments: Sequence[Segment], query: str = "",
+                key_uri: str | None = None) -> str:
+    """VOD media playlist of one rendition (RFC 8216 §4.3.3, §4.3.2.5 EXT-X-MAP);
+    an encrypted rendition gets its EXT-X-KEY first (`key_uri` required then)."""
     _check_ordered(rendition, segments)
+    text = rendition.kind == "text"
     lines = [
         "#EXTM3U",
         f"#EXT-X-VERSION:{VERSION}",
         f"#EXT-X-TARGETDURATION:{_target_duration(rendition, segments)}",
         "#EXT-X-PLAYLIST-TYPE:VOD",
         "#EXT-X-INDEPENDENT-SEGMENTS",
-        f"#EXT-X-MAP:URI={_quoted(_uri('init.mp4', query))}",
     ]
+    key = _key_tag(rendition, key_uri)
+    if key:
+        lines.append(key)
+    if not text:
+        lines.append(f"#EXT-X-MAP:URI={_quoted(_uri('init.mp4', query))}")
+    extension = "vtt" if text else "m4s"
     for s in segments:
         lines.append(f"#EXTINF:{_seconds(s.duration, rendition.timescale)},")
-        lines.append(_uri(f"{s.number}.m4s", query))
+        lines.append(_uri(f"{s.number}.{extension}", query))
     lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
 
@@ -126,15 +160,63 @@ def _rates(rendition: Rendition, segments: Mapping[str, Sequence[Segment]]) -> t
     return peak, rendition.avg_bitrate or peak
 
 
+def _names(renditions: Sequence[Rendition]) -> list[str]:
+    """NAME of each rendition of one group: its name (else its id), made unique
+    within the group (RFC 8216 §4.3.4.1.1: no two members share a NAME)."""
+    seen: dict[str, int] = {}
+    out = []
+    for r in renditions:
+        base = r.name or r.id
+        seen[base] = seen.get(base, 0) + 1
+        out.append(base if seen[base] == 1 else f"{base} ({seen[base]})")
+    return out
+
+
+def _default_index(renditions: Sequence[Rendition]) -> int:
+    """The group's DEFAULT=YES member: the first marked default, else the first
+    that is not forced (a forced-only track is never the default choice)."""
+    for i, r in enumerate(renditions):
+        if r.default:
+            return i
+    for i, r in enumerate(renditions):
+        if not r.forced:
+            return i
+    return 0
+
+
+def _media_tag(kind: str, group: str, r: Rendition, name: str, default: bool, query: str) -> str:
+    """One EXT-X-MEDIA tag (RFC 8216 §4.3.4.1)."""
+    attrs = [f"TYPE={kind}", f"GROUP-ID={_quoted(group)}", f"NAME={_quoted(name)}"]
+    language = bcp47(r.language)
+    if language:
+        attrs.append(f"LANGUAGE={_quoted(language)}")
+    # AUTOSELECT MUST be YES when DEFAULT is YES (§4.3.4.1); every track here is
+    # one a player may pick by the user's language.
+    attrs += [f"DEFAULT={'YES' if default else 'NO'}", "AUTOSELECT=YES"]
+    if kind == "SUBTITLES":
+        # FORCED only for SUBTITLES (§4.3.4.1).
+        attrs.append(f"FORCED={'YES' if r.forced else 'NO'}")
+    if r.characteristics:
+        attrs.append(f"CHARACTERISTICS={_quoted(r.characteristics)}")
+    if kind == "AUDIO" and r.channels:
+        attrs.append(f"CHANNELS={_quoted(str(r.channels))}")
+    attrs.append(f"URI={_quoted(_uri(f'{r.id}/media.m3u8', query))}")
+    return "#EXT-X-MEDIA:" + ",".join(attrs)
+
+
 def build_master(
     renditions: Sequence[Rendition], segments: Mapping[str, Sequence[Segment]], query: str = ""
 ) -> str:
     """Multivariant playlist (RFC 8216 §4.3.4): audio renditions as one
-    EXT-X-MEDIA group, one EXT-X-STREAM-INF per video rendition (in the given
-    order) whose BANDWIDTH adds the group's highest audio peak, and one
-    EXT-X-I-FRAME-STREAM-INF per video rendition with I-frame byte ranges."""
+    EXT-X-MEDIA TYPE=AUDIO group (one member per language track, NAME from the
+    rendition's name, LANGUAGE as BCP 47, DEFAULT=YES on one), text renditions as a
+    TYPE=SUBTITLES group (FORCED, CHARACTERISTICS for SDH), one EXT-X-STREAM-INF
+    per video rendition (in the given order) naming both groups, whose BANDWIDTH
+    adds the group's highest audio peak, and one EXT-X-I-FRAME-STREAM-INF per video
+    rendition with I-frame byte ranges."""
     videos = [r for r in renditions if r.kind == "video"]
     audios = [r for r in renditions if r.kind == "audio"]
+    texts = [r for r in renditions if r.kind == "text"]
     if not videos and not audios:
         raise ValueError("no renditions")
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS"]
@@ -142,26 +224,18 @@ def build_master(
     audio_peak = audio_avg = 0
     audio_codecs: list[str] = []
     if videos and audios:
-        for i, a in enumerate(audios):
+        default = _default_index(audios)
+        for i, (a, name) in enumerate(zip(audios, _names(audios), strict=True)):
             peak, avg = _rates(a, segments)
             audio_peak, audio_avg = max(audio_peak, peak), max(audio_avg, avg)
             if a.codec_string not in audio_codecs:
                 audio_codecs.append(a.codec_string)
-            attrs = [
-                "TYPE=AUDIO",
-                f"GROUP-ID={_quoted(AUDIO_GROUP)}",
-                f"NAME={_quoted(a.id)}",
-            ]
-            if a.language and a.language != "und":
-                attrs.append(f"LANGUAGE={_quoted(a.language)}")
-            attrs += [
-                f"DEFAULT={'YES' if i == 0 else 'NO'}",
-                "AUTOSELECT=YES",
-            ]
-            if a.channels:
-                attrs.append(f"CHANNELS={_quoted(str(a.channels))}")
-            attrs.append(f"URI={_quoted(_uri(f'{a.id}/media.m3u8', query))}")
-            lines.append("#EXT-X-MEDIA:" + ",".join(attrs))
+            lines.append(_media_tag("AUDIO", AUDIO_GROUP, a, name, i == default, query))
+    if texts:
+        # No subtitle track is on by default: players pick one by the user's
+        # language or choice (forced ones by AUTOSELECT and the audio's language).
+        for t, name in zip(texts, _names(texts), strict=True):
+            lines.append(_media_tag("SUBTITLES", SUBTITLE_GROUP, t, name, t.default, query))
 
     for v in videos:
         peak, avg = _rates(v, segments)
@@ -177,6 +251,8 @@ def build_master(
             attrs.append(f"FRAME-RATE={rate}")
         if audio_codecs:
             attrs.append(f"AUDIO={_quoted(AUDIO_GROUP)}")
+        if texts:
+            attrs.append(f"SUBTITLES={_quoted(SUBTITLE_GROUP)}")
         lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
         lines.append(_uri(f"{v.id}/media.m3u8", query))
 
@@ -184,10 +260,11 @@ def build_master(
         # Audio-only asset: each audio rendition is a variant of its own.
         for a in audios:
             peak, avg = _rates(a, segments)
-            lines.append(
-                f"#EXT-X-STREAM-INF:BANDWIDTH={peak},AVERAGE-BANDWIDTH={avg},"
-                f"CODECS={_quoted(a.codec_string)}"
-            )
+            attrs = [f"BANDWIDTH={peak}", f"AVERAGE-BANDWIDTH={avg}",
+                     f"CODECS={_quoted(a.codec_string)}"]
+            if texts:
+                attrs.append(f"SUBTITLES={_quoted(SUBTITLE_GROUP)}")
+            lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
             lines.append(_uri(f"{a.id}/media.m3u8", query))
 
     for v in videos:

@@ -6,6 +6,7 @@ Run one by hand:  .venv/bin/python -m tests.fuzz.targets codec_h264 -max_total_t
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Callable
 
@@ -66,7 +67,36 @@ def annexb(data: bytes) -> None:
         assert out == data
 
 
+def _subtitles(fmt: str) -> Callable[[bytes], None]:
+    """Our WebVTT / SRT readers (native/src/text): a refusal names the line; cues
+    that come back are sorted, positive-length, and write back as WebVTT that the
+    reader accepts again with the same times."""
+
+    def target(data: bytes) -> None:
+        try:
+            cues = native.parse_subtitles(data, fmt, "fuzz")
+        except ValueError as e:
+            assert str(e).startswith("fuzz:"), e
+            return
+        assert all(0 <= c.start_ms < c.end_ms for c in cues)
+        assert all(a.start_ms <= b.start_ms for a, b in itertools.pairwise(cues))
+        assert all(c.text and "\n\n" not in c.text for c in cues)
+        if fmt == "srt":
+            text = "WEBVTT\n\n" + "".join(
+                f"{_ts(c.start_ms)} --> {_ts(c.end_ms)}\n{c.text}\n\n" for c in cues)
+            again = native.parse_subtitles(text.encode(), "webvtt", "again")
+            assert [(c.start_ms, c.end_ms) for c in again] == [(c.start_ms, c.end_ms) for c in cues]
+
+    return target
+
+
+def _ts(ms: int) -> str:
+    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
+    "subtitle_webvtt": _subtitles("webvtt"),
+    "subtitle_srt": _subtitles("srt"),
     "codec_h264": _codec("h264"),
     "codec_hevc": _codec("hevc"),
     "codec_aac": _codec("aac"),

@@ -100,18 +100,20 @@ def test_package_copy_decodes_and_cuts_at_source_keyframes(
     assert keyframes == pytest.approx([0.0, 1.5, 3.0, 4.5])
     cuts = expected_cuts(keyframes, SEGMENT_SECONDS)
     assert cuts == pytest.approx([0.0, 3.0, 4.5])
-    # Every video segment starts at a source keyframe; the whole track is shifted by
-    # the same start offset (AAC priming before the first frame keeps A/V sync).
+    # Every video segment starts at a source keyframe; the first picture is time 0
+    # (the AAC priming before it sits behind the audio track's edit list).
     starts = [s.start / video.track.timescale for s in video.segments]
-    shift = starts[0]
-    assert 0 <= shift < 0.05
-    assert [s - shift for s in starts] == pytest.approx(cuts, abs=2e-3)
+    assert starts[0] == 0
+    assert starts == pytest.approx(cuts, abs=2e-3)
+    assert audio.track.presentation_offset == 1024
 
-    # Audio segments start at the first AAC frame at or after each video cut.
+    # Audio segments start at the first AAC frame presented at or after each video
+    # cut (presentation time: media time less the edit list's media_time).
     frame = 1024 / 48000
     assert len(audio.segments) == len(video.segments)
     for v, a in zip(video.segments[1:], audio.segments[1:], strict=True):
-        vt, at = v.start / video.track.timescale, a.start / audio.track.timescale
+        vt = v.start / video.track.timescale
+        at = (a.start - audio.track.presentation_offset) / audio.track.timescale
         assert vt - 1e-6 <= at < vt + frame
 
     for rendition in (video, audio):

@@ -51,3 +51,50 @@ def segments() -> dict[str, list[Segment]]:
         start += dur
     out["audio"] = segs
     return out
+
+
+# ---- a catalogue title: two audio languages and subtitles ---------------------------
+# English (the master's) and a French dub, both with 1024 samples of AAC priming
+# behind the edit list; English subtitles, English SDH, forced French ones (for the
+# English scenes with French signs). Text segments are the 4.004 s grid in ms.
+
+SDH = ("public.accessibility.transcribes-spoken-dialog,"
+       "public.accessibility.describes-music-and-sound")
+
+
+def catalogue_renditions() -> list[Rendition]:
+    video = [r for r in renditions() if r.kind == "video"][:2]
+    audio = [
+        Rendition(asset_id=ASSET.id, id="audio", kind="audio", codec="aac",
+                  codec_string="mp4a.40.2", timescale=48000, bitrate=128_000, sample_rate=48000,
+                  channels=2, language="eng", name="English", presentation_offset=1024),
+        Rendition(asset_id=ASSET.id, id="audio_fra", kind="audio", codec="aac",
+                  codec_string="mp4a.40.2", timescale=48000, bitrate=128_000, sample_rate=48000,
+                  channels=6, language="fra", name="Français", presentation_offset=1024),
+    ]
+    text = [
+        Rendition(asset_id=ASSET.id, id="sub_eng", kind="text", codec="webvtt",
+                  codec_string="wvtt", timescale=1000, bitrate=0, language="eng", name="English"),
+        Rendition(asset_id=ASSET.id, id="sub_eng_2", kind="text", codec="webvtt",
+                  codec_string="wvtt", timescale=1000, bitrate=0, language="eng",
+                  name="English (SDH)", characteristics=SDH),
+        Rendition(asset_id=ASSET.id, id="sub_fra_forced", kind="text", codec="webvtt",
+                  codec_string="wvtt", timescale=1000, bitrate=0, language="fra",
+                  name="Français (forcés)", forced=True),
+    ]
+    return video + audio + text
+
+
+def catalogue_segments() -> dict[str, list[Segment]]:
+    base = segments()
+    out = {rid: base[rid] for rid in ("v1080", "v720", "audio")}
+    out["audio_fra"] = [Segment(ASSET.id, "audio_fra", s.number, s.start, s.duration,
+                                s.size * 3) for s in base["audio"]]
+    for rid, sizes in (("sub_eng", [412, 380, 515, 101]), ("sub_eng_2", [612, 580, 715, 201]),
+                       ("sub_fra_forced", [60, 60, 110, 60])):
+        starts = [0, 4004, 8008, 12012]
+        durations = [4004, 4004, 4004, 2002]
+        rows = zip(starts, durations, sizes, strict=True)
+        out[rid] = [Segment(ASSET.id, rid, n, start, dur, size)
+                    for n, (start, dur, size) in enumerate(rows, start=1)]
+    return out

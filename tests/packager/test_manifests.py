@@ -177,7 +177,7 @@ def test_bad_inputs_raise_value_error() -> None:
     with pytest.raises(ValueError, match="timescale"):
         build_mpd(fixtures.ASSET, [replace(renditions[0], timescale=0)], segments)
     with pytest.raises(ValueError, match="quoted-string"):
-        build_master([replace(renditions[-1], language='e"n'), renditions[0]], segments)
+        build_master([replace(renditions[-1], name='e"n'), renditions[0]], segments)
 
 
 def test_rules_hold_for_random_indexes() -> None:

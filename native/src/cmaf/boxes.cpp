@@ -138,6 +138,7 @@ void VisualSampleEntry::write(ByteWriter& w) const {
     w.u16(0xFFFF);      // pre_defined = -1
     config.write(w);
     pasp.write(w);
+    if (sinf) sinf->write(w);
 }
 
 uint64_t ElementaryStreamDescriptor::size() const {
@@ -193,7 +194,79 @@ void OpusSpecific::write(ByteWriter& w) const {
 }
 
 uint64_t AudioSampleEntry::size() const {
-    return 36 + (esds ? esds->size() : 0) + (dops ? dops->size() : 0);
+    return 36 + (esds ? esds->size() : 0) + (dops ? dops->size() : 0) + (sinf ? sinf->size() : 0);
+}
+
+void ProtectionSchemeInfo::write(ByteWriter& w) const {
+    if (kid.size() != 16) throw InvalidDataError("tenc needs a 16-byte KID");
+    if (per_sample_iv_size == 0 && constant_iv.size() != 16) throw InvalidDataError("tenc needs a constant IV");
+    write_header(w, size(), "sinf");
+    write_header(w, 12, "frma");
+    w.fourcc(original_format);
+    write_full_header(w, 20, "schm", 0, 0);
+    w.fourcc(scheme.c_str());
+    w.u32(0x00010000);  // scheme_version 1.0
+    write_header(w, 8 + tenc_size(), "schi");
+    const bool pattern = scheme == "cbcs";
+    write_full_header(w, tenc_size(), "tenc", pattern ? 1 : 0, 0);
+    w.u8(0);  // reserved
+    w.u8(pattern ? static_cast<uint32_t>((crypt_byte_block << 4) | (skip_byte_block & 0x0F)) : 0);
+    w.u8(1);  // default_isProtected
+    w.u8(per_sample_iv_size);
+    w.bytes(kid);
+    if (per_sample_iv_size == 0) {
+        w.u8(static_cast<uint32_t>(constant_iv.size()));
+        w.bytes(constant_iv);
+    }
+}
+
+void ProtectionSystemHeader::write(ByteWriter& w) const {
+    static const uint8_t kCommonSystem[16] = {0x10, 0x77, 0xef, 0xec, 0xc0, 0xb2, 0x4d, 0x02,
+                                              0xac, 0xe3, 0x3c, 0x1e, 0x52, 0xe2, 0xfb, 0x4b};
+    write_full_header(w, size(), "pssh", 1, 0);
+    w.bytes(kCommonSystem, 16);
+    w.u32(1);  // KID_count
+    w.bytes(kid);
+    w.u32(0);  // DataSize
+}
+
+uint64_t SampleEncryption::senc_size() const {
+    uint64_t n = 16;
+    for (const SampleCryptoInfo& s : samples) n += entry_size(s);
+    return n;
+}
+
+uint64_t SampleEncryption::saiz_size() const {
+    bool same = true;
+    for (const SampleCryptoInfo& s : samples) same = same && entry_size(s) == entry_size(samples.front());
+    return 17 + (same ? 0 : samples.size());
+}
+
+void SampleEncryption::write(ByteWriter& w) const {
+    write_full_header(w, senc_size(), "senc", 0, subsamples ? 0x2 : 0);
+    w.u32(static_cast<uint32_t>(samples.size()));
+    for (const SampleCryptoInfo& s : samples) {
+        if (s.iv.size() != iv_size) throw Error("senc: IV size mismatch (writer bug)");
+        w.bytes(s.iv);
+        if (!subsamples) continue;
+        if (s.subsamples.size() > 0xFFFF) throw InvalidDataError("too many subsamples in one sample");
+        w.u16(static_cast<uint32_t>(s.subsamples.size()));
+        for (const Subsample& sub : s.subsamples) {
+            w.u16(sub.clear);
+            w.u32(sub.protected_bytes);
+        }
+    }
+    const bool same = saiz_size() == 17;
+    write_full_header(w, saiz_size(), "saiz", 0, 0);
+    for (const SampleCryptoInfo& s : samples)
+        if (entry_size(s) > 255) throw InvalidDataError("sample auxiliary information larger than 255 bytes (too many slices)");
+    w.u8(same && !samples.empty() ? static_cast<uint32_t>(entry_size(samples.front())) : 0);
+    w.u32(static_cast<uint32_t>(samples.size()));
+    if (!same)
+        for (const SampleCryptoInfo& s : samples) w.u8(static_cast<uint32_t>(entry_size(s)));
+    write_full_header(w, 20, "saio", 0, 0);
+    w.u32(1);  // entry_count
+    w.u32(static_cast<uint32_t>(saio_offset));
 }
 
 void AudioSampleEntry::write(ByteWriter& w) const {
@@ -209,6 +282,7 @@ void AudioSampleEntry::write(ByteWriter& w) const {
     w.u32(sample_rate < 65536 ? sample_rate << 16 : 0);
     if (esds) esds->write(w);
     if (dops) dops->write(w);
+    if (sinf) sinf->write(w);
 }
 
 uint64_t SampleDescription::size() const {
@@ -260,9 +334,22 @@ void Media::write(ByteWriter& w) const {
     minf.write(w);
 }
 
+void EditList::write(ByteWriter& w) const {
+    if (size() == 0) return;
+    if (media_time > 0x7FFFFFFF) throw InvalidDataError("edit list media_time does not fit 32 bits");
+    write_header(w, size(), "edts");
+    write_full_header(w, 28, "elst", 0, 0);
+    w.u32(1);                                     // entry_count
+    w.u32(0);                                     // segment_duration: to the end (fragmented)
+    w.u32(static_cast<uint32_t>(media_time));     // media_time
+    w.u16(1);                                     // media_rate_integer
+    w.u16(0);                                     // media_rate_fraction
+}
+
 void Track::write(ByteWriter& w) const {
     write_header(w, size(), "trak");
     tkhd.write(w);
+    edts.write(w);
     mdia.write(w);
 }
 
@@ -281,6 +368,7 @@ void Movie::write(ByteWriter& w) const {
     mvhd.write(w);
     trak.write(w);
     mvex.write(w);
+    if (pssh) pssh->write(w);
 }
 
 void SegmentIndex::write(ByteWriter& w) const {
@@ -334,6 +422,7 @@ void TrackFragment::write(ByteWriter& w) const {
     tfhd.write(w);
     tfdt.write(w);
     trun.write(w);
+    if (encryption) encryption->write(w);
 }
 
 void MovieFragment::write(ByteWriter& w) const {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cmaf/bytes.h"
+#include "cmaf/encryption.h"
 
 namespace cdlc::box {
 
@@ -76,13 +77,40 @@ struct PixelAspectRatio {
     void write(ByteWriter& w) const;
 };
 
-// 'avc1' / 'hvc1' VisualSampleEntry §12.1.3 with its config and pasp.
+// 'sinf' §8.12.1 of a protected sample entry (ISO/IEC 23001-7 §4): 'frma' (the
+// original sample entry type), 'schm' (scheme 'cenc'/'cbcs', version 1.0) and
+// 'schi' holding 'tenc' (23001-7 §8.2: version 0 for cenc, 1 with the pattern for
+// cbcs; a constant IV when there is no per-sample IV).
+struct ProtectionSchemeInfo {
+    const char* original_format = "avc1";
+    std::string scheme = "cenc";
+    uint8_t crypt_byte_block = 0, skip_byte_block = 0;
+    uint8_t per_sample_iv_size = 8;
+    std::vector<uint8_t> kid;           // 16 bytes
+    std::vector<uint8_t> constant_iv;   // 16 bytes when per_sample_iv_size == 0
+    uint64_t tenc_size() const { return 32 + (per_sample_iv_size == 0 ? 1 + constant_iv.size() : 0); }
+    uint64_t size() const { return 8 + 12 + 20 + 8 + tenc_size(); }
+    void write(ByteWriter& w) const;
+};
+
+// 'pssh' §8.1 of 23001-7, version 1, of the W3C "common" system
+// (1077efec-c0b2-4d02-ace3-3c1e52e2fb4b): names the KID, carries no data. DRM
+// systems' own pssh boxes come from their key servers.
+struct ProtectionSystemHeader {
+    std::vector<uint8_t> kid;
+    uint64_t size() const { return 12 + 16 + 4 + 16 + 4; }
+    void write(ByteWriter& w) const;
+};
+
+// 'avc1' / 'hvc1' VisualSampleEntry §12.1.3 with its config and pasp ('encv' with
+// a sinf when protected).
 struct VisualSampleEntry {
     const char* type = "avc1";
     uint16_t width = 0, height = 0;
     CodecConfig config;
     PixelAspectRatio pasp;
-    uint64_t size() const { return 86 + config.size() + pasp.size(); }
+    std::optional<ProtectionSchemeInfo> sinf;
+    uint64_t size() const { return 86 + config.size() + pasp.size() + (sinf ? sinf->size() : 0); }
     void write(ByteWriter& w) const;
 };
 
@@ -109,6 +137,7 @@ struct AudioSampleEntry {
     uint32_t sample_rate = 48000;
     std::optional<ElementaryStreamDescriptor> esds;
     std::optional<OpusSpecific> dops;
+    std::optional<ProtectionSchemeInfo> sinf;  // 'enca' when protected
     uint64_t size() const;
     void write(ByteWriter& w) const;
 };
@@ -146,12 +175,23 @@ struct Media {
     void write(ByteWriter& w) const;
 };
 
-// 'trak' §8.3.1. No edts: see segmenter.cpp for why composition offsets carry the
-// B-frame delay instead of an edit list.
+// 'edts' §8.6.5 holding one 'elst' §8.6.6 (version 0) entry: presentation time 0
+// shows media time `media_time`. segment_duration 0: the edit runs to the end of
+// the media, the sum of the fragments in a fragmented file (§8.6.6.3). Used for
+// audio priming only (AAC encoder delay); video carries its B-frame delay in
+// composition offsets (segmenter.cpp). media_time 0 writes nothing (size 0).
+struct EditList {
+    int64_t media_time = 0;
+    uint64_t size() const { return media_time > 0 ? 8 + 28 : 0; }
+    void write(ByteWriter& w) const;
+};
+
+// 'trak' §8.3.1: tkhd, the optional edts, mdia.
 struct Track {
     TrackHeader tkhd;
+    EditList edts;
     Media mdia;
-    uint64_t size() const { return 8 + tkhd.size() + mdia.size(); }
+    uint64_t size() const { return 8 + tkhd.size() + edts.size() + mdia.size(); }
     void write(ByteWriter& w) const;
 };
 
@@ -167,7 +207,8 @@ struct Movie {
     MovieHeader mvhd;
     Track trak;
     MovieExtends mvex;
-    uint64_t size() const { return 8 + mvhd.size() + trak.size() + mvex.size(); }
+    std::optional<ProtectionSystemHeader> pssh;
+    uint64_t size() const { return 8 + mvhd.size() + trak.size() + mvex.size() + (pssh ? pssh->size() : 0); }
     void write(ByteWriter& w) const;
 };
 
@@ -232,12 +273,31 @@ struct TrackRun {
     void write(ByteWriter& w) const;
 };
 
+// 'senc' (ISO/IEC 23001-7 §7.2.1): per-sample IVs and subsample maps, with
+// 'saiz' §8.7.8 / 'saio' §8.7.9 pointing at them (CMAF §8.2.2 needs all three).
+struct SampleEncryption {
+    uint8_t iv_size = 8;
+    bool subsamples = false;
+    std::vector<SampleCryptoInfo> samples;
+    uint64_t saio_offset = 0;  // of the first entry, from the start of moof (set by the writer)
+    uint64_t entry_size(const SampleCryptoInfo& s) const {
+        return iv_size + (subsamples ? 2 + 6 * s.subsamples.size() : 0);
+    }
+    uint64_t senc_size() const;
+    uint64_t saiz_size() const;
+    uint64_t size() const { return senc_size() + saiz_size() + 20; }
+    void write(ByteWriter& w) const;  // senc, saiz, saio
+};
+
 // 'traf' §8.8.6.
 struct TrackFragment {
     TrackFragmentHeader tfhd;
     TrackFragmentDecodeTime tfdt;
     TrackRun trun;
-    uint64_t size() const { return 8 + tfhd.size() + tfdt.size() + trun.size(); }
+    std::optional<SampleEncryption> encryption;
+    uint64_t size() const {
+        return 8 + tfhd.size() + tfdt.size() + trun.size() + (encryption ? encryption->size() : 0);
+    }
     void write(ByteWriter& w) const;
 };
 

@@ -1,13 +1,15 @@
 // CmafSegmenter: the cutting policy and the files. Box bytes come from writer.cpp.
 //
-// Why signed composition offsets (trun version 1) and no edit list: with B-frames
+// Why signed composition offsets (trun version 1) and no edit list for video: with B-frames
 // the first decode time precedes the first presentation time. We shift decode
 // times by that delay and let trun v1 carry negative offsets (ISO/IEC 14496-12
 // §8.8.8.3), which is what CMAF prefers for fragmented tracks (23000-19 §7.5.16,
 // 'cmf2' forbids edit lists). Then tfdt is the presentation time of each
 // segment's first sync sample, one timeline serves HLS EXTINF, DASH
 // SegmentTimeline and sidx alike, and MSE players (which apply edit lists
-// inconsistently across fragments) need nothing special.
+// inconsistently across fragments) need nothing special. Audio priming is the one
+// edit list we write (TrackInfo::presentation_offset, writer.cpp): decoders need
+// the primed samples, players must not present them.
 #include "cmaf/segmenter.h"
 
 #include <algorithm>
@@ -155,13 +157,17 @@ struct CmafSegmenter::Impl {
     int64_t last_dts = 0;
     int64_t last_duration = 0;     // of the latest sample whose duration is known
     std::shared_ptr<WritePool> pool;  // null: segments are written in the caller's thread
+    int64_t tail_merge_ticks = 0;  // a final segment shorter than this joins the one before
+    std::unique_ptr<SampleEncryptor> encryptor;  // null: clear
+    TrackProtection protection;
+    std::vector<Sample> held;      // the last closed segment, while a tail merge may need it
 
     void ensure_init() {
         if (init_written) return;
         std::error_code ec;
         std::filesystem::create_directories(dir, ec);
         if (ec) throw IOError("create directory " + dir + " failed: " + ec.message());
-        write_file(dir + "/init.mp4", build_init_segment(track));
+        write_file(dir + "/init.mp4", build_init_segment(track, encryptor ? &protection : nullptr));
         init_written = true;
     }
 
@@ -224,18 +230,79 @@ struct CmafSegmenter::Impl {
         current.push_back(std::move(s));
     }
 
-    void flush() {
-        if (current.empty()) return;
-        ensure_init();
-        Sample& last = current.back();
-        if (last.duration < 0) {
-            // End of stream: the packet's own duration, else the previous sample's.
-            last.duration = last.packet_duration > 0 ? last.packet_duration : last_duration;
-        }
-        std::vector<FragmentSample> frag;
-        frag.reserve(current.size());
+    static int64_t ticks(const std::vector<Sample>& samples) {
         int64_t total = 0;
-        for (const Sample& s : current) {
+        for (const Sample& s : samples) total += std::max<int64_t>(0, s.duration);
+        return total;
+    }
+
+    // Closes the open segment. With a tail merge the closed segment is held back
+    // until the next one closes, so that a short final one can join it.
+    void flush(bool final = false) {
+        if (!current.empty()) {
+            Sample& last = current.back();
+            if (last.duration < 0) {
+                // End of stream: the packet's own duration, else the previous sample's.
+                last.duration = last.packet_duration > 0 ? last.packet_duration : last_duration;
+            }
+        }
+        if (tail_merge_ticks <= 0) {
+            emit(current);
+            return;
+        }
+        if (!final) {
+            if (current.empty()) return;
+            emit(held);
+            held = std::move(current);
+            current.clear();
+            return;
+        }
+        if (!held.empty() && !current.empty() && ticks(current) < tail_merge_ticks) {
+            for (Sample& s : current) held.push_back(std::move(s));
+            current.clear();
+        }
+        emit(held);
+        emit(current);
+    }
+
+    // Writes `samples` as the next segment (nothing when empty) and clears them.
+    // Owned bytes, encrypted in place; returns the senc entries.
+    std::vector<SampleCryptoInfo> encrypt(std::vector<Sample>& samples) {
+        std::vector<SampleCryptoInfo> out;
+        out.reserve(samples.size());
+        for (Sample& s : samples) {
+            if (s.file) {
+                // Never through the mapping (see MappedFile): read the range.
+                s.data.resize(s.borrowed_size);
+                const off_t at = static_cast<off_t>(s.borrowed - s.file->data());
+                size_t done = 0;
+                while (done < s.data.size()) {
+                    const ssize_t r = ::pread(s.file->fd(), s.data.data() + done, s.data.size() - done, at + done);
+                    if (r < 0 && errno == EINTR) continue;
+                    if (r <= 0) throw IOError("reading a sample of the source failed (file changed?)");
+                    done += static_cast<size_t>(r);
+                }
+            } else if (s.owner) {
+                s.data.assign(s.borrowed, s.borrowed + s.borrowed_size);
+            }
+            s.file.reset();
+            s.owner.reset();
+            s.borrowed = nullptr;
+            s.borrowed_size = 0;
+            out.push_back(encryptor->encrypt(s.data.data(), s.data.size()));
+        }
+        return out;
+    }
+
+    void emit(std::vector<Sample>& samples) {
+        if (samples.empty()) return;
+        ensure_init();
+        std::vector<SampleCryptoInfo> crypto;
+        if (encryptor) crypto = encrypt(samples);
+        std::vector<FragmentSample> frag;
+        frag.reserve(samples.size());
+        int64_t total = 0;
+        for (const Sample& s : samples) {
             if (s.duration > 0xFFFFFFFFll) throw InvalidDataError("sample duration does not fit 32 bits");
             const int64_t offset = (s.pts + pts_shift) - out_dts(s);
             if (offset < std::numeric_limits<int32_t>::min() || offset > std::numeric_limits<int32_t>::max())
@@ -246,27 +313,28 @@ struct CmafSegmenter::Impl {
         }
         SegmentRecord rec;
         rec.number = first_number + static_cast<int>(segments.size());
-        rec.start = out_dts(current.front());
+        rec.start = out_dts(samples.front());
         rec.duration = total;
         MediaSegmentLayout layout;
         std::vector<uint8_t> head = build_media_segment_header(
             static_cast<uint32_t>(rec.number), track.timescale, static_cast<uint64_t>(rec.start),
-            track.kind == TrackKind::Audio, frag, &layout);
+            track.kind == TrackKind::Audio, frag, &layout, encryptor ? &crypto : nullptr,
+            encryptor ? encryptor->per_sample_iv_size() : 0, encryptor && encryptor->subsamples());
         uint64_t size = head.size();
-        for (const Sample& s : current) size += s.size();
+        for (const Sample& s : samples) size += s.size();
         rec.size = size;
         rec.iframe_size = track.kind == TrackKind::Audio ? 0 : layout.iframe_size;
         std::string path = dir + "/" + std::to_string(rec.number) + ".m4s";
         if (pool) {
             // std::function must be copyable: the job shares its (moved) buffers.
             auto job = std::make_shared<std::pair<std::vector<uint8_t>, std::vector<Sample>>>(
-                std::move(head), std::move(current));
+                std::move(head), std::move(samples));
             pool->submit([job, path = std::move(path)] { write_file(path, job->first, job->second); });
         } else {
-            write_file(path, head, current);
+            write_file(path, head, samples);
         }
         segments.push_back(rec);
-        current.clear();
+        samples.clear();
     }
 };
 
@@ -325,9 +393,32 @@ void CmafSegmenter::force_cut() { impl_->cut_requested = true; }
 
 void CmafSegmenter::set_first_number(int number) { impl_->first_number = number; }
 
+void CmafSegmenter::set_encryption(const EncryptionConfig& config) {
+    if (impl_->started) throw Error("CmafSegmenter::set_encryption after the first packet");
+    validate_encryption(config);
+    if (!config.enabled()) {
+        impl_->encryptor.reset();
+        return;
+    }
+    impl_->encryptor = std::make_unique<SampleEncryptor>(config, impl_->track.kind, impl_->track.codec);
+    TrackProtection& p = impl_->protection;
+    p.scheme = config.scheme;
+    p.kid = config.kid;
+    p.per_sample_iv_size = impl_->encryptor->per_sample_iv_size();
+    p.crypt_byte_block = impl_->encryptor->crypt_byte_block();
+    p.skip_byte_block = impl_->encryptor->skip_byte_block();
+    if (config.scheme == "cbcs") p.constant_iv = cbcs_constant_iv(config);
+}
+
+void CmafSegmenter::set_tail_merge(double seconds) {
+    if (impl_->started) throw Error("CmafSegmenter::set_tail_merge after the first packet");
+    impl_->tail_merge_ticks =
+        seconds > 0 && std::isfinite(seconds) ? std::llround(seconds * impl_->track.timescale) : 0;
+}
+
 void CmafSegmenter::finish() {
     if (impl_->finished) return;
-    impl_->flush();
+    impl_->flush(true);
     impl_->ensure_init();
     if (impl_->pool) impl_->pool->wait();
     impl_->finished = true;

@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "cmaf/encryption.h"
 #include "common/media_types.h"
 
 namespace cdlc {
@@ -89,6 +90,19 @@ public:
     // Number of the first segment (default 1): a span of a longer encode keeps the
     // one-piece numbering. Set before the first segment is written.
     void set_first_number(int number);
+
+    // A final segment shorter than `seconds` is merged into the one before it (no
+    // runt segment at the end: an audio track that outlasts the video by a frame
+    // would otherwise end with a segment of one frame). The closed segment is then
+    // written only when the next one closes, so segments() lags by one. 0 = off.
+    // Set before the first packet.
+    void set_tail_merge(double seconds);
+
+    // Common encryption of every sample (ISO/IEC 23001-7; see cmaf/encryption.h):
+    // the header signals it (encv/enca + sinf/tenc, pssh), each segment carries
+    // senc/saiz/saio. Borrowed and file-range samples are copied to be encrypted.
+    // Set before the first packet. Throws InvalidDataError for a bad config.
+    void set_encryption(const EncryptionConfig& config);
 
     // Output decode time = input dts + decode_time_shift() (fixed by the first
     // packet; 0 before it). Lets a caller map its input times onto tfdt.

@@ -35,7 +35,9 @@ const char* sample_entry_type(const std::string& codec) {
     throw InvalidDataError("codec '" + codec + "' cannot be written to CMAF (supported: h264, hevc, aac, opus)");
 }
 
-std::vector<uint8_t> build_init_segment(const TrackInfo& track) {
+std::vector<uint8_t> build_init_segment(const TrackInfo& track) { return build_init_segment(track, nullptr); }
+
+std::vector<uint8_t> build_init_segment(const TrackInfo& track, const TrackProtection* protection) {
     const bool audio = track.kind == TrackKind::Audio;
     const char* entry = sample_entry_type(track.codec);
     const bool entry_is_audio = std::string(entry) == "mp4a" || std::string(entry) == "Opus";
@@ -50,6 +52,8 @@ std::vector<uint8_t> build_init_segment(const TrackInfo& track) {
 
     box::Movie moov;
     moov.trak.tkhd.audio = audio;
+    if (track.presentation_offset < 0) throw InvalidDataError("presentation offset must be >= 0");
+    moov.trak.edts.media_time = track.presentation_offset;
     moov.trak.mdia.mdhd.timescale = track.timescale;
     moov.trak.mdia.mdhd.language = track.language;
     moov.trak.mdia.hdlr.audio = audio;
@@ -100,6 +104,26 @@ std::vector<uint8_t> build_init_segment(const TrackInfo& track) {
         }
         stsd.sound = std::move(a);
     }
+    if (protection) {
+        box::ProtectionSchemeInfo sinf;
+        sinf.original_format = entry;
+        sinf.scheme = protection->scheme;
+        sinf.kid = protection->kid;
+        sinf.constant_iv = protection->constant_iv;
+        sinf.per_sample_iv_size = protection->per_sample_iv_size;
+        sinf.crypt_byte_block = protection->crypt_byte_block;
+        sinf.skip_byte_block = protection->skip_byte_block;
+        if (stsd.visual) {
+            stsd.visual->type = "encv";
+            stsd.visual->sinf = std::move(sinf);
+        } else {
+            stsd.sound->type = "enca";
+            stsd.sound->sinf = std::move(sinf);
+        }
+        box::ProtectionSystemHeader pssh;
+        pssh.kid = protection->kid;
+        moov.pssh = std::move(pssh);
+    }
 
     const uint64_t total = ftyp.size() + moov.size();
     std::vector<uint8_t> out;
@@ -115,6 +139,16 @@ std::vector<uint8_t> build_media_segment_header(uint32_t sequence_number, uint32
                                                 uint64_t base_media_decode_time, bool audio,
                                                 const std::vector<FragmentSample>& samples,
                                                 MediaSegmentLayout* layout) {
+    return build_media_segment_header(sequence_number, timescale, base_media_decode_time, audio, samples, layout,
+                                      nullptr, 0, false);
+}
+
+std::vector<uint8_t> build_media_segment_header(uint32_t sequence_number, uint32_t timescale,
+                                                uint64_t base_media_decode_time, bool audio,
+                                                const std::vector<FragmentSample>& samples,
+                                                MediaSegmentLayout* layout,
+                                                const std::vector<SampleCryptoInfo>* crypto, uint8_t iv_size,
+                                                bool subsamples) {
     box::FileType styp;
     styp.type = "styp";
     styp.major = "msdh";
@@ -144,6 +178,18 @@ std::vector<uint8_t> build_media_segment_header(uint32_t sequence_number, uint32
         duration += s.duration;
     }
     if (samples.empty()) min_offset = 0;
+    if (crypto && (iv_size > 0 || subsamples)) {
+        if (crypto->size() != samples.size()) throw Error("one encryption entry per sample (writer bug)");
+        box::SampleEncryption enc;
+        enc.iv_size = iv_size;
+        enc.subsamples = subsamples;
+        enc.samples = *crypto;
+        // saio: the first senc entry, from the start of moof (default-base-is-moof):
+        // moof header, mfhd, traf header, tfhd, tfdt, trun, then senc's own 16 bytes.
+        enc.saio_offset = 8 + moof.mfhd.size() + 8 + moof.traf.tfhd.size() + moof.traf.tfdt.size() +
+                          trun.size() + 16;
+        moof.traf.encryption = std::move(enc);
+    }
     const uint64_t moof_size = moof.size();
     const uint64_t mdat_header = 8;
     if (moof_size + mdat_header + payload > 0x7FFFFFFFull)

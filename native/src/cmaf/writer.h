@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "cmaf/encryption.h"
 #include "common/media_types.h"
 
 namespace cdlc {
@@ -15,6 +16,19 @@ namespace cdlc {
 // configuration is normalised: Annex B H.264/HEVC extradata is converted to
 // avcC/hvcC. Throws InvalidDataError for codecs CMAF cannot carry here.
 std::vector<uint8_t> build_init_segment(const TrackInfo& track);
+
+// How a protected track is signalled in its CMAF header (ISO/IEC 23001-7 §4).
+struct TrackProtection {
+    std::string scheme;                 // "cenc" / "cbcs"
+    std::vector<uint8_t> kid;           // 16 bytes
+    std::vector<uint8_t> constant_iv;   // cbcs
+    uint8_t per_sample_iv_size = 8;
+    uint8_t crypt_byte_block = 0, skip_byte_block = 0;
+};
+
+// The same with the sample entry turned into 'encv'/'enca' + sinf, and a pssh box
+// of the common system in moov.
+std::vector<uint8_t> build_init_segment(const TrackInfo& track, const TrackProtection* protection);
 
 // The sample entry fourcc used for a codec: "avc1", "hvc1", "mp4a", "Opus".
 const char* sample_entry_type(const std::string& codec);
@@ -39,5 +53,15 @@ std::vector<uint8_t> build_media_segment_header(uint32_t sequence_number, uint32
                                                 uint64_t base_media_decode_time, bool audio,
                                                 const std::vector<FragmentSample>& samples,
                                                 MediaSegmentLayout* layout);
+
+// With senc/saiz/saio for encrypted samples (`crypto`, one entry per sample; the
+// sample bytes the caller appends are the encrypted ones). iv_size 0 and no
+// subsamples (cbcs audio) need no auxiliary information: nothing is added.
+std::vector<uint8_t> build_media_segment_header(uint32_t sequence_number, uint32_t timescale,
+                                                uint64_t base_media_decode_time, bool audio,
+                                                const std::vector<FragmentSample>& samples,
+                                                MediaSegmentLayout* layout,
+                                                const std::vector<SampleCryptoInfo>* crypto, uint8_t iv_size,
+                                                bool subsamples);
 
 }  // namespace cdlc

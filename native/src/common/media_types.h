@@ -9,7 +9,7 @@
 
 namespace cdlc {
 
-enum class TrackKind { Video, Audio };
+enum class TrackKind { Video, Audio, Text };
 
 // Everything the ISO-BMFF writer needs to describe one track (moov/trak) and
 // everything the packager needs for codec strings and manifests.
@@ -32,7 +32,19 @@ struct TrackInfo {
     int channels = 0;
     // nominal (target) bitrate in bit/s; 0 if unknown (copy path)
     int64_t bitrate = 0;
-    std::string language = "und";
+    std::string language = "und";    // ISO 639-2/T ("eng", "fra"), "und" when unknown
+    // Human-readable name for manifests (HLS NAME): the stream's title tag, else the
+    // language's English name ("French"); empty for video.
+    std::string name;
+    // Media time (track timescale) that presents at time 0: the edit list's
+    // media_time (ISO/IEC 14496-12 §8.6.6) and DASH @presentationTimeOffset. For
+    // AAC this is the encoder delay (priming, 1024 samples for FFmpeg's aac), so the
+    // first source sample plays at 0 together with the first video picture.
+    int64_t presentation_offset = 0;
+    // text (subtitles): forced-only narrative, and SDH (captions for the deaf and
+    // hard of hearing: HLS CHARACTERISTICS, DASH Role "caption")
+    bool forced = false;
+    bool sdh = false;
 };
 
 // One coded access unit. Video data is length-prefixed (4-byte NAL lengths,
@@ -62,8 +74,19 @@ struct RenditionResult {
     std::vector<SegmentRecord> segments;
 };
 
+// A stream of a master (or a sidecar) that did not become a rendition, and why:
+// nothing is dropped silently.
+struct SkippedStream {
+    std::string source;              // the input file
+    int index = -1;                  // stream index in it
+    std::string kind;                // "video", "audio", "subtitle", "data", "attachment"
+    std::string codec;               // libavcodec's name, e.g. "bin_data", "dvd_subtitle"
+    std::string reason;
+};
+
 struct PipelineResult {
     std::vector<RenditionResult> renditions;
+    std::vector<SkippedStream> skipped;
     double duration_seconds = 0.0;   // of the output
     int64_t source_frames = 0;       // decoded video frames (0 on the copy path)
 };

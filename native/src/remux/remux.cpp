@@ -21,7 +21,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -35,11 +37,14 @@ extern "C" {
 #include <libavutil/mathematics.h>
 }
 
+#include "avglue/streams.h"
 #include "cmaf/nal.h"
 #include "cmaf/segmenter.h"
 #include "cmaf/write_pool.h"
 #include "common/error.h"
 #include "remux/adts.h"
+#include "text/subtitle_parse.h"
+#include "text/webvtt_writer.h"
 
 namespace cdlc {
 
@@ -331,20 +336,67 @@ struct VideoTrack {
 
 struct AudioTrack {
     AVStream* st = nullptr;
+    std::string source;           // the file it comes from (the master or a sidecar)
+    std::string id;
     std::unique_ptr<CmafSegmenter> seg;
     AVRational out_tb{1, 48000};
     int64_t offset = 0;
     bool adts = false;
+    bool from_master = true;      // sidecars: no fast path, all video cuts already known
     int64_t frame_samples = 1024;
     int64_t next_ts = AV_NOPTS_VALUE;  // expected time of the next frame
     int64_t snap = 2;                   // output ticks a container timestamp may be off by
+    int64_t first_us = INT64_MAX;       // first packet's time (prefetch), microseconds
+    int64_t lead = 0;                   // output ticks before time zero (the edit list's media_time)
+    size_t next_boundary = 0;           // index of the next video cut it has not reached
     std::deque<Pending> pending;  // held until the video has passed them
 };
+
+// HEVC NAL unit types (ITU-T H.265 Table 7-1).
+constexpr int kHevcRaslN = 8, kHevcRaslR = 9, kHevcBlaWLp = 16, kHevcCra = 21, kHevcIdrWRadl = 19,
+              kHevcIdrNLp = 20;
+
+// Type of the first VCL NAL unit (< 32) of a 4-byte length-prefixed HEVC sample; -1
+// when there is none. `read(offset, n, buf)` fetches sample bytes (a mapped file is
+// read with pread, never through the mapping: see MappedFile).
+template <typename Read>
+int first_hevc_vcl_type(uint64_t size, Read read) {
+    uint64_t pos = 0;
+    for (int guard = 0; pos + 5 <= size && guard < 64; ++guard) {
+        uint8_t h[5];
+        if (!read(pos, 5, h)) return -1;
+        const uint64_t len = (uint64_t(h[0]) << 24) | (uint64_t(h[1]) << 16) | (uint64_t(h[2]) << 8) | h[3];
+        const int type = (h[4] >> 1) & 0x3F;
+        if (type < 32) return type;
+        pos += 4 + len;
+    }
+    return -1;
+}
 
 }  // namespace
 
 PipelineResult package_copy(const std::string& input, const std::string& output_dir, double segment_seconds) {
+    return package_copy(input, output_dir, segment_seconds, CopyOptions{});
+}
+
+PipelineResult package_copy(const std::string& input, const std::string& output_dir, double segment_seconds,
+                            const CopyOptions& options) {
     if (!(segment_seconds > 0)) throw InvalidDataError("segment_seconds must be positive");
+    validate_encryption(options.encryption);
+    // Sidecar subtitles first: a bad file fails before any media work.
+    struct TextOut {
+        std::string id;
+        TrackInfo track;
+        std::unique_ptr<TextStreamReader> reader;
+        std::vector<Cue> cues;
+    };
+    std::vector<TextOut> sidecar_texts;
+    for (const SidecarText& side : options.sidecar_text) {
+        TextOut t;
+        t.cues = parse_subtitle_file(side.path);
+        t.track = text_track(sidecar_label(side.language, side.name), side.forced, side.sdh);
+        sidecar_texts.push_back(std::move(t));
+    }
 
     AVFormatContext* raw = nullptr;
     // 1 MiB reads instead of the 32 KiB default: a remux is I/O bound and the
@@ -357,35 +409,74 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
     std::unique_ptr<AVFormatContext, FormatCloser> fmt(raw);
     check_av(avformat_find_stream_info(fmt.get(), nullptr), "read stream info", input);
 
+    const std::string transcode_hint = " cannot be packaged without re-encoding; transcode it instead";
+    PipelineResult result;
+    std::set<std::string> ids;
     VideoTrack video;
-    AudioTrack audio;
+    std::vector<std::unique_ptr<AudioTrack>> audios;
+    std::vector<TextOut> texts;
+    std::map<int, AudioTrack*> audio_of_stream;
+    std::map<int, size_t> text_of_stream;
     for (unsigned i = 0; i < fmt->nb_streams; ++i) {
         AVStream* st = fmt->streams[i];
         const AVMediaType type = st->codecpar->codec_type;
         if (type == AVMEDIA_TYPE_VIDEO && !video.st && !(st->disposition & AV_DISPOSITION_ATTACHED_PIC))
             video.st = st;
-        else if (type == AVMEDIA_TYPE_AUDIO && !audio.st)
-            audio.st = st;
     }
-    if (!video.st && !audio.st) throw InvalidDataError("no video or audio stream to package in " + input);
+    bool first_audio = true;
+    for (unsigned i = 0; i < fmt->nb_streams; ++i) {
+        AVStream* st = fmt->streams[i];
+        const AVCodecParameters* par = st->codecpar;
+        const AVMediaType type = par->codec_type;
+        if (st == video.st) continue;
+        if (type == AVMEDIA_TYPE_AUDIO) {
+            const bool copyable = par->codec_id == AV_CODEC_ID_AAC || par->codec_id == AV_CODEC_ID_OPUS;
+            if (first_audio && !copyable)
+                throw InvalidDataError("audio codec '" + codec_name(par->codec_id) + "' in " + input + transcode_hint +
+                                       " (copy supports aac, opus)");
+            if (first_audio && par->sample_rate <= 0)
+                throw InvalidDataError("audio stream without a sample rate in " + input);
+            if (!copyable || par->sample_rate <= 0) {
+                result.skipped.push_back(skipped(input, st, "audio codec '" + codec_name(par->codec_id) + "'" +
+                                                                transcode_hint + " (copy supports aac, opus)"));
+                continue;
+            }
+            first_audio = false;
+            auto a = std::make_unique<AudioTrack>();
+            a->st = st;
+            a->source = input;
+            audio_of_stream[st->index] = a.get();
+            audios.push_back(std::move(a));
+        } else if (type == AVMEDIA_TYPE_VIDEO) {
+            result.skipped.push_back(skipped(input, st, (st->disposition & AV_DISPOSITION_ATTACHED_PIC)
+                                                            ? "cover art (an attached picture)"
+                                                            : "only the first video stream is packaged"));
+        } else if (type == AVMEDIA_TYPE_SUBTITLE) {
+            if (!is_text_subtitle(par->codec_id)) {
+                result.skipped.push_back(skipped(input, st, "bitmap subtitles cannot become WebVTT (they need OCR)"));
+            } else if (!options.subtitles) {
+                result.skipped.push_back(skipped(input, st, "subtitles are off for this run"));
+            } else {
+                text_of_stream[st->index] = texts.size();
+                TextOut t;
+                t.track = text_track(stream_label(st), st->disposition & AV_DISPOSITION_FORCED,
+                                     st->disposition & AV_DISPOSITION_HEARING_IMPAIRED);
+                texts.push_back(std::move(t));
+            }
+        } else if (type == AVMEDIA_TYPE_ATTACHMENT) {
+            result.skipped.push_back(skipped(input, st, "attachment (fonts or files), not media"));
+        } else {
+            result.skipped.push_back(skipped(input, st, "data stream, no audio/video/text to package"));
+        }
+    }
+    if (!video.st && audios.empty()) throw InvalidDataError("no video or audio stream to package in " + input);
 
     if (video.st) video.out_tb = AVRational{1, static_cast<int>(video_timescale(video.st->time_base))};
-    if (audio.st)
-        audio.out_tb = AVRational{1, audio.st->codecpar->codec_id == AV_CODEC_ID_OPUS ? 48000
-                                                                                  : audio.st->codecpar->sample_rate};
-    const std::string transcode_hint = " cannot be packaged without re-encoding; transcode it instead";
     if (video.st) {
         const AVCodecParameters* par = video.st->codecpar;
         if (par->codec_id != AV_CODEC_ID_H264 && par->codec_id != AV_CODEC_ID_HEVC)
             throw InvalidDataError("video codec '" + codec_name(par->codec_id) + "' in " + input + transcode_hint +
                                    " (copy supports h264, hevc)");
-    }
-    if (audio.st) {
-        const AVCodecParameters* par = audio.st->codecpar;
-        if (par->codec_id != AV_CODEC_ID_AAC && par->codec_id != AV_CODEC_ID_OPUS)
-            throw InvalidDataError("audio codec '" + codec_name(par->codec_id) + "' in " + input + transcode_hint +
-                                   " (copy supports aac, opus)");
-        if (par->sample_rate <= 0) throw InvalidDataError("audio stream without a sample rate in " + input);
     }
 
     if (video.st) {
@@ -406,8 +497,7 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
         t.frame_rate_num = fr.num;
         t.frame_rate_den = fr.den > 0 ? fr.den : 1;
         t.bitrate = par->bit_rate;
-        if (const AVDictionaryEntry* lang = av_dict_get(video.st->metadata, "language", nullptr, 0))
-            t.language = lang->value;
+        t.language = stream_label(video.st).language;
         video.norm.hevc = hevc;
         const uint8_t* ex = par->extradata;
         const size_t exn = par->extradata ? size_t(par->extradata_size) : 0;
@@ -422,10 +512,17 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
             if (video.norm.nal_length_size != 4) t.extradata[hevc ? 21 : 4] |= 3;  // we rewrite to 4 bytes
         }
         const std::string id = "v" + std::to_string(par->height);
+        ids.insert(id);
         video.seg = std::make_unique<CmafSegmenter>(t, output_dir + "/" + id, segment_seconds);
+        video.seg->set_encryption(options.encryption);
     }
-    if (audio.st) {
+
+    // One audio track: its segmenter under output_dir/<id>. With video, audio cuts
+    // follow the video's cuts; alone, its own clock.
+    int audio_n = 0;
+    auto setup_audio = [&](AudioTrack& audio, const StreamLabel& label) {
         const AVCodecParameters* par = audio.st->codecpar;
+        audio.out_tb = AVRational{1, par->codec_id == AV_CODEC_ID_OPUS ? 48000 : par->sample_rate};
         TrackInfo t;
         t.kind = TrackKind::Audio;
         t.codec = par->codec_id == AV_CODEC_ID_AAC ? "aac" : "opus";
@@ -433,45 +530,59 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
         t.channels = par->ch_layout.nb_channels;
         t.timescale = static_cast<uint32_t>(audio.out_tb.den);
         t.bitrate = par->bit_rate;
-        if (const AVDictionaryEntry* lang = av_dict_get(audio.st->metadata, "language", nullptr, 0))
-            t.language = lang->value;
+        t.language = label.language;
+        t.name = label.name;
         if (par->extradata && par->extradata_size > 0) {
             t.extradata.assign(par->extradata, par->extradata + par->extradata_size);
         } else if (t.codec == "aac") {
             audio.adts = true;  // MPEG-TS / raw .aac: the config comes from the first header
         } else {
-            throw InvalidDataError("Opus stream without an OpusHead in " + input);
+            throw InvalidDataError("Opus stream without an OpusHead in " + audio.source);
         }
         if (t.codec == "opus") audio.frame_samples = 960;
         else if (par->frame_size > 0) audio.frame_samples = par->frame_size;
         audio.snap = std::max<int64_t>(2, av_rescale_q_rnd(1, audio.st->time_base, audio.out_tb, AV_ROUND_UP) + 1);
-        // With video, audio cuts follow the video's cuts; alone, its own clock.
-        audio.seg = std::make_unique<CmafSegmenter>(t, output_dir + "/audio", video.st ? 0.0 : segment_seconds);
-    }
+        ++audio_n;
+        audio.id = audio_n == 1 ? unique_id("audio", ids) : audio_id(label, audio_n, ids);
+        audio.seg = std::make_unique<CmafSegmenter>(t, output_dir + "/" + audio.id, video.st ? 0.0 : segment_seconds);
+        // No runt at the end: audio outlasting the last video cut joins the last segment.
+        audio.seg->set_tail_merge(segment_seconds / 2);
+        audio.seg->set_encryption(options.encryption);
+    };
+    for (auto& a : audios) setup_audio(*a, stream_label(a->st));
 
     // Segment files are written on other cores while demuxing goes on.
     auto pool = std::make_shared<WritePool>();
-    for (CmafSegmenter* seg : {video.seg.get(), audio.seg.get()})
-        if (seg) seg->set_write_pool(pool);
+    if (video.seg) video.seg->set_write_pool(pool);
+    for (auto& a : audios) a->seg->set_write_pool(pool);
 
     // MP4/MOV whose samples go out unchanged: copy them file to file.
     std::unique_ptr<FastSource> fast;
-    if ((!video.st || video.norm.passthrough()) && (!audio.st || !audio.adts))
-        fast = open_fast_source(input, fmt.get());
+    const bool any_adts = std::any_of(audios.begin(), audios.end(), [](const auto& a) { return a->adts; });
+    if ((!video.st || video.norm.passthrough()) && !any_adts) fast = open_fast_source(input, fmt.get());
     AVFormatContext* packets = fast ? fast->fmt : fmt.get();
+    if (fast)  // the fast demuxer reads only what we keep
+        for (unsigned i = 0; i < fast->fmt->nb_streams; ++i)
+            if (!(video.st && int(i) == video.st->index) && !audio_of_stream.count(int(i)) && !text_of_stream.count(int(i)))
+                fast->fmt->streams[i]->discard = AVDISCARD_ALL;
 
-    // Global start: the earliest first timestamp of the streams we keep becomes
-    // time 0, so A/V sync (AAC priming before the first video frame included) is
-    // kept. AVStream.start_time hides priming that the demuxer marks as discard,
-    // so the first packets are read ahead and looked at instead.
+    // Time zero is the first video keyframe (without video: the first audio
+    // sample, or 0 when the demuxer shows priming as negative times). Audio that
+    // starts before it (AAC priming: the encoder delay a source MP4 signals with
+    // its own edit list, demuxed as negative times) is kept for the decoder and
+    // signalled with an edit list instead (TrackInfo::presentation_offset), up to
+    // kMaxLead; audio before that is dropped (it has no picture to go with).
+    static constexpr int64_t kMaxLeadUs = 1000000;
     std::unique_ptr<AVPacket, PacketFree> pkt(av_packet_alloc());
     if (!pkt) throw Error("out of memory allocating a packet");
     std::deque<std::unique_ptr<AVPacket, PacketFree>> prefetched;
     bool eof = false;
+    int64_t origin_us = 0;
     {
-        bool video_seen = !video.st, audio_seen = !audio.st;
-        int64_t start_us = INT64_MAX;
-        while (!(video_seen && audio_seen) && prefetched.size() < 4096) {
+        bool video_seen = !video.st;
+        size_t audio_seen = 0;
+        int64_t video_us = INT64_MAX;
+        while (!(video_seen && audio_seen == audios.size()) && prefetched.size() < 4096) {
             const int ret = av_read_frame(packets, pkt.get());
             if (ret == AVERROR_EOF) {
                 eof = true;
@@ -480,37 +591,72 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
             check_av(ret, "read packet", input);
             AVStream* st = fmt->streams[pkt->stream_index];
             const int64_t ts = pick_ts(pkt->pts, pkt->dts);
-            const bool is_video = st == video.st, is_audio = st == audio.st;
-            if (ts != AV_NOPTS_VALUE && pkt->size > 0 &&
-                ((is_video && !video_seen && (pkt->flags & AV_PKT_FLAG_KEY)) || (is_audio && !audio_seen))) {
-                start_us = std::min(start_us, av_rescale_q(ts, st->time_base, AV_TIME_BASE_Q));
-                (is_video ? video_seen : audio_seen) = true;
+            if (ts != AV_NOPTS_VALUE && pkt->size > 0) {
+                const int64_t us = av_rescale_q(ts, st->time_base, AV_TIME_BASE_Q);
+                if (st == video.st && !video_seen && (pkt->flags & AV_PKT_FLAG_KEY)) {
+                    video_us = us;
+                    video_seen = true;
+                }
+                auto a = audio_of_stream.find(pkt->stream_index);
+                if (a != audio_of_stream.end() && a->second->first_us == INT64_MAX) {
+                    a->second->first_us = us;
+                    ++audio_seen;
+                }
             }
             prefetched.emplace_back(av_packet_alloc());
             if (!prefetched.back()) throw Error("out of memory allocating a packet");
             av_packet_move_ref(prefetched.back().get(), pkt.get());
         }
-        if (start_us == INT64_MAX) start_us = 0;
-        if (video.st) video.offset = av_rescale_q(start_us, AV_TIME_BASE_Q, video.out_tb);
-        if (audio.st) audio.offset = av_rescale_q(start_us, AV_TIME_BASE_Q, audio.out_tb);
+        int64_t earliest = video_us;
+        for (auto& a : audios) earliest = std::min(earliest, a->first_us);
+        if (earliest == INT64_MAX) earliest = 0;
+        origin_us = video_us != INT64_MAX ? video_us : std::max<int64_t>(earliest, 0);
+        if (video.st) video.offset = av_rescale_q(origin_us, AV_TIME_BASE_Q, video.out_tb);
+    }
+    // An audio track's output time 0 is `lead` before time zero; the edit list skips it.
+    auto align_audio = [](AudioTrack& audio, int64_t zero_us) {
+        const int64_t first = audio.first_us == INT64_MAX ? zero_us : audio.first_us;
+        const int64_t lead_us = std::clamp<int64_t>(zero_us - first, 0, kMaxLeadUs);
+        int64_t lead = av_rescale_q(lead_us, AV_TIME_BASE_Q, audio.out_tb);
+        // Coarse container clocks (Matroska's 1 ms) round the priming: 1024 samples
+        // read as 21 ms = 1008. Priming is whole frames, so snap to them.
+        const int64_t frames = (lead + audio.frame_samples / 2) / audio.frame_samples;
+        if (frames > 0 && std::llabs(lead - frames * audio.frame_samples) <= audio.snap)
+            lead = frames * audio.frame_samples;
+        audio.offset = av_rescale_q(zero_us, AV_TIME_BASE_Q, audio.out_tb) - lead;
+        audio.lead = lead;
+        if (lead > 0) audio.next_ts = 0;  // the first frame snaps onto media time 0
+        TrackInfo t = audio.seg->track();
+        t.presentation_offset = lead;
+        audio.seg->set_track(t);
+    };
+    for (auto& a : audios) align_audio(*a, origin_us);
+    for (TextOut& t : texts) {
+        for (auto& [index, n] : text_of_stream)
+            if (&texts[n] == &t) {
+                AVStream* st = fmt->streams[index];
+                t.reader = std::make_unique<TextStreamReader>(
+                    st, av_rescale_q(origin_us, AV_TIME_BASE_Q, st->time_base), input);
+            }
     }
 
-    std::deque<int64_t> boundaries;  // video cut times, video output ticks
+    std::vector<int64_t> boundaries;  // video cut times, video output ticks (append only)
 
-    auto write_audio = [&](Pending&& q) {
+    auto write_audio = [&](AudioTrack& audio, Pending&& q) {
         const EncodedPacket& p = q.p;
         bool cut = false;
-        // Cut at the first audio frame at or after each video cut: B/vts <= t/ats.
-        while (!boundaries.empty() &&
-               static_cast<__int128>(boundaries.front()) * audio.out_tb.den <=
-                   static_cast<__int128>(p.pts) * video.out_tb.den) {
-            boundaries.pop_front();
+        // Cut at the first audio frame presented at or after each video cut:
+        // B/vts <= (t - lead)/ats.
+        while (audio.next_boundary < boundaries.size() &&
+               static_cast<__int128>(boundaries[audio.next_boundary]) * audio.out_tb.den <=
+                   static_cast<__int128>(p.pts - audio.lead) * video.out_tb.den) {
+            ++audio.next_boundary;
             cut = true;
         }
         if (cut) audio.seg->force_cut();
         write_to(*audio.seg, std::move(q));
     };
-    auto release_audio = [&](bool all) {
+    auto release_audio = [&](AudioTrack& audio, bool all) {
         while (!audio.pending.empty()) {
             const EncodedPacket& p = audio.pending.front().p;
             if (!all && (video.progress == INT64_MIN ||
@@ -519,7 +665,7 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
                 break;
             Pending q = std::move(audio.pending.front());
             audio.pending.pop_front();
-            write_audio(std::move(q));
+            write_audio(audio, std::move(q));
         }
     };
 
@@ -535,7 +681,7 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
         for (; video.known_segments < segs.size(); ++video.known_segments)
             boundaries.push_back(segs[video.known_segments].start + segs[video.known_segments].duration);
         video.progress = dts + video.seg->decode_time_shift();
-        release_audio(false);
+        for (auto& a : audios) release_audio(*a, false);
     };
     auto pop_reordered = [&]() {
         Pending q = std::move(video.reorder.front());
@@ -543,6 +689,51 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
         q.p.dts = *video.reorder_pts.begin();
         video.reorder_pts.erase(video.reorder_pts.begin());
         emit_video(std::move(q));
+    };
+    auto submit_video = [&](Pending&& q) {
+        if (!video.rebuild_dts) {
+            emit_video(std::move(q));
+            return;
+        }
+        video.reorder_pts.insert(q.p.pts);
+        video.reorder.push_back(std::move(q));
+        while (video.reorder.size() > VideoTrack::kReorder) pop_reordered();
+    };
+
+    // HEVC sync samples (ISO/IEC 14496-15 §8.4.3, H.265 §8.1): an IDR always; a CRA
+    // or BLA only when no RASL picture follows it in decode order (RASL pictures
+    // reference pictures before it, so playback cannot start there). Demuxers mark
+    // every CRA as a keyframe; the verdict needs the next picture, so one packet is
+    // held back.
+    std::optional<Pending> held_hevc;
+    int held_type = -1;
+    auto vcl_type = [&](const Pending& q) {
+        if (q.range.file) {
+            const int fd = q.range.file->fd();
+            const uint64_t base = q.range.offset;
+            return first_hevc_vcl_type(q.range.size, [&](uint64_t off, uint64_t n, uint8_t* buf) {
+                return pread_all(fd, buf, n, base + off);
+            });
+        }
+        const uint8_t* d = q.owner ? q.data : q.p.data.data();
+        const uint64_t n = q.owner ? q.size : q.p.data.size();
+        return first_hevc_vcl_type(n, [&](uint64_t off, uint64_t len, uint8_t* buf) {
+            if (off + len > n) return false;
+            std::memcpy(buf, d + off, len);
+            return true;
+        });
+    };
+    auto submit_hevc = [&](Pending&& q) {
+        const int type = vcl_type(q);
+        if (held_hevc) {
+            if (held_type >= kHevcBlaWLp && held_type <= kHevcCra && held_type != kHevcIdrWRadl &&
+                held_type != kHevcIdrNLp && (type == kHevcRaslN || type == kHevcRaslR))
+                held_hevc->p.keyframe = false;
+            submit_video(std::move(*held_hevc));
+        }
+        if (q.p.keyframe && (type < kHevcBlaWLp || type > kHevcCra)) q.p.keyframe = false;  // not an IRAP
+        held_hevc = std::move(q);
+        held_type = type;
     };
 
     auto on_video = [&](AVPacket* pkt) {
@@ -588,25 +779,22 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
             p.data = video.norm(pkt->data, size_t(pkt->size));
         }
         video.started = true;
-        if (!video.rebuild_dts) {
-            emit_video(std::move(q));
-            return;
-        }
-        video.reorder_pts.insert(p.pts);
-        video.reorder.push_back(std::move(q));
-        while (video.reorder.size() > VideoTrack::kReorder) pop_reordered();
+        if (video.norm.hevc) submit_hevc(std::move(q));
+        else submit_video(std::move(q));
     };
 
     // Borrows from pkt when given (one frame per packet), copies otherwise (ADTS).
-    auto push_audio_frame = [&](const uint8_t* d, size_t n, int64_t ts, int64_t duration, AVPacket* pkt) {
+    auto push_audio_frame = [&](AudioTrack& audio, const uint8_t* d, size_t n, int64_t ts, int64_t duration,
+                                AVPacket* pkt) {
         // Container clocks round (TS 90 kHz vs 44.1 kHz, Matroska 1 ms): snap to the
         // running sample count when within one container tick, so durations stay
         // exact; real gaps and overlaps are larger and kept.
         if (audio.next_ts != AV_NOPTS_VALUE && std::llabs(ts - audio.next_ts) <= audio.snap) ts = audio.next_ts;
         if (audio.next_ts != AV_NOPTS_VALUE && ts < audio.next_ts) ts = audio.next_ts;  // overlap: keep order
+        if (ts + duration <= 0) return;  // before the lead the edit list keeps: no picture to go with
         Pending q;
         EncodedPacket& p = q.p;
-        if (pkt && fast) {
+        if (pkt && fast && audio.from_master) {
             if (pkt->pos < 0) throw InvalidDataError("audio sample without a file position in " + input);
             q.range = {fast->file, uint64_t(pkt->pos), uint64_t(pkt->size)};
         } else if (pkt) {
@@ -620,11 +808,12 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
         p.duration = duration;
         p.keyframe = true;
         audio.next_ts = ts + duration;
-        if (video.st) audio.pending.push_back(std::move(q));
+        if (video.st && audio.from_master) audio.pending.push_back(std::move(q));
+        else if (video.st) write_audio(audio, std::move(q));
         else write_to(*audio.seg, std::move(q));
     };
 
-    auto on_audio = [&](AVPacket* pkt) {
+    auto on_audio = [&](AudioTrack& audio, AVPacket* pkt) {
         int64_t ts = pick_ts(pkt->pts, pkt->dts);
         ts = ts == AV_NOPTS_VALUE ? audio.next_ts
                                   : av_rescale_q(ts, audio.st->time_base, audio.out_tb) - audio.offset;
@@ -636,7 +825,7 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
             const int64_t dur = !aac && pkt->duration > 0
                                     ? av_rescale_q(pkt->duration, audio.st->time_base, audio.out_tb)
                                     : audio.frame_samples;
-            push_audio_frame(pkt->data, size_t(pkt->size), ts, dur, pkt);
+            push_audio_frame(audio, pkt->data, size_t(pkt->size), ts, dur, pkt);
             return;
         }
         // ADTS: one or more frames, each header stripped.
@@ -650,7 +839,7 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
                 t.extradata = adts_audio_specific_config(h);
                 audio.seg->set_track(t);
             }
-            push_audio_frame(pkt->data + pos + h.header_size, h.frame_size - h.header_size, ts,
+            push_audio_frame(audio, pkt->data + pos + h.header_size, h.frame_size - h.header_size, ts,
                              audio.frame_samples, nullptr);
             ts += audio.frame_samples;
             pos += h.frame_size;
@@ -664,8 +853,14 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
         if (p->flags & AV_PKT_FLAG_CORRUPT)
             throw InvalidDataError("corrupt packet in stream " + std::to_string(p->stream_index) + " of " + input +
                                    " (truncated or damaged master)");
-        if (video.st && p->stream_index == video.st->index) on_video(p);
-        else if (audio.st && p->stream_index == audio.st->index) on_audio(p);
+        if (video.st && p->stream_index == video.st->index) {
+            on_video(p);
+        } else if (auto a = audio_of_stream.find(p->stream_index); a != audio_of_stream.end()) {
+            on_audio(*a->second, p);
+        } else if (auto t = text_of_stream.find(p->stream_index); t != text_of_stream.end()) {
+            if (fast) return;  // the fast demuxer does not read payloads: text comes from the second pass
+            texts[t->second].reader->packet(p);
+        }
     };
     for (auto& p : prefetched) dispatch(p.get());
     prefetched.clear();
@@ -676,30 +871,119 @@ PipelineResult package_copy(const std::string& input, const std::string& output_
         dispatch(pkt.get());
         av_packet_unref(pkt.get());
     }
+    if (held_hevc) submit_video(std::move(*held_hevc));
+    held_hevc.reset();
     while (!video.reorder.empty()) pop_reordered();
 
-    PipelineResult result;
-    double end_seconds = 0;
+    // On the fast path text payloads were not read: one more pass over the (small)
+    // text packets with the normal demuxer, every other stream discarded.
+    if (fast && !texts.empty()) {
+        for (unsigned i = 0; i < fmt->nb_streams; ++i)
+            fmt->streams[i]->discard = text_of_stream.count(int(i)) ? AVDISCARD_DEFAULT : AVDISCARD_ALL;
+        check_av(av_seek_frame(fmt.get(), -1, INT64_MIN, AVSEEK_FLAG_BACKWARD | AVSEEK_FLAG_ANY), "rewind", input);
+        while (av_read_frame(fmt.get(), pkt.get()) >= 0) {
+            if (auto t = text_of_stream.find(pkt->stream_index); t != text_of_stream.end() && pkt->size > 0)
+                texts[t->second].reader->packet(pkt.get());
+            av_packet_unref(pkt.get());
+        }
+    }
+
     if (video.st) {
         if (!video.started) throw InvalidDataError("no video keyframe found in " + input);
         video.seg->finish();
     }
-    if (audio.st) {
-        release_audio(true);
-        if (audio.seg->track().extradata.empty()) throw InvalidDataError("no audio frame found in " + input);
-        audio.seg->finish();
+    for (auto& a : audios) {
+        release_audio(*a, true);
+        if (a->seg->track().extradata.empty()) throw InvalidDataError("no audio frame found in " + a->source);
     }
-    for (auto* seg : {video.seg.get(), audio.seg.get()}) {
-        if (!seg) continue;
+
+    // Sidecar audio: every video cut is known now, so its frames go straight out.
+    std::vector<std::unique_ptr<AVFormatContext, FormatCloser>> sidecar_fmts;
+    for (const SidecarAudio& side : options.sidecar_audio) {
+        AVFormatContext* sraw = nullptr;
+        check_av(avformat_open_input(&sraw, side.path.c_str(), nullptr, nullptr), "open sidecar", side.path);
+        sidecar_fmts.emplace_back(sraw);
+        AVFormatContext* sf = sraw;
+        check_av(avformat_find_stream_info(sf, nullptr), "read stream info", side.path);
+        const int idx = av_find_best_stream(sf, AVMEDIA_TYPE_AUDIO, -1, -1, nullptr, 0);
+        if (idx < 0) throw InvalidDataError("no audio stream in sidecar " + side.path);
+        AVStream* st = sf->streams[idx];
+        if (st->codecpar->codec_id != AV_CODEC_ID_AAC && st->codecpar->codec_id != AV_CODEC_ID_OPUS)
+            throw InvalidDataError("audio codec '" + codec_name(st->codecpar->codec_id) + "' in sidecar " + side.path +
+                                   transcode_hint + " (copy supports aac, opus)");
+        if (st->codecpar->sample_rate <= 0) throw InvalidDataError("audio stream without a sample rate in " + side.path);
+        for (unsigned i = 0; i < sf->nb_streams; ++i)
+            if (int(i) != idx) {
+                sf->streams[i]->discard = AVDISCARD_ALL;
+                result.skipped.push_back(skipped(side.path, sf->streams[i], "a sidecar gives one audio stream (the best)"));
+            }
+        auto a = std::make_unique<AudioTrack>();
+        a->st = st;
+        a->source = side.path;
+        a->from_master = false;
+        setup_audio(*a, sidecar_label(side.language, side.name));
+        a->seg->set_write_pool(pool);
+        // Its first sample is the master's time zero; priming it shows as negative
+        // times stays before zero, behind the edit list.
+        AudioTrack& audio = *a;
+        audios.push_back(std::move(a));
+        std::deque<std::unique_ptr<AVPacket, PacketFree>> head;
+        while (audio.first_us == INT64_MAX) {
+            std::unique_ptr<AVPacket, PacketFree> sp(av_packet_alloc());
+            if (!sp) throw Error("out of memory allocating a packet");
+            const int ret = av_read_frame(sf, sp.get());
+            if (ret == AVERROR_EOF) break;
+            check_av(ret, "read packet", side.path);
+            const int64_t ts = pick_ts(sp->pts, sp->dts);
+            if (sp->stream_index == idx && ts != AV_NOPTS_VALUE && sp->size > 0)
+                audio.first_us = av_rescale_q(ts, st->time_base, AV_TIME_BASE_Q);
+            head.push_back(std::move(sp));
+        }
+        align_audio(audio, audio.first_us == INT64_MAX ? 0 : std::max<int64_t>(audio.first_us, 0));
+        auto feed = [&](AVPacket* sp) {
+            if (sp->stream_index != idx || sp->size <= 0) return;
+            if (sp->flags & AV_PKT_FLAG_CORRUPT) throw InvalidDataError("corrupt packet in " + side.path);
+            on_audio(audio, sp);
+        };
+        for (auto& sp : head) feed(sp.get());
+        head.clear();
+        for (;;) {
+            const int ret = av_read_frame(sf, pkt.get());
+            if (ret == AVERROR_EOF) break;
+            check_av(ret, "read packet", side.path);
+            feed(pkt.get());
+            av_packet_unref(pkt.get());
+        }
+        if (audio.seg->track().extradata.empty()) throw InvalidDataError("no audio frame found in " + side.path);
+    }
+    for (auto& a : audios) a->seg->finish();
+
+    double end_seconds = 0;
+    auto add = [&](const std::string& id, CmafSegmenter& seg) {
         RenditionResult r;
-        r.id = seg == video.seg.get() ? "v" + std::to_string(seg->track().height) : "audio";
-        r.track = seg->track();
-        r.segments = seg->segments();
+        r.id = id;
+        r.track = seg.track();
+        r.segments = seg.segments();
         if (!r.segments.empty()) {
             const SegmentRecord& last = r.segments.back();
             end_seconds = std::max(end_seconds, double(last.start + last.duration) / r.track.timescale);
         }
         result.renditions.push_back(std::move(r));
+    };
+    if (video.seg) add("v" + std::to_string(video.seg->track().height), *video.seg);
+    for (auto& a : audios) add(a->id, *a->seg);
+    // The presentation ends with the video when there is one.
+    if (video.seg && !result.renditions.front().segments.empty()) {
+        const RenditionResult& v = result.renditions.front();
+        end_seconds = double(v.segments.back().start + v.segments.back().duration) / v.track.timescale;
+    }
+    for (TextOut& t : sidecar_texts) texts.push_back(std::move(t));
+    for (TextOut& t : texts) {
+        std::vector<Cue> cues = t.reader ? std::move(t.reader->cues()) : std::move(t.cues);
+        std::stable_sort(cues.begin(), cues.end(), [](const Cue& x, const Cue& y) { return x.start_ms < y.start_ms; });
+        t.id = text_id(StreamLabel{t.track.language, t.track.name}, t.track.forced, ids);
+        result.renditions.push_back(
+            write_webvtt_rendition(t.id, t.track, cues, output_dir + "/" + t.id, segment_seconds, end_seconds));
     }
     result.duration_seconds = end_seconds;
     return result;

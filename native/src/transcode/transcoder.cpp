@@ -22,14 +22,18 @@
 #include <cmath>
 #include <exception>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <stdexcept>
 #include <thread>
 
+#include "avglue/streams.h"
 #include "cmaf/nal.h"
 #include "cmaf/segmenter.h"
+#include "text/subtitle_parse.h"
+#include "text/webvtt_writer.h"
 #include "common/error.h"
 #include "transcode/av_log.h"
 #include "transcode/av_util.h"
@@ -185,6 +189,7 @@ public:
         if (ec) throw IOError("create output directory " + dir.string() + ": " + ec.message());
         segmenter_ = std::make_unique<CmafSegmenter>(track, dir.string(), cfg.segment_seconds);
         segmenter_->set_first_number(first_segment_number(cfg));
+        segmenter_->set_encryption(cfg.encryption);
         scaled_ = av::make_frame();
         pkt_ = av::make_packet();
     }
@@ -304,18 +309,22 @@ private:
 // every rung, on its own thread.
 class AudioWorker {
 public:
-    AudioWorker(const AVStream* st, const TranscodeConfig& cfg, RunState& state, int64_t origin)
-        : st_(st), cfg_(cfg), state_(state), origin_(origin), queue_(kPacketQueue, state.stop) {
+    // st: the stream (of the master or of a sidecar file `input`); origin: its time
+    // that becomes the output's time zero; id: the rendition id.
+    AudioWorker(const AVStream* st, const TranscodeConfig& cfg, RunState& state, int64_t origin, std::string id,
+                const StreamLabel& label, std::string input)
+        : st_(st), cfg_(cfg), state_(state), origin_(origin), id_(std::move(id)), input_(std::move(input)),
+          queue_(kPacketQueue, state.stop) {
         const AVCodec* dcodec = avcodec_find_decoder(st->codecpar->codec_id);
         if (!dcodec)
             throw NotFoundError("no decoder for audio codec " +
                                     std::string(avcodec_get_name(st->codecpar->codec_id)) + " in " +
-                                    cfg.input,
+                                    input_,
                                 AVERROR_DECODER_NOT_FOUND);
         dec_.reset(avcodec_alloc_context3(dcodec));
-        check_av(avcodec_parameters_to_context(dec_.get(), st->codecpar), "open audio decoder", cfg.input);
+        check_av(avcodec_parameters_to_context(dec_.get(), st->codecpar), "open audio decoder", input_);
         dec_->pkt_timebase = st->time_base;
-        check_av(avcodec_open2(dec_.get(), dcodec, nullptr), "open audio decoder", cfg.input);
+        check_av(avcodec_open2(dec_.get(), dcodec, nullptr), "open audio decoder", input_);
         av::clear_errors(dcodec->name);
 
         const AVCodec* ecodec = avcodec_find_encoder(AV_CODEC_ID_AAC);
@@ -327,7 +336,7 @@ public:
         enc_->bit_rate = cfg.audio_bitrate;
         enc_->time_base = AVRational{1, cfg.audio_sample_rate};
         enc_->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;  // AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1)
-        check_av(avcodec_open2(enc_.get(), ecodec, nullptr), "open AAC encoder", cfg.input);
+        check_av(avcodec_open2(enc_.get(), ecodec, nullptr), "open AAC encoder", input_);
 
         TrackInfo track;
         track.kind = TrackKind::Audio;
@@ -337,14 +346,22 @@ public:
         track.sample_rate = cfg.audio_sample_rate;
         track.channels = cfg.audio_channels;
         track.bitrate = cfg.audio_bitrate;
-        if (const AVDictionaryEntry* lang = av_dict_get(st->metadata, "language", nullptr, 0))
-            if (std::string(lang->value).size() == 3) track.language = lang->value;
-        const std::filesystem::path dir = std::filesystem::path(cfg.output_dir) / cfg.audio_id;
+        track.language = label.language;
+        track.name = label.name;
+        // The encoder's priming samples (initial_padding) are decoded but not
+        // presented: an edit list (ISO/IEC 14496-12 §8.6.6) starts the presentation
+        // after them, so source time 0 plays together with the first video picture.
+        track.presentation_offset = enc_->initial_padding;
+        const std::filesystem::path dir = std::filesystem::path(cfg.output_dir) / id_;
         std::error_code ec;
         std::filesystem::create_directories(dir, ec);
         if (ec) throw IOError("create output directory " + dir.string() + ": " + ec.message());
         segmenter_ = std::make_unique<CmafSegmenter>(track, dir.string(), cfg.segment_seconds);
         segmenter_->set_first_number(first_segment_number(cfg));
+        segmenter_->set_encryption(cfg.encryption);
+        // No runt at the end: audio that outlasts the video's last cut by a frame or
+        // two joins the last full segment.
+        segmenter_->set_tail_merge(cfg.segment_seconds / 2);
         // A span starts the encoder one frame plus its priming before span_start (so
         // the first packet kept is warmed up) and keeps the packets in the span, on
         // the one-piece timeline: track time t plays source time t - initial_padding.
@@ -372,6 +389,7 @@ public:
         return queue_.push(std::move(p), on_wait);
     }
     void close() { queue_.close(); }
+    const AVStream* stream() const { return st_; }
     // Length of the rendition as written (its segments), seconds.
     double seconds() const {
         int64_t total = 0;
@@ -380,7 +398,7 @@ public:
     }
     RenditionResult result() const {
         RenditionResult r;
-        r.id = cfg_.audio_id;
+        r.id = id_;
         r.track = segmenter_->track();
         r.segments = segmenter_->segments();
         return r;
@@ -408,7 +426,7 @@ private:
 
     [[noreturn]] void corrupt(int ret) {
         std::string why = av::recent_errors(dec_->codec->name);
-        throw InvalidDataError("decode audio failed for " + cfg_.input + ": " + av_error_text(ret) +
+        throw InvalidDataError("decode audio failed for " + input_ + ": " + av_error_text(ret) +
                                    " after " + seconds_text(static_cast<double>(samples_in_) /
                                                             cfg_.audio_sample_rate) +
                                    (why.empty() ? "" : " (" + std::string(dec_->codec->name) +
@@ -421,14 +439,14 @@ private:
         if (ret < 0 && ret != AVERROR_EOF) {
             if (ret == AVERROR_INVALIDDATA && decoded_ == 0) return;  // garbage before the first frame
             if (ret == AVERROR_INVALIDDATA) corrupt(ret);
-            check_av(ret, "decode audio", cfg_.input);
+            check_av(ret, "decode audio", input_);
         }
         for (;;) {
             if (state_.stop) return;
             ret = avcodec_receive_frame(dec_.get(), frame_.get());
             if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) break;
             if (ret == AVERROR_INVALIDDATA) corrupt(ret);
-            check_av(ret, "decode audio", cfg_.input);
+            check_av(ret, "decode audio", input_);
             if (frame_->decode_error_flags || (frame_->flags & AV_FRAME_FLAG_CORRUPT))
                 corrupt(AVERROR_INVALIDDATA);
             ++decoded_;
@@ -444,7 +462,7 @@ private:
         if (f->ch_layout.order == AV_CHANNEL_ORDER_UNSPEC || f->ch_layout.nb_channels <= 0)
             av_channel_layout_default(&in_layout, std::max(1, f->ch_layout.nb_channels));
         else
-            check_av(av_channel_layout_copy(&in_layout, &f->ch_layout), "read channel layout", cfg_.input);
+            check_av(av_channel_layout_copy(&in_layout, &f->ch_layout), "read channel layout", input_);
         SwrContext* raw = nullptr;
         // Downmix uses swresample's matrix (ITU-R BS.775 coefficients: centre and
         // surrounds at -3 dB), with normalisation so the sum cannot clip.
@@ -453,8 +471,8 @@ private:
                                       f->sample_rate, 0, nullptr);
         av_channel_layout_uninit(&in_layout);
         swr_.reset(raw);
-        check_av(ret, "set up resampler", cfg_.input);
-        check_av(swr_init(swr_.get()), "set up resampler", cfg_.input);
+        check_av(ret, "set up resampler", input_);
+        check_av(swr_init(swr_.get()), "set up resampler", input_);
         // Both tracks share time zero, the first video picture: audio that starts
         // later is padded with silence, audio that starts earlier is trimmed.
         int64_t ts = f->best_effort_timestamp;
@@ -465,8 +483,8 @@ private:
                 av::FramePtr silence = av::make_frame();
                 silence->nb_samples = static_cast<int>(lead);
                 silence->format = AV_SAMPLE_FMT_FLTP;
-                check_av(av_channel_layout_copy(&silence->ch_layout, &enc_->ch_layout), "pad audio", cfg_.input);
-                check_av(av_frame_get_buffer(silence.get(), 0), "pad audio", cfg_.input);
+                check_av(av_channel_layout_copy(&silence->ch_layout, &enc_->ch_layout), "pad audio", input_);
+                check_av(av_frame_get_buffer(silence.get(), 0), "pad audio", input_);
                 av_samples_set_silence(silence->extended_data, 0, silence->nb_samples,
                                        cfg_.audio_channels, AV_SAMPLE_FMT_FLTP);
                 av_audio_fifo_write(fifo_, reinterpret_cast<void**>(silence->extended_data),
@@ -483,12 +501,12 @@ private:
             conv_ = av::make_frame();
             conv_->nb_samples = cap;
             conv_->format = AV_SAMPLE_FMT_FLTP;
-            check_av(av_channel_layout_copy(&conv_->ch_layout, &enc_->ch_layout), "resample", cfg_.input);
-            check_av(av_frame_get_buffer(conv_.get(), 0), "resample", cfg_.input);
+            check_av(av_channel_layout_copy(&conv_->ch_layout, &enc_->ch_layout), "resample", input_);
+            check_av(av_frame_get_buffer(conv_.get(), 0), "resample", input_);
         }
         int n = swr_convert(swr_.get(), conv_->extended_data, cap,
                             f ? const_cast<const uint8_t**>(f->extended_data) : nullptr, in_samples);
-        check_av(n, "resample audio", cfg_.input);
+        check_av(n, "resample audio", input_);
         if (n > 0) {
             av_audio_fifo_write(fifo_, reinterpret_cast<void**>(conv_->extended_data), n);
             samples_in_ += n;
@@ -509,8 +527,8 @@ private:
             f->nb_samples = n;
             f->format = enc_->sample_fmt;
             f->sample_rate = enc_->sample_rate;
-            check_av(av_channel_layout_copy(&f->ch_layout, &enc_->ch_layout), "encode audio", cfg_.input);
-            check_av(av_frame_get_buffer(f.get(), 0), "encode audio", cfg_.input);
+            check_av(av_channel_layout_copy(&f->ch_layout, &enc_->ch_layout), "encode audio", input_);
+            check_av(av_frame_get_buffer(f.get(), 0), "encode audio", input_);
             av_audio_fifo_read(fifo_, reinterpret_cast<void**>(f->extended_data), n);
             f->pts = next_pts_;
             next_pts_ += n;
@@ -520,12 +538,12 @@ private:
 
     void encode(const AVFrame* f) {
         int ret = avcodec_send_frame(enc_.get(), f);
-        if (ret < 0 && !(ret == AVERROR_EOF && !f)) check_av(ret, "encode audio", cfg_.input);
+        if (ret < 0 && !(ret == AVERROR_EOF && !f)) check_av(ret, "encode audio", input_);
         for (;;) {
             if (state_.stop) return;
             ret = avcodec_receive_packet(enc_.get(), pkt_.get());
             if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) break;
-            check_av(ret, "encode audio", cfg_.input);
+            check_av(ret, "encode audio", input_);
             // The AAC encoder's packets start at -initial_padding (its priming
             // samples); the track starts at 0, so the priming plays as 21 ms of lead-in.
             EncodedPacket ep;
@@ -547,6 +565,8 @@ private:
     const TranscodeConfig& cfg_;
     RunState& state_;
     int64_t origin_;
+    std::string id_;
+    std::string input_;
     BoundedQueue<av::PacketPtr> queue_;
     std::thread thread_;
     av::CodecPtr dec_, enc_;
@@ -574,17 +594,22 @@ public:
         // Any path out (success, failure, cancel) stops and joins every thread first.
         state_.stop = stop_requested_on_exit_ ? true : state_.stop.load();
         for (auto& r : rungs_) r->close();
-        if (audio_) audio_->close();
+        for (auto& a : audios_) a->close();
         for (auto& r : rungs_) r->join();
-        if (audio_) audio_->join();
+        for (std::thread& t : sidecar_threads_)
+            if (t.joinable()) t.join();
+        for (auto& a : audios_) a->join();
     }
 
     PipelineResult run() {
         stop_requested_on_exit_ = true;
         validate();
+        read_sidecar_text();  // a bad subtitle file fails before any media work
         fmt_ = av::open_input(cfg_.input);
         open_video();
         open_audio();
+        open_text();
+        open_sidecar_audio();
         seek_to_span();
         demux();
         if (cfg_.video && !video_done_) finish_video();
@@ -592,16 +617,25 @@ public:
             throw std::invalid_argument("span " + span_text() + " holds no video frame of " + cfg_.input +
                                         " (" + seconds_text(master_seconds_) + " long)");
         for (auto& r : rungs_) r->close();
-        if (audio_) audio_->close();
+        for (size_t i = 0; i < master_audio_; ++i) audios_[i]->close();  // sidecars close their own
         wait_for_workers();
         rethrow_if_stopped();
         stop_requested_on_exit_ = false;
 
         PipelineResult result;
         for (auto& r : rungs_) result.renditions.push_back(r->result());
-        if (audio_) result.renditions.push_back(audio_->result());
+        for (auto& a : audios_) result.renditions.push_back(a->result());
         result.duration_seconds = cfg_.video ? static_cast<double>(frames_out_) * fps_.den / fps_.num
                                   : audio_->seconds();
+        for (TextOut& t : texts_) {
+            std::vector<Cue> cues = t.reader ? std::move(t.reader->cues()) : std::move(t.cues);
+            std::stable_sort(cues.begin(), cues.end(),
+                             [](const Cue& a, const Cue& b) { return a.start_ms < b.start_ms; });
+            result.renditions.push_back(write_webvtt_rendition(
+                t.id, t.track, cues, (std::filesystem::path(cfg_.output_dir) / t.id).string(),
+                cfg_.segment_seconds, result.duration_seconds));
+        }
+        result.skipped = skipped_;
         result.source_frames = decoded_;
         if (progress_) progress_(1.0);
         return result;
@@ -609,6 +643,7 @@ public:
 
 private:
     void validate() const {
+        validate_encryption(cfg_.encryption);
         if (!cfg_.video && !cfg_.audio)
             throw std::invalid_argument("nothing to encode: video and audio are both off");
         if (cfg_.video && cfg_.rungs.empty()) throw std::invalid_argument("transcode needs at least one rung");
@@ -739,7 +774,12 @@ private:
     }
 
     void open_audio() {
-        if (!cfg_.audio) return;
+        if (!cfg_.audio) {
+            for (unsigned i = 0; i < fmt_->nb_streams; ++i)
+                if (fmt_->streams[i]->codecpar->codec_type == AVMEDIA_TYPE_AUDIO)
+                    skipped_.push_back(skipped(cfg_.input, fmt_->streams[i], "audio is off for this run"));
+            return;
+        }
         int idx = av_find_best_stream(fmt_.get(), AVMEDIA_TYPE_AUDIO, -1, vst_->index, nullptr, 0);
         if (idx < 0) {  // a silent master gives a video-only ladder
             if (!cfg_.video)
@@ -747,12 +787,135 @@ private:
                                        AVERROR_STREAM_NOT_FOUND);
             return;
         }
-        ast_ = fmt_->streams[idx];
-        ast_->discard = AVDISCARD_DEFAULT;
-        const int64_t origin = av_rescale_q(origin_, vst_->time_base, ast_->time_base);
-        audio_origin_ = origin;
-        audio_ = std::make_unique<AudioWorker>(ast_, cfg_, state_, origin);
-        audio_->start();
+        // The best stream first (it keeps audio_id and drives a span's audio), then
+        // every other audio stream in file order.
+        std::vector<AVStream*> streams{fmt_->streams[idx]};
+        for (unsigned i = 0; i < fmt_->nb_streams; ++i)
+            if (static_cast<int>(i) != idx && fmt_->streams[i]->codecpar->codec_type == AVMEDIA_TYPE_AUDIO)
+                streams.push_back(fmt_->streams[i]);
+        ast_ = streams.front();
+        audio_origin_ = av_rescale_q(origin_, vst_->time_base, ast_->time_base);
+        for (const auto& r : cfg_.rungs) ids_.insert(r.id);
+        ids_.insert(cfg_.audio_id);
+        int n = 1;
+        for (AVStream* st : streams) {
+            if (!avcodec_find_decoder(st->codecpar->codec_id) && st != ast_) {
+                skipped_.push_back(skipped(cfg_.input, st, "no decoder for this audio codec"));
+                continue;
+            }
+            st->discard = AVDISCARD_DEFAULT;
+            const StreamLabel label = stream_label(st);
+            const std::string id = st == ast_ ? cfg_.audio_id : audio_id(label, ++n, ids_);
+            const int64_t origin = av_rescale_q(origin_, vst_->time_base, st->time_base);
+            audios_.push_back(std::make_unique<AudioWorker>(st, cfg_, state_, origin, id, label, cfg_.input));
+            audio_of_stream_[st->index] = audios_.back().get();
+        }
+        audio_ = audios_.front().get();
+        master_audio_ = audios_.size();
+        for (auto& w : audios_) w->start();
+    }
+
+    bool whole_run() const { return cfg_.span_start <= 0 && cfg_.span_end <= 0; }
+
+    // Text streams of the master; everything else that is not the video or an
+    // audio stream is listed as skipped, with the reason.
+    void open_text() {
+        for (unsigned i = 0; i < fmt_->nb_streams; ++i) {
+            AVStream* st = fmt_->streams[i];
+            const AVMediaType type = st->codecpar->codec_type;
+            if (st == vst_ || type == AVMEDIA_TYPE_AUDIO) continue;
+            if (type == AVMEDIA_TYPE_VIDEO) {
+                skipped_.push_back(skipped(cfg_.input, st, (st->disposition & AV_DISPOSITION_ATTACHED_PIC)
+                                                                ? "cover art (an attached picture)"
+                                                                : "only the first video stream becomes the ladder"));
+            } else if (type == AVMEDIA_TYPE_SUBTITLE) {
+                if (!is_text_subtitle(st->codecpar->codec_id)) {
+                    skipped_.push_back(skipped(cfg_.input, st, "bitmap subtitles cannot become WebVTT (they need OCR)"));
+                } else if (!cfg_.subtitles || !whole_run()) {
+                    skipped_.push_back(skipped(cfg_.input, st, "subtitles are off for this run (a span or subtitles=false)"));
+                } else {
+                    const StreamLabel label = stream_label(st);
+                    const bool forced = st->disposition & AV_DISPOSITION_FORCED;
+                    const bool sdh = st->disposition & AV_DISPOSITION_HEARING_IMPAIRED;
+                    const int64_t origin = av_rescale_q(origin_, vst_->time_base, st->time_base);
+                    TextOut t;
+                    t.id = text_id(label, forced, ids_);
+                    t.track = text_track(label, forced, sdh);
+                    t.reader = std::make_unique<TextStreamReader>(st, origin, cfg_.input);
+                    st->discard = AVDISCARD_DEFAULT;
+                    text_of_stream_[st->index] = texts_.size();
+                    texts_.push_back(std::move(t));
+                }
+            } else if (type == AVMEDIA_TYPE_ATTACHMENT) {
+                skipped_.push_back(skipped(cfg_.input, st, "attachment (fonts or files), not media"));
+            } else {
+                skipped_.push_back(skipped(cfg_.input, st, "data stream, no audio/video/text to package"));
+            }
+        }
+        // Sidecars come after the master's own text streams.
+        for (TextOut& t : sidecar_texts_) {
+            t.id = text_id(StreamLabel{t.track.language, t.track.name}, t.track.forced, ids_);
+            texts_.push_back(std::move(t));
+        }
+        sidecar_texts_.clear();
+    }
+
+    void read_sidecar_text() {
+        for (const SidecarText& s : cfg_.sidecar_text) {
+            TextOut t;
+            t.cues = parse_subtitle_file(s.path);
+            t.track = text_track(sidecar_label(s.language, s.name), s.forced, s.sdh);
+            if (cfg_.subtitles && whole_run()) sidecar_texts_.push_back(std::move(t));
+        }
+    }
+
+    // Each sidecar audio file is read by a thread of its own into its worker.
+    void open_sidecar_audio() {
+        if (!cfg_.audio) return;
+        for (const SidecarAudio& side : cfg_.sidecar_audio) {
+            av::FormatPtr fmt = av::open_input(side.path);
+            const int idx = av_find_best_stream(fmt.get(), AVMEDIA_TYPE_AUDIO, -1, -1, nullptr, 0);
+            if (idx < 0) throw InvalidDataError("no audio stream in sidecar " + side.path, AVERROR_STREAM_NOT_FOUND);
+            AVStream* st = fmt->streams[idx];
+            for (unsigned i = 0; i < fmt->nb_streams; ++i)
+                if (static_cast<int>(i) != idx) {
+                    fmt->streams[i]->discard = AVDISCARD_ALL;
+                    skipped_.push_back(skipped(side.path, fmt->streams[i], "a sidecar gives one audio stream (the best)"));
+                }
+            // Its own first sample is the master's time zero.
+            const int64_t origin = st->start_time != AV_NOPTS_VALUE ? st->start_time : 0;
+            const StreamLabel label = sidecar_label(side.language, side.name);
+            const int n = static_cast<int>(audios_.size()) + 1;
+            audios_.push_back(std::make_unique<AudioWorker>(st, cfg_, state_, origin, audio_id(label, n, ids_),
+                                                            label, side.path));
+            AudioWorker* worker = audios_.back().get();
+            if (!audio_) audio_ = worker;
+            worker->start();
+            sidecar_fmts_.push_back(std::move(fmt));
+            AVFormatContext* f = sidecar_fmts_.back().get();
+            const std::string path = side.path;
+            sidecar_threads_.emplace_back([this, f, idx, worker, path] {
+                try {
+                    av::PacketPtr pkt = av::make_packet();
+                    for (;;) {
+                        if (state_.stop) break;
+                        const int ret = av_read_frame(f, pkt.get());
+                        if (ret == AVERROR(EAGAIN)) continue;
+                        if (ret == AVERROR_EOF) break;
+                        check_av(ret, "read packet", path);
+                        if (pkt->stream_index == idx) {
+                            av::PacketPtr copy(av_packet_clone(pkt.get()));
+                            if (!copy) throw Error("out of memory queuing an audio packet");
+                            if (!worker->push(std::move(copy), [] {})) break;
+                        }
+                        av_packet_unref(pkt.get());
+                    }
+                } catch (...) {
+                    state_.fail(std::current_exception());
+                }
+                worker->close();
+            });
+        }
     }
 
     // ---- span: seek to its start ---------------------------------------------
@@ -894,11 +1057,14 @@ private:
             }
             if (pkt->stream_index == vst_->index) {
                 if (cfg_.video && !video_done_) decode_video(pkt.get());
-            } else if (ast_ && pkt->stream_index == ast_->index && !audio_done_) {
-                note_audio(pkt.get());
+            } else if (auto a = audio_of_stream_.find(pkt->stream_index);
+                       a != audio_of_stream_.end() && !audio_done_) {
+                if (a->second == audio_) note_audio(pkt.get());
                 av::PacketPtr copy(av_packet_clone(pkt.get()));
                 if (!copy) throw Error("out of memory queuing an audio packet");
-                audio_->push(std::move(copy), on_wait);
+                a->second->push(std::move(copy), on_wait);
+            } else if (auto t = text_of_stream_.find(pkt->stream_index); t != text_of_stream_.end()) {
+                texts_[t->second].reader->packet(pkt.get());
             }
             av_packet_unref(pkt.get());
             report_progress();
@@ -1115,8 +1281,18 @@ private:
 
     void wait_for_workers() {
         for (auto& r : rungs_) r->join();
-        if (audio_) audio_->join();
+        for (std::thread& t : sidecar_threads_)
+            if (t.joinable()) t.join();
+        for (auto& a : audios_) a->join();
     }
+
+    // A text rendition: cues read from a master stream (reader) or a sidecar file.
+    struct TextOut {
+        std::string id;
+        TrackInfo track;
+        std::unique_ptr<TextStreamReader> reader;
+        std::vector<Cue> cues;
+    };
 
     const TranscodeConfig& cfg_;
     RunState state_;
@@ -1155,7 +1331,16 @@ private:
     int64_t last_gop_ = -1;
     bool rungs_started_ = false;
     std::vector<std::unique_ptr<RungWorker>> rungs_;
-    std::unique_ptr<AudioWorker> audio_;
+    AudioWorker* audio_ = nullptr;  // the one that drives a span's audio (the best stream)
+    std::vector<av::FormatPtr> sidecar_fmts_;         // outlive the workers reading them
+    std::vector<std::unique_ptr<AudioWorker>> audios_; // master streams first, then sidecars
+    size_t master_audio_ = 0;
+    std::map<int, AudioWorker*> audio_of_stream_;
+    std::vector<std::thread> sidecar_threads_;
+    std::set<std::string> ids_;
+    std::vector<TextOut> texts_, sidecar_texts_;
+    std::map<int, size_t> text_of_stream_;
+    std::vector<SkippedStream> skipped_;
     Clock::time_point last_progress_{};
 };
 

@@ -9,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "cmaf/encryption.h"
 #include "common/media_types.h"
+#include "text/cue.h"
 
 namespace cdlc {
 
@@ -33,7 +35,10 @@ struct TranscodeConfig {
     std::string preset = "veryfast";
     int fps_num = 0;             // output frame rate; 0 = the source's (normalised to CFR)
     int fps_den = 1;
-    bool audio = true;           // encode the first audio stream, if any
+    // Encode every audio stream of the master (and every sidecar), each decoded once
+    // and encoded once into a rendition of its own: the best one ("default") as
+    // audio_id, the others as audio_<lang> (audio_<n> when untagged).
+    bool audio = true;
     int64_t audio_bitrate = 128000;
     int audio_sample_rate = 48000;
     int audio_channels = 2;
@@ -54,6 +59,18 @@ struct TranscodeConfig {
     // audio-only task over the whole master beside video-only chunk tasks. The
     // master still needs a video stream: its first picture is time zero.
     bool video = true;
+    // Extra audio: files beside the master, each trimmed/aligned so its own first
+    // sample is the master's time zero, encoded like the master's audio.
+    std::vector<SidecarAudio> sidecar_audio;
+    // Text: the master's text subtitle streams (mov_text, subrip, webvtt, ass) and
+    // sidecar WebVTT/SRT files become WebVTT renditions sub_<lang> (segmented N.vtt
+    // plus subtitles.vtt). Only on a whole-master run (no span), so that chunked
+    // encodes produce them once: the engine turns them off on all but one task.
+    bool subtitles = true;
+    std::vector<SidecarText> sidecar_text;
+    // Common encryption of every audio and video rendition (scheme "" = clear);
+    // text renditions stay clear (WebVTT has no CENC form).
+    EncryptionConfig encryption;
 };
 
 // progress: fraction done in [0, 1]; called at most ~10 times a second, from a
