@@ -30,10 +30,13 @@ PURGE_PREFIX = "/_edge/purge"  # keep in step with cdn/nginx.py
 log = logging.getLogger(__name__)
 
 
-def asset_paths(asset_id: str, renditions: Mapping[str, int]) -> list[str]:
+def asset_paths(asset_id: str, renditions: Mapping[str, int],
+                text: Iterable[str] = ()) -> list[str]:
     """Every playback path of an asset (DESIGN.md "Playback URLs"): the master
     playlist and MPD, and per rendition its media playlist, init segment and
-    segments 1..count. `renditions` maps rendition id -> segment count.
+    segments 1..count; for the rendition ids in ``text`` (WebVTT subtitles) the
+    cue files 1..count and the whole track instead. `renditions` maps rendition
+    id -> segment count.
 
     The paths are the edge's cache keys (``$uri``: decoded), so they are not
     percent-encoded; ids holding "/", "?", "%" or control characters are refused."""
@@ -41,8 +44,13 @@ def asset_paths(asset_id: str, renditions: Mapping[str, int]) -> list[str]:
         if not part or any(c in part for c in "/?%#") or not part.isprintable():
             raise ValueError(f"not a playback path segment: {part!r}")
     paths = [f"/vod/{asset_id}/master.m3u8", f"/vod/{asset_id}/manifest.mpd"]
+    texts = set(text)
     for rendition, count in renditions.items():
         base = f"/vod/{asset_id}/{rendition}"
+        if rendition in texts:
+            paths += [f"{base}/media.m3u8", f"{base}/subtitles.vtt"]
+            paths += [f"{base}/{n}.vtt" for n in range(1, count + 1)]
+            continue
         paths += [f"{base}/media.m3u8", f"{base}/init.mp4"]
         paths += [f"{base}/{n}.m4s" for n in range(1, count + 1)]
     return paths
@@ -156,10 +164,11 @@ class PurgeClient:
         renditions: Mapping[str, int],
         *,
         repeat_after: float = 1.0,
+        text: Iterable[str] = (),
     ) -> PurgeResult:
         """Drop every object of the asset from every edge; a second pass after
         `repeat_after` seconds (0 = none) catches fetches that were in flight."""
-        paths = asset_paths(asset_id, renditions)
+        paths = asset_paths(asset_id, renditions, text)
         result = await self.purge_paths(paths)
         if repeat_after > 0:
             await asyncio.sleep(repeat_after)
@@ -176,7 +185,9 @@ async def purge_asset(
     renditions: Mapping[str, int],
     *,
     repeat_after: float = 1.0,
+    text: Iterable[str] = (),
 ) -> PurgeResult:
     """One-shot form of PurgeClient.purge_asset (its own connections)."""
     async with PurgeClient(edges) as client:
-        return await client.purge_asset(asset_id, renditions, repeat_after=repeat_after)
+        return await client.purge_asset(asset_id, renditions, repeat_after=repeat_after,
+                                        text=text)

@@ -140,8 +140,9 @@ class Engine:
     async def delete(self, asset_id: str) -> None:
         store, objects = self.services.store, self.services.objects
         # What the edges may hold, read before the index is gone.
-        counts = {r.id: len(await store.get_segments(asset_id, r.id))
-                  for r in await store.get_renditions(asset_id)}
+        renditions = await store.get_renditions(asset_id)
+        counts = {r.id: len(await store.get_segments(asset_id, r.id)) for r in renditions}
+        text = [r.id for r in renditions if r.kind == "text"]
         # Metadata first: once the row is gone nothing is served (after the cache
         # entry goes too) and a running job's next lease write fails, so it stops
         # without publishing; then the bytes, then the edges' copies.
@@ -152,18 +153,19 @@ class Engine:
         if not existed and removed == 0:
             raise NotFound(f"no asset {asset_id}")
         if self.edges and counts:
-            await self._purge_edges(asset_id, counts)
+            await self._purge_edges(asset_id, counts, text)
 
-    async def _purge_edges(self, asset_id: str, counts: dict[str, int]) -> None:
+    async def _purge_edges(self, asset_id: str, counts: dict[str, int],
+                           text: list[str]) -> None:
         """Takedown at the CDN: purge now, and once more a second later in the
         background to catch a fetch that was in flight during the delete."""
-        result = await purge_asset(self.edges, asset_id, counts, repeat_after=0)
+        result = await purge_asset(self.edges, asset_id, counts, repeat_after=0, text=text)
         if not result.ok:
             log.warning("purge of %s incomplete: %s", asset_id, result.failed[:3])
 
         async def again() -> None:
             await asyncio.sleep(1.0)
-            await purge_asset(self.edges, asset_id, counts, repeat_after=0)
+            await purge_asset(self.edges, asset_id, counts, repeat_after=0, text=text)
 
         task = asyncio.create_task(again())
         self._background.add(task)

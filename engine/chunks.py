@@ -40,7 +40,7 @@ import native
 from engine.job_spec import IngestError, work_dir_name
 from engine.ladder import plan_ladder
 from engine.leases import Lease, holder_dead, holder_id
-from engine.pipeline import Services, is_no_space, to_models
+from engine.pipeline import Services, is_no_space, sidecars_of, to_models
 from engine.runner import PERMANENT, local_master, reason_of, record_failure
 from engine.workers import choose_encoder
 from metadata.cache import invalidate_asset
@@ -59,7 +59,9 @@ SendPart = Callable[[Job, str, float], None]
 
 TRACK_FIELDS = ("codec", "timescale", "width", "height", "sar_num", "sar_den",
                 "frame_rate_num", "frame_rate_den", "sample_rate", "channels", "bitrate",
-                "language")
+                "language", "name", "presentation_offset", "forced", "sdh")
+_KIND_NAMES = {native.TrackKind.VIDEO: "video", native.TrackKind.AUDIO: "audio",
+               native.TrackKind.TEXT: "text"}
 
 
 def chunk_length(segment_seconds: float, chunk_seconds: float) -> float:
@@ -266,7 +268,9 @@ class PartRun:
                 transcoder = native.Transcoder(
                     master, out, rungs, segment_seconds=req.segment_seconds,
                     gop_seconds=req.gop, preset=req.preset, audio=not video, video=video,
-                    start_seconds=part["start"], end_seconds=part["end"])
+                    start_seconds=part["start"], end_seconds=part["end"],
+                    # Text tracks and sidecars come whole from the audio part.
+                    subtitles=not video, **({} if video else sidecars_of(req)))
                 result = await asyncio.to_thread(transcoder.run, progress)
             records = [rendition_record(r) for r in result.renditions]
             prefix = f"chunks/{job.id}/{self.name}/{uuid.uuid4().hex[:8]}"
@@ -395,7 +399,7 @@ def rendition_record(r: native.RenditionResult) -> dict[str, Any]:
     t = r.track
     return {
         "id": r.id,
-        "track": {"kind": "video" if t.kind == native.TrackKind.VIDEO else "audio",
+        "track": {"kind": _KIND_NAMES[t.kind],
                   "extradata": bytes(t.extradata).hex(),
                   **{name: getattr(t, name) for name in TRACK_FIELDS}},
         "segments": [[s.number, s.start, s.duration, s.size, s.iframe_size]
@@ -419,6 +423,10 @@ class _Track:
     channels: int = 0
     bitrate: int = 0
     language: str = "und"
+    name: str = ""
+    presentation_offset: int = 0
+    forced: bool = False
+    sdh: bool = False
 
 
 @dataclass
@@ -451,7 +459,7 @@ def merged_result(parts: Iterable[dict[str, Any]], duration: float) -> _Result:
     for part in parts:
         for rec in part["result"]:
             t = dict(rec["track"])
-            kind = native.TrackKind.VIDEO if t.pop("kind") == "video" else native.TrackKind.AUDIO
+            kind = {v: k for k, v in _KIND_NAMES.items()}[t.pop("kind")]
             extradata = bytes.fromhex(t.pop("extradata"))
             rend = rends.setdefault(rec["id"], _Rend(rec["id"], _Track(kind=kind,
                                                                       extradata=extradata, **t),
@@ -522,9 +530,12 @@ async def _lay_out(services: Services, parts: list[dict[str, Any]], out: Path) -
     for part in parts:
         for rec in part["result"]:
             rid = rec["id"]
-            names = [f"{s[0]}.m4s" for s in rec["segments"]]
-            if not (out / rid / "init.mp4").exists():
-                names.append("init.mp4")
+            if rec["track"]["kind"] == "text":  # WebVTT: cue files and the whole track
+                names = [f"{s[0]}.vtt" for s in rec["segments"]] + ["subtitles.vtt"]
+            else:
+                names = [f"{s[0]}.m4s" for s in rec["segments"]]
+                if not (out / rid / "init.mp4").exists():
+                    names.append("init.mp4")
             (out / rid).mkdir(parents=True, exist_ok=True)
             for name in names:
                 await _fetch(services, f"{part['prefix']}/{rid}/{name}", out / rid / name)

@@ -38,6 +38,9 @@ EXIT_BAD_INPUT = 2
 
 
 @click.group()
+# The version is looked up only when asked for (package metadata costs every start).
+@click.version_option(package_name="cdlc-stream", prog_name="cdlc",
+                      message="%(prog)s %(version)s")
 @click.option("--verbose", "-v", is_flag=True, help="Show FFmpeg's own log.")
 def app(verbose: bool) -> None:
     """cdlc-stream: ingest video masters, serve them as HLS and DASH."""
@@ -46,6 +49,20 @@ def app(verbose: bool) -> None:
     # FFmpeg's messages reach the user through our one-line errors, which carry the
     # library's reason; its raw stderr chatter would break the one-line contract.
     native.set_log_level(24 if verbose else -8)
+    _print_warnings()
+
+
+def _print_warnings() -> None:
+    """What the engine says of a request (engine.ladder.WARNINGS): one line each."""
+    import logging
+
+    class OneLine(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            print(f"cdlc: warning: {record.getMessage()}", file=sys.stderr)
+
+    warnings = logging.getLogger("cdlc.warnings")
+    warnings.addHandler(OneLine())
+    warnings.propagate = False
 
 
 def load_settings() -> Settings:
@@ -147,8 +164,8 @@ async def _ingest_via_broker(settings: Settings, backends: Backends, path: Path,
     try:
         await engine.submit(asset_id, copy, raw, source_name=path.name)
     except AlreadyExists as exc:
-        raise IngestError(f"asset {asset_id} already exists; delete it or choose another --id "
-                          f"({exc})") from exc
+        raise IngestError(f"asset {asset_id} already exists; delete it or choose "
+                          "another --id") from exc
     while True:
         asset = await backends.store.get_asset(asset_id)
         if asset is not None:
@@ -171,27 +188,33 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 @click.option("--segment-seconds", type=float, help="Segment duration in seconds (default 4).")
 @click.option("--copy", is_flag=True,
               help="Package without re-encoding (H.264/HEVC + AAC masters).")
+@click.option("--audio", "audio", multiple=True, metavar="LANG=PATH",
+              help="Another audio language from a file beside the master (repeatable).")
+@click.option("--subtitles", "subtitles", multiple=True, metavar="LANG[:forced|:sdh]=PATH",
+              help="A WebVTT or SRT subtitle file (repeatable).")
 @json_option
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
 def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str | None,
-               segment_seconds: float | None, copy: bool, as_json: bool,
-               progress: bool | None) -> None:
+               segment_seconds: float | None, copy: bool, audio: tuple[str, ...],
+               subtitles: tuple[str, ...], as_json: bool, progress: bool | None) -> None:
     """Run the whole pipeline on PATH; exit 0 once the asset is ready."""
     aid = asset_id or new_asset_id(path)
     early: CopyRun | None = None
     try:
         check_asset_id(aid)
-        if copy:
+        sidecars = _sidecars(audio, subtitles)
+        if copy and not any(sidecars):
             early = start_early_copy(path, aid, segment_seconds)
         settings = load_settings()
         seg = settings.segment_seconds if segment_seconds is None else segment_seconds
         options = IngestOptions(
             ladder=ladder, preset=preset or settings.preset, segment_seconds=seg,
             gop_seconds=settings.gop_seconds, copy=copy, encoder=settings.encoder,
+            audio=sidecars[0], subtitles=sidecars[1],
         )
         check_options(options)
         started = None
-        if copy and not settings.broker:
+        if copy and not settings.broker and not any(sidecars):
             started, early = confirmed_copy(early, settings, path, aid, seg), None
         import asyncio  # after the copy has started: ~50 ms of imports
 
@@ -220,6 +243,28 @@ def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str
             size = f"{r['width']}x{r['height']}" if r["kind"] == "video" else "audio"
             print(f"  {r['id']:<8} {size:<10} {r['bitrate'] // 1000:>6} kbit/s  "
                   f"{r['codec']:<14} {r['segments']} segments")
+
+
+def _sidecars(audio: tuple[str, ...], subtitles: tuple[str, ...]
+              ) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str, str], ...]]:
+    """--audio / --subtitles as the request holds them (absolute paths, files that
+    exist: a missing one is refused before anything starts)."""
+    from metadata.jobs import parse_sidecar
+
+    def resolved(option: str, spec: str) -> tuple[str, str, str]:
+        lang, flags, given = parse_sidecar(option, spec)
+        file = Path(given).expanduser()
+        if not file.is_file():
+            raise RequestError(f"{option} {spec}: no such file")
+        return lang, flags, str(file.resolve())
+
+    extra_audio = []
+    for spec in audio:
+        lang, flags, file = resolved("--audio", spec)
+        if flags:
+            raise RequestError(f"--audio {spec}: audio takes no flags")
+        extra_audio.append((lang, file))
+    return tuple(extra_audio), tuple(resolved("--subtitles", spec) for spec in subtitles)
 
 
 def start_early_copy(master: Path, asset_id: str,

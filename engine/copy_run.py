@@ -21,6 +21,7 @@ import shutil
 import threading
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import native
 from engine.job_spec import work_dir_name
@@ -30,10 +31,11 @@ class CopyRun:
     """native.package_copy(master, <work>/out, segment_seconds) on its own thread."""
 
     def __init__(self, master: Path, work_root: Path, asset_id: str,
-                 segment_seconds: float) -> None:
+                 segment_seconds: float, sidecars: dict[str, Any] | None = None) -> None:
         self.master = master
         self.work_root = work_root
         self.segment_seconds = segment_seconds
+        self.sidecars = sidecars or {}
         self.work = work_root / work_dir_name(asset_id)
         self.out_dir = self.work / "out"
         # The top-most directory the copy will create (abandon() removes it again).
@@ -47,7 +49,8 @@ class CopyRun:
             return
         try:
             self.work.mkdir(parents=True, exist_ok=True)
-            result = native.package_copy(self.master, self.out_dir, self.segment_seconds)
+            result = native.package_copy(self.master, self.out_dir, self.segment_seconds,
+                                         **self.sidecars)
         except BaseException as exc:  # handed to whoever waits, never lost
             self.future.set_exception(exc)
         else:

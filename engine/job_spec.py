@@ -8,6 +8,7 @@ parse and validate a request at the cost of the standard library.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import uuid
@@ -27,8 +28,15 @@ class IngestError(Exception):
 
 
 def new_asset_id(master: Path) -> str:
+    """A stable id from the file: its name and size, so ingesting the same file
+    again finds the asset it made (and says so) instead of making a second one."""
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", master.stem).strip("-_")[:40] or "asset"
-    return f"{stem}-{uuid.uuid4().hex[:8]}"
+    try:
+        size = master.stat().st_size
+    except OSError:
+        size = -1
+    digest = hashlib.sha1(f"{master.name}\n{size}".encode()).hexdigest()[:8]
+    return f"{stem}-{digest}"
 
 
 def check_options(options: JobRequest) -> None:

@@ -15,6 +15,7 @@ an optional `HEIGHT:KBPS[,HEIGHT:KBPS...]` spec into `native.Rung`s. Rules:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import native
@@ -33,6 +34,9 @@ DEFAULT_LADDER: tuple[tuple[int, int], ...] = (
     (360, 800),
 )
 HIGH_FPS_FACTOR = 1.5
+# What a user should hear about their request (the CLI prints these as one
+# "cdlc: warning:" line each; a server logs them).
+WARNINGS = logging.getLogger("cdlc.warnings")
 
 
 @dataclass(frozen=True)
@@ -103,10 +107,18 @@ def plan_ladder(
     else:
         wanted = parse_ladder_spec(spec)
         pairs = [(label, kbps) for label, kbps in wanted if label <= short]
+        dropped = [label for label, _ in wanted if label > short]
         if not pairs:  # every rung would upscale: keep one at the source's size
             label, kbps = min(wanted)
             top = short if short % 2 == 0 else short - 1
             pairs = [(top, _round_kbps(kbps * (top / label) ** 1.5))]
+            WARNINGS.warning("ladder: every rung is above the source (%dx%d); one rung at "
+                             "%dp, %d kbit/s, instead of %dp at %d kbit/s", src.width,
+                             src.height, top, pairs[0][1], label, kbps)
+        elif dropped:
+            WARNINGS.warning("ladder: %s above the source (%dx%d), not encoded (never "
+                             "upscaled)", ", ".join(f"{d}p" for d in dropped), src.width,
+                             src.height)
     rungs = []
     for label, kbps in pairs:
         width, height = _size(src, label)

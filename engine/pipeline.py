@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import native
 from engine.copy_run import CopyRun
@@ -29,6 +29,7 @@ from metadata.jobs import StaleJob
 from metadata.models import Asset, JobState, Rendition, Segment, media_prefix
 from metadata.objects import ObjectStore
 from metadata.store import MetadataStore
+from packager import SDH_CHARACTERISTICS
 from packager.bitrates import average_bitrate, peak_bitrate
 from packager.codecs import codec_string
 
@@ -95,6 +96,10 @@ def _frame_rate(track: native.TrackInfo) -> str:
     return f"{track.frame_rate_num}/{track.frame_rate_den}"
 
 
+_KINDS = {native.TrackKind.VIDEO: "video", native.TrackKind.AUDIO: "audio",
+          native.TrackKind.TEXT: "text"}
+
+
 def to_models(
     asset_id: str, result: native.PipelineResult
 ) -> tuple[list[Rendition], list[Segment]]:
@@ -110,13 +115,16 @@ def to_models(
         # The same measure the manifests state (packager.bitrates), stored once.
         avg = average_bitrate(own, t.timescale)
         renditions.append(Rendition(
-            asset_id=asset_id, id=r.id, kind="video" if is_video else "audio", codec=t.codec,
+            asset_id=asset_id, id=r.id, kind=_KINDS[t.kind], codec=t.codec,
             codec_string=codec_string(t.codec, t.extradata), timescale=t.timescale,
             bitrate=t.bitrate or avg, avg_bitrate=avg,
             peak_bitrate=peak_bitrate(own, t.timescale),
             width=t.width, height=t.height, sar=f"{t.sar_num}:{t.sar_den}",
             frame_rate=_frame_rate(t) if is_video else "",
             sample_rate=t.sample_rate, channels=t.channels, language=t.language,
+            name=t.name, forced=t.forced,
+            characteristics=SDH_CHARACTERISTICS if t.sdh else "",
+            presentation_offset=t.presentation_offset,
         ))
         segments.extend(own)
     return renditions, segments
@@ -214,7 +222,7 @@ async def run_pipeline(
             writer = _StateWriter(loop, lease, JobState.TRANSCODING, on_progress)
             transcoder = native.Transcoder(
                 master, out_dir, rungs, segment_seconds=options.segment_seconds,
-                gop_seconds=options.gop, preset=options.preset)
+                gop_seconds=options.gop, preset=options.preset, **sidecars_of(options))
             result = await _until_lost(lease, _native_result(
                 loop.run_in_executor(None, lambda: transcoder.run(writer)), transcoder.cancel))
             await enter(JobState.PACKAGING)
@@ -277,6 +285,16 @@ async def _until_lost(lease: Lease, work: Awaitable[T]) -> T:
         return task.result()
     finally:
         lost.cancel()
+
+
+def sidecars_of(request: IngestOptions) -> dict[str, Any]:
+    """The request's sidecar files as the native core takes them."""
+    return {
+        "audio_sidecars": [native.AudioSidecar(path, lang) for lang, path in request.audio],
+        "subtitle_sidecars": [native.SubtitleSidecar(path, lang, forced=flags == "forced",
+                                                     sdh=flags == "sdh")
+                              for lang, flags, path in request.subtitles],
+    }
 
 
 def is_no_space(exc: BaseException | None) -> bool:

@@ -23,7 +23,7 @@ from prometheus_client import Counter, Histogram
 from engine.copy_run import CopyRun
 from engine.job_spec import IngestError, IngestOptions, RequestError, check_asset_id
 from engine.leases import Lease, claim, holder_id
-from engine.pipeline import NoSpaceError, ProgressFn, Services, run_pipeline
+from engine.pipeline import NoSpaceError, ProgressFn, Services, run_pipeline, sidecars_of
 from metadata.jobs import AlreadyExists, Job, StaleJob, backoff_seconds, new_job_id
 from metadata.models import Asset, JobState
 
@@ -170,12 +170,13 @@ async def ingest_here(
                                             job)
         except AlreadyExists as exc:
             raise IngestError(f"asset {asset_id} already exists; delete it or choose "
-                              f"another --id ({exc})") from exc
+                              "another --id") from exc
         claimed = await claim(services.store, job, holder_id(), services.lease_seconds)
         if claimed is None:
             raise IngestError(f"job {job.id} of {asset_id} was taken by another process")
         if options.copy and run is None:
-            run = CopyRun(master, services.work_dir, asset_id, options.segment_seconds)
+            run = CopyRun(master, services.work_dir, asset_id, options.segment_seconds,
+                          sidecars_of(options))
         return await execute(services, claimed, on_progress=on_progress, run=run,
                              requeue_on_cancel=False)
     finally:

@@ -156,9 +156,16 @@ class JobRequest:
     copy: bool = False                 # package without re-encoding
     encoder: str = "auto"              # auto | cpu | gpu
     source_name: str = ""              # the master's original file name
+    # Sidecars beside the master: (language, path) audio files and
+    # (language, flags, path) subtitle files, flags "" | "forced" | "sdh". Local
+    # paths, so only a local front door (the CLI) may name them.
+    audio: tuple[tuple[str, str], ...] = ()
+    subtitles: tuple[tuple[str, str, str], ...] = ()
 
     FIELDS = ("ladder", "preset", "segment_seconds", "gop_seconds", "copy", "encoder",
-              "source_name")
+              "source_name", "audio", "subtitles")
+    # What a remote caller may set (REST, gRPC, the console).
+    REMOTE_FIELDS = FIELDS[:7]
 
     @classmethod
     def parse(cls, raw: Mapping[str, object], defaults: JobRequest | None = None) -> JobRequest:
@@ -166,9 +173,10 @@ class JobRequest:
         unset). Unknown fields and bad values raise RequestError; missing, None or
         "" values take ``defaults``."""
         base = defaults or cls()
-        unknown = sorted(set(raw) - set(cls.FIELDS))
+        unknown = sorted(set(raw) - set(cls.REMOTE_FIELDS))
         if unknown:
-            raise RequestError(f"unknown job option {unknown[0]!r}; known: {', '.join(cls.FIELDS)}")
+            raise RequestError(f"unknown job option {unknown[0]!r}; known: "
+                               f"{', '.join(cls.REMOTE_FIELDS)}")
         given = {k: v for k, v in raw.items() if v is not None and v != ""}
         values: dict[str, Any] = {}
         if "ladder" in given:
@@ -207,6 +215,12 @@ class JobRequest:
         if self.encoder not in ENCODERS:
             raise RequestError(f"unknown encoder {self.encoder!r}; use one of "
                                f"{', '.join(ENCODERS)}")
+        for lang, path in self.audio:
+            _sidecar("--audio", lang, path)
+        for lang, flags, path in self.subtitles:
+            _sidecar("--subtitles", lang, path)
+            if flags not in ("", "forced", "sdh"):
+                raise RequestError(f"--subtitles {lang}:{flags}: the flag is forced or sdh")
         return self
 
     @property
@@ -220,7 +234,29 @@ class JobRequest:
     @classmethod
     def from_json(cls, text: str) -> JobRequest:
         doc = json.loads(text)
-        return cls(**{k: v for k, v in doc.items() if k in cls.FIELDS})
+        values = {k: v for k, v in doc.items() if k in cls.FIELDS}
+        for name in ("audio", "subtitles"):  # JSON has lists where the type has tuples
+            values[name] = tuple(tuple(item) for item in values.get(name, ()))
+        return cls(**values)
+
+
+_LANG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
+
+
+def _sidecar(option: str, lang: str, path: str) -> None:
+    if not _LANG.fullmatch(lang):
+        raise RequestError(f"{option} {lang}=...: the language is an ISO 639 code, e.g. fr")
+    if not path.startswith("/"):
+        raise RequestError(f"{option} {lang}={path}: the path must be absolute")
+
+
+def parse_sidecar(option: str, spec: str) -> tuple[str, str, str]:
+    """'fr=dub.wav' or 'en:sdh=subs.srt' -> (language, flags, path as given)."""
+    lang, eq, path = spec.partition("=")
+    if not eq or not path:
+        raise RequestError(f"{option} {spec!r}: expected LANG=PATH, e.g. fr=dub.wav")
+    lang, _, flags = lang.partition(":")
+    return lang.strip(), flags.strip(), path
 
 
 def new_job_id() -> str:

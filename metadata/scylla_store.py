@@ -51,7 +51,9 @@ _TABLES = [
         asset_id text, version int, ord int, id text, kind text, codec text,
         codec_string text, timescale int, bitrate bigint, avg_bitrate bigint,
         peak_bitrate bigint, width int, height int, sar text, frame_rate text,
-        sample_rate int, channels int, language text,
+        sample_rate int, channels int, language text, name text, is_default boolean,
+        forced boolean, characteristics text, presentation_offset bigint, encryption text,
+        key_id text,
         PRIMARY KEY ((asset_id, version), ord))""",
     """CREATE TABLE IF NOT EXISTS segments (
         asset_id text, rendition_id text, version int, number int, start bigint,
@@ -72,8 +74,13 @@ _ASSET_COLS = (
 )
 _REND_COLS = (
     "id, kind, codec, codec_string, timescale, bitrate, avg_bitrate, peak_bitrate, width,"
-    " height, sar, frame_rate, sample_rate, channels, language"
+    " height, sar, frame_rate, sample_rate, channels, language, name, is_default, forced,"
+    " characteristics, presentation_offset, encryption, key_id"
 )
+# Catalogue columns added after the first schema, for keyspaces made before.
+_REND_ADDED = (("name", "text"), ("is_default", "boolean"), ("forced", "boolean"),
+               ("characteristics", "text"), ("presentation_offset", "bigint"),
+               ("encryption", "text"), ("key_id", "text"))
 
 
 def parse_url(url: str) -> tuple[list[str], int, str]:
@@ -191,6 +198,12 @@ class ScyllaStore:
             " WHERE keyspace_name = %s AND table_name = 'assets'", [self.keyspace])}
         if "current_job" not in columns:  # keyspaces made before jobs had records
             session.execute("ALTER TABLE assets ADD current_job text")
+        have = {c.name for c in session.execute(
+            "SELECT column_name AS name FROM system_schema.columns"
+            " WHERE keyspace_name = %s AND table_name = 'renditions'", [self.keyspace])}
+        for name, cql_type in _REND_ADDED:
+            if name not in have:
+                session.execute(f"ALTER TABLE renditions ADD {name} {cql_type}")
         # Whole segment index in one page: later pages would be fetched synchronously.
         session.default_fetch_size = 50_000
         self._session = session
@@ -230,7 +243,7 @@ class ScyllaStore:
             ),
             "put_rend": prep(
                 f"INSERT INTO renditions (asset_id, version, ord, {_REND_COLS})"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                f" VALUES ({','.join('?' * 25)})"
             ),
             "put_seg": prep(
                 "INSERT INTO segments (asset_id, rendition_id, version, number, start,"
@@ -365,7 +378,8 @@ class ScyllaStore:
             await self._many("put_rend", [
                 [asset.id, version, i, r.id, r.kind, r.codec, r.codec_string, r.timescale,
                  r.bitrate, r.avg_bitrate, r.peak_bitrate, r.width, r.height, r.sar,
-                 r.frame_rate, r.sample_rate, r.channels, r.language]
+                 r.frame_rate, r.sample_rate, r.channels, r.language, r.name, r.default,
+                 r.forced, r.characteristics, r.presentation_offset, r.encryption, r.key_id]
                 for i, r in enumerate(renditions)
             ])
             await self._many("put_seg", [
@@ -421,6 +435,10 @@ class ScyllaStore:
                 avg_bitrate=r.avg_bitrate, peak_bitrate=r.peak_bitrate, width=r.width,
                 height=r.height, sar=r.sar, frame_rate=r.frame_rate,
                 sample_rate=r.sample_rate, channels=r.channels, language=r.language,
+                name=r.name or "", default=bool(r.is_default), forced=bool(r.forced),
+                characteristics=r.characteristics or "",
+                presentation_offset=r.presentation_offset or 0,
+                encryption=r.encryption or "", key_id=r.key_id or "",
             )
             for r in rows
         ]

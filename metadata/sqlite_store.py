@@ -56,6 +56,13 @@ CREATE TABLE IF NOT EXISTS renditions (
     sample_rate INTEGER NOT NULL,
     channels INTEGER NOT NULL,
     language TEXT NOT NULL,
+    name TEXT NOT NULL DEFAULT '',
+    is_default INTEGER NOT NULL DEFAULT 0,
+    forced INTEGER NOT NULL DEFAULT 0,
+    characteristics TEXT NOT NULL DEFAULT '',
+    presentation_offset INTEGER NOT NULL DEFAULT 0,
+    encryption TEXT NOT NULL DEFAULT '',
+    key_id TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (asset_id, id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS segments (
@@ -103,7 +110,15 @@ _JOB_COLS = (
 _JOB_SLOTS = ",".join("?" * 17)
 _REND_COLS = (
     "asset_id, id, kind, codec, codec_string, timescale, bitrate, avg_bitrate, peak_bitrate,"
-    " width, height, sar, frame_rate, sample_rate, channels, language"
+    " width, height, sar, frame_rate, sample_rate, channels, language, name, is_default,"
+    " forced, characteristics, presentation_offset, encryption, key_id"
+)
+# Catalogue columns added after the first schema: (name, DDL) for files made before.
+_REND_ADDED = (
+    ("name", "TEXT NOT NULL DEFAULT ''"), ("is_default", "INTEGER NOT NULL DEFAULT 0"),
+    ("forced", "INTEGER NOT NULL DEFAULT 0"), ("characteristics", "TEXT NOT NULL DEFAULT ''"),
+    ("presentation_offset", "INTEGER NOT NULL DEFAULT 0"),
+    ("encryption", "TEXT NOT NULL DEFAULT ''"), ("key_id", "TEXT NOT NULL DEFAULT ''"),
 )
 
 
@@ -120,6 +135,14 @@ def _asset_row(a: Asset) -> tuple[Any, ...]:
         a.id, str(a.state), a.progress, a.error, a.duration, a.source_name,
         a.created_at, a.updated_at, a.version, a.current_job,
     )
+
+
+def _rendition(row: tuple[Any, ...]) -> Rendition:
+    r = Rendition(*row[:16])
+    (r.name, default, forced, r.characteristics, r.presentation_offset, r.encryption,
+     r.key_id) = row[16:]
+    r.default, r.forced = bool(default), bool(forced)
+    return r
 
 
 def _job(row: tuple[Any, ...]) -> Job:
@@ -185,6 +208,10 @@ class SQLiteStore:
         cols = {row[1] for row in conn.execute("PRAGMA table_info(assets)")}
         if "current_job" not in cols:
             conn.execute("ALTER TABLE assets ADD COLUMN current_job TEXT NOT NULL DEFAULT ''")
+        have = {row[1] for row in conn.execute("PRAGMA table_info(renditions)")}
+        for name, ddl in _REND_ADDED:
+            if name not in have:
+                conn.execute(f"ALTER TABLE renditions ADD COLUMN {name} {ddl}")
 
     def _ensure_wal(self, conn: sqlite3.Connection) -> None:
         """WAL mode is stored in the file, so it is set once. Switching needs an
@@ -290,7 +317,8 @@ class SQLiteStore:
         rend_rows = [
             (r.asset_id, i, r.id, r.kind, r.codec, r.codec_string, r.timescale, r.bitrate,
              r.avg_bitrate, r.peak_bitrate, r.width, r.height, r.sar, r.frame_rate,
-             r.sample_rate, r.channels, r.language)
+             r.sample_rate, r.channels, r.language, r.name, int(r.default), int(r.forced),
+             r.characteristics, r.presentation_offset, r.encryption, r.key_id)
             for i, r in enumerate(renditions)
         ]
         seg_rows = [
@@ -318,8 +346,9 @@ class SQLiteStore:
                 conn.executemany(
                     "INSERT INTO renditions (asset_id, ord, id, kind, codec, codec_string,"
                     " timescale, bitrate, avg_bitrate, peak_bitrate, width, height, sar,"
-                    " frame_rate, sample_rate, channels, language)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " frame_rate, sample_rate, channels, language, name, is_default, forced,"
+                    " characteristics, presentation_offset, encryption, key_id)"
+                    f" VALUES ({','.join('?' * 24)})",
                     rend_rows,
                 )
                 conn.executemany(
@@ -359,7 +388,7 @@ class SQLiteStore:
                 f"SELECT {_REND_COLS} FROM renditions WHERE asset_id = ? ORDER BY ord",
                 (asset_id,),
             ).fetchall()
-            return [Rendition(*r) for r in rows]
+            return [_rendition(r) for r in rows]
 
         return await self._run(go)
 

@@ -99,6 +99,10 @@ log = logging.getLogger(__name__)
 ASSET_RE = ASSET_ID_RE
 RENDITION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 SEGMENT_RE = re.compile(r"([1-9][0-9]{0,8})\.m4s")
+# A text (WebVTT) rendition's files: one cue file per segment, and the whole track
+# (DASH's sidecar text/vtt AdaptationSet points at it).
+VTT_RE = re.compile(r"([1-9][0-9]{0,8})\.vtt")
+WHOLE_VTT = "subtitles.vtt"
 
 SEGMENT_CACHE_CONTROL = "public, max-age=31536000, immutable"
 MANIFEST_CACHE_CONTROL = "public, max-age=2"
@@ -114,7 +118,7 @@ PREFLIGHT = {
     "If-Match, If-Unmodified-Since, Accept, Accept-Encoding, Origin",
     "Access-Control-Max-Age": "86400",
 }
-_MEDIA_TYPES = {"video": "video/mp4", "audio": "audio/mp4"}
+_MEDIA_TYPES = {"video": "video/mp4", "audio": "audio/mp4", "text": "text/vtt; charset=utf-8"}
 _SEGMENT_HEADERS = {
     kind: {**CORS, hdrs.CACHE_CONTROL: SEGMENT_CACHE_CONTROL, hdrs.CONTENT_TYPE: ctype}
     for kind, ctype in _MEDIA_TYPES.items()
@@ -673,11 +677,12 @@ class Playback:
             return await self._manifest(request, asset_id, "media", rendition_id)
         if name == "iframes.m3u8":
             return await self._manifest(request, asset_id, "iframes", rendition_id)
-        if name == "init.mp4":
+        text = name.endswith(".vtt")
+        if name == "init.mp4" or name == WHOLE_VTT:
             number = 0
-            request[ROUTE] = "init"
+            request[ROUTE] = "init" if not text else "subtitles"
         else:
-            m = SEGMENT_RE.fullmatch(name)
+            m = (VTT_RE if text else SEGMENT_RE).fullmatch(name)
             request[ROUTE] = "segment"
             if m is None:
                 return error(404)
@@ -689,8 +694,8 @@ class Playback:
             return error(403, _ABOVE_LIMIT)
         head = await self.head(asset_id)
         kind = head.renditions.get(rendition_id) if head is not None else None
-        if head is None or kind is None:
-            return error(404)
+        if head is None or kind is None or text != (kind == "text"):
+            return error(404)  # .vtt only of text renditions, fMP4 only of the others
         if number and number > await self.segment_count(asset_id, head.revision,
                                                          rendition_id):
             return error(404)  # not published (a dead job's leftover is never served)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,24 @@ def test_segment_not_a_multiple_of_the_gop_still_aligns(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert [r["segments"] for r in result["renditions"] if r["kind"] == "video"] == [2]
+
+
+def test_version_stable_ids_and_ladder_warnings(tmp_path: Path) -> None:
+    from tests.media import make_master
+
+    env = make_env(tmp_path / "data", CDLC_PRESET="ultrafast")
+    version = env.run("--version")
+    assert version.returncode == 0 and re.fullmatch(r"cdlc \d+\.\d+\.\d+\s*", version.stdout)
+    master = make_master(tmp_path / "Harbour Tour.mp4", seconds=2, width=320, height=240)
+    first = env.run("ingest", str(master), "--ladder", "720:3000,240:300", "--json")
+    assert first.returncode == 0, first.stderr
+    # A rung above the source is said, in one line, not dropped silently.
+    assert first.stderr.strip().splitlines() == [
+        "cdlc: warning: ladder: 720p above the source (320x240), not encoded (never upscaled)"]
+    asset = json.loads(first.stdout)["asset"]
+    assert re.fullmatch(r"Harbour-Tour-[0-9a-f]{8}", asset)
+    # The same file again: the id is the same, and the asset already exists.
+    again = env.run("ingest", str(master), "--ladder", "240:300")
+    assert again.returncode == 2
+    assert again.stderr.strip() == (f"cdlc: error: asset {asset} already exists; delete it "
+                                    "or choose another --id")
