@@ -8,8 +8,8 @@ APT_PACKAGES := ffmpeg pkg-config cmake g++ libavcodec-dev libavformat-dev libav
 	libswscale-dev libswresample-dev libavfilter-dev nginx-light libnginx-mod-http-js wrk chromium redis-server \
 	rabbitmq-server
 
-.PHONY: setup apt venv native node console demo test test-fast bench lint clean
-setup: apt venv native node console
+.PHONY: setup apt venv native node console proto demo test test-fast bench lint clean
+setup: apt venv native node console proto
 
 # Debian packages: installed only when one is missing, so a second run is instant.
 apt: $(STAMPS)/apt
@@ -56,21 +56,28 @@ $(STAMPS)/node: package.json
 console: $(STAMPS)/node
 	@origin/console/build.sh
 
+# The gRPC API's Python code (proto/gen, git-ignored), regenerated when a .proto changes.
+proto: $(STAMPS)/proto
+$(STAMPS)/proto: $(wildcard proto/cdlc/stream/v1/*.proto) proto/generate.py | $(STAMPS)/venv
+	@$(VPY) proto/generate.py
+	@touch $@
+
 demo: setup
 	$(VENV)/bin/cdlc demo
 
 test: setup
 	$(VPY) -m pytest -q
 
-test-fast: native
+test-fast: native proto
 	$(VPY) -m pytest -q -m "not e2e and not slow"
 
 bench: setup
 	$(VPY) -m bench
 
-lint: venv
+lint: venv node proto
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	npx --no-install buf lint proto
 
 clean:
 	rm -rf build $(STAMPS) native/_core*.so

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from engine.config import Settings
     from engine.copy_run import CopyRun
     from engine.services import Backends
+    from origin.grpc_server import GrpcConfig
 
 EXIT_BAD_INPUT = 2
 
@@ -341,38 +342,59 @@ def status_cmd(asset_id: str, as_json: bool) -> None:
 @click.option("--port", default=8080, show_default=True, help="Port.")
 @click.option("--workers", default=1, show_default=True,
               help="Processes sharing the port (SO_REUSEPORT).")
-def serve_cmd(host: str, port: int, workers: int) -> None:
-    """Start the origin: playback routes, admin API, /metrics; and, without a
-    broker, the in-process job executor."""
+@click.option("--grpc-port", default=50051, show_default=True, envvar="CDLC_GRPC_PORT",
+              help="Port of the gRPC platform API on the same host; 0 turns it off.")
+def serve_cmd(host: str, port: int, workers: int, grpc_port: int) -> None:
+    """Start the origin: playback routes, admin API, /metrics, the gRPC platform
+    API; and, without a broker, the in-process job executor."""
     import logging
+    import os
 
-    from engine.startup import StartupError, preflight_serve
+    from engine.startup import StartupError, check_port, preflight_serve
+    from origin.auth import Authenticator
+    from origin.grpc_server import GrpcConfig
     from origin.server import run
 
     settings = load_settings()
     try:
         preflight_serve(settings, host, port)
-    except StartupError as exc:
+        if grpc_port:
+            check_port(host, grpc_port)
+        Authenticator.from_env()  # CDLC_JWKS without CDLC_JWT_ISSUER is refused here
+    except (StartupError, ValueError) as exc:
         fail(str(exc), 1)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    run(lambda: build_origin_app(settings), host, port, workers)
+    api = GrpcConfig(
+        host=host, port=grpc_port, reuse_port=workers > 1,
+        public_base_url=os.environ.get("CDLC_PUBLIC_URL") or f"http://{host}:{port}",
+    ) if grpc_port else None
+    run(lambda: build_origin_app(settings, grpc=api), host, port, workers)
 
 
-async def build_origin_app(settings: Settings) -> Any:
+async def build_origin_app(settings: Settings, grpc: GrpcConfig | None = None) -> Any:
     """The origin app wired to the configured backends, the engine's application
-    layer and its executor (started with the app: it sweeps, then runs jobs)."""
+    layer and its executor (started with the app: it sweeps, then runs jobs);
+    with ``grpc`` (where it listens), the gRPC platform API starts and stops with
+    the app."""
+    import dataclasses
+    import os
+
     from aiohttp import web
 
     from engine.application import Engine
     from engine.executor import make_executor
     from engine.services import open_backends
+    from metadata.grants import open_grants
     from origin.app import OriginDeps, create_app
+    from origin.auth import Authenticator
+    from origin.grpc_server import grpc_context
 
     backends = open_backends(settings)
     executor = make_executor(settings, backends)
     engine = Engine(settings, backends, executor, edges=settings.edge_urls)
+    authenticator = Authenticator.from_env()  # one for REST and gRPC
     deps = OriginDeps(
         store=backends.store, objects=backends.objects, cache=backends.cache,
         signing_key=settings.signing_key_bytes, api_key=settings.api_key or None,
@@ -380,6 +402,7 @@ async def build_origin_app(settings: Settings) -> Any:
         application=engine, edges=settings.edge_urls,
         trusted_proxies=settings.trusted_proxy_list,
         data_dir=settings.data_dir, min_free_bytes=settings.min_free_bytes,
+        authenticator=authenticator,
     )
     application: web.Application = create_app(deps)
     _add_content_ops(application, settings, engine)
@@ -393,6 +416,17 @@ async def build_origin_app(settings: Settings) -> Any:
 
     application.on_startup.append(start)
     application.on_cleanup.append(close)
+    if grpc is not None:
+        application.cleanup_ctx.append(grpc_context(
+            engine, grants=open_grants(settings.metadata, settings.data_dir),
+            authenticator=authenticator, store_ping=backends.store.ping,
+            config=dataclasses.replace(
+                grpc, upload_dir=settings.data_dir / "uploads",
+                max_upload_bytes=settings.max_upload_bytes,
+                signing_key=settings.signing_key_bytes,
+                edge_base_url=settings.edge_urls[0] if settings.edge_urls else None,
+                allow_private_sources=os.environ.get("CDLC_FETCH_ALLOW_PRIVATE") == "1",
+                s3_endpoint=os.environ.get("CDLC_S3_ENDPOINT"))))
     return application
 
 

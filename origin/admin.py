@@ -39,6 +39,14 @@ from metadata.models import Asset, JobState, Rendition
 from metadata.objects import ObjectStore
 from metadata.store import MetadataStore
 from origin.application import Application, AssetView, StorageFull
+from origin.auth import (
+    ASSETS_READ,
+    ASSETS_WRITE,
+    Authenticator,
+    AuthUnavailable,
+    PermissionDenied,
+    Unauthenticated,
+)
 from origin.openapi import OPENAPI
 from origin.playback import ASSET_RE
 
@@ -135,6 +143,7 @@ class Admin:
         max_upload_bytes: int,
         upload_dir: Path | None,
         application: Application | None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.store = store
         self.objects = objects
@@ -149,6 +158,9 @@ class Admin:
             )
         self.upload_dir = Path(upload_dir)
         self.application = application
+        # One authenticator for REST and gRPC (API key or JWT, scopes); without
+        # one, the API key alone as before.
+        self.authenticator = authenticator or Authenticator(api_key=api_key)
 
     def _app(self) -> Application:
         if self.application is None:
@@ -172,10 +184,25 @@ class Admin:
         resp.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="cdlc"'
         return resp
 
+    async def _refused(self, request: web.Request, scope: str) -> web.Response | None:
+        """The 401/403/503 answer when the caller may not do this, else None."""
+        try:
+            await self.authenticator.check_http(request.headers.get(hdrs.AUTHORIZATION),
+                                                request.headers.get("X-API-Key"), scope)
+        except Unauthenticated as exc:
+            resp = problem(401, str(exc))
+            resp.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="cdlc"'
+            return resp
+        except PermissionDenied as exc:
+            return problem(403, str(exc))
+        except AuthUnavailable as exc:
+            return problem(503, str(exc))
+        return None
+
     # -- POST /v1/assets ------------------------------------------------------------
     async def create(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorised(request):
-            return self._unauthorised()
+        if (refused := await self._refused(request, ASSETS_WRITE)) is not None:
+            return refused
         length = request.content_length
         if length is not None and length > self.max_upload_bytes + 64 * 1024:
             # Refuse before reading a byte; the multipart envelope is allowed 64 KiB.
@@ -272,6 +299,8 @@ class Admin:
 
     # -- GET /v1/assets/{id} ------------------------------------------------------------
     async def get(self, request: web.Request) -> web.StreamResponse:
+        if (refused := await self._refused(request, ASSETS_READ)) is not None:
+            return refused
         asset_id = request.match_info["id"]
         if not ASSET_RE.fullmatch(asset_id):
             return problem(400, "invalid asset id")
@@ -282,6 +311,8 @@ class Admin:
 
     # -- GET /v1/assets ---------------------------------------------------------------
     async def list(self, request: web.Request) -> web.StreamResponse:
+        if (refused := await self._refused(request, ASSETS_READ)) is not None:
+            return refused
         after = request.query.get("after") or None
         try:
             limit = int(request.query.get("limit", "50"))
@@ -300,8 +331,8 @@ class Admin:
 
     # -- DELETE /v1/assets/{id} ---------------------------------------------------------
     async def delete(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorised(request):
-            return self._unauthorised()
+        if (refused := await self._refused(request, ASSETS_WRITE)) is not None:
+            return refused
         asset_id = request.match_info["id"]
         if not ASSET_RE.fullmatch(asset_id):
             return problem(400, "invalid asset id")
@@ -317,8 +348,8 @@ class Admin:
 
     # -- POST /v1/assets/{id}/retry -----------------------------------------------------
     async def retry(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorised(request):
-            return self._unauthorised()
+        if (refused := await self._refused(request, ASSETS_WRITE)) is not None:
+            return refused
         asset_id = request.match_info["id"]
         if not ASSET_RE.fullmatch(asset_id):
             return problem(400, "invalid asset id")
@@ -333,6 +364,8 @@ class Admin:
 
     # -- GET /v1/jobs ------------------------------------------------------------------
     async def jobs(self, request: web.Request) -> web.StreamResponse:
+        if (refused := await self._refused(request, ASSETS_READ)) is not None:
+            return refused
         state = request.query.get("state") or None
         if state is not None and state not in {s.value for s in JobState}:
             return problem(400, f"unknown state {state!r}")

@@ -23,6 +23,7 @@ from metadata.objects import ObjectStore
 from metadata.store import MetadataStore
 from origin.admin import Admin
 from origin.application import Application
+from origin.auth import Authenticator
 from origin.job_metrics import render_job_gauges
 from origin.metrics import Metrics
 from origin.playback import Playback
@@ -52,6 +53,8 @@ class OriginDeps:
     # The local data dir: /readyz says not ready when it has less than this free.
     data_dir: Path | None = None
     min_free_bytes: int = 0
+    # API key and JWT checks with scopes (origin.auth); None: the API key alone.
+    authenticator: Authenticator | None = None
 
 
 DEPS = web.AppKey("deps", OriginDeps)
@@ -160,7 +163,7 @@ def create_app(deps: OriginDeps) -> web.Application:
     admin = Admin(
         deps.store, deps.objects, deps.cache, api_key=deps.api_key,
         max_upload_bytes=deps.max_upload_bytes, upload_dir=deps.upload_dir,
-        application=deps.application,
+        application=deps.application, authenticator=deps.authenticator,
     )
     app[DEPS] = deps
     app[METRICS] = m

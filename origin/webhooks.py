@@ -299,7 +299,10 @@ class WebhookDispatcher:
         """The delete path's hook: an asset.deleted event for ``asset_id`` (call it
         after the application's delete succeeded). Keyed by the asset's last job,
         like the one a poll would notice, so the two make one event."""
-        job_id = self._deleted.pop(asset_id, None) or self._current.pop(asset_id, "")
+        # Remembered, not popped: a second report of the same delete (the poll, or
+        # another front door's hook) then keys the same event and is deduped.
+        job_id = self._deleted.get(asset_id) or self._current.pop(asset_id, "")
+        self._deleted[asset_id] = job_id
         rows = self._deleted_rows(await self.store.list_subscriptions(), asset_id, job_id)
         if await self.store.enqueue(rows):
             self._wake.set()

@@ -19,6 +19,9 @@ from cdn.edge import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CDLC = [sys.executable, "-m", "engine.cli"]
+# Every `cdlc serve` a test starts leaves the gRPC port (50051 by default) alone
+# unless the test asks for one: several servers run at once in the suite.
+os.environ["CDLC_GRPC_PORT"] = "0"
 
 
 def wait_http(url: str, timeout: float = 20.0) -> None:
@@ -78,6 +81,7 @@ class CdlcEnv:
 def make_env(data_dir: Path, **overrides: str) -> CdlcEnv:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDLC_")}
     env["CDLC_DATA_DIR"] = str(data_dir)
+    env["CDLC_GRPC_PORT"] = "0"
     env.update(overrides)
     return CdlcEnv(data_dir, env)
 

@@ -213,7 +213,8 @@ def test_console_signin_upload_live_ready_preview_delete(
             assert not errors, errors
         finally:
             browser.close()
-    req = urllib.request.Request(f"{origin.url}/v1/assets/{asset_id}")
+    req = urllib.request.Request(f"{origin.url}/v1/assets/{asset_id}",
+                                 headers={"Authorization": f"Bearer {API_KEY}"})
     try:
         urllib.request.urlopen(req, timeout=5)
         raise AssertionError("the asset is still there after the delete")

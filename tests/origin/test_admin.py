@@ -127,7 +127,11 @@ async def test_api_key(make_origin: MakeOrigin, media: Media) -> None:
     ok = await o.client.post("/v1/assets", data=form(b"x", id="k2"),
                              headers={"X-API-Key": API_KEY})
     assert ok.status == 202
-    assert (await o.client.get("/v1/assets/k1")).status == 200  # reads stay open
+    # With a key configured, reads need it too.
+    assert (await o.client.get("/v1/assets/k1")).status == 401
+    assert (await o.client.get("/v1/assets")).status == 401
+    assert (await o.client.get("/v1/jobs")).status == 401
+    assert (await o.client.get("/v1/assets/k1", headers={"X-API-Key": API_KEY})).status == 200
     assert (await o.client.delete("/v1/assets/k1", headers={"X-API-Key": API_KEY})).status == 204
 
 
@@ -287,17 +291,21 @@ async def test_retry_only_a_failed_job_and_jobs_listing(make_origin: MakeOrigin)
     job = await resp.json()
     assert job["state"] == "queued" and job["id"] != first.id
     assert o.held.jobs[-1].id == job["id"] and o.held.masters[-1] == b"m"
-    doc = await (await o.client.get("/v1/assets/r1")).json()
+    doc = await (await o.client.get("/v1/assets/r1", headers=auth)).json()
     assert doc["state"] == "queued" and doc["job"]["id"] == job["id"] and doc["error"] is None
-    listing = await (await o.client.get("/v1/jobs", params={"asset": "r1"})).json()
+    listing = await (await o.client.get("/v1/jobs", params={"asset": "r1"},
+                                        headers=auth)).json()
     assert [j["state"] for j in listing["items"]] == ["failed", "queued"]
-    failed = await (await o.client.get("/v1/jobs", params={"state": "failed"})).json()
+    failed = await (await o.client.get("/v1/jobs", params={"state": "failed"},
+                                       headers=auth)).json()
     assert [j["id"] for j in failed["items"]] == [first.id]
-    assert (await o.client.get("/v1/jobs", params={"state": "stuck"})).status == 400
+    assert (await o.client.get("/v1/jobs", params={"state": "stuck"},
+                               headers=auth)).status == 400
     text = await (await o.client.get("/metrics")).text()
     assert 'cdlc_jobs_queued{class="local"} 1.0' in text
     assert "cdlc_jobs_failed 1.0" in text
-    page = await (await o.client.get("/v1/assets", params={"state": "queued"})).json()
+    page = await (await o.client.get("/v1/assets", params={"state": "queued"},
+                                     headers=auth)).json()
     assert [a["id"] for a in page["items"]] == ["r1"]
 
 
