@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from cdn.tokens import sign_for
+from cdn.tokens import MAX_HEIGHT_LIMIT, sign_for, verify
 from metadata.grants import Grant, GrantStore, new_grant_id
 from metadata.jobs import FailedPrecondition, RequestError, check_asset_id
 from metadata.models import JobState
@@ -79,8 +79,8 @@ async def issue_playback(application: Application, grants: GrantStore,
     if not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
         raise RequestError(f"ttl_seconds must be within 1..{MAX_TTL_SECONDS} (7 days), "
                            f"got {ttl_seconds}")
-    if max_height < 0:
-        raise RequestError(f"max_height must be >= 0, got {max_height}")
+    if not 0 <= max_height <= MAX_HEIGHT_LIMIT:
+        raise RequestError(f"max_height must be within 0..{MAX_HEIGHT_LIMIT}, got {max_height}")
     if len(viewer_id) > 256 or len(reference) > 256:
         raise RequestError("viewer_id and entitlement.reference are at most 256 characters")
     ip = _client_ip(client_ip)
@@ -90,8 +90,11 @@ async def issue_playback(application: Application, grants: GrantStore,
     if view.asset.state != JobState.READY:
         raise FailedPrecondition(f"asset {asset_id} is {view.asset.state}, not ready")
     now = time.time()
-    token = sign_for(config.signing_key, asset_id, ttl_seconds, ip or None)
-    expires = int(token.split(".", 1)[0])  # EXPIRES, the token's own field
+    # Token version 2 names the viewer and the height limit: the origin and the
+    # edge list and serve only the renditions the grant allows.
+    token = sign_for(config.signing_key, asset_id, ttl_seconds, ip or None,
+                     viewer=viewer_id, max_height=max_height)
+    expires = verify(config.signing_key, token, asset_id, client_ip=ip or None).expires
     grant = Grant(id=new_grant_id(now), asset_id=asset_id, viewer_id=viewer_id,
                   entitlement_kind=kind, entitlement_reference=reference,
                   max_height=max_height, client_ip=ip, issued_at=now, expires_at=expires)

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
-from cdn.tokens import check
+from cdn.tokens import check, verify
 from origin.grpc_proto import assets_pb2, playback_pb2
 from tests.grpc.conftest import (
     ROOT,
@@ -102,6 +102,40 @@ async def test_upload_watch_issue_play(make_stack: MakeStack, master: Path) -> N
     await assets.DeleteAsset(assets_pb2.DeleteAssetRequest(asset_id="flow1"))
     async with aiohttp.ClientSession() as http, http.get(issued.hls_url) as resp:
         assert resp.status == 404
+
+
+async def test_a_height_limited_grant_plays_only_what_it_allows(
+        make_stack: MakeStack, master: Path) -> None:
+    """IssuePlayback with max_height: the token names the viewer and the limit; the
+    master playlist and MPD list only the renditions within it, and a segment above
+    it is 403 at the origin."""
+    stack = await make_stack()
+    assets = stack.assets()
+    await upload(assets, master, asset_id="capped", ladder="240:300,120:100")
+    seen = await wait_ready(assets, "capped")
+    assert seen[-1].asset.state == assets_pb2.ASSET_STATE_READY, seen[-1].asset.error
+    issued = await stack.playback().IssuePlayback(purchase("capped", max_height=120))
+    claims = verify(SIGNING_KEY, issued.token, "capped")
+    assert (claims.viewer, claims.max_height) == ("viewer-1", 120)
+    token = issued.token
+    base = f"{stack.base_url}/vod/capped"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(issued.hls_url) as resp:
+            assert resp.status == 200
+            master_playlist = await resp.text()
+        async with http.get(issued.dash_url) as resp:
+            mpd = await resp.text()
+        assert "v120/" in master_playlist and "v240" not in master_playlist
+        assert 'height="120"' in mpd and 'height="240"' not in mpd
+        async with http.get(f"{base}/v240/1.m4s?token={token}") as resp:
+            assert resp.status == 403
+        async with http.get(f"{base}/v120/1.m4s?token={token}") as resp:
+            assert resp.status == 200
+    # The same asset, uncapped: both rungs.
+    free = await stack.playback().IssuePlayback(purchase("capped"))
+    async with aiohttp.ClientSession() as http, http.get(free.hls_url) as resp:
+        body = await resp.text()
+        assert "v240/" in body and "v120/" in body
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="no node")
