@@ -59,6 +59,7 @@ class Engine:
         self.edges = tuple(edges)
         self.defaults = request_defaults(settings)
         self._background: set[asyncio.Task[None]] = set()
+        self._views: dict[tuple[str, int, str], AssetView] = {}
 
     # -- submit -----------------------------------------------------------------------
     async def submit(self, asset_id: str | None, master: Path, options: Mapping[str, object],
@@ -111,10 +112,21 @@ class Engine:
         asset = await store.get_asset(asset_id)
         if asset is None:
             raise NotFound(f"no asset {asset_id}")
+        # A publication never changes: a READY asset's renditions, segment counts
+        # and finished job are read once per version (the hot read of the platform
+        # API: GetAsset, IssuePlayback), then only its row.
+        key = (asset_id, asset.version, asset.current_job)
+        if asset.state == JobState.READY and (cached := self._views.get(key)) is not None:
+            return replace(cached, asset=asset)
         renditions = await store.get_renditions(asset_id)
         job = await store.get_job(asset.current_job) if asset.current_job else None
         segments = {r.id: len(await store.get_segments(asset_id, r.id)) for r in renditions}
-        return AssetView(asset=asset, renditions=renditions, job=job, segments=segments)
+        view = AssetView(asset=asset, renditions=renditions, job=job, segments=segments)
+        if asset.state == JobState.READY and job is not None and job.finished:
+            if len(self._views) >= 4096:
+                self._views.clear()
+            self._views[key] = view
+        return view
 
     async def list_assets(self, *, limit: int = 50, after: str | None = None,
                    state: JobState | None = None) -> list[Asset]:

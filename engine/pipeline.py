@@ -26,6 +26,7 @@ from engine.leases import Lease
 from engine.workers import choose_encoder
 from metadata.cache import Cache, invalidate_asset
 from metadata.jobs import StaleJob
+from metadata.keys import KeyProvider, KeyStore, get_or_create, key_store_beside
 from metadata.models import Asset, JobState, Rendition, Segment, media_prefix
 from metadata.objects import ObjectStore
 from metadata.store import MetadataStore
@@ -49,6 +50,11 @@ class Services:
     cache: Cache
     work_dir: Path
     lease_seconds: float = 30.0        # a job's lease; renewed every third of it
+    # Content keys of encrypted jobs (metadata/keys.py); None: the key store beside
+    # ``store`` (same SQLite file or Scylla keyspace), opened per job. Keys come
+    # from ``key_provider`` (None: random local keys).
+    keys: KeyStore | None = None
+    key_provider: KeyProvider | None = None
 
 
 class _StateWriter:
@@ -101,14 +107,18 @@ _KINDS = {native.TrackKind.VIDEO: "video", native.TrackKind.AUDIO: "audio",
 
 
 def to_models(
-    asset_id: str, result: native.PipelineResult
+    asset_id: str, result: native.PipelineResult,
+    encryption: native.Encryption | None = None,
 ) -> tuple[list[Rendition], list[Segment]]:
-    """Neutral native results -> metadata models (codec strings from the real config)."""
+    """Neutral native results -> metadata models (codec strings from the real config).
+    With ``encryption`` (what the core encrypted with), audio and video renditions
+    are marked with its scheme and KID; text renditions stay clear (WebVTT)."""
     renditions: list[Rendition] = []
     segments: list[Segment] = []
     for r in result.renditions:
         t = r.track
         is_video = t.kind == native.TrackKind.VIDEO
+        protected = encryption is not None and t.kind != native.TrackKind.TEXT
         own = [Segment(asset_id=asset_id, rendition_id=r.id, number=s.number, start=s.start,
                        duration=s.duration, size=s.size, iframe_size=s.iframe_size)
                for s in r.segments]
@@ -125,6 +135,8 @@ def to_models(
             name=t.name, forced=t.forced,
             characteristics=SDH_CHARACTERISTICS if t.sdh else "",
             presentation_offset=t.presentation_offset,
+            encryption=encryption.scheme if protected and encryption else "",
+            key_id=encryption.kid.hex() if protected and encryption else "",
         ))
         segments.extend(own)
     return renditions, segments
@@ -174,6 +186,9 @@ async def run_pipeline(
     out_dir = work / "out"
     uploaded = False
     stage = JobState.PROBING
+    # How errors name the master: the user's own path for a local job (the CLI),
+    # its file name for an uploaded one (a server path is nobody's business).
+    shown = str(master) if job.master.startswith("/") else (options.source_name or "master")
 
     def report(state: JobState, fraction: float) -> None:
         if on_progress is not None:
@@ -188,26 +203,33 @@ async def run_pipeline(
     try:
         await enter(JobState.PROBING)
         if not master.is_file():
-            raise IngestError(f"{master}: no such file")
+            raise IngestError(f"{shown}: no such file")
         if master.stat().st_size == 0:
-            raise IngestError(f"{master}: empty file, not a media file")
+            raise IngestError(f"{shown}: empty file, not a media file")
 
         if run is not None:
             # The copy reads the master itself and names what it cannot package;
             # a separate probe would only open and parse it once more.
             report(JobState.PROBING, 1.0)
             await enter(JobState.PACKAGING)
+            # The copy was started with the job's key (engine.runner); the same one
+            # is read back here to mark the renditions.
+            encryption = await encryption_for(services, asset_id, options)
+            if run.sidecars.get("encryption") != encryption:
+                # Never publish clear media marked encrypted, nor the reverse.
+                raise RuntimeError(f"the copy of {asset_id} was not started with its key")
             # A copy cannot be interrupted: on cancel it is waited for.
             result = await _native_result(asyncio.wrap_future(run.future), lambda: None)
             if not any(r.track.kind == native.TrackKind.VIDEO for r in result.renditions):
-                raise IngestError(f"{master}: no video stream")
+                raise IngestError(f"{shown}: no video stream")
         else:
             try:
                 info = await asyncio.to_thread(native.probe, master)
             except native.NativeError as exc:
-                raise IngestError(f"{master}: not a playable media file ({exc})") from exc
+                raise IngestError(f"{shown}: not a playable media file "
+                                  f"({_scrub(exc, master, shown)})") from exc
             if not any(s.kind == "video" for s in info.streams):
-                raise IngestError(f"{master}: no video stream")
+                raise IngestError(f"{shown}: no video stream")
             report(JobState.PROBING, 1.0)
             work.mkdir(parents=True, exist_ok=True)
             try:
@@ -218,18 +240,21 @@ async def run_pipeline(
             except ValueError as exc:
                 raise IngestError(str(exc)) from exc
             rungs = [native.Rung(**{**r.__dict__, "encoder": encoder}) for r in rungs]
+            # The key is stored before anything is encrypted with it.
+            encryption = await encryption_for(services, asset_id, options)
             await enter(JobState.TRANSCODING)
             writer = _StateWriter(loop, lease, JobState.TRANSCODING, on_progress)
             transcoder = native.Transcoder(
                 master, out_dir, rungs, segment_seconds=options.segment_seconds,
-                gop_seconds=options.gop, preset=options.preset, **sidecars_of(options))
+                gop_seconds=options.gop, preset=options.preset, encryption=encryption,
+                **sidecars_of(options))
             result = await _until_lost(lease, _native_result(
                 loop.run_in_executor(None, lambda: transcoder.run(writer)), transcoder.cancel))
             await enter(JobState.PACKAGING)
 
-        renditions, segments = to_models(asset_id, result)
+        renditions, segments = to_models(asset_id, result, encryption)
         if not segments:
-            raise IngestError(f"{master}: produced no segments")
+            raise IngestError(f"{shown}: produced no segments")
         report(JobState.PACKAGING, 1.0)
 
         await enter(JobState.PUBLISHING)
@@ -258,13 +283,14 @@ async def run_pipeline(
             except Exception:
                 log.exception("could not remove the partial upload of %s", asset_id)
         if is_no_space(exc):
-            raise NoSpaceError(f"no space left on device in {services.work_dir.parent} "
+            where = services.work_dir.parent if job.master.startswith("/") else "the data dir"
+            raise NoSpaceError(f"no space left on device in {where} "
                                f"while {stage.value}") from exc
         # Bad media (InvalidDataError is a ValueError) or a setting the core refuses
         # (an unknown preset, say): the user's input, reported in one line.
         if isinstance(exc, ValueError | native.NotFoundError) and not isinstance(
                 exc, IngestError):
-            raise IngestError(f"{master}: {exc}") from exc
+            raise IngestError(f"{shown}: {_scrub(exc, master, shown)}") from exc
         raise
     finally:
         if run is None:  # a copy's work directory goes with the copy (runner)
@@ -295,6 +321,28 @@ def sidecars_of(request: IngestOptions) -> dict[str, Any]:
                                                      sdh=flags == "sdh")
                               for lang, flags, path in request.subtitles],
     }
+
+
+async def encryption_for(services: Services, asset_id: str,
+                         request: IngestOptions) -> native.Encryption | None:
+    """The native encryption of the job's request: None when clear, else the
+    asset's key for that scheme from the key store (made and stored first when the
+    asset has none: a retry encrypts with the same key). Keys never go into the
+    object store."""
+    if not request.encryption:
+        return None
+    store = services.keys if services.keys is not None else key_store_beside(services.store)
+    try:
+        key = await get_or_create(store, asset_id, request.encryption, services.key_provider)
+    finally:
+        if services.keys is None:
+            await store.close()
+    return native.Encryption(key.scheme, key.kid, key.key, key.iv)
+
+
+def _scrub(exc: BaseException, master: Path, shown: str) -> str:
+    """The core's message with the master's server path replaced by its name."""
+    return str(exc).replace(str(master), shown)
 
 
 def is_no_space(exc: BaseException | None) -> bool:

@@ -13,6 +13,8 @@ import aiohttp
 import pytest
 
 from cdn.edge import free_port
+from engine.application import Engine
+from engine.config import Settings
 from metadata.cache import asset_key
 from metadata.models import JobState, master_key
 from tests.origin.conftest import MakeOrigin, Media, publish_fake
@@ -317,3 +319,34 @@ async def test_readiness_reports_a_nearly_full_data_dir(make_origin: MakeOrigin,
     resp = await o.client.get("/readyz")
     assert resp.status == 503
     assert (await resp.json())["disk"].startswith("error: data dir nearly full")
+
+
+async def test_a_failed_upload_names_the_file_never_a_server_path(
+        make_origin: MakeOrigin, tmp_path: Path) -> None:
+    """A job's error is shown to API callers: it names the upload, not where the
+    server keeps it."""
+    from engine.executor import InProcessExecutor
+    from engine.pipeline import Services
+    from metadata import open_cache, open_objects, open_store
+
+    store, objects = open_store("", tmp_path / "d"), open_objects("", tmp_path / "d")
+    cache = open_cache("")
+    services = Services(store=store, objects=objects, cache=cache, work_dir=tmp_path / "d/w")
+    settings = Settings(data_dir=tmp_path / "d")
+    executor = InProcessExecutor(settings, services, poll_seconds=0.1)
+    o = await make_origin(application=Engine(settings, services, executor))
+    await executor.start()
+    try:
+        resp = await o.client.post("/v1/assets", data=form(os.urandom(4096), id="junk"))
+        assert resp.status == 202
+        for _ in range(100):
+            doc = await (await o.client.get("/v1/assets/junk")).json()
+            if doc["state"] == "failed":
+                break
+            await asyncio.sleep(0.1)
+        assert doc["state"] == "failed"
+        assert doc["error"].startswith("clip.mov: not a playable media file"), doc["error"]
+        assert str(tmp_path) not in json.dumps(doc)
+    finally:
+        await executor.close()
+        await store.close()
