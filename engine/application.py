@@ -24,6 +24,7 @@ from engine.pipeline import Services, is_no_space
 from engine.runner import new_job
 from metadata.cache import invalidate_asset
 from metadata.jobs import FailedPrecondition, Job, JobRequest, NotFound
+from metadata.keys import key_store_beside
 from metadata.local_objects import LocalObjects
 from metadata.models import Asset, JobState, master_key, media_prefix
 from origin.application import AssetView, StorageFull
@@ -160,12 +161,28 @@ class Engine:
         # without publishing; then the bytes, then the edges' copies.
         existed = await store.delete_asset(asset_id)
         await self._invalidate(asset_id)
+        await self._forget_keys(asset_id)
         removed = await objects.delete_prefix(media_prefix(asset_id) + "/")
         removed += await objects.delete_prefix(f"masters/{asset_id}/")
         if not existed and removed == 0:
             raise NotFound(f"no asset {asset_id}")
         if self.edges and counts:
             await self._purge_edges(asset_id, counts, text)
+
+    async def _forget_keys(self, asset_id: str) -> None:
+        """A taken-down asset's content keys go with it (nothing they open is left)."""
+        keys = self.services.keys
+        own = keys is None
+        if keys is None:
+            try:
+                keys = key_store_beside(self.services.store)
+            except TypeError:
+                return  # a store with no key store beside it
+        try:
+            await keys.delete_asset(asset_id)
+        finally:
+            if own:
+                await keys.close()
 
     async def _purge_edges(self, asset_id: str, counts: dict[str, int],
                            text: list[str]) -> None:

@@ -80,7 +80,8 @@ def plan_spans(duration: float, segment_seconds: float,
 
 
 def should_chunk(chunk_seconds: float, job: Job, duration: float) -> bool:
-    return chunk_seconds > 0 and not job.request.copy and duration > chunk_seconds
+    return (chunk_seconds > 0 and not job.request.copy and not job.request.encryption
+            and duration > chunk_seconds)
 
 
 # -- the record -------------------------------------------------------------------------

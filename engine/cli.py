@@ -193,29 +193,33 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
               help="Another audio language from a file beside the master (repeatable).")
 @click.option("--subtitles", "subtitles", multiple=True, metavar="LANG[:forced|:sdh]=PATH",
               help="A WebVTT or SRT subtitle file (repeatable).")
+@click.option("--encryption", type=click.Choice(["cenc", "cbcs"]), default=None,
+              help="CMAF common encryption; the key goes into the key store.")
 @json_option
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
 def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str | None,
                segment_seconds: float | None, copy: bool, audio: tuple[str, ...],
-               subtitles: tuple[str, ...], as_json: bool, progress: bool | None) -> None:
+               subtitles: tuple[str, ...], encryption: str | None, as_json: bool,
+               progress: bool | None) -> None:
     """Run the whole pipeline on PATH; exit 0 once the asset is ready."""
     aid = asset_id or new_asset_id(path)
     early: CopyRun | None = None
     try:
         check_asset_id(aid)
         sidecars = _sidecars(audio, subtitles)
-        if copy and not any(sidecars):
+        # An encrypted copy needs its key (from the store) first: no early start.
+        if copy and not any(sidecars) and not encryption:
             early = start_early_copy(path, aid, segment_seconds)
         settings = load_settings()
         seg = settings.segment_seconds if segment_seconds is None else segment_seconds
         options = IngestOptions(
             ladder=ladder, preset=preset or settings.preset, segment_seconds=seg,
             gop_seconds=settings.gop_seconds, copy=copy, encoder=settings.encoder,
-            audio=sidecars[0], subtitles=sidecars[1],
+            audio=sidecars[0], subtitles=sidecars[1], encryption=encryption or "",
         )
         check_options(options)
         started = None
-        if copy and not settings.broker and not any(sidecars):
+        if copy and not settings.broker and not any(sidecars) and not encryption:
             started, early = confirmed_copy(early, settings, path, aid, seg), None
         import asyncio  # after the copy has started: ~50 ms of imports
 

@@ -23,7 +23,14 @@ from prometheus_client import Counter, Histogram
 from engine.copy_run import CopyRun
 from engine.job_spec import IngestError, IngestOptions, RequestError, check_asset_id
 from engine.leases import Lease, claim, holder_id
-from engine.pipeline import NoSpaceError, ProgressFn, Services, run_pipeline, sidecars_of
+from engine.pipeline import (
+    NoSpaceError,
+    ProgressFn,
+    Services,
+    encryption_for,
+    run_pipeline,
+    sidecars_of,
+)
 from metadata.jobs import AlreadyExists, Job, StaleJob, backoff_seconds, new_job_id
 from metadata.models import Asset, JobState
 
@@ -155,6 +162,8 @@ async def ingest_here(
     nothing else would run it again; a sweep fails it if this process dies)."""
     if started is not None and not options.copy:
         raise ValueError("a started copy needs options.copy")
+    if started is not None and options.encryption:
+        raise ValueError("an encrypted copy starts with its key: do not start it early")
     run = started
     try:
         try:
@@ -175,8 +184,10 @@ async def ingest_here(
         if claimed is None:
             raise IngestError(f"job {job.id} of {asset_id} was taken by another process")
         if options.copy and run is None:
+            # An encrypted copy starts once its key is in the key store.
             run = CopyRun(master, services.work_dir, asset_id, options.segment_seconds,
-                          sidecars_of(options))
+                          {**sidecars_of(options),
+                           "encryption": await encryption_for(services, asset_id, options)})
         return await execute(services, claimed, on_progress=on_progress, run=run,
                              requeue_on_cancel=False)
     finally:

@@ -27,6 +27,8 @@ from metadata.models import ASSET_ID_RE, JobState
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
            "slower", "veryslow", "placebo")
 ENCODERS = ("auto", "cpu", "gpu")
+# CMAF common encryption schemes (ISO/IEC 23001-7 §4.2); "" = clear.
+ENCRYPTION_SCHEMES = ("", "cenc", "cbcs")
 # Segments longer than this are no use to an ABR player, and one shorter than a
 # frame cannot hold a keyframe.
 MAX_SEGMENT_SECONDS = 60.0
@@ -161,11 +163,14 @@ class JobRequest:
     # paths, so only a local front door (the CLI) may name them.
     audio: tuple[tuple[str, str], ...] = ()
     subtitles: tuple[tuple[str, str, str], ...] = ()
+    # "" clear, "cenc" or "cbcs": CMAF common encryption with a key from the key
+    # store (metadata/keys.py), one encrypted copy for HLS and DASH.
+    encryption: str = ""
 
     FIELDS = ("ladder", "preset", "segment_seconds", "gop_seconds", "copy", "encoder",
-              "source_name", "audio", "subtitles")
+              "source_name", "audio", "subtitles", "encryption")
     # What a remote caller may set (REST, gRPC, the console).
-    REMOTE_FIELDS = FIELDS[:7]
+    REMOTE_FIELDS = (*FIELDS[:7], "encryption")
 
     @classmethod
     def parse(cls, raw: Mapping[str, object], defaults: JobRequest | None = None) -> JobRequest:
@@ -187,6 +192,8 @@ class JobRequest:
             values["encoder"] = _text("encoder", given["encoder"]).strip()
         if "source_name" in given:
             values["source_name"] = _text("source_name", given["source_name"])
+        if "encryption" in given:
+            values["encryption"] = _text("encryption", given["encryption"]).strip().lower()
         for name in ("segment_seconds", "gop_seconds"):
             if name in given:
                 values[name] = _seconds(name, given[name])
@@ -215,6 +222,9 @@ class JobRequest:
         if self.encoder not in ENCODERS:
             raise RequestError(f"unknown encoder {self.encoder!r}; use one of "
                                f"{', '.join(ENCODERS)}")
+        if self.encryption not in ENCRYPTION_SCHEMES:
+            raise RequestError(f"unknown encryption {self.encryption!r}; use cenc or cbcs "
+                               "(or none)")
         for lang, path in self.audio:
             _sidecar("--audio", lang, path)
         for lang, flags, path in self.subtitles:

@@ -55,6 +55,9 @@ class OriginDeps:
     min_free_bytes: int = 0
     # API key and JWT checks with scopes (origin.auth); None: the API key alone.
     authenticator: Authenticator | None = None
+    # /keys routes over the key store beside the metadata store (off: a caller
+    # installs origin.keys.add_key_routes with a store of its own).
+    key_routes: bool = True
 
 
 DEPS = web.AppKey("deps", OriginDeps)
@@ -196,8 +199,24 @@ def create_app(deps: OriginDeps) -> web.Application:
             r.add_get(path, observed(name, handler), name=name)
         else:
             r.add_route(method, path, observed(name, handler), name=name)
+    if deps.key_routes:
+        _add_keys(app, deps)
     app.cleanup_ctx.append(_backends)
     return app
+
+
+def _add_keys(app: web.Application, deps: OriginDeps) -> None:
+    """/keys/{asset}/{kid} (and the ClearKey license) over the key store that sits
+    beside the metadata store; a store without one (a test double) has no key routes."""
+    from metadata.keys import key_store_beside
+    from origin.keys import add_key_routes
+
+    try:
+        keys = key_store_beside(deps.store)
+    except TypeError:
+        return
+    add_key_routes(app, keys, deps.signing_key, trusted_proxies=deps.trusted_proxies,
+                   close_store=True)
 
 
 async def _backends(app: web.Application) -> AsyncIterator[None]:

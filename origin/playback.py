@@ -652,13 +652,16 @@ class Playback:
         if kind == "master":
             out = hls.build_master(rends, segs, query)
         elif kind == "mpd":
-            out = dash.build_mpd(asset, rends, segs, query)
+            clearkey = (key_url(asset_id, "clearkey", query)
+                        if any(r.encryption for r in rends) else None)
+            out = dash.build_mpd(asset, rends, segs, query, clearkey_url=clearkey)
         else:
             rend = next((r for r in rends if r.id == rendition_id), None)
             if rend is None:
                 raise web.HTTPNotFound(headers=_ERROR_HEADERS)
             if kind == "media":
-                out = hls.build_media(rend, segs.get(rendition_id, []), query)
+                key_uri = key_url(asset_id, rend.key_id, query) if rend.encryption else None
+                out = hls.build_media(rend, segs.get(rendition_id, []), query, key_uri=key_uri)
             else:
                 try:
                     out = hls.build_iframes(rend, segs.get(rendition_id, []), query)
@@ -796,6 +799,15 @@ class Playback:
         t0 = time.perf_counter()
         return self.metrics.finish(request, "preflight", t0,
                                    web.Response(status=204, headers=PREFLIGHT))
+
+
+def key_url(asset_id: str, name: str, query: str) -> str:
+    """Where a player gets an encrypted asset's key (origin/keys.py): the raw key
+    of KID ``name`` (HLS EXT-X-KEY URI) or the ClearKey license (``name``
+    "clearkey", the DASH dashif:Laurl), with the manifest's token query. A path
+    from the root, so it works on the origin and on an edge alike: RFC 3986 §5.2
+    resolves it against the manifest's own URL."""
+    return f"/keys/{asset_id}/{name}" + (f"?{query}" if query else "")
 
 
 class StreamBroken(ConnectionResetError):
