@@ -47,6 +47,14 @@ from origin.auth import (
     PermissionDenied,
     Unauthenticated,
 )
+from origin.fetch import (
+    FetchPolicy,
+    SourceRefused,
+    SourceTooLarge,
+    SourceUnavailable,
+    fetch_source,
+    source_name,
+)
 from origin.openapi import OPENAPI
 from origin.playback import ASSET_RE
 
@@ -161,6 +169,11 @@ class Admin:
         # One authenticator for REST and gRPC (API key or JWT, scopes); without
         # one, the API key alone as before.
         self.authenticator = authenticator or Authenticator(api_key=api_key)
+        # Pulls of masters from s3:// or http(s):// on the caller's behalf.
+        self.fetch_policy = FetchPolicy(
+            max_bytes=max_upload_bytes,
+            allow_private=os.environ.get("CDLC_FETCH_ALLOW_PRIVATE") == "1",
+            s3_endpoint=os.environ.get("CDLC_S3_ENDPOINT"))
 
     def _app(self) -> Application:
         if self.application is None:
@@ -207,8 +220,11 @@ class Admin:
         if length is not None and length > self.max_upload_bytes + 64 * 1024:
             # Refuse before reading a byte; the multipart envelope is allowed 64 KiB.
             return problem(413, f"upload larger than {self.max_upload_bytes} bytes")
+        if request.content_type == "application/json":
+            return await self._pull(request)
         if not request.content_type.startswith("multipart/"):
-            return problem(415, "send multipart/form-data with the master in part 'file'")
+            return problem(415, "send multipart/form-data with the master in part 'file', "
+                                "or JSON {source_uri, id, options} to pull it")
         fields: dict[str, str] = {}
         tmp: Path | None = None
         filename = ""
@@ -247,6 +263,50 @@ class Admin:
             if tmp is not None:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
+
+    async def _pull(self, request: web.Request) -> web.Response:
+        """POST /v1/assets with JSON {source_uri, id?, options?}: the master is
+        fetched from s3:// or http(s):// (origin.fetch: private and loopback
+        addresses refused unless allowed) into a temp file, then submitted."""
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return problem(400, "the body is not JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("source_uri"), str):
+            return problem(400, "send {\"source_uri\": \"s3://bucket/key\" or \"https://...\"}")
+        options = body.get("options") or {}
+        if not isinstance(options, dict):
+            return problem(400, "options must be a JSON object")
+        asset_id = body.get("id")
+        if asset_id is not None and not isinstance(asset_id, str):
+            return problem(400, "id must be text")
+        uri = body["source_uri"]
+        self.upload_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.upload_dir / f"pull-{uuid.uuid4().hex}.{os.getpid()}.part"
+        try:
+            await fetch_source(uri, tmp, self.fetch_policy)
+        except SourceRefused as exc:
+            tmp.unlink(missing_ok=True)
+            return problem(403, str(exc))
+        except SourceTooLarge as exc:
+            tmp.unlink(missing_ok=True)
+            return problem(413, str(exc))
+        except (SourceUnavailable, OSError) as exc:
+            tmp.unlink(missing_ok=True)
+            return problem(502, f"could not fetch the source: {_one_line(exc)}")
+        except ValueError as exc:  # a URI that is not s3:// or http(s)://
+            tmp.unlink(missing_ok=True)
+            return problem(400, str(exc))
+        try:
+            view = await self._app().submit(asset_id or None, tmp, options,
+                                            source_name=source_name(uri))
+        except Exception as exc:
+            refused = refusal(exc)
+            if refused is None:
+                log.exception("submitting the pull of %s failed", uri)
+                return problem(500, "could not start the job")
+            return refused
+        return _json(view_json(view), status=202)
 
     async def _receive(self, part: BodyPartReader) -> Path:
         """Stream the part to a temp file; _TooLarge (file removed) past the budget."""

@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -350,3 +351,39 @@ async def test_a_failed_upload_names_the_file_never_a_server_path(
     finally:
         await executor.close()
         await store.close()
+
+
+async def test_pull_from_a_url_refuses_loopback_unless_allowed(
+        make_origin: MakeOrigin, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """POST /v1/assets {source_uri}: the master is fetched, then submitted; a URL on
+    a private or loopback address is refused unless the operator allows it (SSRF)."""
+    from aiohttp import web
+
+    data = os.urandom(64_000)
+
+    async def master(_: web.Request) -> web.Response:
+        return web.Response(body=data, content_type="video/mp4")
+
+    source = web.Application()
+    source.router.add_get("/films/harbour.mp4", master)
+    server = await aiohttp_server(source)
+    url = f"http://127.0.0.1:{server.port}/films/harbour.mp4"
+    o = await make_origin()
+    resp = await o.client.post("/v1/assets", json={"source_uri": url, "id": "pulled"})
+    assert resp.status == 403, await resp.text()
+    assert await o.store.get_asset("pulled") is None
+    bad = await o.client.post("/v1/assets", json={"source_uri": "ftp://x/y", "id": "pulled"})
+    assert bad.status == 400
+    monkeypatch.setenv("CDLC_FETCH_ALLOW_PRIVATE", "1")
+    o = await make_origin()
+    resp = await o.client.post("/v1/assets", json={
+        "source_uri": url, "id": "pulled", "options": {"ladder": "240:300"}})
+    assert resp.status == 202, await resp.text()
+    doc = await resp.json()
+    assert doc["source_name"] == "harbour.mp4" and doc["job"]["request"]["ladder"] == "240:300"
+    assert await o.objects.get_bytes(master_key("pulled")) == data
+    gone = await o.client.post("/v1/assets", json={
+        "source_uri": url.replace("harbour", "nothing"), "id": "other"})
+    # A source that answers 404 names no master: the request is wrong (400).
+    assert gone.status == 400 and "404" in (await gone.json())["title"]
+    assert await o.store.get_asset("other") is None
