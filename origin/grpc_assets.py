@@ -159,7 +159,10 @@ class AssetServicer:
                 return
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
-                return
+                # The caller's deadline passed here before grpc noticed: say so,
+                # rather than end the stream as if the asset had finished.
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                    f"deadline passed while watching {asset_id}")
             await asyncio.sleep(self.watch_interval if remaining is None
                                 else min(self.watch_interval, remaining))
 

@@ -198,7 +198,9 @@ def test_admin_upload_runs_the_job(tmp_path: Path, small_master: Path) -> None:
         deadline = time.monotonic() + 120
         state = ""
         while time.monotonic() < deadline and state not in ("ready", "failed"):
-            with urllib.request.urlopen(f"{base}/v1/assets/uploaded", timeout=10) as resp:
+            read = urllib.request.Request(f"{base}/v1/assets/uploaded",
+                                          headers={"Authorization": "Bearer k3y"})
+            with urllib.request.urlopen(read, timeout=10) as resp:
                 state = json.loads(resp.read())["state"]
             time.sleep(0.3)
         assert state == "ready"
