@@ -410,6 +410,14 @@ async def build_origin_app(settings: Settings, grpc: GrpcConfig | None = None) -
     )
     application: web.Application = create_app(deps)
     _add_content_ops(application, settings, engine)
+    # Watch events: intake, stats and the player beacon (before the gRPC server's
+    # context, so that server stops before the log closes).
+    from metadata.event_log import open_event_log
+    from origin.events import EventIntake, add_event_routes
+
+    intake = EventIntake(open_event_log(settings.events, settings.data_dir),
+                         signing_key=settings.signing_key_bytes, authenticator=authenticator)
+    add_event_routes(application, intake)
 
     async def start(_: web.Application) -> None:
         await executor.start()
@@ -423,7 +431,7 @@ async def build_origin_app(settings: Settings, grpc: GrpcConfig | None = None) -
     if grpc is not None:
         application.cleanup_ctx.append(grpc_context(
             engine, grants=open_grants(settings.metadata, settings.data_dir),
-            authenticator=authenticator, store_ping=backends.store.ping,
+            authenticator=authenticator, store_ping=backends.store.ping, events=intake,
             config=dataclasses.replace(
                 grpc, upload_dir=settings.data_dir / "uploads",
                 max_upload_bytes=settings.max_upload_bytes,

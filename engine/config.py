@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     metadata: str = Field("", description="'' = SQLite in data_dir, or scylla://h1,h2/keyspace")
     cache: str = Field("", description="'' = in-process LRU, or redis://host:port/db")
     broker: str = Field("", description="'' = in-process executor, or a Celery broker URL")
+    events: str = Field("", description="watch-event log: '' = a table in the SQLite metadata "
+                        "file, redis://host:port/db[?prefix=P], or kafka://host:port/topic")
     signing_key: str = Field("", description="playback-token HMAC key; '' = tokens off")
     api_key: str = Field("", description="admin API key; '' = admin API open (local use)")
     edges: str = Field("", description="comma-separated CDN edge base URLs purged on delete")

@@ -151,6 +151,10 @@ async def metrics(request: web.Request) -> web.StreamResponse:
         except Exception:  # the store is out: /readyz says so; the rest still scrapes
             pass
         body += generate_latest(REGISTRY)
+    from origin.events import EVENT_INTAKE  # the watch-event intake, where installed
+
+    if EVENT_INTAKE in request.app:
+        body += generate_latest(request.app[EVENT_INTAKE].registry)
     return web.Response(body=body, headers={"Content-Type": m.content_type})
 
 

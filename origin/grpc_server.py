@@ -42,6 +42,7 @@ from grpc_reflection.v1alpha import reflection
 from metadata.grants import GrantStore
 from origin.application import Application
 from origin.auth import Authenticator
+from origin.events import EventIntake
 from origin.fetch import FetchPolicy
 from origin.grpc_assets import AssetServicer
 from origin.grpc_auth import AuthInterceptor
@@ -95,8 +96,9 @@ class GrpcServer:
 
     def __init__(self, application: Application, grants: GrantStore,
                  authenticator: Authenticator, store_ping: Callable[[], Awaitable[None]],
-                 config: GrpcConfig) -> None:
+                 config: GrpcConfig, events: EventIntake | None = None) -> None:
         self.application, self.grants = application, grants
+        self.events = events  # watch-event intake and log (None: EventService unimplemented)
         self.authenticator, self.store_ping, self.config = authenticator, store_ping, config
         self.health = HealthServicer()
         self.port = 0
@@ -124,7 +126,7 @@ class GrpcServer:
             PlaybackConfig(cfg.signing_key, cfg.edge_base_url or cfg.public_base_url))
         assets_pb2_grpc.add_AssetServiceServicer_to_server(assets, server)
         playback_pb2_grpc.add_PlaybackServiceServicer_to_server(playback, server)
-        events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(), server)
+        events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(self.events), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*SERVICES, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
@@ -193,13 +195,14 @@ GRPC_SERVER = web.AppKey("grpc_server", GrpcServer)
 def grpc_context(application: Application, *, grants: GrantStore,
                  authenticator: Authenticator, store_ping: Callable[[], Awaitable[None]],
                  config: GrpcConfig, grace: float = 5.0,
+                 events: EventIntake | None = None,
                  ) -> Callable[[web.Application], AsyncIterator[None]]:
     """An aiohttp cleanup context: the gRPC server starts with the app and stops
     (``grace`` seconds for calls in flight) when it is cleaned up; the grant store
     is closed after it."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        server = GrpcServer(application, grants, authenticator, store_ping, config)
+        server = GrpcServer(application, grants, authenticator, store_ping, config, events)
         await server.start()
         app[GRPC_SERVER] = server
         try:

@@ -1,0 +1,322 @@
+"""Watch events over HTTP: the players' intake, the stats, the beacon script.
+
+Routes (``add_event_routes(app, intake)`` installs them):
+
+- ``POST /v1/events?token=T[&asset=A]``: a JSON array of watch events (DESIGN.md
+  "Watch events"), as ``application/json`` or ``text/plain`` (what
+  ``navigator.sendBeacon`` sends without a CORS preflight). With a signing key
+  configured the playback token decides asset and viewer: it must verify for the
+  asset (``asset=``, else the first event's ``asset_id``), or the whole request is
+  a 403; an event naming another asset, or another viewer than a version-2
+  token's, is refused on its own and listed under ``rejected`` (the rest are
+  recorded); an event without asset or viewer gets the token's. Answer 200
+  ``{"accepted", "duplicates", "rejected": [{"index", "reason"}]}``; a body over
+  ``max_body_bytes`` 413, more than ``max_events`` events 413, not a JSON array
+  400, more than ``rate`` requests per second (burst ``burst``) for one token 429
+  with ``Retry-After``. CORS: any origin (the token, not a cookie, is the
+  credential).
+- ``GET /v1/assets/{id}/stats``: the asset's stats (metadata/stats.py) and their
+  hours; needs ``assets:read`` once auth is configured.
+- ``GET /v1/events/metrics``: Prometheus counters of events by type, repeats and
+  refusals by reason, and startup times: aggregates only, no per-viewer labels.
+- ``GET /player/cdlc-beacon.js``: origin/static/cdlc-beacon.js.
+
+``EventIntake`` holds the logic (``record`` is shared with the gRPC
+EventService); the handlers stay thin.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import hdrs, web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+from cdn import tokens
+from metadata.event_log import (
+    EVENT_TYPES,
+    AppendResult,
+    EventError,
+    EventLog,
+    WatchEvent,
+    event_from_json,
+)
+from metadata.stats import AssetStats, StatsModel
+from origin.admin import problem
+from origin.auth import (
+    ASSETS_READ,
+    Authenticator,
+    AuthUnavailable,
+    PermissionDenied,
+    Unauthenticated,
+)
+from origin.playback import ASSET_RE
+
+STATIC = Path(__file__).resolve().parent / "static"
+BEACON_JS = STATIC / "cdlc-beacon.js"
+
+_CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, Authorization",
+    "Access-Control-Max-Age": "86400",
+}
+_STARTUP_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+@dataclass(frozen=True)
+class IntakeLimits:
+    max_body_bytes: int = 256 * 1024
+    max_events: int = 500
+    rate: float = 20.0            # requests per second per token
+    burst: float = 40.0
+    max_tokens_tracked: int = 100_000
+
+
+class TokenBuckets:
+    """Requests per second per key (a token bucket each, least recently used
+    forgotten past ``size``)."""
+
+    def __init__(self, rate: float, burst: float, size: int) -> None:
+        self.rate, self.burst, self.size = rate, burst, size
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str, now: float | None = None) -> float:
+        """0.0 when a request may go now, else the seconds until one may."""
+        now = time.monotonic() if now is None else now
+        level, at = self._buckets.pop(key, (self.burst, now))
+        level = min(self.burst, level + (now - at) * self.rate)
+        wait = 0.0
+        if level >= 1.0:
+            level -= 1.0
+        else:
+            wait = (1.0 - level) / self.rate
+        self._buckets[key] = (level, now)
+        if len(self._buckets) > self.size:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+class Refused(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+class EventIntake:
+    """Records watch events and reads the stats (module docstring)."""
+
+    def __init__(self, log: EventLog, *, signing_key: bytes | None = None,
+                 authenticator: Authenticator | None = None,
+                 limits: IntakeLimits | None = None,
+                 stats: StatsModel | None = None) -> None:
+        self.log = log
+        self.signing_key = signing_key
+        self.authenticator = authenticator or Authenticator()
+        self.limits = limits or IntakeLimits()
+        self.stats_model = stats or StatsModel()
+        self.buckets = TokenBuckets(self.limits.rate, self.limits.burst,
+                                    self.limits.max_tokens_tracked)
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.m_events = Counter("cdlc_watch_events_total", "Watch events recorded by type",
+                                ["type"], registry=self.registry)
+        self.m_duplicates = Counter("cdlc_watch_events_duplicates_total",
+                                    "Watch events resent (same event_id), not counted again",
+                                    registry=self.registry)
+        self.m_rejected = Counter("cdlc_watch_events_rejected_total",
+                                  "Watch events or requests refused, by reason",
+                                  ["reason"], registry=self.registry)
+        self.m_startup = Histogram("cdlc_watch_startup_seconds",
+                                   "Startup time (start to first frame) reported by players",
+                                   buckets=_STARTUP_BUCKETS, registry=self.registry)
+        for kind in EVENT_TYPES:
+            self.m_events.labels(kind)
+
+    # -- the operations (shared with origin/grpc_events.py) -----------------------
+
+    async def record(self, events: Sequence[WatchEvent]) -> AppendResult:
+        """Append to the log (dedupe by event_id) and count what was new."""
+        result = await self.log.append(events)
+        kinds: dict[str, int] = {}
+        for entry in result.added:
+            kinds[entry.event.type] = kinds.get(entry.event.type, 0) + 1
+        for kind, n in kinds.items():
+            self.m_events.labels(kind).inc(n)
+        if result.duplicates:
+            self.m_duplicates.inc(result.duplicates)
+        return result
+
+    async def stats(self, asset_id: str) -> AssetStats:
+        """The asset's stats, after folding whatever the log gained since."""
+        await self.stats_model.rebuild(self.log)
+        return self.stats_model.stats(asset_id)
+
+    async def start(self) -> None:
+        """Rebuild the read model from the log (the stats survive a restart)."""
+        await self.stats_model.rebuild(self.log)
+
+    async def close(self) -> None:
+        await self.log.close()
+
+    def check_batch(self, docs: list[Any], token: str | None, asset: str | None,
+                    client_ip: str | None) -> tuple[list[WatchEvent], list[dict[str, Any]]]:
+        """The events of a batch that may be recorded and the refusals, per event;
+        Refused(403) when the token does not verify."""
+        claims: tokens.Claims | None = None
+        if self.signing_key is not None:
+            if not token:
+                raise Refused(403, "a playback token (token=) is required")
+            if not asset:
+                first = docs[0] if docs and isinstance(docs[0], dict) else {}
+                named = first.get("asset_id")
+                asset = named if isinstance(named, str) else ""
+            if not asset or not ASSET_RE.fullmatch(asset):
+                raise Refused(403, "name the asset (asset=) the token is for")
+            try:
+                claims = tokens.verify(self.signing_key, token, asset, client_ip=client_ip)
+            except tokens.TokenError as exc:
+                raise Refused(403, str(exc)) from exc
+        good: list[WatchEvent] = []
+        rejected: list[dict[str, Any]] = []
+        for i, doc in enumerate(docs):
+            try:
+                event = event_from_json(doc)
+                if claims is not None:
+                    if event.asset_id and event.asset_id != claims.asset_id:
+                        raise EventError(f"the token is for asset {claims.asset_id!r}, "
+                                         f"not {event.asset_id[:64]!r}")
+                    if claims.viewer and event.viewer_id and event.viewer_id != claims.viewer:
+                        raise EventError("the token names another viewer")
+                    event = event.replace(asset_id=claims.asset_id,
+                                          viewer_id=claims.viewer or event.viewer_id)
+                elif not event.asset_id:
+                    raise EventError("asset_id is required")
+            except EventError as exc:
+                reason = str(exc)
+                self.m_rejected.labels("forged" if "token" in reason else "invalid").inc()
+                rejected.append({"index": i, "reason": reason})
+                continue
+            good.append(event)
+        return good, rejected
+
+    def observe_startups(self, events: Sequence[WatchEvent]) -> None:
+        starts = {e.session_id: e.time for e in events if e.type == "start"}
+        for e in events:
+            if e.type == "first_frame" and e.session_id in starts:
+                self.m_startup.observe(max(0.0, e.time - starts[e.session_id]))
+
+    # -- HTTP handlers -------------------------------------------------------------
+
+    async def post_events(self, request: web.Request) -> web.StreamResponse:
+        token = request.query.get("token") or None
+        key = token or f"ip:{request.remote}"
+        wait = self.buckets.take(key)
+        if wait > 0:
+            self.m_rejected.labels("rate").inc()
+            resp = problem(429, "too many event requests for this token")
+            resp.headers[hdrs.RETRY_AFTER] = str(max(1, math.ceil(wait)))
+            return _cors(resp)
+        limit = self.limits.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            self.m_rejected.labels("size").inc()
+            return _cors(problem(413, f"the body is over {limit} bytes"))
+        body = await request.content.read(limit + 1)
+        if len(body) > limit:
+            self.m_rejected.labels("size").inc()
+            return _cors(problem(413, f"the body is over {limit} bytes"))
+        try:
+            docs = json.loads(body)
+        except ValueError:
+            docs = None
+        if not isinstance(docs, list):
+            self.m_rejected.labels("invalid").inc()
+            return _cors(problem(400, "the body must be a JSON array of watch events"))
+        if len(docs) > self.limits.max_events:
+            self.m_rejected.labels("size").inc()
+            return _cors(problem(413, f"more than {self.limits.max_events} events"))
+        try:
+            good, rejected = self.check_batch(docs, token, request.query.get("asset"),
+                                              request.remote)
+        except Refused as exc:
+            self.m_rejected.labels("forged").inc()
+            return _cors(problem(exc.status, exc.detail))
+        result = await self.record(good)
+        self.observe_startups([e.event for e in result.added])
+        return _cors(web.json_response({"accepted": result.accepted,
+                                        "duplicates": result.duplicates,
+                                        "rejected": rejected}))
+
+    async def preflight(self, request: web.Request) -> web.StreamResponse:
+        return _cors(web.Response(status=204))
+
+    async def get_stats(self, request: web.Request) -> web.StreamResponse:
+        asset_id = request.match_info["id"]
+        if self.authenticator.enabled:
+            try:
+                await self.authenticator.check_http(request.headers.get(hdrs.AUTHORIZATION),
+                                                    request.headers.get("X-API-Key"),
+                                                    ASSETS_READ)
+            except Unauthenticated as exc:
+                resp = problem(401, str(exc))
+                resp.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="cdlc"'
+                return resp
+            except PermissionDenied as exc:
+                return problem(403, str(exc))
+            except AuthUnavailable as exc:
+                return problem(503, str(exc))
+        stats = await self.stats(asset_id)
+        doc = stats.to_json()
+        doc["hours"] = self.stats_model.hours(asset_id)
+        return web.json_response(doc)
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=generate_latest(self.registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def beacon_js(self, request: web.Request) -> web.StreamResponse:
+        resp = web.FileResponse(BEACON_JS, headers={
+            "Content-Type": "text/javascript; charset=utf-8",
+            "Cache-Control": "public, max-age=300",
+            "Access-Control-Allow-Origin": "*"})
+        return resp
+
+
+def _cors(resp: web.StreamResponse) -> web.StreamResponse:
+    resp.headers.update(_CORS)
+    return resp
+
+
+EVENT_INTAKE = web.AppKey("event_intake", EventIntake)
+
+
+def add_event_routes(app: web.Application, intake: EventIntake) -> None:
+    """Install the routes of the module docstring, and rebuild the stats from the
+    log when the app starts (the log is closed with the app)."""
+    app[EVENT_INTAKE] = intake
+    r = app.router
+    events = r.add_resource("/v1/events", name="events")
+    events.add_route("POST", intake.post_events)
+    events.add_route("OPTIONS", intake.preflight)
+    r.add_get("/v1/assets/{id}/stats", intake.get_stats, name="asset_stats")
+    r.add_get("/v1/events/metrics", intake.metrics, name="event_metrics")
+    r.add_get("/player/cdlc-beacon.js", intake.beacon_js, name="beacon_js")
+
+    async def ctx(app: web.Application) -> Any:
+        await intake.start()
+        yield
+        await intake.close()
+
+    app.cleanup_ctx.append(ctx)
