@@ -338,7 +338,7 @@ class PartRun:
 
     async def _failed(self, exc: BaseException) -> None:
         reason = reason_of(exc)
-        permanent = isinstance(exc, PERMANENT | ValueError | native.NotFoundError) or \
+        permanent = isinstance(exc, (*PERMANENT, ValueError, native.NotFoundError)) or \
             is_no_space(exc)
         retry_in = 0.0
         failed_job = False

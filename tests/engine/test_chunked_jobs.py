@@ -7,6 +7,7 @@ worker classes that are alive."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import re
@@ -319,3 +320,58 @@ def test_auto_routes_to_the_worker_classes_alive(tmp_path: Path, redis_broker: s
     finally:
         gpu.kill()
         gpu.wait()
+
+
+def test_a_part_that_keeps_failing_fails_the_job_with_its_span(tmp_path: Path,
+                                                                master: Path) -> None:
+    """A part whose encode fails after its attempts ends the whole job FAILED, the
+    reason naming the part and its span; the parts' objects are removed."""
+    settings = Settings(data_dir=tmp_path / "data", preset="ultrafast", segment_seconds=4,
+                        chunk_seconds=8, lease_seconds=6)
+    resent: list[tuple[str, float]] = []
+
+    async def run() -> None:
+        import native
+        from engine.chunks import split
+        from engine.ladder import plan_ladder
+        from engine.leases import Lease, claim, holder_id
+
+        backends = open_backends(settings)
+        try:
+            await backends.objects.put_file(master_key("doomed"), master)
+            job = Job(id=new_job_id(), asset_id="doomed", master=master_key("doomed"),
+                      request=JobRequest(ladder=LADDER, preset="ultrafast", segment_seconds=4),
+                      queue="cpu")
+            await backends.store.create_job(Asset(id="doomed"), job)
+            taken = await claim(backends.store, job, holder_id(), 6)
+            assert taken is not None
+            info = native.probe(master)
+            async with Lease(backends.store, taken, 6) as lease:
+                await split(backends, lease, plan_ladder(info, LADDER), info.duration, 8, 10,
+                            lambda j, n, c: None)
+            assert await PartRun(backends, job.id, "c0", lambda j, n, c: None).run() == "done"
+            # This worker's scratch space is broken (a file where its work dir should
+            # be): every attempt at c1 fails the same way, and is retried.
+            broken = tmp_path / "not-a-dir"
+            broken.write_text("")
+            sick = dataclasses.replace(backends, work_dir=broken / "work")
+            part = PartRun(sick, job.id, "c1", lambda j, n, c: resent.append((n, c)),
+                           max_attempts=2)
+            assert await part.run() == "failed"
+            assert resent and resent[0][0] == "c1" and resent[0][1] > 0  # retried later
+            stored = await backends.store.get_job(job.id)
+            assert stored is not None and stored.state == JobState.TRANSCODING
+            parts_of(stored)["c1"]["not_before"] = 0.0  # the backoff has passed
+            assert await backends.store.write_job(stored)
+            assert await part.run() == "failed"
+            done = await backends.store.get_job(job.id)
+            assert done is not None and done.state == JobState.FAILED, done
+            assert done.error is not None and done.error.startswith("chunk c1 [8-16 s): ")
+            assert "gave up after 2 attempts" in done.error
+            asset = await backends.store.get_asset("doomed")
+            assert asset is not None and asset.state == JobState.FAILED
+            assert not list((settings.data_dir / "objects" / "chunks").rglob("*.m4s"))
+        finally:
+            await backends.close()
+
+    asyncio.run(run())
