@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from metadata.scylla_side import ScyllaSideStore
+
 T = TypeVar("T")
 
 SCHEMES = ("cenc", "cbcs")
@@ -367,45 +369,11 @@ _CQL = [
 ]
 
 
-class ScyllaKeyStore:
+class ScyllaKeyStore(ScyllaSideStore):
     """KeyStore on ScyllaDB: the same rules, a lightweight transaction where SQLite
     has its unique index. Runs where CDLC_TEST_SCYLLA names a cluster."""
 
-    def __init__(self, hosts: list[str], keyspace: str, *, port: int = 9042) -> None:
-        self.hosts, self.keyspace, self.port = hosts, keyspace, port
-        self._cluster: Any = None
-        self._session: Any = None
-        self._lock = asyncio.Lock()
-
-    @classmethod
-    def from_url(cls, url: str) -> ScyllaKeyStore:
-        from metadata.scylla_store import parse_url
-
-        hosts, port, keyspace = parse_url(url)
-        return cls(hosts, keyspace, port=port)
-
-    def _connect(self) -> None:
-        from cassandra import ConsistencyLevel
-        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-
-        profile = ExecutionProfile(consistency_level=ConsistencyLevel.LOCAL_QUORUM,
-                                   serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
-                                   request_timeout=10)
-        self._cluster = Cluster(self.hosts, port=self.port, protocol_version=4,
-                                execution_profiles={EXEC_PROFILE_DEFAULT: profile})
-        session = self._cluster.connect()
-        session.execute(f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
-                        "{'class': 'SimpleStrategy', 'replication_factor': 1}")
-        session.set_keyspace(self.keyspace)
-        for ddl in _CQL:
-            session.execute(ddl)
-        self._session = session
-
-    async def _q(self, cql: str, params: Sequence[Any] = ()) -> list[Any]:
-        async with self._lock:
-            if self._session is None:
-                await asyncio.to_thread(self._connect)
-        return list(await asyncio.to_thread(self._session.execute, cql, list(params)))
+    DDL = _CQL
 
     async def add(self, key: ContentKey) -> ContentKey:
         won = await self._q("INSERT INTO content_key_schemes (asset_id, scheme, kid) VALUES"
@@ -445,6 +413,4 @@ class ScyllaKeyStore:
         await self._q("SELECT now() FROM system.local")
 
     async def close(self) -> None:
-        if self._cluster is not None:
-            await asyncio.to_thread(self._cluster.shutdown)
-            self._cluster = self._session = None
+        await self._shutdown()

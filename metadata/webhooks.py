@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from metadata.scylla_side import ScyllaSideStore
+
 T = TypeVar("T")
 
 EVENT_TYPES = ("asset.created", "asset.ready", "asset.failed", "asset.deleted")
@@ -355,45 +357,11 @@ _CQL = [
 ]
 
 
-class ScyllaWebhookStore:
+class ScyllaWebhookStore(ScyllaSideStore):
     """WebhookStore on ScyllaDB: the same rules, LWTs where SQLite has a
     transaction (dedupe insert, claim). Runs where CDLC_TEST_SCYLLA names a cluster."""
 
-    def __init__(self, hosts: list[str], keyspace: str, *, port: int = 9042) -> None:
-        self.hosts, self.keyspace, self.port = hosts, keyspace, port
-        self._cluster: Any = None
-        self._session: Any = None
-        self._lock = asyncio.Lock()
-
-    @classmethod
-    def from_url(cls, url: str) -> ScyllaWebhookStore:
-        from metadata.scylla_store import parse_url
-
-        hosts, port, keyspace = parse_url(url)
-        return cls(hosts, keyspace, port=port)
-
-    def _connect(self) -> None:
-        from cassandra import ConsistencyLevel
-        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-
-        profile = ExecutionProfile(consistency_level=ConsistencyLevel.LOCAL_QUORUM,
-                                   serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
-                                   request_timeout=10)
-        self._cluster = Cluster(self.hosts, port=self.port, protocol_version=4,
-                                execution_profiles={EXEC_PROFILE_DEFAULT: profile})
-        session = self._cluster.connect()
-        session.execute(f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
-                        "{'class': 'SimpleStrategy', 'replication_factor': 1}")
-        session.set_keyspace(self.keyspace)
-        for ddl in _CQL:
-            session.execute(ddl)
-        self._session = session
-
-    async def _q(self, cql: str, params: Sequence[Any] = ()) -> list[Any]:
-        async with self._lock:
-            if self._session is None:
-                await asyncio.to_thread(self._connect)
-        return list(await asyncio.to_thread(self._session.execute, cql, list(params)))
+    DDL = _CQL
 
     async def add_subscription(self, sub: Subscription) -> None:
         await self._q("INSERT INTO webhook_subscriptions (bucket, id, url, events, secret,"
@@ -494,6 +462,4 @@ class ScyllaWebhookStore:
         await self._q("SELECT now() FROM system.local")
 
     async def close(self) -> None:
-        if self._cluster is not None:
-            await asyncio.to_thread(self._cluster.shutdown)
-            self._cluster = self._session = None
+        await self._shutdown()
