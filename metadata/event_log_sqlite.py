@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from metadata.event_log import AppendResult, LoggedEvent, Retention, WatchEvent
+from metadata.sqlite_side import open_connection
 
 T = TypeVar("T")
 
@@ -60,17 +61,11 @@ class SQLiteEventLog:
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self._busy, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy * 1000)}")
-            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
             # Watch events are telemetry: a power cut may lose the last commit
             # (WAL + NORMAL stays consistent), which buys ~10x the append rate.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.executescript(_SCHEMA)
-            self._conn = conn
+            self._conn = open_connection(self.path, busy_timeout_s=self._busy,
+                                         synchronous="NORMAL", schema=_SCHEMA,
+                                         check_same_thread=False)
         return self._conn
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:

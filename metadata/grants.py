@@ -36,6 +36,8 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from metadata.sqlite_side import open_connection
+
 T = TypeVar("T")
 
 ENTITLEMENT_KINDS = ("purchase", "rental", "subscription")
@@ -109,29 +111,9 @@ class SQLiteGrants:
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s,
-                                   isolation_level=None)
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
-            self._ensure_wal(conn)
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.executescript(_SCHEMA)
-            self._conn = conn
+            self._conn = open_connection(self.path, busy_timeout_s=self._busy_timeout_s,
+                                         synchronous="FULL", schema=_SCHEMA)
         return self._conn
-
-    def _ensure_wal(self, conn: sqlite3.Connection) -> None:
-        """The file may be new: set WAL as the metadata store does (its mode is
-        kept in the file), retrying while another process holds the switch."""
-        deadline = time.monotonic() + self._busy_timeout_s
-        while True:
-            try:
-                if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                    conn.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:

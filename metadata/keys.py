@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from metadata.scylla_side import ScyllaSideStore
+from metadata.sqlite_side import open_connection
 
 T = TypeVar("T")
 
@@ -304,16 +305,10 @@ class SQLiteKeyStore:
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self._busy, isolation_level=None)
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy * 1000)}")
-            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
             # A key handed to the encoder must survive a power cut: media encrypted
             # with a lost key is lost media.
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.executescript(_SCHEMA)
-            self._conn = conn
+            self._conn = open_connection(self.path, busy_timeout_s=self._busy,
+                                         synchronous="FULL", schema=_SCHEMA)
         return self._conn
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from metadata.jobs import AlreadyExists, Job, JobRequest, StaleJob
 from metadata.models import Asset, JobState, Rendition, Segment
+from metadata.sqlite_side import ensure_wal
 
 T = TypeVar("T")
 
@@ -192,7 +193,7 @@ class SQLiteStore:
                 check_same_thread=True,
             )
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
-            self._ensure_wal(conn)
+            ensure_wal(conn, self._busy_timeout_s)
             # FULL: in WAL mode every commit syncs the WAL, so a publish that was
             # acknowledged survives a power cut too; NORMAL would survive only an
             # application crash (sqlite.org/pragma.html#pragma_synchronous).
@@ -212,23 +213,6 @@ class SQLiteStore:
         for name, ddl in _REND_ADDED:
             if name not in have:
                 conn.execute(f"ALTER TABLE renditions ADD COLUMN {name} {ddl}")
-
-    def _ensure_wal(self, conn: sqlite3.Connection) -> None:
-        """WAL mode is stored in the file, so it is set once. Switching needs an
-        exclusive lock and SQLite answers BUSY at once, without the busy handler, when
-        another process opens the fresh file at the same moment (seen: `cdlc ingest`
-        and `cdlc status` started together): retry until the busy timeout."""
-        deadline = time.monotonic() + self._busy_timeout_s
-        while True:
-            try:
-                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    conn.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
