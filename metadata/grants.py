@@ -254,21 +254,9 @@ class ScyllaGrants:
     async def _exec(self, name: str, params: Sequence[Any]) -> Any:
         if self._session is None:
             await self.open()
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        rf = self._session.execute_async(self._ps[name], list(params))
+        from metadata.scylla_store import execute_async
 
-        def settle(result: Any, exc: BaseException | None) -> None:
-            if fut.done():
-                return
-            if exc is not None:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(result)
-
-        rf.add_callbacks(lambda _rows: loop.call_soon_threadsafe(settle, rf.result(), None),
-                         lambda exc: loop.call_soon_threadsafe(settle, None, exc))
-        return await fut
+        return await execute_async(self._session, self._ps[name], params)
 
     @staticmethod
     def _grant(row: Any) -> Grant:

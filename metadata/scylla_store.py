@@ -83,6 +83,26 @@ _REND_ADDED = (("name", "text"), ("is_default", "boolean"), ("forced", "boolean"
                ("encryption", "text"), ("key_id", "text"))
 
 
+async def execute_async(session: Any, statement: Any, params: Sequence[Any]) -> Any:
+    """Run a statement through the driver without blocking the loop: its callbacks
+    arrive on the driver's thread and are handed back to the loop."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+    rf = session.execute_async(statement, list(params))
+
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if fut.done():
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+    rf.add_callbacks(lambda _rows: loop.call_soon_threadsafe(settle, rf.result(), None),
+                     lambda exc: loop.call_soon_threadsafe(settle, None, exc))
+    return await fut
+
+
 def parse_url(url: str) -> tuple[list[str], int, str]:
     """``scylla://h1,h2[:port]/keyspace`` -> (hosts, port, keyspace)."""
     if not url.startswith("scylla://"):
@@ -277,26 +297,7 @@ class ScyllaStore:
         delivered on the driver's thread and handed back to the loop)."""
         if self._session is None:
             await self.open()
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        rf = self._session.execute_async(self._ps[name], list(params))
-
-        def settle(result: Any, exc: BaseException | None) -> None:
-            if fut.done():
-                return
-            if exc is not None:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(result)
-
-        def ok(rows: Any) -> None:
-            loop.call_soon_threadsafe(settle, rf.result(), None)
-
-        def err(exc: BaseException) -> None:
-            loop.call_soon_threadsafe(settle, None, exc)
-
-        rf.add_callbacks(ok, err)
-        return await fut
+        return await execute_async(self._session, self._ps[name], params)
 
     async def _many(self, name: str, rows: Sequence[Sequence[Any]], width: int = 64) -> None:
         gate = asyncio.Semaphore(width)
