@@ -120,6 +120,7 @@ async def test_purge_is_refused_from_other_addresses(
     async with aiohttp.ClientSession() as s:
         async with s.get(edge.url + "/vod/a1/v360/1.m4s") as r:
             assert r.status == 200
+            await r.read()  # whole, so the edge has finished its cache entry
         result = await PurgeClient([edge.url], session=s).purge_paths(["/vod/a1/v360/1.m4s"])
         assert not result.ok and "HTTP 403" in result.failed[0]
         async with s.get(edge.url + "/vod/a1/v360/1.m4s") as r:
@@ -145,6 +146,7 @@ async def test_single_object_purge_and_batches(
     async with aiohttp.ClientSession() as s:
         async with s.get(edge.url + seg) as r:
             assert r.status == 200
+            await r.read()  # whole, so the edge has finished its cache entry
         async with s.request("PURGE", edge.url + "/_edge/purge" + seg) as r:
             assert r.status == 200
         async with s.request("PURGE", edge.url + "/_edge/purge" + seg) as r:
