@@ -40,6 +40,9 @@ class FakeOrigin:
         self.templates_asked = 0
         self.delay = 0.0
         self.forbidden: set[str] = set()
+        # Paths whose body breaks off half-way (a store that dies mid-stream):
+        # the whole length announced, half sent, the connection aborted.
+        self.broken: set[str] = set()
         self.server: TestServer | None = None
 
     def add(self, asset: str, renditions: dict[str, int]) -> None:
@@ -93,10 +96,22 @@ class FakeOrigin:
         if self.delay:
             await asyncio.sleep(self.delay)
         body = segment_bytes(asset, rendition, name)
+        if request.path in self.broken:
+            return await self._break_off(request, body)
         return web.Response(body=body, content_type="video/iso.segment", headers={
             "Cache-Control": IMMUTABLE,
             "ETag": '"' + hashlib.sha256(body).hexdigest()[:32] + '"',
         })
+
+    async def _break_off(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Cache-Control": IMMUTABLE,
+                                           "Content-Type": "video/iso.segment"})
+        resp.content_length = len(body)
+        await resp.prepare(request)
+        await resp.write(body[: len(body) // 2])
+        assert request.transport is not None
+        request.transport.abort()
+        return resp
 
     async def stop(self) -> None:
         if self.server is not None:

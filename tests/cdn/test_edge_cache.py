@@ -99,6 +99,31 @@ async def test_cache_key_ignores_token(origin: FakeOrigin, make_edge: EdgeFactor
     assert origin.tokens_seen == ["viewer-one"]
 
 
+async def test_a_body_broken_mid_way_is_never_cached(
+    origin: FakeOrigin, make_edge: EdgeFactory
+) -> None:
+    """The origin announces the whole length, sends half and aborts (its store died
+    mid-stream): the viewer sees a broken response, not a short 200, and the edge
+    keeps nothing, so the next viewer gets a fresh, whole copy from the origin."""
+    edge = make_edge(origin.url)
+    origin.broken.add(SEG)
+    async with aiohttp.ClientSession() as s:
+        for _ in range(2):  # broken twice: no copy was kept the first time
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async with s.get(edge.url + SEG) as r:
+                    assert r.status == 200
+                    await r.read()
+        assert origin.hits[SEG] == 2
+        origin.broken.clear()
+        async with s.get(edge.url + SEG) as r:
+            assert (r.status, r.headers["X-Cache"]) == (200, "MISS")
+            assert await r.read() == segment_bytes("a1", "v360", "1.m4s")
+        async with s.get(edge.url + SEG) as r:
+            assert (r.status, r.headers["X-Cache"]) == (200, "HIT")
+            assert await r.read() == segment_bytes("a1", "v360", "1.m4s")
+    assert origin.hits[SEG] == 3
+
+
 async def test_concurrent_viewers_cause_one_origin_fetch(
     origin: FakeOrigin, make_edge: EdgeFactory
 ) -> None:
