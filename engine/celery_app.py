@@ -27,6 +27,7 @@ from celery.signals import worker_ready, worker_shutdown
 from engine.chunks import CHUNK_TASK, PartRun, maybe_split, sweep_parts
 from engine.config import Settings
 from engine.leases import claim, holder_id
+from engine.native_heap import release_free_memory
 from engine.runner import execute
 from engine.services import open_backends
 from engine.sweep import sweep_files, sweep_jobs
@@ -66,7 +67,10 @@ def send_job(app: Celery, job: Job, countdown: float = 0.0) -> None:
 
 
 def run_job_task(job_id: str) -> str:
-    return asyncio.run(_run_job(Settings(), job_id))
+    try:
+        return asyncio.run(_run_job(Settings(), job_id))
+    finally:
+        release_free_memory()  # the worker child lives on for the next task
 
 
 def send_part(job: Job, name: str, countdown: float = 0.0) -> None:
@@ -85,7 +89,10 @@ def run_chunk_task(job_id: str, name: str) -> str:
         finally:
             await backends.close()
 
-    return asyncio.run(go())
+    try:
+        return asyncio.run(go())
+    finally:
+        release_free_memory()
 
 
 async def _run_job(settings: Settings, job_id: str) -> str:

@@ -15,6 +15,7 @@ import logging
 from engine.application import Scheduler
 from engine.config import Settings
 from engine.leases import claim, holder_id
+from engine.native_heap import release_free_memory
 from engine.pipeline import Services
 from engine.runner import execute
 from engine.sweep import sweep, sweep_jobs
@@ -106,6 +107,9 @@ class InProcessExecutor:
         finally:
             self._running.pop(job.id, None)
             self._wake.set()
+            # This process also serves: give the job's freed codec buffers back to
+            # the OS rather than let them fragment under request traffic.
+            await asyncio.to_thread(release_free_memory)
 
     async def close(self) -> None:
         """Stop claiming; running jobs are cancelled and handed back QUEUED, so the
