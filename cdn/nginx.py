@@ -33,7 +33,10 @@ What the rendered edge does:
   (njs, ``cdn/templates/edge.js``), allowed only from ``purge_allow``;
   ``cdn/purge.py`` drives it on takedown;
 - marks every response with ``X-Cache: HIT|MISS|EXPIRED|STALE|UPDATING|REVALIDATED``
-  and logs the cache status (never the token) in ``<cache_dir>/access.log``.
+  and logs the cache status (never the token) in ``<cache_dir>/access.log``, in
+  the ``cdlc_edge`` format whose ``asset=`` and ``t=`` fields let
+  ``cdlc cdn ingest-log`` (cdn/access_log.py) add the bytes delivered per asset
+  and hour to the stats.
 
 This module imports nothing of ours (DESIGN.md layout).
 """

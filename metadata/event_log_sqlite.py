@@ -145,7 +145,16 @@ class SQLiteEventLog:
 
     def _trim(self, c: sqlite3.Connection, now: float) -> None:
         keep = self.retention
-        c.execute("DELETE FROM watch_events WHERE recorded_at < ?",
+        # Rows are appended in time order: everything before the first row still
+        # within retention goes. Found by walking the primary key from the oldest
+        # row, which stops at once when nothing has expired; a plain
+        # `WHERE recorded_at < ?` scanned the whole table (recorded_at has no
+        # index) every _TRIM_EVERY rows: measured 34 ms at 300k rows, more than
+        # the appends it followed. (After a clock step back, a few expired rows
+        # may outlive a newer one until it expires too.)
+        c.execute("DELETE FROM watch_events WHERE seq < COALESCE("
+                  "(SELECT seq FROM watch_events WHERE recorded_at >= ? ORDER BY seq LIMIT 1),"
+                  " (SELECT MAX(seq) + 1 FROM watch_events))",
                   (now - keep.retention_seconds,))
         c.execute("DELETE FROM watch_events WHERE seq <= "
                   "(SELECT MAX(seq) FROM watch_events) - ?", (keep.max_events,))

@@ -21,6 +21,10 @@ How each figure is counted, per session (one ``session_id``):
   seconds over stalled + watched seconds.
 - completion: the share of sessions with an ``end`` event.
 - errors: ``error`` events; stalls: ``stall_start`` events.
+
+Delivered bytes (what the origin and the edge sent, metadata/event_log_delivery.py)
+are not in the event log: ``stats`` and ``hours`` take them from the caller
+(hour -> source -> bytes) and show them beside what players reported.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,9 +108,14 @@ class AssetStats:
     renditions: dict[str, float]
     errors: int
     stalls: int = 0           # stall_start events (not in the proto's AssetStats)
+    # Body bytes of 200/206 playback answers, by the origin and by the edge.
+    delivered_bytes_origin: int = 0
+    delivered_bytes_edge: int = 0
 
     @classmethod
-    def of(cls, asset_id: str, b: Bucket) -> AssetStats:
+    def of(cls, asset_id: str, b: Bucket,
+           delivered: Mapping[str, int] | None = None) -> AssetStats:
+        sent = delivered or {}
         n = len(b.sessions)
         watched = b.watch_seconds + b.stall_seconds
         return cls(
@@ -118,6 +127,8 @@ class AssetStats:
             rebuffer_ratio=b.stall_seconds / watched if watched > 0 else 0.0,
             renditions={r: round(s, 3) for r, s in sorted(b.renditions.items())},
             errors=b.errors, stalls=b.stalls,
+            delivered_bytes_origin=int(sent.get("origin", 0)),
+            delivered_bytes_edge=int(sent.get("edge", 0)),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -128,6 +139,8 @@ class AssetStats:
             "startup_p95_seconds": self.startup_p95_seconds,
             "rebuffer_ratio": self.rebuffer_ratio, "renditions": self.renditions,
             "errors": self.errors, "stalls": self.stalls,
+            "delivered_bytes_origin": self.delivered_bytes_origin,
+            "delivered_bytes_edge": self.delivered_bytes_edge,
         }
 
 
@@ -196,18 +209,30 @@ class StatsModel:
         if a is None or e.time >= a.time:
             s.last = e
 
-    def stats(self, asset_id: str, hour: int | None = None) -> AssetStats:
-        """The asset's figures over all hours, or over one (Unix hour number)."""
+    def stats(self, asset_id: str, hour: int | None = None,
+              delivered: Mapping[int, Mapping[str, int]] | None = None) -> AssetStats:
+        """The asset's figures over all hours, or over one (Unix hour number);
+        ``delivered``: the asset's delivered bytes, hour -> source -> bytes."""
         total = Bucket()
         for (asset, h), b in self._buckets.items():
             if asset == asset_id and (hour is None or h == hour):
                 total.merge(b)
-        return AssetStats.of(asset_id, total)
+        sent: dict[str, int] = {}
+        for h, by_source in (delivered or {}).items():
+            if hour is None or h == hour:
+                for source, n in by_source.items():
+                    sent[source] = sent.get(source, 0) + n
+        return AssetStats.of(asset_id, total, sent)
 
-    def hours(self, asset_id: str) -> list[dict[str, Any]]:
-        """Per hour: the hour's start (RFC 3339) and its figures."""
-        return [{"hour": format_time(h * 3600.0), **AssetStats.of(asset_id, b).to_json()}
-                for (asset, h), b in sorted(self._buckets.items()) if asset == asset_id]
+    def hours(self, asset_id: str, delivered: Mapping[int, Mapping[str, int]] | None = None,
+              ) -> list[dict[str, Any]]:
+        """Per hour (with events or delivered bytes): the hour's start (RFC 3339)
+        and its figures."""
+        sent = delivered or {}
+        mine = {h: b for (asset, h), b in self._buckets.items() if asset == asset_id}
+        return [{"hour": format_time(h * 3600.0),
+                 **AssetStats.of(asset_id, mine.get(h) or Bucket(), sent.get(h)).to_json()}
+                for h in sorted(mine.keys() | sent.keys())]
 
     def totals(self) -> dict[str, AssetStats]:
         return {a: self.stats(a) for a in sorted({a for a, _h in self._buckets})}

@@ -1,5 +1,6 @@
 """The origin's aiohttp application: playback routes (origin/playback.py), the
-admin API (origin/admin.py), /healthz, /readyz and /metrics.
+admin API (origin/admin.py), watch events and stats (origin/events.py), /healthz,
+/readyz and /metrics.
 
 ``create_app(deps)`` wires the backends given in ``OriginDeps``; it imports no
 engine code (jobs go through ``deps.application``, origin.application). Backends are warmed up at
@@ -24,6 +25,7 @@ from metadata.store import MetadataStore
 from origin.admin import Admin
 from origin.application import Application
 from origin.auth import Authenticator
+from origin.events import EventIntake, add_event_routes
 from origin.job_metrics import render_job_gauges
 from origin.metrics import Metrics
 from origin.playback import Playback
@@ -58,6 +60,9 @@ class OriginDeps:
     # /keys routes over the key store beside the metadata store (off: a caller
     # installs origin.keys.add_key_routes with a store of its own).
     key_routes: bool = True
+    # Watch events, stats and delivered bytes (origin/events.py), given the
+    # application above to know which assets exist; None: those routes answer 503.
+    events: EventIntake | None = None
 
 
 DEPS = web.AppKey("deps", OriginDeps)
@@ -206,6 +211,8 @@ def create_app(deps: OriginDeps) -> web.Application:
     if deps.key_routes:
         _add_keys(app, deps)
     app.cleanup_ctx.append(_backends)
+    # After _backends: its cleanup runs later, so the log closes before the stores.
+    add_event_routes(app, deps.events, application=deps.application)
     return app
 
 

@@ -16,18 +16,35 @@ Routes (``add_event_routes(app, intake)`` installs them):
   with ``Retry-After``. CORS: any origin (the token, not a cookie, is the
   credential).
 - ``GET /v1/assets/{id}/stats``: the asset's stats (metadata/stats.py) and their
-  hours; needs ``assets:read`` once auth is configured.
+  hours, with the bytes the origin and the edge delivered beside what players
+  reported; needs ``assets:read`` once auth is configured. With the application
+  wired (origin/app.py passes the engine's), an asset that does not exist is a
+  404 (problem+json); an existing one without events is 200 with zeros.
 - ``GET /v1/events/metrics``: Prometheus counters of events by type, repeats and
   refusals by reason, and startup times: aggregates only, no per-viewer labels.
 - ``GET /player/cdlc-beacon.js``: origin/static/cdlc-beacon.js.
 
+Delivered bytes: with a ``DeliveryLedger`` (metadata/event_log_delivery.py) the
+intake counts the body bytes of every 200/206 answer of the playback routes
+(``/vod/...``) per asset, in memory (an ``on_response_prepare`` hook: the
+playback handlers are not touched, and no store write per request), adds them
+to the ledger every ``flush_seconds`` and when the app stops; the edge's bytes
+come from `cdlc cdn ingest-log` (cdn/access_log.py) into the same ledger. A
+HEAD, a 304 or a refusal sends no body and counts nothing; the count is the
+announced Content-Length (a viewer who hangs up mid-segment still counts it).
+
 ``EventIntake`` holds the logic (``record`` is shared with the gRPC
-EventService); the handlers stay thin.
+EventService); the handlers stay thin. ``add_event_routes(app, None)`` installs
+the same routes answering 503 (an origin without an event log), so the routes
+and the OpenAPI document (origin/openapi.py) agree either way.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -54,8 +71,10 @@ from metadata.event_log import (
     WatchEvent,
     event_from_json,
 )
+from metadata.event_log_delivery import DeliveryCounter, DeliveryLedger
 from metadata.stats import AssetStats, StatsModel
 from origin.admin import problem
+from origin.application import Application
 from origin.auth import (
     ASSETS_READ,
     Authenticator,
@@ -64,6 +83,8 @@ from origin.auth import (
     Unauthenticated,
 )
 from origin.playback import ASSET_RE
+
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 BEACON_JS = STATIC / "cdlc-beacon.js"
@@ -75,6 +96,9 @@ _CORS = {
     "Access-Control-Max-Age": "86400",
 }
 _STARTUP_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+# The answers that send a body (a HEAD, a 304 or a refusal counts nothing).
+_BODY_STATUSES = frozenset({200, 206})
+_NO_LOG = "watch events are not served by this origin (no event log configured)"
 
 
 @dataclass(frozen=True)
@@ -116,14 +140,27 @@ class Refused(Exception):
         self.status, self.detail = status, detail
 
 
+class UnknownAsset(LookupError):
+    """Stats asked of an asset the application does not have."""
+
+
 class EventIntake:
     """Records watch events and reads the stats (module docstring)."""
 
     def __init__(self, log: EventLog, *, signing_key: bytes | None = None,
                  authenticator: Authenticator | None = None,
                  limits: IntakeLimits | None = None,
-                 stats: StatsModel | None = None) -> None:
+                 stats: StatsModel | None = None,
+                 application: Application | None = None,
+                 delivery: DeliveryLedger | None = None,
+                 flush_seconds: float = 5.0) -> None:
         self.log = log
+        # The assets that exist (stats of another id: UnknownAsset); None: any id.
+        self.application = application
+        self.delivery = delivery
+        self.counter = DeliveryCounter(delivery) if delivery is not None else None
+        self.flush_seconds = flush_seconds
+        self._flusher: asyncio.Task[None] | None = None
         self.signing_key = signing_key
         self.authenticator = authenticator or Authenticator()
         self.limits = limits or IntakeLimits()
@@ -160,16 +197,81 @@ class EventIntake:
         return result
 
     async def stats(self, asset_id: str) -> AssetStats:
-        """The asset's stats, after folding whatever the log gained since."""
+        """The asset's stats, after folding whatever the log gained since, with its
+        delivered bytes; UnknownAsset when the application has no such asset."""
+        delivered = await self._prepare_stats(asset_id)
+        return self.stats_model.stats(asset_id, delivered=delivered)
+
+    async def stats_document(self, asset_id: str) -> dict[str, Any]:
+        """``stats`` as JSON, with its hours (GET /v1/assets/{id}/stats)."""
+        delivered = await self._prepare_stats(asset_id)
+        doc = self.stats_model.stats(asset_id, delivered=delivered).to_json()
+        doc["hours"] = self.stats_model.hours(asset_id, delivered)
+        return doc
+
+    async def _prepare_stats(self, asset_id: str) -> dict[int, dict[str, int]]:
+        if self.application is not None:
+            try:
+                await self.application.get(asset_id)
+            except LookupError as exc:
+                raise UnknownAsset(f"no asset {asset_id[:64]!r}") from exc
         await self.stats_model.rebuild(self.log)
-        return self.stats_model.stats(asset_id)
+        return await self.delivered(asset_id)
+
+    async def delivered(self, asset_id: str) -> dict[int, dict[str, int]]:
+        """The asset's delivered bytes, hour -> source -> bytes: the ledger's and
+        what this process counted since its last flush."""
+        if self.delivery is None:
+            return {}
+        out = await self.delivery.delivered(asset_id)
+        if self.counter is not None:
+            for hour, n in self.counter.unflushed(asset_id).items():
+                by_source = out.setdefault(hour, {})
+                by_source["origin"] = by_source.get("origin", 0) + n
+        return out
+
+    def count_delivery(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Count a playback answer's body bytes (called as headers go out, for
+        every response of the app: the cheap tests first; a counted answer costs
+        1-3 µs). Every /vod/ route is a playback route (origin/app.py)."""
+        if response.status in _BODY_STATUSES and self.counter is not None \
+                and request.method == hdrs.METH_GET and request.path.startswith("/vod/"):
+            # Set by now (aiohttp prepares the headers before this hook); the
+            # content_length property would re-derive it, at several times the cost.
+            length = response.headers.get(hdrs.CONTENT_LENGTH)
+            asset = request.match_info.get("asset")
+            if length and asset:
+                self.counter.count(asset, int(length))
+
+    async def flush_delivery(self) -> None:
+        """Add the bytes counted so far to the ledger (tests, shutdown)."""
+        if self.counter is not None:
+            await self.counter.flush()
 
     async def start(self) -> None:
-        """Rebuild the read model from the log (the stats survive a restart)."""
+        """Rebuild the read model from the log (the stats survive a restart) and
+        start adding the delivered bytes to the ledger every flush_seconds."""
         await self.stats_model.rebuild(self.log)
+        if self.counter is not None and self._flusher is None:
+            self._flusher = asyncio.create_task(self.counter.run(self.flush_seconds))
 
     async def close(self) -> None:
-        await self.log.close()
+        """Flush the delivered bytes, close the ledger and the log."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        try:
+            if self.counter is not None:
+                try:
+                    await self.counter.flush()
+                except Exception as exc:
+                    log.warning("delivered bytes lost at shutdown: %s", exc)
+            if self.delivery is not None:
+                await self.delivery.close()
+        finally:
+            await self.log.close()
 
     def check_batch(self, docs: list[Any], token: str | None, asset: str | None,
                     client_ip: str | None) -> tuple[list[WatchEvent], list[dict[str, Any]]]:
@@ -239,7 +341,7 @@ class EventIntake:
             return _cors(problem(413, f"the body is over {limit} bytes"))
         try:
             docs = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested past the parser's depth: a 400 too
             docs = None
         if not isinstance(docs, list):
             self.m_rejected.labels("invalid").inc()
@@ -277,21 +379,17 @@ class EventIntake:
                 return problem(403, str(exc))
             except AuthUnavailable as exc:
                 return problem(503, str(exc))
-        stats = await self.stats(asset_id)
-        doc = stats.to_json()
-        doc["hours"] = self.stats_model.hours(asset_id)
+        if self.application is not None and not ASSET_RE.fullmatch(asset_id):
+            return problem(400, "invalid asset id")
+        try:
+            doc = await self.stats_document(asset_id)
+        except UnknownAsset as exc:
+            return problem(404, str(exc))
         return web.json_response(doc)
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=generate_latest(self.registry),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def beacon_js(self, request: web.Request) -> web.StreamResponse:
-        resp = web.FileResponse(BEACON_JS, headers={
-            "Content-Type": "text/javascript; charset=utf-8",
-            "Cache-Control": "public, max-age=300",
-            "Access-Control-Allow-Origin": "*"})
-        return resp
 
 
 def _cors(resp: web.StreamResponse) -> web.StreamResponse:
@@ -302,17 +400,48 @@ def _cors(resp: web.StreamResponse) -> web.StreamResponse:
 EVENT_INTAKE = web.AppKey("event_intake", EventIntake)
 
 
-def add_event_routes(app: web.Application, intake: EventIntake) -> None:
+async def _no_log(request: web.Request) -> web.StreamResponse:
+    return _cors(problem(503, _NO_LOG))
+
+
+async def _no_log_preflight(request: web.Request) -> web.StreamResponse:
+    return _cors(web.Response(status=204))
+
+
+async def _beacon_js(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(BEACON_JS, headers={
+        "Content-Type": "text/javascript; charset=utf-8",
+        "Cache-Control": "public, max-age=300",
+        "Access-Control-Allow-Origin": "*"})
+
+
+def add_event_routes(app: web.Application, intake: EventIntake | None, *,
+                     application: Application | None = None) -> None:
     """Install the routes of the module docstring, and rebuild the stats from the
-    log when the app starts (the log is closed with the app)."""
-    app[EVENT_INTAKE] = intake
+    log when the app starts (the log, the ledger, are closed with the app).
+    ``application``: the assets that exist, where the intake was built without.
+    ``intake`` None: the same routes, answering 503 (the beacon is still served)."""
     r = app.router
     events = r.add_resource("/v1/events", name="events")
+    r.add_get("/player/cdlc-beacon.js", _beacon_js, name="beacon_js")
+    if intake is None:
+        events.add_route("POST", _no_log)
+        events.add_route("OPTIONS", _no_log_preflight)
+        r.add_get("/v1/assets/{id}/stats", _no_log, name="asset_stats")
+        r.add_get("/v1/events/metrics", _no_log, name="event_metrics")
+        return
+    app[EVENT_INTAKE] = intake
+    if application is not None and intake.application is None:
+        intake.application = application
     events.add_route("POST", intake.post_events)
     events.add_route("OPTIONS", intake.preflight)
     r.add_get("/v1/assets/{id}/stats", intake.get_stats, name="asset_stats")
     r.add_get("/v1/events/metrics", intake.metrics, name="event_metrics")
-    r.add_get("/player/cdlc-beacon.js", intake.beacon_js, name="beacon_js")
+    if intake.counter is not None:
+        async def count(request: web.Request, response: web.StreamResponse) -> None:
+            intake.count_delivery(request, response)
+
+        app.on_response_prepare.append(count)
 
     async def ctx(app: web.Application) -> Any:
         await intake.start()

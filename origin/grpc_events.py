@@ -1,8 +1,10 @@
 """EventService (proto/cdlc/stream/v1/events.proto): thin over origin.events.EventIntake.
 
-- RecordWatchEvents: a client stream of events (events:write), appended in
-  batches of up to ``BATCH`` with dedupe by event_id; answers how many were new
-  and how many repeats. A collector with events:write is trusted to name asset
+- RecordWatchEvents: a client stream of events (events:write), one per message
+  (``event``) or a batch per message (``events``, after ``event`` when both are
+  set), appended in batches of up to ``BATCH`` with dedupe by event_id; answers
+  how many were new and how many repeats. A message with no event at all is
+  INVALID_ARGUMENT. A collector with events:write is trusted to name asset
   and viewer (the players' own door, POST /v1/events, is where tokens decide).
 - SubscribeWatchEvents (events:read): events as they are recorded, after
   ``cursor`` (empty: from now), of one asset when ``asset_id`` is set. Each
@@ -10,7 +12,8 @@
   received misses nothing and repeats nothing already delivered; the stream is at
   least once only in that a client that stops processing before saving a cursor
   sees those events again.
-- GetAssetStats (events:read): the read model's figures of one asset.
+- GetAssetStats (events:read): the read model's figures of one asset, with its
+  delivered bytes; NOT_FOUND for an asset the application does not have.
 
 Built without an intake (``EventServicer()``) every rpc answers UNIMPLEMENTED,
 as before the event log existed.
@@ -26,8 +29,8 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from metadata.event_log import EVENT_TYPES, MAX_ID_CHARS, WatchEvent
-from origin.events import EventIntake
+from metadata.event_log import EVENT_TYPES, MAX_ID_CHARS, MAX_TIME, WatchEvent
+from origin.events import EventIntake, UnknownAsset
 from origin.grpc_errors import Refusal, mapped, mapped_stream
 from origin.grpc_proto import events_pb2
 
@@ -45,7 +48,8 @@ def event_from_proto(msg: events_pb2.WatchEvent) -> WatchEvent:
                                   msg.position_seconds)
     if (0 < len(eid) <= MAX_ID_CHARS and 0 < len(sid) <= MAX_ID_CHARS
             and 0 < len(asset) <= MAX_ID_CHARS and 1 <= kind <= len(EVENT_TYPES)
-            and 0 <= pos < math.inf and msg.HasField("time")):
+            and 0 <= pos < math.inf and msg.HasField("time")
+            and 0 <= msg.time.seconds < MAX_TIME):
         t = msg.time
         return WatchEvent(eid, sid, asset, msg.viewer_id, EVENT_TYPES[kind - 1],
                           t.seconds + t.nanos / 1e9, pos, msg.rendition_id,
@@ -59,6 +63,8 @@ def event_from_proto(msg: events_pb2.WatchEvent) -> WatchEvent:
                                f"(at most {MAX_ID_CHARS} characters)")
     if not msg.HasField("time"):
         raise Refusal(bad, f"event {eid[:64]!r}: time is required")
+    if not 0 <= msg.time.seconds < MAX_TIME:
+        raise Refusal(bad, f"event {eid[:64]!r}: time must be from 1970 to 9999")
     raise Refusal(bad, f"event {eid[:64]!r}: position_seconds must be a finite number >= 0")
 
 
@@ -94,7 +100,13 @@ class EventServicer:
         accepted = duplicates = 0
         batch: list[WatchEvent] = []
         async for request in request_iterator:
-            batch.append(event_from_proto(request.event))
+            has_one = request.HasField("event")
+            if has_one:
+                batch.append(event_from_proto(request.event))
+            elif not request.events:
+                raise Refusal(grpc.StatusCode.INVALID_ARGUMENT,
+                              "a message without an event (set event or events)")
+            batch += (event_from_proto(m) for m in request.events)
             if len(batch) >= BATCH:
                 result = await intake.record(batch)
                 accepted, duplicates = accepted + result.accepted, duplicates + result.duplicates
@@ -129,10 +141,15 @@ class EventServicer:
         intake = await self._intake(context)
         if not request.asset_id:
             raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, "asset_id is required")
-        s = await intake.stats(request.asset_id)
+        try:
+            s = await intake.stats(request.asset_id)
+        except UnknownAsset as exc:
+            raise Refusal(grpc.StatusCode.NOT_FOUND, str(exc)) from exc
         return events_pb2.GetAssetStatsResponse(stats=events_pb2.AssetStats(
             asset_id=s.asset_id, sessions=s.sessions, viewers=s.viewers,
             watch_seconds=s.watch_seconds, completion_rate=s.completion_rate,
             startup_p50_seconds=s.startup_p50_seconds,
             startup_p95_seconds=s.startup_p95_seconds, rebuffer_ratio=s.rebuffer_ratio,
-            renditions=s.renditions, errors=s.errors))
+            renditions=s.renditions, errors=s.errors,
+            delivered_bytes_origin=s.delivered_bytes_origin,
+            delivered_bytes_edge=s.delivered_bytes_edge))

@@ -3,8 +3,15 @@ through the nginx edge with /player/cdlc-beacon.js attached (loaded from the
 events origin, as a site would), with a seek and one forced stall: the video
 segments from the one the HLS playlist places at 8 s are held back by
 Playwright's route interception until the beacon has reported the stall, then
-2 s more. (hls.js stalls at ~7.9 s; dash.js and Shaka, on the MPD, were seen to
-play on to ~10.9 s before stalling on the same held files.)
+2 s more. (hls.js stalls at ~7.9 s; dash.js and Shaka, on the MPD, play on to
+~10.9 s on the same held files: not a timeline offset, as the checks below
+show, but Chromium's renderer, which keeps playing the audio for up to 3 s with
+the picture frozen when only video underflows (RendererImpl's
+kDefaultVideoUnderflowThresholdMs), and dash.js and Shaka buffer audio ahead of
+video where hls.js keeps them in step.)
+All three report positions on one timeline: the first buffered media starts at
+0 s in each (segment 1 has tfdt 0, the MPD no presentationTimeOffset) and the
+seek is reported at the position it went to.
 Then the asset's stats show one session, watch seconds within 10 % of what the
 <video> element itself played (its ``played`` ranges), a startup time > 0, the
 stall, the renditions played; and examples/social_feed.py, subscribed over gRPC
@@ -234,6 +241,11 @@ def test_beacon_reports_a_play(stack: Stack, browser_context: Any, page_origin: 
         page.goto(f"{page_origin}/player.html?player={player}&src={quote(src, safe='')}")
         wait(page, "window.__beacon && document.getElementById('video').currentTime > 0.5",
              "playback started with the beacon", 25)
+        # One timeline for HLS and DASH: the first media the player buffered
+        # (segment 1, tfdt 0, no presentationTimeOffset) sits at 0 s in every
+        # player, so position_seconds name the same moment whatever the player.
+        start = page.evaluate("document.getElementById('video').buffered.start(0)")
+        assert abs(start) < 0.1, (player, start)
         wait(page, f"document.getElementById('video').currentTime >= {SEEK_FROM}",
              "playback before the seek", 15)
         page.evaluate(f"document.getElementById('video').currentTime = {SEEK_TO}")
@@ -281,6 +293,9 @@ def test_beacon_reports_a_play(stack: Stack, browser_context: Any, page_origin: 
     assert stats["renditions"] and all(r.startswith("v") for r in stats["renditions"])
     assert sum(stats["renditions"].values()) == pytest.approx(stats["watch_seconds"], abs=0.01)
     assert stats["errors"] == 0
+    # The seek is reported at the position it went to, on that same timeline.
+    seeks = [pos for kind, pos, *_ in events.session_events(asset) if kind == "seek"]
+    assert seeks and abs(seeks[0] - SEEK_TO) < 0.3, seeks
 
     deadline = time.monotonic() + 10
     line = f"viewer {viewer} started watching {asset}"

@@ -35,6 +35,8 @@ def test_a_well_formed_event_round_trips() -> None:
     ({"session_id": 7}, "session_id must be a string"),
     ({"type": "rewind"}, "unknown event type"),
     ({"type": None}, "type is required"),
+    ({"type": {"start": 1}}, "type must be a string"),     # not hashable: no TypeError
+    ({"type": ["start"]}, "type must be a string"),
     ({"time": "yesterday"}, "is not RFC 3339"),
     ({"time": "2026-12-01T08:00:00"}, "needs a UTC offset"),
     ({"position_seconds": -1}, "position_seconds must be a finite number >= 0"),
@@ -42,6 +44,14 @@ def test_a_well_formed_event_round_trips() -> None:
     ({"position_seconds": True}, "position_seconds must be a number"),
     ({"bitrate": "fast"}, "bitrate must be a number"),
     ({"rendition_id": "v" * 200}, "rendition_id is longer than 128 characters"),
+    # JSON integers have no size limit: past float's range they are refused, not
+    # an OverflowError (a 500); times stay writable back as RFC 3339.
+    ({"bitrate": 10**400}, "bitrate is out of range"),
+    ({"position_seconds": 10**400}, "position_seconds is out of range"),
+    ({"time": 10**400}, "time must be a Unix time from 1970 to 9999"),
+    ({"time": 1e300}, "time must be a Unix time from 1970 to 9999"),
+    ({"time": -1}, "time must be a Unix time from 1970 to 9999"),
+    ({"time": "0001-01-01T00:00:00Z"}, "is before 1970"),
 ])
 def test_a_malformed_event_is_refused_with_its_reason(change: dict[str, Any],
                                                       reason: str) -> None:
@@ -52,3 +62,19 @@ def test_a_malformed_event_is_refused_with_its_reason(change: dict[str, Any],
 def test_not_an_object() -> None:
     with pytest.raises(EventError, match="JSON object"):
         event_from_json(["e1"])
+
+
+def test_to_json_is_the_text_json_writes() -> None:
+    """The hand-built body is byte for byte what json.dumps writes of the event's
+    fields, for awkward strings and numbers too, and reads back the same."""
+    import dataclasses
+
+    for e in (
+        WatchEvent("e-1", "s", "a1", "", "start", 1_800_000_000.0),
+        WatchEvent('q"\\/\n\t\x00', "sé🎬", "a_b-1", "viewer:1|x=1", "error",
+                   1_796_119_200.123456, 1e-7, "v720", 2**62 - 1, "bad \u2028 line"),
+        WatchEvent("e-2", "s", "a1", "u", "heartbeat", 1.5e16, 12345678.25, "", 0, ""),
+    ):
+        doc = dataclasses.asdict(e)
+        assert e.to_json() == json.dumps(doc, separators=(",", ":"))
+        assert WatchEvent.from_json(e.to_json()) == e

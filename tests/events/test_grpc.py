@@ -116,3 +116,29 @@ async def test_a_subscription_of_one_asset(stub: Any) -> None:
         await take(stub.SubscribeWatchEvents(
             events_pb2.SubscribeWatchEventsRequest(cursor="x;y"), metadata=AUTH), 1)
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def batch(numbers: range, **kw: Any) -> events_pb2.RecordWatchEventsRequest:
+    """One message carrying many events (the repeated ``events`` field)."""
+    return events_pb2.RecordWatchEventsRequest(events=[msg(n, **kw).event for n in numbers])
+
+
+async def test_record_takes_batches_beside_single_events(stub: Any) -> None:
+    # A batch, a single event, a message with both (event first), and a batch
+    # that repeats some: each event_id counted once, all in log order.
+    both = events_pb2.RecordWatchEventsRequest(event=msg(40).event,
+                                               events=[msg(n).event for n in range(41, 45)])
+    reply = await record(stub, [batch(range(0, 20)), msg(20), both, batch(range(15, 25))])
+    assert (reply.accepted, reply.duplicates) == (30, 6)
+    call = stub.SubscribeWatchEvents(events_pb2.SubscribeWatchEventsRequest(cursor="0"),
+                                     metadata=AUTH)
+    got = await asyncio.wait_for(take(call, 30), 10)
+    assert [r.event.event_id for r in got] == (
+        [f"s1-{n}" for n in range(0, 21)] + [f"s1-{n}" for n in range(40, 45)]
+        + [f"s1-{n}" for n in range(21, 25)])
+    # A message with no event at all, and a batch holding a bad event, are refused.
+    for bad_request in (events_pb2.RecordWatchEventsRequest(),
+                        batch(range(50, 52), kind=T.WATCH_EVENT_TYPE_UNSPECIFIED)):
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await record(stub, [bad_request])
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT

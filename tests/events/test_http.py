@@ -124,3 +124,30 @@ async def test_the_beacon_script_is_served(make_client: MakeClient) -> None:
     assert r.status == 200 and r.content_type == "text/javascript"
     assert await r.read() == BEACON_JS.read_bytes()
     assert r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_out_of_range_numbers_are_refused_one_by_one(make_client: MakeClient) -> None:
+    """JSON allows integers of any size: one past float's range is that event's
+    refusal, never a 500, and the rest of the batch is recorded."""
+    client, _ = await make_client()
+    token = tokens.sign_for(KEY, "a1", 600)
+    body = ('[' + json.dumps(ev(0, kind="start")) + ','
+            + json.dumps({**ev(1), "position_seconds": 10**400})
+            + ',' + json.dumps({**ev(2), "time": 10**20}) + ']')
+    r = await client.post(f"/v1/events?token={token}", data=body,
+                          headers={"Content-Type": "text/plain"})
+    assert r.status == 200, await r.text()
+    doc = await r.json()
+    assert doc["accepted"] == 1
+    assert [(x["index"], x["reason"]) for x in doc["rejected"]] == [
+        (1, "position_seconds is out of range"),
+        (2, "time must be a Unix time from 1970 to 9999")]
+
+
+async def test_a_body_nested_too_deep_is_a_400(make_client: MakeClient) -> None:
+    client, _ = await make_client()
+    token = tokens.sign_for(KEY, "a1", 600)
+    r = await client.post(f"/v1/events?token={token}", data="[" * 50_000 + "]" * 50_000,
+                          headers={"Content-Type": "text/plain"})
+    assert r.status == 400
+    assert "JSON array" in (await r.json())["title"]

@@ -1,0 +1,163 @@
+"""The edge's access log (format ``cdlc_edge`` of cdn/templates/edge.conf) read back
+as delivered bytes per asset and hour: what `cdlc cdn ingest-log FILE` adds to the
+stats.
+
+A line, as nginx writes it (the query string, with its token, is never logged)::
+
+    127.0.0.1 [01/Dec/2026:10:00:00 +0000] "GET /vod/a1/v360/1.m4s HTTP/1.1" 200 65536
+    0.001 cache=HIT upstream=- ustatus=- utime=- asset=a1 t=1796119200.123
+
+(one line). A delivery is a ``GET`` answered 200 or 206 for an asset (``asset=``
+is the edge's ``$cdlc_asset``, ``-`` off the playback paths), counted by its body
+bytes (``$body_bytes_sent``) in the hour of ``t=`` (``$msec``). Other requests
+(health checks, refusals, 304s, HEADs) are read and not counted; a line that does
+not parse is skipped and counted as bad.
+
+Ingesting twice counts once: a file is known by a digest of its first line (which
+holds a millisecond time stamp), and the sink remembers the byte offset up to
+which it was read; the next ingest reads on from there (a file that grew adds
+only its new lines). Only whole lines are read: a line still being written waits
+for the next ingest. Offset and counts are committed together, and only when the
+offset is still the one the read started from (``DeliverySink.ingest``).
+
+This module imports nothing of ours (DESIGN.md layout): the sink is any object
+with the two methods of ``DeliverySink`` (metadata/event_log_delivery.py has them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+_LINE = re.compile(
+    r'^\S+ \[[^\]]*\] "(?P<method>[A-Z]+) (?P<uri>.*) [A-Z]+/[0-9.]+" '
+    r"(?P<status>\d{3}) (?P<bytes>\d+) \S+ cache=(?P<cache>\S*) .* "
+    r"asset=(?P<asset>\S+) t=(?P<t>\d+(?:\.\d+)?)$")
+_FIRST_LINE_MAX = 64 * 1024
+_CHUNK = 1 << 20
+ASSET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+class DeliverySink(Protocol):
+    async def offset(self, file_id: str) -> int: ...
+
+    async def ingest(self, file_id: str, start: int, end: int,
+                     counts: Mapping[tuple[str, int], int]) -> bool: ...
+
+
+class LogUnreadable(OSError):
+    """The file cannot be opened or read (the message names it and why)."""
+
+
+@dataclass
+class LogSlice:
+    """What one read of a log found, from ``start`` to ``end`` (bytes)."""
+
+    file_id: str
+    start: int
+    end: int
+    lines: int = 0
+    delivered_lines: int = 0
+    bad_lines: int = 0
+    # (asset id, Unix hour) -> body bytes
+    counts: dict[tuple[str, int], int] = field(default_factory=dict)
+    # body bytes by cache status (HIT, MISS, ...; "-" when the cache was not asked)
+    by_cache: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def assets(self) -> set[str]:
+        return {a for a, _h in self.counts}
+
+
+def parse_line(text: str) -> tuple[str, str, int, int, str, str, float] | None:
+    """(method, asset, status, body bytes, cache status, uri, time) of a line, or
+    None when it is not a ``cdlc_edge`` line."""
+    m = _LINE.match(text)
+    if m is None:
+        return None
+    return (m["method"], m["asset"], int(m["status"]), int(m["bytes"]), m["cache"],
+            m["uri"], float(m["t"]))
+
+
+def file_identity(f: BinaryIO) -> str | None:
+    """A digest of the first line (None while the file has no whole line)."""
+    f.seek(0)
+    first = f.readline(_FIRST_LINE_MAX)
+    if not first.endswith(b"\n"):
+        return None
+    return hashlib.sha256(first).hexdigest()
+
+
+def read_slice(f: BinaryIO, file_id: str, start: int) -> LogSlice:
+    """Parse the whole lines from byte ``start`` on."""
+    out = LogSlice(file_id, start, start)
+    f.seek(start)
+    pos, rest = start, b""
+    while True:
+        chunk = f.read(_CHUNK)
+        if not chunk:
+            break
+        data = rest + chunk
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            rest = data
+            continue
+        for raw in data[:cut].splitlines():
+            _add(out, raw)
+        pos += cut
+        rest = data[cut:]
+    out.end = pos
+    return out
+
+
+def _add(out: LogSlice, raw: bytes) -> None:
+    out.lines += 1
+    try:
+        parsed = parse_line(raw.decode("utf-8").rstrip("\r"))
+    except UnicodeDecodeError:
+        parsed = None
+    if parsed is None:
+        out.bad_lines += 1
+        return
+    method, asset, status, nbytes, cache, _uri, t = parsed
+    if asset == "-" or method != "GET" or status not in (200, 206):
+        return
+    if not ASSET_ID.fullmatch(asset):
+        out.bad_lines += 1
+        return
+    out.delivered_lines += 1
+    key = (asset, int(t // 3600))
+    out.counts[key] = out.counts.get(key, 0) + nbytes
+    out.by_cache[cache] = out.by_cache.get(cache, 0) + nbytes
+
+
+async def ingest(path: Path, sink: DeliverySink, *, attempts: int = 5) -> LogSlice:
+    """Read what ``path`` gained since its last ingest and add it to ``sink``;
+    the slice read (``lines == 0``: nothing new). LogUnreadable when the file
+    cannot be read."""
+    for _ in range(attempts):
+        try:
+            with open(path, "rb") as f:
+                file_id = file_identity(f)
+                if file_id is None:
+                    return LogSlice("", 0, 0)
+                start = await sink.offset(file_id)
+                size = f.seek(0, 2)
+                if start > size:  # shorter than what was read of it: nothing new
+                    return LogSlice(file_id, start, start)
+                got = read_slice(f, file_id, start)
+        except OSError as exc:
+            raise LogUnreadable(f"{path}: {exc.strerror or exc}") from exc
+        if got.end == start or await sink.ingest(file_id, start, got.end, got.counts):
+            return got
+        # Another ingest moved the offset meanwhile: read on from where it is now.
+    raise LogUnreadable(f"{path}: the offset kept moving under {attempts} attempts "
+                        "(another ingest of this file is running)")
