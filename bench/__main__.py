@@ -18,10 +18,18 @@ def main(argv: list[str]) -> int:
         print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {BENCHMARKS}",
               file=sys.stderr)
         return 2
+    failed: list[str] = []
     for name in names:
         print(f"\n=== bench.{name} ===", flush=True)
-        runpy.run_module(f"bench.{name}", run_name="__main__")
-    return 0
+        sys.argv = [f"bench.{name}"]  # each script parses its own (default) options
+        try:
+            runpy.run_module(f"bench.{name}", run_name="__main__")
+        except SystemExit as exc:  # each script ends with SystemExit(main())
+            if exc.code not in (None, 0):
+                failed.append(name)
+    if failed:
+        print(f"benchmark(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The platform API's gRPC servicers against a bare grpc.aio server, one run.
 
     .venv/bin/python -m bench.grpc [--seconds 5] [--repeats 3] [--concurrency 64]
-                                   [--upload-mib 64]
+                                   [--upload-mib 64] [--clients python,node]
+                                   [--auth none|jwt]
 
 Servers run in a subprocess each (the client has the bench process to itself):
 
@@ -15,20 +16,27 @@ Servers run in a subprocess each (the client has the bench process to itself):
   method that answers a prebuilt response of the same bytes as the api's (taken
   from the api first): the ceiling grpc.aio in Python sets on this machine.
 
-A grpc.aio client keeps ``concurrency`` calls in flight on one channel for
-``seconds`` and counts req/s and the p99 latency, for IssuePlayback (a token
-signed and a grant written to SQLite per call) and GetAsset (an asset read with
-its renditions and segment counts); every figure is the median of ``repeats``
-runs, the servers interleaved. UploadAsset (1 MiB chunks) is timed against the
-REST upload (POST /v1/assets, multipart) of the same random file to the same
-server: MB/s, median of ``repeats``.
+Two clients, each keeping ``concurrency`` calls in flight on one channel for
+``seconds`` and counting req/s and the p99 latency: a Python grpc.aio client in
+this process, and the Node client (bench/grpc_load.cjs, @grpc/grpc-js, run with
+``node``; the repository's node_modules). The rpcs: IssuePlayback (a token
+signed and a grant group-committed to SQLite per call) and GetAsset (an asset
+with its renditions and segment counts). Every figure is the median of
+``repeats`` runs, the servers interleaved. ``--auth jwt`` makes the api verify
+a bearer JWT (RS256, a JWKS file made here) on every call, as a platform
+service would send; the bare server gets the same metadata and ignores it.
+UploadAsset (1 MiB chunks) is timed against the REST upload (POST /v1/assets,
+multipart) of the same random file to the same server: MB/s, median of
+``repeats``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,7 +53,11 @@ import grpc.aio
 from cdn.edge import free_port, wait_port
 from origin.grpc_proto import assets_pb2, assets_pb2_grpc, playback_pb2, playback_pb2_grpc
 
+ROOT = Path(__file__).resolve().parent.parent
+NODE_LOAD = ROOT / "bench" / "grpc_load.cjs"
 ASSET = "bench1"
+ISSUER = "https://auth.bench"
+RPCS = ("IssuePlayback", "GetAsset")
 SIGNING_KEY = b"bench-signing-key"
 OPTIONS = [("grpc.max_receive_message_length", 4 * 2**20),
            ("grpc.max_send_message_length", 4 * 2**20)]
@@ -90,7 +102,8 @@ async def serve_api(data: Path, port: int, http_port: int) -> None:
     runner = web.AppRunner(create_app(deps), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", http_port).start()
-    server = GrpcServer(engine, SQLiteGrants(data / "metadata.db"), Authenticator(),
+    # No auth unless the bench set CDLC_JWKS (--auth jwt), as `cdlc serve` reads it.
+    server = GrpcServer(engine, SQLiteGrants(data / "metadata.db"), Authenticator.from_env(),
                         backends.store.ping,
                         GrpcConfig(port=port, upload_dir=data / "uploads",
                                    signing_key=SIGNING_KEY,
@@ -190,9 +203,9 @@ async def upload_rest(base: str, path: Path, asset_id: str) -> float:
 
 
 class Server:
-    def __init__(self, args: list[str], port: int) -> None:
+    def __init__(self, args: list[str], port: int, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "bench.grpc", "--serve", *args],
-                                     stderr=subprocess.PIPE)
+                                     env={**os.environ, **(env or {})})
         try:
             wait_port("127.0.0.1", port, timeout=30)
         except TimeoutError:
@@ -208,39 +221,79 @@ class Server:
             self.proc.wait()
 
 
+def node_load(target: str, rpc: str, args: argparse.Namespace, token: str) -> Result:
+    """One run of the Node client (bench/grpc_load.cjs) against ``target``."""
+    cmd = ["node", str(NODE_LOAD), "--target", target, "--rpc", rpc, "--asset", ASSET,
+           "--seconds", str(args.seconds), "--concurrency", str(args.concurrency)]
+    if token:
+        cmd += ["--token", token]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 60,
+                          cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"node client against {target} ({rpc}) failed: "
+                           f"{done.stderr.strip()[-500:]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return Result(float(out["rps"]), float(out["p99_ms"]))
+
+
+def jwt_setup(work: Path) -> tuple[dict[str, str], str]:
+    """A JWKS file with one RSA key, and a token it verifies (every scope)."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="bench-1", use="sig", alg="RS256")
+    (work / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    token = jwt.encode({"iss": ISSUER, "aud": "cdlc-stream", "sub": "bench",
+                        "exp": int(time.time()) + 3600,
+                        "scope": "assets:read assets:write playback:issue"},
+                       key, algorithm="RS256", headers={"kid": "bench-1"})
+    return {"CDLC_JWKS": str(work / "jwks.json"), "CDLC_JWT_ISSUER": ISSUER}, token
+
+
 async def measure(args: argparse.Namespace, api_port: int, bare_port: int, http_port: int,
-                  work: Path) -> None:
-    api_ch = grpc.aio.insecure_channel(f"127.0.0.1:{api_port}", options=OPTIONS)
-    bare_ch = grpc.aio.insecure_channel(f"127.0.0.1:{bare_port}", options=OPTIONS)
+                  work: Path, token: str) -> None:
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
+    targets = {"api": f"127.0.0.1:{api_port}", "bare": f"127.0.0.1:{bare_port}"}
+    channels = {kind: grpc.aio.insecure_channel(t, options=OPTIONS)
+                for kind, t in targets.items()}
     stubs: dict[str, tuple[Any, Any]] = {
-        "api": (playback_pb2_grpc.PlaybackServiceStub(api_ch),
-                assets_pb2_grpc.AssetServiceStub(api_ch)),
-        "bare": (playback_pb2_grpc.PlaybackServiceStub(bare_ch),
-                 assets_pb2_grpc.AssetServiceStub(bare_ch)),
-    }
+        kind: (playback_pb2_grpc.PlaybackServiceStub(ch), assets_pb2_grpc.AssetServiceStub(ch))
+        for kind, ch in channels.items()}
     get_req = assets_pb2.GetAssetRequest(asset_id=ASSET)
-    results: dict[tuple[str, str], list[Result]] = {}
+    results: dict[tuple[str, str, str], list[Result]] = {}
     for _ in range(args.repeats):
         for kind in ("api", "bare"):  # interleaved
             playback, assets = stubs[kind]
-            for rpc, call in (("IssuePlayback", lambda p=playback: p.IssuePlayback(
-                                  issue_request())),
-                              ("GetAsset", lambda a=assets: a.GetAsset(get_req))):
-                await load(call, 0.5, args.concurrency)  # warm-up
-                results.setdefault((rpc, kind), []).append(
-                    await load(call, args.seconds, args.concurrency))
-    await api_ch.close()
-    await bare_ch.close()
+            calls = {"IssuePlayback": lambda p=playback: p.IssuePlayback(
+                         issue_request(), metadata=metadata),
+                     "GetAsset": lambda a=assets: a.GetAsset(get_req, metadata=metadata)}
+            for rpc in RPCS:
+                if "python" in args.clients:
+                    await load(calls[rpc], 0.5, args.concurrency)  # warm-up
+                    results.setdefault(("python", rpc, kind), []).append(
+                        await load(calls[rpc], args.seconds, args.concurrency))
+                if "node" in args.clients:
+                    # Its own process: this one idles meanwhile.
+                    results.setdefault(("node", rpc, kind), []).append(
+                        await asyncio.to_thread(node_load, targets[kind], rpc, args, token))
+    for ch in channels.values():
+        await ch.close()
 
     print(f"\n{args.concurrency} concurrent calls, {args.seconds:g} s, "
-          f"median of {args.repeats}")
-    print("| rpc | api req/s | bare req/s | api / bare | api p99 ms | bare p99 ms |")
-    print("|---|---|---|---|---|---|")
-    for rpc in ("IssuePlayback", "GetAsset"):
-        api = median(results[(rpc, "api")])
-        bare = median(results[(rpc, "bare")])
-        print(f"| {rpc} | {api.rps:,.0f} | {bare.rps:,.0f} | **{api.rps / bare.rps:.2f}x** | "
-              f"{api.p99_ms:.2f} | {bare.p99_ms:.2f} |")
+          f"median of {args.repeats}, auth: {args.auth}")
+    print("| client | rpc | api req/s | bare req/s | api / bare | api p99 ms | bare p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for client in args.clients:
+        for rpc in RPCS:
+            api = median(results[(client, rpc, "api")])
+            bare = median(results[(client, rpc, "bare")])
+            print(f"| {client} | {rpc} | {api.rps:,.0f} | {bare.rps:,.0f} | "
+                  f"**{api.rps / bare.rps:.2f}x** | {api.p99_ms:.2f} | {bare.p99_ms:.2f} |")
+    if args.upload_mib <= 0:
+        return
 
     path = work / "upload.bin"
     with path.open("wb") as f:
@@ -265,13 +318,15 @@ def median(results: list[Result]) -> Result:
                   statistics.median(r.p99_ms for r in results))
 
 
-async def samples(api_port: int, out: Path) -> None:
+async def samples(api_port: int, out: Path, token: str) -> None:
     """The api's real responses, for the bare server to answer with."""
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
     async with grpc.aio.insecure_channel(f"127.0.0.1:{api_port}") as channel:
         playback: Any = playback_pb2_grpc.PlaybackServiceStub(channel)
         assets: Any = assets_pb2_grpc.AssetServiceStub(channel)
-        issued = await playback.IssuePlayback(issue_request())
-        got = await assets.GetAsset(assets_pb2.GetAssetRequest(asset_id=ASSET))
+        issued = await playback.IssuePlayback(issue_request(), metadata=metadata)
+        got = await assets.GetAsset(assets_pb2.GetAssetRequest(asset_id=ASSET),
+                                    metadata=metadata)
     (out / "issue").write_bytes(issued.SerializeToString())
     (out / "get").write_bytes(got.SerializeToString())
 
@@ -281,7 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--upload-mib", type=int, default=64)
+    parser.add_argument("--upload-mib", type=int, default=64, help="0: no upload figures")
+    parser.add_argument("--clients", default="python,node",
+                        help="comma-separated: python (grpc.aio), node (@grpc/grpc-js)")
+    parser.add_argument("--auth", choices=("none", "jwt"), default="none")
     parser.add_argument("--serve", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -291,17 +349,25 @@ def main(argv: list[str] | None = None) -> int:
         else:
             asyncio.run(serve_bare(int(rest[0]), Path(rest[1])))
         return 0
+    args.clients = [c for c in args.clients.split(",") if c]
+    if not args.clients or set(args.clients) - {"python", "node"}:
+        parser.error("--clients: python, node or both")
+    if "node" in args.clients and (shutil.which("node") is None or not (
+            ROOT / "node_modules" / "@grpc" / "grpc-js").is_dir()):
+        parser.error("the node client needs `node` and @grpc/grpc-js in node_modules "
+                     "(make setup); or run with --clients python")
     with tempfile.TemporaryDirectory(prefix="cdlc-bench-grpc-") as tmp:
         work = Path(tmp)
         (work / "data").mkdir()
+        env, token = jwt_setup(work) if args.auth == "jwt" else ({}, "")
         api_port, bare_port, http_port = free_port(), free_port(), free_port()
-        api = Server(["api", str(work / "data"), str(api_port), str(http_port)], api_port)
+        api = Server(["api", str(work / "data"), str(api_port), str(http_port)], api_port, env)
         bare = None
         try:
             wait_port("127.0.0.1", http_port, timeout=30)
-            asyncio.run(samples(api_port, work))
+            asyncio.run(samples(api_port, work, token))
             bare = Server(["bare", str(bare_port), str(work)], bare_port)
-            asyncio.run(measure(args, api_port, bare_port, http_port, work))
+            asyncio.run(measure(args, api_port, bare_port, http_port, work, token))
         finally:
             api.stop()
             if bare is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -55,12 +56,16 @@ class Engine:
     """origin.application.Application over the configured backends."""
 
     def __init__(self, settings: Settings, services: Services, scheduler: Scheduler,
-                 edges: Sequence[str] = ()) -> None:
+                 edges: Sequence[str] = (), *, ready_ttl: float = 1.0) -> None:
         self.settings, self.services, self.scheduler = settings, services, scheduler
         self.edges = tuple(edges)
         self.defaults = request_defaults(settings)
         self._background: set[asyncio.Task[None]] = set()
         self._views: dict[tuple[str, int, str], AssetView] = {}
+        # READY views answered without a store read until their deadline (get()).
+        self.ready_ttl = ready_ttl
+        self._ready: dict[str, tuple[float, AssetView]] = {}
+        self._epoch = 0  # bumped by every invalidation: a read begun before it is not kept
 
     # -- submit -----------------------------------------------------------------------
     async def submit(self, asset_id: str | None, master: Path, options: Mapping[str, object],
@@ -109,6 +114,16 @@ class Engine:
 
     # -- reads --------------------------------------------------------------------------
     async def get(self, asset_id: str) -> AssetView:
+        # A READY asset changes only by its deletion (a submit or retry of it is
+        # refused), so its view is answered from memory for ``ready_ttl`` seconds
+        # without a store read: the hot calls of the platform API (GetAsset,
+        # IssuePlayback) then cost no hop to the store's thread. A delete through
+        # this engine drops it at once (_invalidate); one made by another process
+        # shows within ``ready_ttl``, as the playback read path's head TTL does.
+        held = self._ready.get(asset_id)
+        if held is not None and time.monotonic() < held[0]:
+            return held[1]
+        epoch = self._epoch
         store = self.services.store
         asset = await store.get_asset(asset_id)
         if asset is None:
@@ -118,15 +133,25 @@ class Engine:
         # API: GetAsset, IssuePlayback), then only its row.
         key = (asset_id, asset.version, asset.current_job)
         if asset.state == JobState.READY and (cached := self._views.get(key)) is not None:
-            return replace(cached, asset=asset)
+            return self._keep_ready(epoch, replace(cached, asset=asset))
         renditions = await store.get_renditions(asset_id)
         job = await store.get_job(asset.current_job) if asset.current_job else None
         segments = {r.id: len(await store.get_segments(asset_id, r.id)) for r in renditions}
         view = AssetView(asset=asset, renditions=renditions, job=job, segments=segments)
-        if asset.state == JobState.READY and job is not None and job.finished:
+        # A READY asset published without a job (an imported catalogue, the bench's
+        # asset) is as final as one whose job finished.
+        if asset.state == JobState.READY and (job is None or job.finished):
             if len(self._views) >= 4096:
                 self._views.clear()
             self._views[key] = view
+            return self._keep_ready(epoch, view)
+        return view
+
+    def _keep_ready(self, epoch: int, view: AssetView) -> AssetView:
+        if self.ready_ttl > 0 and epoch == self._epoch:
+            if len(self._ready) >= 4096:
+                self._ready.clear()
+            self._ready[view.asset.id] = (time.monotonic() + self.ready_ttl, view)
         return view
 
     async def list_assets(self, *, limit: int = 50, after: str | None = None,
@@ -228,6 +253,8 @@ class Engine:
         return await self.services.objects.stat(master) is not None
 
     async def _invalidate(self, asset_id: str) -> None:
+        self._epoch += 1
+        self._ready.pop(asset_id, None)
         try:
             await invalidate_asset(self.services.cache, asset_id)
         except Exception:  # entries then expire by TTL; /readyz reports the cache

@@ -20,7 +20,8 @@ from typing import Any
 import grpc
 
 from metadata.jobs import NotFound, RequestError, check_asset_id
-from origin.application import Application
+from metadata.models import JobState
+from origin.application import Application, AssetView
 from origin.fetch import FetchPolicy, FileSink, fetch_source, source_name
 from origin.grpc_convert import STATE_FROM_PROTO, STATE_TO_PROTO, asset_message, job_options
 from origin.grpc_errors import Refusal, mapped, mapped_stream
@@ -30,12 +31,27 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 50
+MAX_HELD_ANSWERS = 4096
 
 
 def _asset_id(value: str) -> str:
     if not value:
         raise RequestError("asset_id is required")
     return check_asset_id(value)
+
+
+async def _not_cancelled(context: Context) -> None:
+    """grpc.aio ends a server's request stream the same way when the client
+    half-closes (the upload is complete) and when it cancels (RST_STREAM): the
+    cancellation is reported separately, a moment later. Before a streamed upload
+    is taken as complete, let that report land (a few loop turns) and refuse a
+    cancelled call, so a truncated master is not submitted. This narrows the race
+    to a report delayed by more than those turns; only a completion marker in the
+    protocol (a declared size, or a last message) would close it."""
+    for _ in range(4):
+        await asyncio.sleep(0)
+    if context.cancelled():
+        raise asyncio.CancelledError("the client cancelled the upload")
 
 
 class AssetServicer:
@@ -48,6 +64,10 @@ class AssetServicer:
         self.max_upload_bytes = max_upload_bytes
         self.fetch_policy = fetch_policy
         self.watch_interval = watch_interval
+        # The GetAsset answer of a READY view, by asset: kept while the application
+        # hands back that same view object (the engine does, from memory, until
+        # its ready_ttl runs out), so a hot read builds no message.
+        self._answers: dict[str, tuple[AssetView, assets_pb2.GetAssetResponse]] = {}
 
     def _temp_path(self) -> Path:
         self.upload_dir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +93,7 @@ class AssetServicer:
                         raise Refusal(grpc.StatusCode.INVALID_ARGUMENT,
                                       "an upload has one header, before the chunks")
                     await sink.write(message.chunk)
+            await _not_cancelled(context)
             if sink.written == 0:
                 raise RequestError("empty upload: no bytes of the master were sent")
         except BaseException:  # refused, too large, or the client went away
@@ -101,7 +122,16 @@ class AssetServicer:
     async def GetAsset(self, request: assets_pb2.GetAssetRequest,
                        context: Context) -> assets_pb2.GetAssetResponse:
         view = await self.application.get(_asset_id(request.asset_id))
-        return assets_pb2.GetAssetResponse(asset=asset_message(view.asset, view))
+        held = self._answers.get(view.asset.id)
+        if held is not None and held[0] is view:
+            return held[1]
+        answer = assets_pb2.GetAssetResponse(asset=asset_message(view.asset, view))
+        if view.asset.state == JobState.READY:
+            # grpc only serialises an answer, so one message serves concurrent calls.
+            if len(self._answers) >= MAX_HELD_ANSWERS:
+                self._answers.clear()
+            self._answers[view.asset.id] = (view, answer)
+        return answer
 
     @mapped
     async def ListAssets(self, request: assets_pb2.ListAssetsRequest,

@@ -5,7 +5,7 @@ request is checked (asset id, an entitlement kind, ttl within 1 s..7 days, a
 client address that parses, max_height >= 0), then the origin must have a
 signing key (else FAILED_PRECONDITION), then the asset must exist (NOT_FOUND) and
 be READY (FAILED_PRECONDITION). The token is the playback token of cdn/tokens.py
-(``sign_for``: the format the origin and the edge verify), bound to the client
+(``sign``: the format the origin and the edge verify), bound to the client
 address when one is given. The URLs point at the edge when one is configured,
 else at the origin's public base URL. Every grant is recorded
 (metadata.grants); max_height and the viewer are kept there, for playback to
@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from cdn.tokens import MAX_HEIGHT_LIMIT, sign_for, verify
+from cdn.tokens import MAX_HEIGHT_LIMIT, sign
 from metadata.grants import Grant, GrantStore, new_grant_id
 from metadata.jobs import FailedPrecondition, RequestError, check_asset_id
 from metadata.models import JobState
@@ -90,11 +90,14 @@ async def issue_playback(application: Application, grants: GrantStore,
     if view.asset.state != JobState.READY:
         raise FailedPrecondition(f"asset {asset_id} is {view.asset.state}, not ready")
     now = time.time()
+    # The token's expiry, as cdn.tokens.sign_for reckons it (whole seconds): it is
+    # the grant's too, so it is computed once here rather than read back by
+    # verifying the token (a second HMAC per call).
+    expires = int(now + ttl_seconds)
     # Token version 2 names the viewer and the height limit: the origin and the
     # edge list and serve only the renditions the grant allows.
-    token = sign_for(config.signing_key, asset_id, ttl_seconds, ip or None,
-                     viewer=viewer_id, max_height=max_height)
-    expires = verify(config.signing_key, token, asset_id, client_ip=ip or None).expires
+    token = sign(config.signing_key, asset_id, expires, ip or None,
+                 viewer=viewer_id, max_height=max_height)
     grant = Grant(id=new_grant_id(now), asset_id=asset_id, viewer_id=viewer_id,
                   entitlement_kind=kind, entitlement_reference=reference,
                   max_height=max_height, client_ip=ip, issued_at=now, expires_at=expires)
