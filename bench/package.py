@@ -9,18 +9,25 @@ Per run, in turn, each into a fresh directory on the same file system:
 
 - cdlc call: native.package_copy(master, out, 4.0) in this process (the packaging
   call itself: demux, bitstream normalisation, CMAF segments for video and audio);
+- cdlc call cbcs / cenc: the same call encrypting (CMAF common encryption in the
+  core's writer, native.Encryption);
+- cdlc call aes-128: the same call, clear, then what an aes-128 job adds before
+  publishing: every media segment encrypted whole (engine.segment_crypto, the
+  pipeline's own step: AES-128-CBC through `cryptography`/OpenSSL);
 - cdlc command: the same call as a whole command, a new Python process
   (`python -c "import native; native.package_copy(...)"`);
 - cdlc ingest --copy: the user's whole command, the venv's `cdlc` script
   (embedded defaults, fresh data dir): the same call, codec strings, publish to
-  the local object store, SQLite metadata;
+  the local object store, SQLite metadata; and with `--encryption cbcs` (the key
+  made and stored in the key store first);
 - ffmpeg HLS: `ffmpeg -i M -map 0 -c copy -f hls -hls_segment_type fmp4 -hls_time 4`;
 - ffmpeg DASH: `ffmpeg -i M -map 0 -c copy -f dash -seg_duration 4`;
 - cp: `cp M out/` (the floor: the bytes read and written once).
 
 The order of the contenders rotates from run to run. Reported: wall-clock medians
 (and the best run, less disturbed by other load), MB/s of master bytes, ratios
-(cdlc speed-up over each baseline: baseline time / cdlc time), CPU seconds.
+(cdlc speed-up over each baseline: baseline time / cdlc time), CPU seconds, and
+what each encryption adds to the clear package-only time (target: cbcs <= 15%).
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ from pathlib import Path
 
 import native
 from bench import cpu_children, cpu_self
+from engine.pipeline import to_models
+from engine.segment_crypto import encrypt_renditions
+from metadata.keys import AES_128, ContentKey
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -123,14 +133,35 @@ def main() -> None:
     def cdlc_call(out: Path) -> None:
         native.package_copy(master, out, SEGMENT_SECONDS)
 
+    # Fixed keys: what is timed is the cipher, not the key store.
+    kid, key = bytes(range(16)), bytes(range(16, 32))
+
+    def cdlc_encrypted(scheme: str) -> Callable[[Path], None]:
+        def call(out: Path) -> None:
+            native.package_copy(master, out, SEGMENT_SECONDS,
+                                encryption=native.Encryption(scheme, kid, key))
+        return call
+
+    def cdlc_aes128(out: Path) -> None:
+        result = native.package_copy(master, out, SEGMENT_SECONDS)
+        renditions, segments = to_models("bench", result)
+        encrypt_renditions(out, ContentKey("bench", AES_128, kid, key), renditions, segments)
+
+    def ingest_copy(out: Path, *extra: str) -> None:
+        run([*cdlc_command(), "ingest", str(master), "--copy", "--segment-seconds", seg,
+             "--json", *extra],
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("CDLC_")},
+                 "CDLC_DATA_DIR": str(out / "data")})
+
     cases: dict[str, tuple[Callable[[Path], None], bool]] = {
         "cdlc call": (cdlc_call, True),
+        "cdlc call cbcs": (cdlc_encrypted("cbcs"), True),
+        "cdlc call cenc": (cdlc_encrypted("cenc"), True),
+        "cdlc call aes-128": (cdlc_aes128, True),
         "cdlc command": (lambda out: run([sys.executable, "-c", code]), False),
-        "cdlc ingest --copy": (lambda out: run(
-            [*cdlc_command(), "ingest", str(master), "--copy",
-             "--segment-seconds", seg, "--json"],
-            env={**{k: v for k, v in os.environ.items() if not k.startswith("CDLC_")},
-                 "CDLC_DATA_DIR": str(out / "data")}), False),
+        "cdlc ingest --copy": (ingest_copy, False),
+        "cdlc ingest --copy --encryption cbcs": (
+            lambda out: ingest_copy(out, "--encryption", "cbcs"), False),
         "ffmpeg HLS fMP4": (lambda out: run([
             *ffmpeg_bin(), "-i", str(master), "-map", "0", "-c", "copy", "-f", "hls",
             "-hls_segment_type", "fmp4", "-hls_time", seg, "-hls_playlist_type", "vod",
@@ -199,6 +230,21 @@ def main() -> None:
               f"{table['ffmpeg HLS fMP4'] / table['cdlc command']:.2f}x, "
               f"cdlc ingest --copy vs ffmpeg HLS "
               f"{table['ffmpeg HLS fMP4'] / table['cdlc ingest --copy']:.2f}x.")
+
+    print()
+    print("What encrypting adds to the clear package-only time (same run, medians; "
+          "target for cbcs: <= 15%):")
+    print()
+    print("| encrypted | clear | median s | clear median s | added (median / best) "
+          "| added CPU (medians) |")
+    print("|---|---|---:|---:|---:|---:|")
+    for enc, clear in (("cdlc call cbcs", "cdlc call"), ("cdlc call cenc", "cdlc call"),
+                       ("cdlc call aes-128", "cdlc call"),
+                       ("cdlc ingest --copy --encryption cbcs", "cdlc ingest --copy")):
+        print(f"| {enc} | {clear} | {med[enc]:.3f} | {med[clear]:.3f} | "
+              f"{(med[enc] / med[clear] - 1) * 100:+.1f}% / "
+              f"{(best[enc] / best[clear] - 1) * 100:+.1f}% | "
+              f"{(cpu_med[enc] / cpu_med[clear] - 1) * 100:+.1f}% |")
 
     containers = [c for c in args.containers.split(",") if c]
     if containers:

@@ -193,8 +193,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
               help="Another audio language from a file beside the master (repeatable).")
 @click.option("--subtitles", "subtitles", multiple=True, metavar="LANG[:forced|:sdh]=PATH",
               help="A WebVTT or SRT subtitle file (repeatable).")
-@click.option("--encryption", type=click.Choice(["cenc", "cbcs"]), default=None,
-              help="CMAF common encryption; the key goes into the key store.")
+@click.option("--encryption", type=click.Choice(["cenc", "cbcs", "aes-128"]), default=None,
+              help="cenc/cbcs: CMAF common encryption (HLS and DASH); aes-128: HLS "
+                   "whole-segment AES-128. The key goes into the key store.")
 @json_option
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
 def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str | None,
@@ -399,6 +400,15 @@ async def build_origin_app(settings: Settings, grpc: GrpcConfig | None = None) -
     executor = make_executor(settings, backends)
     engine = Engine(settings, backends, executor, edges=settings.edge_urls)
     authenticator = Authenticator.from_env()  # one for REST and gRPC
+    # Watch events: intake, stats, delivered bytes and the player beacon, installed
+    # by create_app (its cleanup, after the gRPC server's below, closes the log).
+    from metadata.event_log import open_event_log
+    from metadata.event_log_delivery import open_delivery_ledger
+    from origin.events import EventIntake
+
+    intake = EventIntake(open_event_log(settings.events, settings.data_dir),
+                         signing_key=settings.signing_key_bytes, authenticator=authenticator,
+                         delivery=open_delivery_ledger(settings.events, settings.data_dir))
     deps = OriginDeps(
         store=backends.store, objects=backends.objects, cache=backends.cache,
         signing_key=settings.signing_key_bytes, api_key=settings.api_key or None,
@@ -406,18 +416,10 @@ async def build_origin_app(settings: Settings, grpc: GrpcConfig | None = None) -
         application=engine, edges=settings.edge_urls,
         trusted_proxies=settings.trusted_proxy_list,
         data_dir=settings.data_dir, min_free_bytes=settings.min_free_bytes,
-        authenticator=authenticator,
+        authenticator=authenticator, events=intake,
     )
     application: web.Application = create_app(deps)
     _add_content_ops(application, settings, engine)
-    # Watch events: intake, stats and the player beacon (before the gRPC server's
-    # context, so that server stops before the log closes).
-    from metadata.event_log import open_event_log
-    from origin.events import EventIntake, add_event_routes
-
-    intake = EventIntake(open_event_log(settings.events, settings.data_dir),
-                         signing_key=settings.signing_key_bytes, authenticator=authenticator)
-    add_event_routes(application, intake)
 
     async def start(_: web.Application) -> None:
         await executor.start()
@@ -681,6 +683,46 @@ def nginx_config_cmd(origin: str, listen: str, cache_dir: Path, foreground: bool
                                   settings.signing_key_bytes, daemon=not foreground), end="")
     except (ValueError, LookupError) as exc:
         fail(str(exc))
+
+
+@cdn_app.command("ingest-log")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def ingest_log_cmd(file: Path, as_json: bool) -> None:
+    """Add the edge-delivered bytes of an edge access log (the cdlc_edge format of
+    `cdlc cdn nginx-config`) to the stats, per asset and hour. Lines already
+    ingested are not counted again (a file that grew adds its new lines only);
+    lines that do not parse are skipped and counted."""
+    import asyncio
+
+    from cdn.access_log import LogSlice, LogUnreadable, ingest
+    from metadata.event_log_delivery import open_delivery_ledger
+
+    settings = load_settings()
+
+    async def go() -> LogSlice:
+        ledger = open_delivery_ledger(settings.events, settings.data_dir)
+        try:
+            return await ingest(file, ledger)
+        finally:
+            await ledger.close()
+
+    try:
+        got = asyncio.run(go())
+    except LogUnreadable as exc:
+        fail(f"cannot ingest {exc}", 1)
+    except Exception as exc:  # the ledger's store (data dir, Redis): one line too
+        fail(f"cannot ingest {file}: {type(exc).__name__}: {exc}", 1)
+    if as_json:
+        import json
+
+        print(json.dumps({"file": str(file), "lines": got.lines,
+                          "delivered_lines": got.delivered_lines, "bad_lines": got.bad_lines,
+                          "bytes": got.bytes, "assets": sorted(got.assets),
+                          "bytes_by_cache": got.by_cache, "offset": got.end}))
+        return
+    print(f"{file}: {got.lines} new lines, {got.delivered_lines} deliveries, "
+          f"{got.bytes} bytes to {len(got.assets)} assets, {got.bad_lines} bad lines skipped")
 
 
 @app.command("token")

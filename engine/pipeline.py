@@ -23,10 +23,18 @@ from engine.copy_run import CopyRun
 from engine.job_spec import IngestError, IngestOptions, work_dir_name
 from engine.ladder import plan_ladder
 from engine.leases import Lease
+from engine.segment_crypto import encrypt_renditions
 from engine.workers import choose_encoder
 from metadata.cache import Cache, invalidate_asset
 from metadata.jobs import StaleJob
-from metadata.keys import KeyProvider, KeyStore, get_or_create, key_store_beside
+from metadata.keys import (
+    AES_128,
+    ContentKey,
+    KeyProvider,
+    KeyStore,
+    get_or_create,
+    key_store_beside,
+)
 from metadata.models import Asset, JobState, Rendition, Segment, media_prefix
 from metadata.objects import ObjectStore
 from metadata.store import MetadataStore
@@ -255,6 +263,12 @@ async def run_pipeline(
         renditions, segments = to_models(asset_id, result, encryption)
         if not segments:
             raise IngestError(f"{shown}: produced no segments")
+        if options.encryption == AES_128:
+            # HLS AES-128: the core wrote clear CMAF; the media segments are
+            # encrypted here, with a key stored first, before anything is published.
+            segment_key = await content_key_for(services, asset_id, options.encryption)
+            renditions, segments = await asyncio.to_thread(
+                encrypt_renditions, out_dir, segment_key, renditions, segments)
         report(JobState.PACKAGING, 1.0)
 
         await enter(JobState.PUBLISHING)
@@ -325,19 +339,26 @@ def sidecars_of(request: IngestOptions) -> dict[str, Any]:
 
 async def encryption_for(services: Services, asset_id: str,
                          request: IngestOptions) -> native.Encryption | None:
-    """The native encryption of the job's request: None when clear, else the
-    asset's key for that scheme from the key store (made and stored first when the
+    """The native encryption of the job's request: None when clear or
+    ``aes-128`` (whole segments, encrypted after the core), else the asset's key
+    for that scheme from the key store (made and stored first when the
     asset has none: a retry encrypts with the same key). Keys never go into the
     object store."""
-    if not request.encryption:
-        return None
+    if not request.encryption or request.encryption == AES_128:
+        return None  # AES-128 is applied to the core's clear output (segment_crypto)
+    key = await content_key_for(services, asset_id, request.encryption)
+    return native.Encryption(key.scheme, key.kid, key.key, key.iv)
+
+
+async def content_key_for(services: Services, asset_id: str, scheme: str) -> ContentKey:
+    """The asset's key for ``scheme`` from the key store, made and stored first
+    when it has none."""
     store = services.keys if services.keys is not None else key_store_beside(services.store)
     try:
-        key = await get_or_create(store, asset_id, request.encryption, services.key_provider)
+        return await get_or_create(store, asset_id, scheme, services.key_provider)
     finally:
         if services.keys is None:
             await store.close()
-    return native.Encryption(key.scheme, key.kid, key.key, key.iv)
 
 
 def _scrub(exc: BaseException, master: Path, shown: str) -> str:

@@ -27,8 +27,9 @@ from metadata.models import ASSET_ID_RE, JobState
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
            "slower", "veryslow", "placebo")
 ENCODERS = ("auto", "cpu", "gpu")
-# CMAF common encryption schemes (ISO/IEC 23001-7 §4.2); "" = clear.
-ENCRYPTION_SCHEMES = ("", "cenc", "cbcs")
+# CMAF common encryption schemes (ISO/IEC 23001-7 §4.2), HLS whole-segment
+# AES-128 (RFC 8216 §4.3.2.4); "" = clear.
+ENCRYPTION_SCHEMES = ("", "cenc", "cbcs", "aes-128")
 # Segments longer than this are no use to an ABR player, and one shorter than a
 # frame cannot hold a keyframe.
 MAX_SEGMENT_SECONDS = 60.0
@@ -164,7 +165,8 @@ class JobRequest:
     audio: tuple[tuple[str, str], ...] = ()
     subtitles: tuple[tuple[str, str, str], ...] = ()
     # "" clear, "cenc" or "cbcs": CMAF common encryption with a key from the key
-    # store (metadata/keys.py), one encrypted copy for HLS and DASH.
+    # store (metadata/keys.py), one encrypted copy for HLS and DASH; "aes-128":
+    # whole-segment HLS AES-128 (engine/segment_crypto.py), HLS only.
     encryption: str = ""
 
     FIELDS = ("ladder", "preset", "segment_seconds", "gop_seconds", "copy", "encoder",
@@ -223,8 +225,8 @@ class JobRequest:
             raise RequestError(f"unknown encoder {self.encoder!r}; use one of "
                                f"{', '.join(ENCODERS)}")
         if self.encryption not in ENCRYPTION_SCHEMES:
-            raise RequestError(f"unknown encryption {self.encryption!r}; use cenc or cbcs "
-                               "(or none)")
+            raise RequestError(f"unknown encryption {self.encryption!r}; use cenc, cbcs "
+                               "or aes-128 (or none)")
         for lang, path in self.audio:
             _sidecar("--audio", lang, path)
         for lang, flags, path in self.subtitles:

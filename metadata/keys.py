@@ -1,10 +1,11 @@
 """Content keys of encrypted assets: the key store and where keys come from.
 
 A content key (``ContentKey``) is a 16-byte AES key named by a 16-byte key id
-(KID), for one asset and one CMAF protection scheme ("cenc" or "cbcs", ISO/IEC
-23001-7 §4.2). Keys live in the METADATA backend, never in the object store next
-to the media they protect: a leak of the media bucket (or of an edge cache) must
-not leak what decrypts it.
+(KID), for one asset and one protection scheme: a CMAF common encryption scheme
+("cenc" or "cbcs", ISO/IEC 23001-7 §4.2) or "aes-128", HLS whole-segment AES-128
+(RFC 8216 §4.3.2.4), where the KID only names the key in its URI. Keys live in
+the METADATA backend, never in the object store next to the media they protect:
+a leak of the media bucket (or of an edge cache) must not leak what decrypts it.
 
 Two implementations of ``KeyStore``, as for the webhook outbox (metadata/webhooks.py):
 SQLite (a table of its own in the same metadata.db, through a connection of its
@@ -21,7 +22,9 @@ Two implementations of ``KeyProvider`` (who makes a new key):
   URL; its ``ContentKey`` elements give KID (``@kid``, a UUID), the key
   (``Data/pskc:Secret/pskc:PlainValue``, base64) and an optional explicit IV, its
   ``DRMSystem`` elements a PSSH box per DRM system (``@systemId``, ``PSSH``,
-  base64), kept with the key for the manifests of DRM players. Only clear-text
+  base64), kept with the key for the manifests of DRM players. CPIX names no
+  scheme for HLS AES-128: an "aes-128" key is the document's first ContentKey
+  without ``@commonEncryptionScheme``. Only clear-text
   keys are read; a document with encrypted keys (``pskc:EncryptedValue``, CPIX
   §6.3) is refused with a clear error.
 
@@ -51,7 +54,9 @@ from metadata.sqlite_side import open_connection
 
 T = TypeVar("T")
 
-SCHEMES = ("cenc", "cbcs")
+# CMAF common encryption, and HLS whole-segment AES-128 (engine/segment_crypto.py).
+SCHEMES = ("cenc", "cbcs", "aes-128")
+AES_128 = "aes-128"
 KEY_BYTES = 16
 # W3C "common" PSSH system id (W3C EME Common Key Systems); ClearKey's DASH scheme.
 COMMON_SYSTEM_ID = "1077efec-c0b2-4d02-ace3-3c1e52e2fb4b"
@@ -70,8 +75,10 @@ class CpixError(ValueError):
 @dataclass(frozen=True)
 class ContentKey:
     """One content key. ``kid`` and ``key`` are 16 raw bytes; ``iv`` the cbcs
-    constant IV (16 bytes) or empty; ``pssh`` maps a DRM system id (lower-case
-    UUID text) to the base64 of that system's PSSH box, from a key server."""
+    constant IV (16 bytes) or empty (always empty for "aes-128": each segment's IV
+    is its media sequence number, RFC 8216 §5.2, never one IV for all); ``pssh``
+    maps a DRM system id (lower-case UUID text) to the base64 of that system's
+    PSSH box, from a key server."""
 
     asset_id: str
     scheme: str
@@ -83,11 +90,16 @@ class ContentKey:
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
-            raise ValueError(f"unknown encryption scheme {self.scheme!r}; use cenc or cbcs")
+            raise ValueError(f"unknown encryption scheme {self.scheme!r}; use "
+                             f"{', '.join(SCHEMES)}")
         if len(self.kid) != KEY_BYTES or len(self.key) != KEY_BYTES:
             raise ValueError("a KID and a key are 16 bytes each")
         if self.iv and len(self.iv) != KEY_BYTES:
             raise ValueError("an explicit IV is 16 bytes")
+        if self.iv and self.scheme == AES_128:
+            # One IV for every segment under one key would repeat CBC's first block.
+            raise ValueError("an aes-128 key takes no explicit IV (each segment's IV is "
+                             "its media sequence number)")
 
     @property
     def kid_hex(self) -> str:
@@ -120,10 +132,12 @@ def _b64(text: str | None, what: str, source: str) -> bytes:
         raise CpixError(f"{source}: {what} is not base64") from None
 
 
-def parse_cpix(data: bytes, asset_id: str, source: str = "<cpix>") -> list[ContentKey]:
+def parse_cpix(data: bytes, asset_id: str, source: str = "<cpix>",
+               default_scheme: str = "cenc") -> list[ContentKey]:
     """The clear-text content keys of a CPIX document (DASH-IF CPIX 2.3 §5.3.2
     ContentKey, §5.3.3 DRMSystem), in document order. A key's scheme is its
-    ``@commonEncryptionScheme`` (default "cenc"). Raises CpixError."""
+    ``@commonEncryptionScheme``, else ``default_scheme`` ("aes-128" reads the keys
+    without one as HLS AES-128 keys). Raises CpixError."""
     if len(data) > _MAX_CPIX_BYTES:
         raise CpixError(f"{source}: larger than {_MAX_CPIX_BYTES} bytes")
     # No DTDs: nothing a key server sends needs one, and refusing them rules out
@@ -162,7 +176,7 @@ def parse_cpix(data: bytes, asset_id: str, source: str = "<cpix>") -> list[Conte
         value = secret.find(f"{{{PSKC_NS}}}PlainValue")
         key = _b64(value.text if value is not None else None, "a PlainValue", source)
         iv = _b64(ck.get("explicitIV"), "explicitIV", source) if ck.get("explicitIV") else b""
-        scheme = ck.get("commonEncryptionScheme", "cenc")
+        scheme = ck.get("commonEncryptionScheme", default_scheme)
         try:
             keys.append(ContentKey(asset_id=asset_id, scheme=scheme, kid=kid, key=key, iv=iv,
                                    pssh=pssh.get(kid, {}), created_at=time.time()))
@@ -194,7 +208,8 @@ class CpixKeyProvider:
             data = await asyncio.to_thread(self._read, asset_id)
         except OSError as exc:
             raise CpixError(f"{self.source}: cannot read the CPIX document ({exc})") from exc
-        for key in parse_cpix(data, asset_id, self.source):
+        for key in parse_cpix(data, asset_id, self.source,
+                              default_scheme=AES_128 if scheme == AES_128 else "cenc"):
             if key.scheme == scheme:
                 return key
         raise CpixError(f"{self.source}: no ContentKey for scheme {scheme}")
@@ -228,7 +243,7 @@ async def get_or_create(store: KeyStore, asset_id: str, scheme: str,
     job of the asset gets the same key, so segments already handed out stay
     decryptable."""
     if scheme not in SCHEMES:
-        raise ValueError(f"unknown encryption scheme {scheme!r}; use cenc or cbcs")
+        raise ValueError(f"unknown encryption scheme {scheme!r}; use {', '.join(SCHEMES)}")
     for key in await store.for_asset(asset_id):
         if key.scheme == scheme:
             return key

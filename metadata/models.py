@@ -68,9 +68,11 @@ class Rendition:
     forced: bool = False             # text: forced narrative only (HLS FORCED=YES)
     characteristics: str = ""        # HLS CHARACTERISTICS UTIs, e.g. SDH's
                                      # "public.accessibility.transcribes-spoken-dialog,..."
-    presentation_offset: int = 0     # timescale ticks of priming before time 0 (edit
-                                     # list media_time; DASH presentationTimeOffset)
-    encryption: str = ""             # "" clear, "cenc" or "cbcs" (CMAF common encryption)
+    presentation_offset: int = 0     # timescale ticks of priming before time 0 (the
+                                     # init's edit list media_time; no DASH PTO, see
+                                     # packager/dash.py)
+    encryption: str = ""             # "" clear, "cenc" or "cbcs" (CMAF common encryption),
+                                     # "aes-128" (HLS whole segments)
     key_id: str = ""                 # the default KID, 32 hex digits, when encrypted
 
 

@@ -2,8 +2,9 @@
 
 - ``GET /keys/{asset}/{kid}``: the raw 16-byte key of that KID (32 hex digits, or
   the UUID form), for HLS players (EXT-X-KEY with KEYFORMAT "identity", RFC 8216
-  §4.3.2.4; packager/hls.py). ``?format=clearkey`` answers the ClearKey license of
-  that one key instead.
+  §4.3.2.4; packager/hls.py): SAMPLE-AES for cenc/cbcs assets, METHOD=AES-128
+  for whole-segment ``aes-128`` ones (engine/segment_crypto.py).
+  ``?format=clearkey`` answers the ClearKey license of that one key instead.
 - ``POST /keys/{asset}/clearkey``: a W3C ClearKey license (Encrypted Media
   Extensions §9.1.4, a JSON Web Key Set): the request body is the EME license
   request ``{"kids": [base64url, ...], "type": "temporary"}`` (§9.1.3) the browser's

@@ -86,7 +86,8 @@ def _playback(ctype: list[str], what: str) -> dict[str, Any]:
         "304": {"description": "not modified (If-None-Match, If-Modified-Since)"},
         "400": {"description": "invalid asset or rendition id", "content": _TEXT},
         "403": {"description": "invalid, expired or missing playback token", "content": _TEXT},
-        "404": {"description": "unknown asset, rendition or segment, or asset not ready",
+        "404": {"description": "unknown asset, rendition or segment, asset not ready, "
+                               "or the MPD of an aes-128 asset (DASH cannot signal it)",
                 "content": _TEXT},
         "412": {"description": "precondition failed (If-Match, If-Unmodified-Since)"},
         "416": {"description": "range not satisfiable (Content-Range: bytes */LENGTH)"},
@@ -141,6 +142,57 @@ _KEY_RESPONSES: dict[str, Any] = {
 }
 _PLAYLIST = ["application/vnd.apple.mpegurl"]
 _MEDIA = ["video/mp4", "audio/mp4"]
+
+# Watch events and stats (origin/events.py): DESIGN.md "Watch events".
+_NO_EVENTS = _problem("no event log behind this origin, or the authorization server's "
+                      "keys (JWKS) cannot be had")
+_EVENT_TYPES = ["start", "first_frame", "heartbeat", "stall_start", "stall_end", "seek",
+                "rendition_change", "error", "end"]
+_WATCH_EVENT = {
+    "type": "object",
+    "required": ["event_id", "session_id", "type", "time"],
+    "properties": {
+        "event_id": {"type": "string", "minLength": 1, "maxLength": 128},
+        "session_id": {"type": "string", "minLength": 1, "maxLength": 128},
+        "asset_id": {"type": "string", "maxLength": 128},
+        "viewer_id": {"type": "string"},
+        "type": {"enum": _EVENT_TYPES},
+        "time": {"type": "string", "format": "date-time"},
+        "position_seconds": {"type": "number", "minimum": 0},
+        "rendition_id": {"type": "string", "maxLength": 128},
+        "bitrate": {"type": "integer", "minimum": 0},
+        "error": {"type": "string", "maxLength": 1000},
+    },
+}
+_STATS_FIGURES: dict[str, Any] = {
+    "asset_id": {"type": "string"},
+    "sessions": {"type": "integer", "minimum": 0},
+    "viewers": {"type": "integer", "minimum": 0},
+    "watch_seconds": {"type": "number", "minimum": 0},
+    "completion_rate": {"type": "number", "minimum": 0, "maximum": 1},
+    "startup_p50_seconds": {"type": "number", "minimum": 0},
+    "startup_p95_seconds": {"type": "number", "minimum": 0},
+    "rebuffer_ratio": {"type": "number", "minimum": 0, "maximum": 1},
+    "renditions": {"type": "object", "additionalProperties": {"type": "number"}},
+    "errors": {"type": "integer", "minimum": 0},
+    "stalls": {"type": "integer", "minimum": 0},
+    "delivered_bytes_origin": {"type": "integer", "minimum": 0,
+                               "description": "body bytes of the origin's 200/206 "
+                                              "playback answers"},
+    "delivered_bytes_edge": {"type": "integer", "minimum": 0,
+                             "description": "body bytes the edge delivered (its access "
+                                            "log, `cdlc cdn ingest-log`)"},
+}
+_STATS = {
+    "type": "object",
+    "required": ["asset_id", "sessions", "watch_seconds", "delivered_bytes_origin",
+                 "delivered_bytes_edge", "hours"],
+    "properties": {**_STATS_FIGURES, "hours": {"type": "array", "items": {
+        "type": "object", "required": ["hour"],
+        "properties": {"hour": {"type": "string", "format": "date-time"},
+                       **_STATS_FIGURES}}}},
+}
+_JS = {"text/javascript": {"schema": {"type": "string"}}}
 _ASSET_REF = {"$ref": "#/components/schemas/Asset"}
 _JOB_REF = {"$ref": "#/components/schemas/Job"}
 
@@ -149,7 +201,8 @@ OPENAPI: dict[str, Any] = {
     "info": {
         "title": "cdlc-stream origin",
         "version": "1",
-        "description": "Playback (HLS, DASH, CMAF segments) and the admin API.",
+        "description": "Playback (HLS, DASH, CMAF segments), the admin API, watch "
+                       "events and stats.",
     },
     "components": {
         "securitySchemes": {
@@ -350,6 +403,70 @@ OPENAPI: dict[str, Any] = {
             "operationId": "getOpenAPI", "summary": "This document",
             "responses": {"200": _json("OpenAPI 3.1", {"type": "object"})},
         }, "headOpenAPI"),
+        "/v1/events": {
+            "post": {
+                "operationId": "recordWatchEvents",
+                "summary": "Watch events from a player (a JSON array, as application/json "
+                           "or text/plain for sendBeacon); resent event ids count once",
+                "parameters": [
+                    {**_TOKEN, "description": "playback token: it names the asset and "
+                                              "viewer (required when a signing key is set)"},
+                    {"name": "asset", "in": "query", "required": False, "schema": _ID,
+                     "description": "the asset the token is for (else the first "
+                                    "event's asset_id)"},
+                ],
+                "requestBody": {"required": True, "content": {
+                    m: {"schema": {"type": "array", "maxItems": 500, "items": _WATCH_EVENT}}
+                    for m in ("application/json", "text/plain")}},
+                "responses": {
+                    "200": _json("what was recorded; events refused one by one are listed",
+                                 {"type": "object",
+                                  "required": ["accepted", "duplicates", "rejected"],
+                                  "properties": {
+                                      "accepted": {"type": "integer", "minimum": 0},
+                                      "duplicates": {"type": "integer", "minimum": 0},
+                                      "rejected": {"type": "array", "items": {
+                                          "type": "object", "properties": {
+                                              "index": {"type": "integer"},
+                                              "reason": {"type": "string"}}}}}}),
+                    "400": _problem("the body is not a JSON array"),
+                    "403": _problem("no valid playback token for the asset"),
+                    "413": _problem("the body is over 256 KiB, or more than 500 events"),
+                    "429": _problem("too many requests for this token (Retry-After)"),
+                    "503": _NO_EVENTS,
+                },
+            },
+            "options": {"operationId": "preflightWatchEvents", "summary": "CORS preflight",
+                        "responses": {"204": {"description": "allowed"}}},
+        },
+        "/v1/assets/{id}/stats": _admin_get({
+            "operationId": "getAssetStats",
+            "security": _WRITE,
+            "summary": "What viewers did with an asset (sessions, watch time, startup, "
+                       "rebuffering, renditions) and the bytes the origin and the edge "
+                       "delivered, in all and per hour",
+            "parameters": [_ASSET_PARAM],
+            "responses": {
+                "200": _json("the stats (zeros for an asset nobody watched yet)", _STATS),
+                "400": _BAD_ID, "401": _UNAUTHORISED,
+                "403": _problem("the JWT lacks the scope (assets:read)"),
+                "404": _problem("no such asset"),
+                "503": _NO_EVENTS,
+            },
+        }, "headAssetStats"),
+        "/v1/events/metrics": _admin_get({
+            "operationId": "watchEventMetrics",
+            "summary": "Prometheus aggregates of the watch events (no per-viewer labels)",
+            "responses": {"200": {"description": "text exposition format", "content": _TEXT},
+                          "503": _NO_EVENTS},
+        }, "headWatchEventMetrics"),
+        "/player/cdlc-beacon.js": _admin_get({
+            "operationId": "getBeacon",
+            "summary": "The player beacon: attaches to hls.js, dash.js or Shaka Player and "
+                       "sends the watch events",
+            "responses": {"200": {"description": "the script", "content": _JS},
+                          "304": {"description": "not modified"}},
+        }, "headBeacon"),
         "/vod/{asset}/master.m3u8": _playback_path(
             "MasterPlaylist", "HLS multivariant playlist (RFC 8216 §4.3.4)", [_PLAY_ASSET],
             _PLAYLIST, "playlist"),

@@ -652,6 +652,13 @@ class Playback:
         if kind == "master":
             out = hls.build_master(rends, segs, query)
         elif kind == "mpd":
+            if any(r.encryption == hls.AES_128 for r in rends):
+                # DASH has no signalling for whole-segment AES-128 (only CENC's
+                # ContentProtection): an MPD would promise media no player decrypts.
+                raise web.HTTPNotFound(
+                    text=f"asset {asset_id} is encrypted with HLS AES-128, which DASH "
+                         f"cannot signal: play /vod/{asset_id}/master.m3u8",
+                    headers=_ERROR_HEADERS)
             clearkey = (key_url(asset_id, "clearkey", query)
                         if any(r.encryption for r in rends) else None)
             out = dash.build_mpd(asset, rends, segs, query, clearkey_url=clearkey)
@@ -659,12 +666,13 @@ class Playback:
             rend = next((r for r in rends if r.id == rendition_id), None)
             if rend is None:
                 raise web.HTTPNotFound(headers=_ERROR_HEADERS)
+            key_uri = key_url(asset_id, rend.key_id, query) if rend.encryption else None
             if kind == "media":
-                key_uri = key_url(asset_id, rend.key_id, query) if rend.encryption else None
                 out = hls.build_media(rend, segs.get(rendition_id, []), query, key_uri=key_uri)
             else:
                 try:
-                    out = hls.build_iframes(rend, segs.get(rendition_id, []), query)
+                    out = hls.build_iframes(rend, segs.get(rendition_id, []), query,
+                                            key_uri=key_uri)
                 except ValueError:  # audio, or no I-frame ranges: there is no such playlist
                     raise web.HTTPNotFound(headers=_ERROR_HEADERS) from None
         return out.encode() if isinstance(out, str) else bytes(out)

@@ -22,6 +22,10 @@ from packager.bitrates import (
 )
 from packager.languages import bcp47
 
+# metadata.keys.AES_128, spelled here: the key store's imports (asyncio, urllib) are
+# not the packager's.
+AES_128 = "aes-128"
+
 __all__ = ["build_iframes", "build_master", "build_media"]
 
 # EXT-X-MAP outside I-frame playlists needs version 6 (RFC 8216 §7); 7 is what
@@ -83,25 +87,44 @@ def _key_tag(rendition: Rendition, key_uri: str | None) -> str | None:
     """EXT-X-KEY (RFC 8216 §4.3.2.4) of an encrypted rendition: SAMPLE-AES is 'cbcs'
     for fMP4 (§5.4); 'cenc' is SAMPLE-AES-CTR, the method players name for it.
     KEYFORMAT "identity": the key is the 16 raw bytes at `key_uri` (the origin's key
-    route, behind a playback token); KEYID carries the KID."""
+    route, behind a playback token); KEYID carries the KID. 'aes-128' is METHOD=AES-128
+    (whole segments, CBC + PKCS#7) with no IV attribute: each segment's IV is its media
+    sequence number (§5.2), and KEYFORMAT is the default, identity."""
     if not rendition.encryption:
         return None
-    if rendition.encryption not in ("cenc", "cbcs"):
+    if rendition.encryption not in ("cenc", "cbcs", AES_128):
         raise ValueError(f"{rendition.id}: unknown encryption {rendition.encryption!r}")
     if key_uri is None:
         raise ValueError(f"{rendition.id} is encrypted: a key URI is needed")
     kid = rendition.key_id.lower()
     if len(kid) != 32 or any(c not in "0123456789abcdef" for c in kid):
         raise ValueError(f"{rendition.id}: key_id must be 32 hex digits")
+    if rendition.encryption == AES_128:
+        return f"#EXT-X-KEY:METHOD=AES-128,URI={_quoted(key_uri)}"
     method = "SAMPLE-AES" if rendition.encryption == "cbcs" else "SAMPLE-AES-CTR"
     return (f"#EXT-X-KEY:METHOD={method},URI={_quoted(key_uri)},KEYFORMAT=\"identity\","
             f"KEYFORMATVERSIONS=\"1\",KEYID=0x{kid}")
 
 
+def _map_and_key(rendition: Rendition, query: str, key_uri: str | None) -> list[str]:
+    """EXT-X-MAP and EXT-X-KEY in the order that keeps the init segment as it is:
+    a key tag applies to the media initialization section that follows it
+    (§4.3.2.5), so SAMPLE-AES methods (whose init segment is clear, carrying the
+    scheme) come first, and AES-128 comes after the map: its init segment is clear
+    and needs no IV of its own."""
+    key = _key_tag(rendition, key_uri)
+    if rendition.kind == "text":
+        return [key] if key else []
+    map_tag = f"#EXT-X-MAP:URI={_quoted(_uri('init.mp4', query))}"
+    if not key:
+        return [map_tag]
+    return [map_tag, key] if rendition.encryption == AES_128 else [key, map_tag]
+
+
 def build_media(rendition: Rendition, segments: Sequence[Segment], query: str = "",
                 key_uri: str | None = None) -> str:
     """VOD media playlist of one rendition (RFC 8216 §4.3.3, §4.3.2.5 EXT-X-MAP);
-    an encrypted rendition gets its EXT-X-KEY first (`key_uri` required then)."""
+    an encrypted rendition gets its EXT-X-KEY (`key_uri` required then)."""
     _check_ordered(rendition, segments)
     text = rendition.kind == "text"
     lines = [
@@ -110,12 +133,8 @@ def build_media(rendition: Rendition, segments: Sequence[Segment], query: str = 
         f"#EXT-X-TARGETDURATION:{_target_duration(rendition, segments)}",
         "#EXT-X-PLAYLIST-TYPE:VOD",
         "#EXT-X-INDEPENDENT-SEGMENTS",
+        *_map_and_key(rendition, query, key_uri),
     ]
-    key = _key_tag(rendition, key_uri)
-    if key:
-        lines.append(key)
-    if not text:
-        lines.append(f"#EXT-X-MAP:URI={_quoted(_uri('init.mp4', query))}")
     extension = "vtt" if text else "m4s"
     for s in segments:
         lines.append(f"#EXTINF:{_seconds(s.duration, rendition.timescale)},")
@@ -124,15 +143,23 @@ def build_media(rendition: Rendition, segments: Sequence[Segment], query: str = 
     return "\n".join(lines) + "\n"
 
 
-def build_iframes(rendition: Rendition, segments: Sequence[Segment], query: str = "") -> str:
+def build_iframes(rendition: Rendition, segments: Sequence[Segment], query: str = "",
+                  key_uri: str | None = None) -> str:
     """I-frame playlist (RFC 8216 §4.3.3.6): one byte range per segment, from the
     start of the file through its first sync sample (styp, sidx, moof, the start of
-    mdat and the I-frame), lasting until the next segment's I-frame."""
+    mdat and the I-frame), lasting until the next segment's I-frame. An encrypted
+    rendition's carries the media playlist's EXT-X-KEY (same media sequence
+    numbers, so the same AES-128 IVs; its ranges end where an AES-128 range
+    decrypts alone, engine/segment_crypto.py)."""
     _check_ordered(rendition, segments)
     if rendition.kind != "video":
         raise ValueError(f"{rendition.id} is not a video rendition")
     if any(s.iframe_size <= 0 for s in segments):
         raise ValueError(f"segments of {rendition.id} have no I-frame byte ranges")
+    if rendition.encryption == AES_128 and any(s.iframe_size % 16 for s in segments):
+        # Each range is a CBC message of its own (§4.3.2.4): whole AES blocks.
+        raise ValueError(f"AES-128 I-frame ranges of {rendition.id} must be whole "
+                         "16-byte blocks")
     lines = [
         "#EXTM3U",
         f"#EXT-X-VERSION:{VERSION}",
@@ -140,7 +167,7 @@ def build_iframes(rendition: Rendition, segments: Sequence[Segment], query: str 
         "#EXT-X-PLAYLIST-TYPE:VOD",
         "#EXT-X-I-FRAMES-ONLY",
         "#EXT-X-INDEPENDENT-SEGMENTS",
-        f"#EXT-X-MAP:URI={_quoted(_uri('init.mp4', query))}",
+        *_map_and_key(rendition, query, key_uri),
     ]
     for s in segments:
         lines.append(f"#EXTINF:{_seconds(s.duration, rendition.timescale)},")

@@ -3,7 +3,12 @@ writes CMAF common encryption with a key from the key store (never the object
 store), ffmpeg decodes the published segments with that key only, the manifests
 point at the key routes, and the key routes hand keys (raw for HLS, a W3C ClearKey
 license for EME) to a valid playback token for that asset only. The CPIX key
-provider reads a hand-written CPIX document, from a file and over HTTP."""
+provider reads a hand-written CPIX document, from a file and over HTTP.
+
+HLS AES-128 (engine/segment_crypto.py): whole segments under AES-128-CBC, the IV
+the media sequence number; openssl and ffmpeg's HLS client (through the origin's
+key route) decrypt them, the decrypted bytes are the clear copy's, byte for byte,
+each I-frame byte range decrypts alone, and DASH is refused."""
 
 from __future__ import annotations
 
@@ -28,9 +33,16 @@ from aiohttp.test_utils import TestClient
 
 from cdn.tokens import sign, sign_for
 from engine.pipeline import Services, ingest
+from engine.segment_crypto import (
+    decrypt_segment,
+    encrypt_segment,
+    iframe_range_end,
+    sequence_iv,
+)
 from metadata import open_cache, open_objects, open_store
 from metadata.jobs import JobRequest, RequestError
 from metadata.keys import (
+    AES_128,
     ContentKey,
     CpixError,
     CpixKeyProvider,
@@ -40,6 +52,7 @@ from metadata.keys import (
     open_key_store,
     parse_cpix,
 )
+from metadata.models import Segment
 from origin.app import OriginDeps, create_app
 from origin.keys import add_key_routes, b64url
 from tests.conftest import CdlcEnv, make_env
@@ -114,6 +127,15 @@ class Ingested:
             (folder / f"{n}.m4s").read_bytes() for n in range(1, count + 1)))
         return out
 
+    def segments(self, asset_id: str, rendition: str) -> list[Segment]:
+        async def read() -> list[Segment]:
+            store = open_store("", self.data)
+            try:
+                return await store.get_segments(asset_id, rendition)
+            finally:
+                await store.close()
+        return asyncio.run(read())
+
     def key(self, asset_id: str) -> ContentKey:
         found = self.keys.get(asset_id, [])
         assert len(found) == 1
@@ -132,9 +154,11 @@ def _stored_keys(data: Path, asset_ids: list[str]) -> dict[str, list[ContentKey]
 
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory: pytest.TempPathFactory) -> Ingested:
-    """One data dir, three ingests through the real CLI: `enc` (transcode, cenc),
+    """One data dir, ingests through the real CLI: `enc` (transcode, cenc),
     `copyenc` (package-only, cenc), `copyclear` (package-only, clear), `cbcs`
-    (package-only, cbcs)."""
+    (package-only, cbcs); and through the engine's ingest (the application layer
+    the CLI calls): `aes` (package-only, aes-128) and `aestx` (transcode,
+    aes-128)."""
     root = tmp_path_factory.mktemp("keys")
     master = root / "master.mp4"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=4",
@@ -149,8 +173,27 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> Ingested:
         proc = env.run("ingest", str(master), "--id", asset_id, "--segment-seconds", SEGMENT,
                        "--json", *extra, timeout=120)
         assert proc.returncode == 0, proc.stderr
-    ids = ["enc", "copyenc", "copyclear", "cbcs"]
+    asyncio.run(_ingest_aes128(env.data_dir, master))
+    ids = ["enc", "copyenc", "copyclear", "cbcs", *AES_ASSETS]
     return Ingested(env, master, _stored_keys(env.data_dir, ids))
+
+
+AES_ASSETS = ("aes", "aestx")
+
+
+async def _ingest_aes128(data: Path, master: Path) -> None:
+    store, objects = open_store("", data), open_objects("", data)
+    services = Services(store=store, objects=objects, cache=open_cache(""),
+                        work_dir=data / "work")
+    try:
+        await ingest(services, "aes", master,
+                     JobRequest(copy=True, segment_seconds=float(SEGMENT), encryption="aes-128"))
+        await ingest(services, "aestx", master,
+                     JobRequest(ladder="240:300", segment_seconds=float(SEGMENT),
+                                preset="ultrafast", encryption="aes-128"))
+    finally:
+        await store.close()
+        await objects.close()
 
 
 def decode(path: Path, key: bytes | None) -> tuple[int, str, str]:
@@ -196,6 +239,10 @@ def test_the_key_is_in_the_metadata_store_not_the_object_store(ingested: Ingeste
         assert key.kid in blob
         init = (ingested.objects / "media" / asset_id / "v240" / "init.mp4").read_bytes()
         assert key.kid in init and key.key not in init
+    for asset_id in AES_ASSETS:
+        # AES-128: the KID only names the key in the playlists' key URI.
+        key = ingested.key(asset_id)
+        assert key.key not in blob and key.kid not in blob
     # Where it is: the content_keys table of metadata.db.
     import sqlite3
 
@@ -205,15 +252,17 @@ def test_the_key_is_in_the_metadata_store_not_the_object_store(ingested: Ingeste
     finally:
         conn.close()
     held = {a: (bytes.fromhex(kid), bytes.fromhex(k)) for a, kid, k in rows}
-    assert set(held) == {"enc", "copyenc", "cbcs"}
+    assert set(held) == {"enc", "copyenc", "cbcs", *AES_ASSETS}
     assert held["enc"] == (ingested.key("enc").kid, ingested.key("enc").key)
-    assert len({k for _, k in held.values()}) == 3  # one key per asset
+    assert held["aes"] == (ingested.key("aes").kid, ingested.key("aes").key)
+    assert len({k for _, k in held.values()}) == 5  # one key per asset
 
 
 async def test_renditions_are_marked_with_scheme_and_kid(ingested: Ingested) -> None:
     store = open_store("", ingested.data)
     try:
-        for asset_id, scheme in (("enc", "cenc"), ("cbcs", "cbcs"), ("copyclear", "")):
+        for asset_id, scheme in (("enc", "cenc"), ("cbcs", "cbcs"), ("copyclear", ""),
+                                 ("aes", "aes-128"), ("aestx", "aes-128")):
             rends = await store.get_renditions(asset_id)
             assert {r.id for r in rends} == {"v240", "audio"}
             keys = ingested.keys[asset_id]
@@ -229,6 +278,9 @@ def test_encryption_option_is_checked(ingested: Ingested) -> None:
     assert proc.returncode == 2 and "aes-256" in proc.stderr
     assert JobRequest.parse({"encryption": "CENC"}).encryption == "cenc"
     assert JobRequest.parse({"encryption": ""}).encryption == ""
+    assert JobRequest.parse({"encryption": " AES-128 "}).encryption == "aes-128"
+    with pytest.raises(RequestError, match="use cenc, cbcs or aes-128"):
+        JobRequest.parse({"encryption": "aes-256"})
     with pytest.raises(RequestError, match="unknown encryption 'rot13'"):
         JobRequest.parse({"encryption": "rot13"})
     assert "encryption" in JobRequest.REMOTE_FIELDS
@@ -356,6 +408,16 @@ async def test_manifests_point_at_the_key_routes(client: TestClient[Any, Any],
     assert tags == [f'#EXT-X-KEY:METHOD=SAMPLE-AES-CTR,URI="/keys/enc/{key.kid.hex()}'
                     f'?token={token}",KEYFORMAT="identity",KEYFORMATVERSIONS="1",'
                     f"KEYID=0x{key.kid.hex()}"]
+    # The I-frame playlist carries the same key tag, before its EXT-X-MAP too.
+    iframes = await (await client.get(f"/vod/enc/v240/iframes.m3u8?token={token}")).text()
+    lines = iframes.splitlines()
+    assert [n for n in lines if n.startswith("#EXT-X-KEY:")] == tags
+    assert lines.index(tags[0]) + 1 == lines.index(f'#EXT-X-MAP:URI="init.mp4?token={token}"')
+    cbcs_token = sign_for(SIGNING, "cbcs", 60)
+    for name in ("media.m3u8", "iframes.m3u8"):
+        text = await (await client.get(f"/vod/cbcs/v240/{name}?token={cbcs_token}")).text()
+        assert text.count(f'#EXT-X-KEY:METHOD=SAMPLE-AES,URI="/keys/cbcs/'
+                          f'{ingested.key("cbcs").kid.hex()}?token={cbcs_token}"') == 1, name
     # A player resolves the URI against the playlist (RFC 3986 §5.2) and gets the key.
     uri = tags[0].split('URI="', 1)[1].split('"', 1)[0]
     resolved = urljoin(str(client.make_url(playlist_url)), uri)
@@ -411,10 +473,13 @@ async def test_get_or_create_is_one_key_per_asset_and_scheme(tmp_path: Path,
         a = open_key_store(metadata_url, tmp_path)  # a restart
         assert await a.get(x + "p", CPIX_KID) == pssh
         assert await a.get(x, other.kid) == other
-        assert await a.delete_asset(x) == 2
+        aes = await get_or_create(b, x, AES_128)  # HLS AES-128: a key of its own
+        assert aes.iv == b"" and aes.kid not in (first.kid, other.kid)
+        assert await get_or_create(a, x, AES_128) == aes
+        assert await a.delete_asset(x) == 3
         assert await b.for_asset(x) == []
-        with pytest.raises(ValueError, match="unknown encryption scheme"):
-            await get_or_create(a, x, "aes-128")
+        with pytest.raises(ValueError, match="unknown encryption scheme 'aes-256'"):
+            await get_or_create(a, x, "aes-256")
         await a.ping()
     finally:
         await a.close()
@@ -553,3 +618,193 @@ async def test_a_key_store_that_is_out_is_a_503(ingested: Ingested,
         assert resp.status == 503
         assert resp.headers["Retry-After"] == "1"
         assert resp.headers["Cache-Control"] == "no-store"
+
+
+# -- HLS AES-128 (whole segments) ---------------------------------------------------
+
+def _frames(path: Path, stream: str = "v") -> tuple[int, str, list[str]]:
+    """(exit code, stderr, the MD5 of each decoded frame of the first video, or
+    with ``stream="a"`` audio, stream) as ffmpeg decodes the file."""
+    proc = subprocess.run(["ffmpeg", "-hide_banner", "-v", "error", "-i", str(path),
+                           "-map", f"0:{stream}:0", "-f", "framemd5", "-"],
+                          capture_output=True, text=True, timeout=120)
+    frames = [line.rsplit(",", 1)[-1].strip() for line in proc.stdout.splitlines()
+              if line and not line.startswith("#")]
+    return proc.returncode, proc.stderr, frames
+
+
+def test_segment_cipher_is_aes_128_cbc_with_pkcs7() -> None:
+    key, iv = bytes(range(16)), sequence_iv(3)
+    assert iv == bytes(15) + b"\x02"  # segment 3 is media sequence number 2 (§5.2)
+    for n in (0, 1, 15, 16, 17, 4099):
+        clear = os.urandom(n)
+        sealed = encrypt_segment(clear, key, iv)
+        assert len(sealed) == (n // 16 + 1) * 16  # PKCS#7: always 1..16 bytes of pad
+        assert decrypt_segment(sealed, key, iv) == clear
+        # openssl's own AES-128-CBC and PKCS#7 read it the same.
+        proc = subprocess.run(["openssl", "enc", "-d", "-aes-128-cbc", "-K", key.hex(),
+                               "-iv", iv.hex()], input=sealed, capture_output=True, timeout=30)
+        assert proc.returncode == 0 and proc.stdout == clear
+    sealed = encrypt_segment(b"x" * 40, key, iv)
+    with pytest.raises(ValueError, match="padding"):
+        decrypt_segment(sealed, hashlib.md5(b"not the key").digest(), iv)
+    with pytest.raises(ValueError, match="whole number of AES blocks"):
+        decrypt_segment(sealed[:-1], key, iv)
+    with pytest.raises(ValueError, match="start at 1"):
+        sequence_iv(0)
+
+
+def test_iframe_ranges_are_complete_aes_128_messages() -> None:
+    import random
+
+    rng = random.Random(8216)
+    key, iv = bytes(range(16)), sequence_iv(1)
+    for _ in range(300):
+        clear = rng.randbytes(rng.randint(1, 30_000))
+        iframe = rng.randint(1, len(clear))
+        end = iframe_range_end(clear, iframe)
+        sealed = encrypt_segment(clear, key, iv)
+        assert end % 16 == 0 and end <= len(sealed)
+        # The range alone decrypts (valid padding) to a prefix holding the I-frame.
+        part = decrypt_segment(sealed[:end], key, iv)
+        assert clear.startswith(part) and len(part) >= iframe
+    # A pad exactly past the I-frame: the range ends there.
+    assert iframe_range_end(b"A" * 31 + b"\x01" + b"B" * 100, 20) == 32
+    # A pad that would cut into the I-frame is no end; none left: the whole segment.
+    assert iframe_range_end(b"A" * 31 + b"\x01" + b"B" * 100, 32) == 144
+    for bad in (0, 133):
+        with pytest.raises(ValueError, match="outside"):
+            iframe_range_end(b"A" * 132, bad)
+
+
+def test_aes128_segments_decrypt_to_the_clear_copy(ingested: Ingested) -> None:
+    key = ingested.key("aes")
+    assert key.scheme == AES_128 and key.iv == b""
+    for rendition in ("v240", "audio"):
+        folder = ingested.objects / "media" / "aes" / rendition
+        clear_folder = ingested.objects / "media" / "copyclear" / rendition
+        # The init segment stays clear (EXT-X-MAP comes before EXT-X-KEY).
+        assert (folder / "init.mp4").read_bytes() == (clear_folder / "init.mp4").read_bytes()
+        segs, clear_segs = (ingested.segments("aes", rendition),
+                            ingested.segments("copyclear", rendition))
+        assert len(segs) == len(clear_segs) >= 2
+        for s, c in zip(segs, clear_segs, strict=True):
+            sealed = (folder / f"{s.number}.m4s").read_bytes()
+            clear = (clear_folder / f"{c.number}.m4s").read_bytes()
+            assert s.size == len(sealed) == (len(clear) // 16 + 1) * 16
+            assert decrypt_segment(sealed, key.key, sequence_iv(s.number)) == clear
+            assert b"moof" not in sealed[:64]  # no box to read without the key
+        # ffmpeg finds no sample in the raw segments (an init segment, then no box it
+        # knows); decrypted, they decode as the clear copy.
+        stream = "v" if rendition == "v240" else "a"
+        rc, err, frames = _frames(ingested.joined("aes", rendition), stream)
+        assert frames == [], f"aes/{rendition} decoded without the key"
+        clear_frames = _frames(ingested.joined("copyclear", rendition), stream)[2]
+        assert len(clear_frames) > 50
+        decrypted = ingested.data / f"aes-{rendition}-clear.mp4"
+        decrypted.write_bytes((folder / "init.mp4").read_bytes() + b"".join(
+            decrypt_segment((folder / f"{s.number}.m4s").read_bytes(), key.key,
+                            sequence_iv(s.number)) for s in segs))
+        rc, err, got = decode(decrypted, None)
+        assert rc == 0 and err == "", err
+        assert got == decode(ingested.joined("copyclear", rendition), None)[2]
+        assert _frames(decrypted, stream)[2] == clear_frames
+
+
+def test_aes128_transcode_decrypts_and_decodes(ingested: Ingested) -> None:
+    key = ingested.key("aestx")
+    folder = ingested.objects / "media" / "aestx" / "v240"
+    segs = ingested.segments("aestx", "v240")
+    init = (folder / "init.mp4").read_bytes()
+    first = (folder / "1.m4s").read_bytes()
+    (ingested.data / "aestx-raw.mp4").write_bytes(init + first)
+    rc, err, frames = _frames(ingested.data / "aestx-raw.mp4")
+    assert (rc != 0 or err != "") and frames == []
+    clear = b"".join(decrypt_segment((folder / f"{s.number}.m4s").read_bytes(), key.key,
+                                     sequence_iv(s.number)) for s in segs)
+    (ingested.data / "aestx-clear.mp4").write_bytes(init + clear)
+    rc, err, frames = _frames(ingested.data / "aestx-clear.mp4")
+    assert rc == 0 and err == "" and len(frames) == 100  # 4 s at 25 fps
+    # Segment 1's IV is 0 (media sequence number 0): with segment 2's (1), the
+    # first block comes out XORed with that difference (CBC), the rest the same.
+    right = decrypt_segment(first, key.key, sequence_iv(1))
+    wrong = decrypt_segment(first, key.key, sequence_iv(2))
+    assert right[4:8] == b"styp" and right == clear[:len(right)]
+    assert wrong[:15] == right[:15] and wrong[15] == right[15] ^ 1 and wrong[16:] == right[16:]
+
+
+def test_aes128_iframe_ranges_decrypt_alone(ingested: Ingested) -> None:
+    key = ingested.key("aes")
+    folder = ingested.objects / "media" / "aes" / "v240"
+    clear_folder = ingested.objects / "media" / "copyclear" / "v240"
+    init = (folder / "init.mp4").read_bytes()
+    for s, c in zip(ingested.segments("aes", "v240"), ingested.segments("copyclear", "v240"),
+                    strict=True):
+        assert s.iframe_size % 16 == 0 and c.iframe_size <= s.iframe_size <= s.size
+        sealed = (folder / f"{s.number}.m4s").read_bytes()
+        # The range, as a player fetches it (EXT-X-BYTERANGE), with the segment's IV.
+        part = decrypt_segment(sealed[:s.iframe_size], key.key, sequence_iv(s.number))
+        clear = (clear_folder / f"{c.number}.m4s").read_bytes()
+        assert clear.startswith(part) and len(part) >= c.iframe_size
+        (ingested.data / "iframe.mp4").write_bytes(init + part)
+        whole = ingested.data / "whole.mp4"
+        whole.write_bytes(init + clear)
+        # Its first picture is the segment's first picture.
+        assert _frames(ingested.data / "iframe.mp4")[2][:1] == _frames(whole)[2][:1] != []
+
+
+async def test_aes128_playlists_key_route_and_no_mpd(client: TestClient[Any, Any],
+                                                     ingested: Ingested) -> None:
+    key = ingested.key("aes")
+    token = sign_for(SIGNING, "aes", 60)
+    tag = f'#EXT-X-KEY:METHOD=AES-128,URI="/keys/aes/{key.kid.hex()}?token={token}"'
+    for path in ("v240/media.m3u8", "v240/iframes.m3u8", "audio/media.m3u8"):
+        resp = await client.get(f"/vod/aes/{path}?token={token}")
+        assert resp.status == 200, path
+        lines = (await resp.text()).splitlines()
+        assert [n for n in lines if n.startswith("#EXT-X-KEY")] == [tag], path
+        assert lines.index(tag) == lines.index(f'#EXT-X-MAP:URI="init.mp4?token={token}"') + 1
+    # The key route: the 16 raw bytes to this asset's token only.
+    key_path = f"/keys/aes/{key.kid.hex()}"
+    for query in ("", f"?token={sign_for(SIGNING, 'copyclear', 60)}"):
+        resp = await client.get(key_path + query)
+        assert resp.status == 403 and key.key not in await resp.read()
+    resp = await client.get(f"{key_path}?token={token}")
+    assert resp.status == 200 and await resp.read() == key.key
+    assert resp.headers["Cache-Control"] == "no-store"
+    # DASH cannot signal whole-segment AES-128: no MPD, and a line saying why.
+    resp = await client.get(f"/vod/aes/manifest.mpd?token={token}")
+    assert resp.status == 404
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert "HLS AES-128, which DASH cannot signal" in await resp.text()
+    assert "/vod/aes/master.m3u8" in await resp.text()
+    master = await client.get(f"/vod/aes/master.m3u8?token={token}")
+    assert master.status == 200 and "#EXT-X-I-FRAME-STREAM-INF" in await master.text()
+    # ffmpeg's HLS client through the origin: it resolves the key URI against the
+    # playlist, fetches the key with the token, decrypts and decodes every frame
+    # as the clear copy has them.
+    url = str(client.make_url(f"/vod/aes/v240/media.m3u8?token={token}"))
+    proc = await asyncio.create_subprocess_exec(
+        "ffmpeg", "-hide_banner", "-v", "error", "-i", url, "-map", "0:v", "-f", "md5", "-",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0 and err == b"", err
+    clear = await asyncio.to_thread(decode, ingested.joined("copyclear", "v240"), None)
+    assert out.decode().strip() == clear[2]
+
+
+async def test_cpix_gives_aes128_the_key_without_a_scheme(tmp_path: Path) -> None:
+    # CPIX's @commonEncryptionScheme names CENC schemes only: an HLS AES-128 key
+    # is a ContentKey without one.
+    path = tmp_path / "keys.cpix"
+    path.write_bytes(CPIX.replace(b' commonEncryptionScheme="cenc"', b"", 1))
+    key = await CpixKeyProvider(path).new_key("film", AES_128)
+    assert (key.scheme, key.kid, key.key, key.iv) == (AES_128, CPIX_KID, CPIX_KEY, b"")
+    # Every key of the hand-written document names its scheme: none for aes-128.
+    path.write_bytes(CPIX)
+    with pytest.raises(CpixError, match="no ContentKey for scheme aes-128"):
+        await CpixKeyProvider(path).new_key("film", AES_128)
+    # One IV for every segment is refused (each segment's is its sequence number).
+    path.write_bytes(CPIX.replace(b' commonEncryptionScheme="cbcs"', b"", 1))
+    with pytest.raises(CpixError, match="takes no explicit IV"):
+        await CpixKeyProvider(path).new_key("film", AES_128)

@@ -214,3 +214,74 @@ def test_rules_hold_for_random_indexes() -> None:
                 expanded.append((t, s.d))
                 t += s.d
         assert expanded == [(s.start, s.duration) for s in segs]
+
+
+# -- encryption in media and I-frame playlists (RFC 8216 §4.3.2.4) -------------------
+
+KID = "0123456789abcdef0123456789abcdef"
+KEY_URI = f"/keys/a1b2c3/{KID}?{QUERY}"
+
+
+def _in_blocks(segs: list[Segment]) -> list[Segment]:
+    """Sizes as AES-128 leaves them: whole 16-byte blocks (engine/segment_crypto.py)."""
+    return [replace(s, size=s.size + 16 - s.size % 16,
+                    iframe_size=s.iframe_size + 16 - s.iframe_size % 16) for s in segs]
+
+
+@pytest.mark.parametrize("scheme", ["aes-128", "cbcs", "cenc"])
+def test_encrypted_media_and_iframe_playlists_carry_the_key(scheme: str) -> None:
+    """The media playlist and the I-frame playlist of an encrypted rendition carry
+    the same EXT-X-KEY. AES-128 follows the EXT-X-MAP (the init segment is clear,
+    the IV is each segment's media sequence number: no IV attribute); SAMPLE-AES
+    methods precede it."""
+    v1080 = replace(fixtures.renditions()[0], encryption=scheme, key_id=KID.upper())
+    segs = fixtures.segments()["v1080"]
+    if scheme == "aes-128":
+        segs = _in_blocks(segs)
+    media = build_media(v1080, segs, QUERY, key_uri=KEY_URI)
+    iframes = build_iframes(v1080, segs, QUERY, key_uri=KEY_URI)
+    name = scheme.replace("-", "")
+    golden(f"v1080_media_{name}.m3u8", media)
+    golden(f"v1080_iframes_{name}.m3u8", iframes)
+    for text in (media, iframes):
+        lines = text.splitlines()
+        (key_line,) = [n for n in lines if n.startswith("#EXT-X-KEY:")]
+        map_at = lines.index(f'#EXT-X-MAP:URI="init.mp4?{QUERY}"')
+        pl = m3u8.loads(text)
+        (key,) = pl.keys
+        assert key.uri == KEY_URI
+        if scheme == "aes-128":
+            assert key_line == f'#EXT-X-KEY:METHOD=AES-128,URI="{KEY_URI}"'
+            assert lines.index(key_line) == map_at + 1
+            assert key.iv is None and key.keyformat is None
+            # The map is declared before the key: m3u8 sees no key on it.
+            assert pl.segment_map[0].uri == f"init.mp4?{QUERY}"
+        else:
+            assert lines.index(key_line) == map_at - 1
+            assert key.method == ("SAMPLE-AES" if scheme == "cbcs" else "SAMPLE-AES-CTR")
+            assert key.keyformat == "identity"
+        # The key applies to every segment (one tag, before the first EXTINF).
+        assert lines.index(key_line) < next(i for i, n in enumerate(lines)
+                                            if n.startswith("#EXTINF"))
+        assert all(s.key is not None and s.key.uri == KEY_URI for s in pl.segments)
+    assert [s.byterange for s in m3u8.loads(iframes).segments] == [
+        f"{s.iframe_size}@0" for s in segs]
+
+
+def test_encrypted_playlists_need_a_key_uri_and_a_kid() -> None:
+    v1080, segs = fixtures.renditions()[0], _in_blocks(fixtures.segments()["v1080"])
+    aes = replace(v1080, encryption="aes-128", key_id=KID)
+    for build in (build_media, build_iframes):
+        with pytest.raises(ValueError, match="a key URI is needed"):
+            build(aes, segs, QUERY)
+        with pytest.raises(ValueError, match="32 hex digits"):
+            build(replace(aes, key_id="xyz"), segs, QUERY, key_uri=KEY_URI)
+        with pytest.raises(ValueError, match="unknown encryption 'aes-256'"):
+            build(replace(aes, encryption="aes-256"), segs, QUERY, key_uri=KEY_URI)
+        with pytest.raises(ValueError, match="quoted-string"):
+            build(aes, segs, QUERY, key_uri='/keys/"x"')
+    # An I-frame range that is not whole AES blocks cannot decrypt alone.
+    with pytest.raises(ValueError, match="whole 16-byte blocks"):
+        build_iframes(aes, fixtures.segments()["v1080"], QUERY, key_uri=KEY_URI)
+        # A clear rendition ignores a key URI: nothing to decrypt.
+        assert "#EXT-X-KEY" not in build(v1080, segs, QUERY, key_uri=KEY_URI)
