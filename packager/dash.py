@@ -6,8 +6,12 @@ AdaptationSet per language (§5.3.3: an AdaptationSet holds interchangeable
 encodings of one content; a dub is other content) with @lang and a Role (main
 for the first, alternate for the others, §5.8.5.5), each Representation with its
 own SegmentTemplate/SegmentTimeline (§5.3.9.6) because timescales and cut times
-may differ between renditions; audio priming signalled by @presentationTimeOffset
-(§5.3.9.2, the same media time the init segment's edit list skips). Subtitles are
+may differ between renditions. Audio priming is skipped by the init segment's
+edit list alone, with no @presentationTimeOffset: the browser applies the edit
+list (Chromium's MP4 parser subtracts its media_time from every sample's time),
+and dash.js and Shaka set the SourceBuffer's timestampOffset to Period@start -
+presentationTimeOffset, so a PTO of the same priming would pull the audio one
+AAC frame ahead of the picture a second time. Subtitles are
 sidecar WebVTT files (mimeType text/vtt, one BaseURL each, DASH-IF IOP §6.4.5),
 an AdaptationSet per text rendition with @lang and a Role of subtitle, caption
 (SDH) or forced-subtitle.
@@ -118,7 +122,7 @@ def _end(r: Rendition, segments: Mapping[str, Sequence[Segment]]) -> Fraction:
     segs = segments.get(r.id, ())
     if not segs:
         return Fraction(0)
-    # Presentation time: the priming behind presentationTimeOffset is not shown.
+    # Presentation time: the priming the edit list skips is not shown.
     return Fraction(segs[-1].start + segs[-1].duration - r.presentation_offset, r.timescale)
 
 
@@ -142,11 +146,17 @@ def _representation(parent: ET.Element, r: Rendition, segments: Sequence[Segment
         "media": _template_path("$RepresentationID$/$Number$.m4s", query),
         "startNumber": "1",
     })
-    if r.presentation_offset > 0:
-        template.set("presentationTimeOffset", str(r.presentation_offset))
     timeline = ET.SubElement(template, "SegmentTimeline")
     for attrs in _timeline(segments):
         ET.SubElement(timeline, "S", attrs)
+
+
+def _label(aset: ET.Element, r: Rendition) -> None:
+    """The track's name as a Label (ISO/IEC 23009-1; after ContentProtection and
+    before Role in the schema): the name dash.js and Shaka give the track, which is
+    otherwise the AdaptationSet's id."""
+    if r.name:
+        ET.SubElement(aset, "Label").text = r.name
 
 
 def _by_language(audios: Sequence[Rendition]) -> list[tuple[str | None, list[Rendition]]]:
@@ -217,6 +227,7 @@ def build_mpd(asset: Asset, renditions: Sequence[Rendition],
         if language:
             aset.set("lang", language)
         _protection(aset, group, clearkey_url)
+        _label(aset, group[0])
         ET.SubElement(aset, "Role", {"schemeIdUri": ROLE_SCHEME,
                                      "value": "main" if i == 0 else "alternate"})
         for a in group:
@@ -233,6 +244,7 @@ def build_mpd(asset: Asset, renditions: Sequence[Rendition],
             aset.set("lang", language)
         role = ("forced-subtitle" if t.forced
                 else "caption" if t.characteristics == SDH_CHARACTERISTICS else "subtitle")
+        _label(aset, t)
         ET.SubElement(aset, "Role", {"schemeIdUri": ROLE_SCHEME, "value": role})
         rep = ET.SubElement(aset, "Representation", {
             "id": t.id, "bandwidth": str(max(1, _bandwidth(t, segments)))})

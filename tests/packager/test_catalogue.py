@@ -103,12 +103,19 @@ def test_mpd_adaptation_set_per_language(query: str) -> None:
         ("text", "fr", "forced-subtitle", ["sub_fra_forced"]),
     ]
     assert len({s.get("id") for s in sets}) == len(sets)
-    # Audio priming: presentationTimeOffset = the edit list's media_time.
-    for s in sets[1:3]:
-        template = s.find("d:Representation/d:SegmentTemplate", NS)
-        assert template is not None and template.get("presentationTimeOffset") == "1024"
-    assert sets[0].find("d:Representation/d:SegmentTemplate", NS).get(  # type: ignore[union-attr]
-        "presentationTimeOffset") is None
+    # The rendition's name as the AdaptationSet's Label (the name in a player's
+    # track menu), placed before the Role as the schema orders them.
+    assert [[label.text for label in s.findall("d:Label", NS)] for s in sets] == [
+        [], ["English"], ["Français"], ["English"], ["English (SDH)"], ["Français (forcés)"]]
+    for s in sets[1:]:
+        tags = [c.tag.split("}")[1] for c in s]
+        assert tags.index("Label") < tags.index("Role") < tags.index("Representation")
+    # Audio priming: the init's edit list alone skips it (the browser applies it);
+    # a presentationTimeOffset as well would shift the audio twice in dash.js and
+    # Shaka (timestampOffset = Period@start - PTO), so no template carries one.
+    templates = root.findall("d:Period/d:AdaptationSet/d:Representation/d:SegmentTemplate", NS)
+    assert len(templates) == 4
+    assert all(t.get("presentationTimeOffset") is None for t in templates)
     # Text: a sidecar WebVTT file per rendition.
     for s in sets[3:]:
         assert s.get("mimeType") == "text/vtt"

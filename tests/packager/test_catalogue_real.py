@@ -8,6 +8,9 @@ engine's to_models makes (name, presentation_offset, forced, characteristics).""
 
 from __future__ import annotations
 
+import re
+import struct
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,7 @@ from packager import (
     codec_string,
 )
 from tests.media import decode_errors, ffmpeg, ffprobe
+from tests.native import isobmff
 
 KINDS = {native.TrackKind.VIDEO: "video", native.TrackKind.AUDIO: "audio",
          native.TrackKind.TEXT: "text"}
@@ -120,3 +124,115 @@ def test_dash_manifest_plays_every_language(published: tuple[Path, list[Renditio
     found = sorted((s["codec_type"], s.get("tags", {}).get("language", "")) for s in streams)
     assert found == [("audio", "en"), ("audio", "fr"), ("subtitle", "en"), ("subtitle", "fr"),
                      ("video", "")]
+
+
+# ---- audio and video start together, as the players put them -----------------------
+#
+# Where a player puts a sample on its timeline is the browser's presentation time
+# of the sample plus the SourceBuffer's timestampOffset the player sets:
+# - the browser (Chromium's MP4 parser, track_run_iterator) presents a sample at
+#   tfdt + its decode offset + its composition offset - the edit list's media_time;
+# - dash.js (_calcMseTimeOffset) and Shaka (dash/segment_template.js) set
+#   timestampOffset = Period@start - presentationTimeOffset / timescale;
+# - hls.js shifts every track by the main (video) playlist's first tfdt, Shaka's
+#   HLS each track by its own first tfdt: both 0 here, so the edit list alone acts.
+
+FRAME = 1024 / 48000  # one AAC frame at 48 kHz, seconds
+MPD_NS = {"d": "urn:mpeg:dash:schema:mpd:2011"}
+
+
+def _seconds(duration: str) -> float:
+    match = re.fullmatch(r"PT(?:(\d+)H)?(?:(\d+)M)?(?:([\d.]+)S)?", duration)
+    assert match, duration
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _edit_media_time(init: bytes) -> int:
+    """media_time of the init's one edit (ISO/IEC 14496-12 §8.6.6), 0 without edts."""
+    trak = isobmff.root(init).find("moov/trak")
+    try:
+        elst = trak.find("edts/elst")
+    except KeyError:
+        return 0
+    version, _ = isobmff.full_header(elst)
+    fmt = ">Iqq" if version == 1 else ">Iii"
+    count, _, media_time = struct.unpack_from(fmt, elst.payload, 4)
+    assert count == 1
+    return int(media_time)
+
+
+def _default_duration(tfhd: isobmff.Box) -> int:
+    """tfhd's default_sample_duration (§8.8.7), 0 when absent."""
+    _, flags = isobmff.full_header(tfhd)
+    off = 8 + (8 if flags & 0x1 else 0) + (4 if flags & 0x2 else 0)
+    return int(struct.unpack_from(">I", tfhd.payload, off)[0]) if flags & 0x8 else 0
+
+
+def _browser_times(out: Path, rid: str) -> list[float]:
+    """Presentation times (s) the browser gives the samples of segment 1, in order."""
+    init = (out / rid / "init.mp4").read_bytes()
+    timescale = _timescale(init)
+    media_time = _edit_media_time(init)
+    traf = isobmff.root((out / rid / "1.m4s").read_bytes()).find("moof/traf")
+    dts = isobmff.tfdt(traf.find("tfdt"))
+    default = _default_duration(traf.find("tfhd"))
+    times = []
+    for s in isobmff.trun(traf.find("trun")).samples:
+        times.append((dts + s.composition_offset - media_time) / timescale)
+        dts += s.duration or default
+    return times
+
+
+def _timescale(init: bytes) -> int:
+    mdhd = isobmff.root(init).find("moov/trak/mdia/mdhd")
+    version, _ = isobmff.full_header(mdhd)
+    return int(struct.unpack_from(">I", mdhd.payload, 20 if version == 1 else 12)[0])
+
+
+def _source_start(out: Path, rid: str) -> float:
+    """Browser time of the first source sample: where the edit list starts the
+    track (the AAC priming before it is not the master's sound)."""
+    init = (out / rid / "init.mp4").read_bytes()
+    first = min(_browser_times(out, rid))
+    return max(first, 0.0) if _edit_media_time(init) else first
+
+
+def _dash_offsets(out: Path) -> dict[str, float]:
+    """Representation id -> the timestampOffset dash.js and Shaka set for it."""
+    root = ET.fromstring((out / "manifest.mpd").read_text())
+    offsets = {}
+    for period in root.findall("d:Period", MPD_NS):
+        start = _seconds(period.get("start", "PT0S"))
+        for rep in period.findall("d:AdaptationSet/d:Representation", MPD_NS):
+            template = rep.find("d:SegmentTemplate", MPD_NS)
+            if template is None:
+                continue  # sidecar WebVTT: no media timeline
+            pto = int(template.get("presentationTimeOffset", "0"))
+            offsets[str(rep.get("id"))] = start - pto / int(template.get("timescale", "1"))
+    return offsets
+
+
+@pytest.mark.parametrize("protocol", ["dash", "hls"])
+def test_audio_and_video_start_within_one_audio_frame(
+        published: tuple[Path, list[Rendition]], protocol: str) -> None:
+    out, renditions = published
+    video = next(r.id for r in renditions if r.kind == "video")
+    audios = [r.id for r in renditions if r.kind == "audio"]
+    # HLS: no per-track shift here (every first tfdt is 0, checked); DASH: the MPD's.
+    if protocol == "hls":
+        for rid in (video, *audios):
+            traf = isobmff.root((out / rid / "1.m4s").read_bytes()).find("moof/traf")
+            assert isobmff.tfdt(traf.find("tfdt")) == 0, rid
+        offset = dict.fromkeys((video, *audios), 0.0)
+    else:
+        offset = _dash_offsets(out)
+    picture = _source_start(out, video) + offset[video]
+    assert picture == pytest.approx(0.0, abs=1e-9)
+    for rid in audios:
+        times = [t + offset[rid] for t in _browser_times(out, rid)]
+        sound = _source_start(out, rid) + offset[rid]
+        # The master's first sound plays with the first picture (less than one
+        # AAC frame apart), and at most the one priming frame lies before it.
+        assert abs(sound - picture) < FRAME, (rid, sound, picture)
+        assert times[0] >= picture - FRAME - 1e-9, (rid, times[:3])
