@@ -27,16 +27,14 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from metadata.sqlite_side import open_connection
+from metadata.sqlite_side import SQLiteThread
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 SOURCES = ("origin", "edge")
 # (asset id, Unix hour number) -> bytes
 Counts = Mapping[tuple[str, int], int]
@@ -84,28 +82,12 @@ def _check_source(source: str) -> None:
         raise ValueError(f"unknown delivery source {source!r} (origin, edge)")
 
 
-class SQLiteDeliveryLedger:
+class SQLiteDeliveryLedger(SQLiteThread):
     """The ledger in the SQLite metadata file (module docstring)."""
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
-        self.path = Path(path)
-        self._busy = busy_timeout_s
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdlc-delivery")
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = open_connection(self.path, busy_timeout_s=self._busy,
-                                         synchronous="NORMAL", schema=_SCHEMA,
-                                         check_same_thread=False)
-        return self._conn
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed:
-            raise RuntimeError("the delivery ledger is closed")
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, lambda: fn(self._connect()))
+        super().__init__(path, name="delivery", synchronous="NORMAL", schema=_SCHEMA,
+                         busy_timeout_s=busy_timeout_s)
 
     async def add(self, source: str, counts: Counts) -> None:
         _check_source(source)
@@ -161,18 +143,6 @@ class SQLiteDeliveryLedger:
         for hour, source, n in rows:
             out.setdefault(int(hour), {})[str(source)] = int(n)
         return out
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-
-        def go() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-        await asyncio.get_running_loop().run_in_executor(self._pool, go)
-        self._pool.shutdown(wait=True)
 
 
 # KEYS[1] = offsets hash; ARGV = [prefix, file_id, start, end, asset1, field1, n1, ...]

@@ -16,16 +16,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 from metadata.event_log import AppendResult, LoggedEvent, Retention, WatchEvent
-from metadata.sqlite_side import open_connection
-
-T = TypeVar("T")
+from metadata.sqlite_side import SQLiteThread
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS watch_events (
@@ -42,35 +38,21 @@ _TRIM_EVERY = 1000
 _ROWS_PER_INSERT = 500
 
 
-class SQLiteEventLog:
+class SQLiteEventLog(SQLiteThread):
     """The SQLite EventLog (module docstring)."""
 
     def __init__(self, path: Path, *, retention: Retention | None = None,
                  busy_timeout_s: float = 30.0, poll_seconds: float = 0.2) -> None:
-        self.path = Path(path)
+        # Watch events are telemetry: a power cut may lose the last commit
+        # (WAL + NORMAL stays consistent), which buys ~10x the append rate.
+        super().__init__(path, name="events", synchronous="NORMAL", schema=_SCHEMA,
+                         busy_timeout_s=busy_timeout_s)
         self.retention = retention or Retention()
-        self._busy = busy_timeout_s
         self._poll = poll_seconds
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdlc-events")
-        self._conn: sqlite3.Connection | None = None
         self._since_trim = 0
-        self._closed = False
         self._pending: list[tuple[list[WatchEvent], asyncio.Future[AppendResult]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._appended = asyncio.Event()
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            # Watch events are telemetry: a power cut may lose the last commit
-            # (WAL + NORMAL stays consistent), which buys ~10x the append rate.
-            self._conn = open_connection(self.path, busy_timeout_s=self._busy,
-                                         synchronous="NORMAL", schema=_SCHEMA,
-                                         check_same_thread=False)
-        return self._conn
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, lambda: fn(self._connect()))
 
     async def append(self, events: Sequence[WatchEvent]) -> AppendResult:
         """Group commit: appends that arrive while a transaction is being written
@@ -197,15 +179,3 @@ class SQLiteEventLog:
     async def ping(self) -> None:
         await self._run(lambda c: c.execute("SELECT 1").fetchone())
 
-    async def close(self) -> None:
-        """Close the connection (a second close does nothing)."""
-        if self._closed:
-            return
-        self._closed = True
-
-        def go() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-        await asyncio.get_running_loop().run_in_executor(self._pool, go)
-        self._pool.shutdown(wait=True)

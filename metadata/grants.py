@@ -30,15 +30,12 @@ import asyncio
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-from metadata.sqlite_side import open_connection
-
-T = TypeVar("T")
+from metadata.sqlite_side import SQLiteThread
 
 ENTITLEMENT_KINDS = ("purchase", "rental", "subscription")
 
@@ -103,29 +100,14 @@ CREATE INDEX IF NOT EXISTS grants_by_asset ON grants (asset_id, id);
 """
 
 
-class SQLiteGrants:
+class SQLiteGrants(SQLiteThread):
     """GrantStore in the metadata SQLite file (module docstring)."""
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
-        self.path = Path(path)
-        self._busy_timeout_s = busy_timeout_s
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdlc-grants")
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
+        super().__init__(path, name="grants", synchronous="FULL", schema=_SCHEMA,
+                         busy_timeout_s=busy_timeout_s)
         self._pending: list[tuple[tuple[Any, ...], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = open_connection(self.path, busy_timeout_s=self._busy_timeout_s,
-                                         synchronous="FULL", schema=_SCHEMA)
-        return self._conn
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed:
-            raise sqlite3.ProgrammingError("the grant store is closed")
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, lambda: fn(self._connect()))
 
     async def put(self, grant: Grant) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -188,17 +170,7 @@ class SQLiteGrants:
             return
         if self._flusher is not None:
             await asyncio.wait([self._flusher])  # grants put before close are written
-        self._closed = True
-
-        def go() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._pool, go)
-        finally:
-            self._pool.shutdown(wait=True)
+        await super().close()
 
 
 _SCYLLA_DDL = (

@@ -43,16 +43,13 @@ import time
 import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from metadata.scylla_side import ScyllaSideStore
-from metadata.sqlite_side import open_connection
-
-T = TypeVar("T")
+from metadata.sqlite_side import SQLiteThread
 
 # CMAF common encryption, and HLS whole-segment AES-128 (engine/segment_crypto.py).
 SCHEMES = ("cenc", "cbcs", "aes-128")
@@ -308,27 +305,15 @@ CREATE UNIQUE INDEX IF NOT EXISTS content_keys_scheme ON content_keys (asset_id,
 """
 
 
-class SQLiteKeyStore:
+class SQLiteKeyStore(SQLiteThread):
     """KeyStore in a SQLite file (WAL), on one private thread like
     metadata.sqlite_store."""
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
-        self.path = Path(path)
-        self._busy = busy_timeout_s
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdlc-keys")
-        self._conn: sqlite3.Connection | None = None
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            # A key handed to the encoder must survive a power cut: media encrypted
-            # with a lost key is lost media.
-            self._conn = open_connection(self.path, busy_timeout_s=self._busy,
-                                         synchronous="FULL", schema=_SCHEMA)
-        return self._conn
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, lambda: fn(self._connect()))
+        # A key handed to the encoder must survive a power cut: media encrypted
+        # with a lost key is lost media.
+        super().__init__(path, name="keys", synchronous="FULL", schema=_SCHEMA,
+                         busy_timeout_s=busy_timeout_s)
 
     async def add(self, key: ContentKey) -> ContentKey:
         def go(c: sqlite3.Connection) -> ContentKey:
@@ -358,13 +343,6 @@ class SQLiteKeyStore:
     async def ping(self) -> None:
         await self._run(lambda c: c.execute("SELECT 1").fetchone())
 
-    async def close(self) -> None:
-        def go() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-        await asyncio.get_running_loop().run_in_executor(self._pool, go)
-        self._pool.shutdown(wait=True)
 
 
 # -- ScyllaDB -----------------------------------------------------------------------

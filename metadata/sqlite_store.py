@@ -10,21 +10,17 @@ a mix.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from metadata.jobs import AlreadyExists, Job, JobRequest, StaleJob
 from metadata.models import Asset, JobState, Rendition, Segment
-from metadata.sqlite_side import ensure_wal
-
-T = TypeVar("T")
+from metadata.sqlite_side import SQLiteThread
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS assets (
@@ -174,34 +170,28 @@ def _mirror(conn: sqlite3.Connection, job: Job) -> None:
     )
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteThread):
     """MetadataStore over one SQLite file (see the module docstring)."""
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
-        self.path = Path(path)
-        self._busy_timeout_s = busy_timeout_s
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdlc-sqlite")
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
+        # FULL: in WAL mode every commit syncs the WAL, so a publish that was
+        # acknowledged survives a power cut too; NORMAL would survive only an
+        # application crash (sqlite.org/pragma.html#pragma_synchronous).
+        super().__init__(path, name="metadata", synchronous="FULL", schema=_SCHEMA,
+                         busy_timeout_s=busy_timeout_s)
 
     # -- plumbing ---------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, timeout=self._busy_timeout_s, isolation_level=None,
-                check_same_thread=True,
-            )
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
-            ensure_wal(conn, self._busy_timeout_s)
-            # FULL: in WAL mode every commit syncs the WAL, so a publish that was
-            # acknowledged survives a power cut too; NORMAL would survive only an
-            # application crash (sqlite.org/pragma.html#pragma_synchronous).
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.executescript(_SCHEMA)
+        if self._conn is not None:
+            return self._conn
+        conn = super()._connect()
+        try:
             self._migrate(conn)
-            self._conn = conn
-        return self._conn
+        except BaseException:  # next use opens afresh and migrates again
+            self._conn = None
+            conn.close()
+            raise
+        return conn
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
@@ -213,12 +203,6 @@ class SQLiteStore:
         for name, ddl in _REND_ADDED:
             if name not in have:
                 conn.execute(f"ALTER TABLE renditions ADD COLUMN {name} {ddl}")
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            return fn(self._connect())
-
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     async def open(self) -> SQLiteStore:
         """Create the file and schema now (done on first use otherwise)."""
@@ -500,18 +484,3 @@ class SQLiteStore:
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
 
-    async def close(self) -> None:
-        """Idempotent; the store cannot be used afterwards."""
-        if self._closed:
-            return
-        self._closed = True
-
-        def go() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._pool, go)
-        finally:
-            self._pool.shutdown(wait=True)

@@ -16,19 +16,15 @@ metadata keyspace). Plain data and I/O only; nothing of ours imported.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from metadata.scylla_side import ScyllaSideStore
-from metadata.sqlite_side import open_connection
-
-T = TypeVar("T")
+from metadata.sqlite_side import SQLiteThread
 
 EVENT_TYPES = ("asset.created", "asset.ready", "asset.failed", "asset.deleted")
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
@@ -187,26 +183,14 @@ def _subscription(row: Sequence[Any]) -> Subscription:
                         created_at=row[4])
 
 
-class SQLiteWebhookStore:
+class SQLiteWebhookStore(SQLiteThread):
     """WebhookStore in a SQLite file (WAL, set by the metadata store or here), on
     one private thread like metadata.sqlite_store."""
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
-        self.path = Path(path)
-        self._busy = busy_timeout_s
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdlc-webhooks")
-        self._conn: sqlite3.Connection | None = None
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            # An acknowledged outbox row survives a power cut (as the job rows do).
-            self._conn = open_connection(self.path, busy_timeout_s=self._busy,
-                                         synchronous="FULL", schema=_SCHEMA)
-        return self._conn
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, lambda: fn(self._connect()))
+        # An acknowledged outbox row survives a power cut (as the job rows do).
+        super().__init__(path, name="webhooks", synchronous="FULL", schema=_SCHEMA,
+                         busy_timeout_s=busy_timeout_s)
 
     async def add_subscription(self, sub: Subscription) -> None:
         await self._run(lambda c: c.execute(
@@ -315,13 +299,6 @@ class SQLiteWebhookStore:
     async def ping(self) -> None:
         await self._run(lambda c: c.execute("SELECT 1").fetchone())
 
-    async def close(self) -> None:
-        def go() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-        await asyncio.get_running_loop().run_in_executor(self._pool, go)
-        self._pool.shutdown(wait=True)
 
 
 # -- ScyllaDB -----------------------------------------------------------------------

@@ -14,10 +14,8 @@ on loopback in a thread of this test, as in test_encrypted_play.py."""
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
 import subprocess
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -34,7 +32,7 @@ from engine.segment_crypto import decrypt_segment, sequence_iv
 from metadata import open_cache, open_objects, open_store
 from metadata.jobs import JobRequest
 from metadata.keys import AES_128, ContentKey, open_key_store
-from tests.e2e.conftest import LIBS
+from tests.e2e.local_page import local_page
 from tests.e2e.test_encrypted_play import SIGNING, KeyOrigin
 from tests.media import make_master
 
@@ -78,40 +76,10 @@ hls.attachMedia(video);
 """
 
 
-class _Page(http.server.BaseHTTPRequestHandler):
-    """/aes128.html (PAGE) and /lib/hls.min.js on a loopback port of their own (a
-    real local page: see test_encrypted_play.py)."""
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/aes128.html":
-            body, ctype = PAGE.encode(), "text/html; charset=utf-8"
-        elif path == "/lib/hls.min.js":
-            body, ctype = LIBS["hls.min.js"].read_bytes(), "text/javascript"
-        else:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def page_url() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/aes128.html"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_page("aes128.html", PAGE, ["hls.min.js"]) as url:
+        yield url
 
 
 async def _ingest(data: Path, master: Path) -> ContentKey:

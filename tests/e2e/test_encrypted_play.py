@@ -11,7 +11,6 @@ served on loopback from a thread of this test."""
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
 import threading
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from aiohttp import web
 from cdn.edge import free_port
 from cdn.tokens import sign_for
 from tests.conftest import make_env
-from tests.e2e.conftest import LIBS
+from tests.e2e.local_page import local_page
 from tests.media import make_master
 
 SIGNING = b"e2e-encrypted-signing-key"
@@ -132,41 +131,10 @@ class KeyOrigin:
         self._loop.close()
 
 
-class _Page(http.server.BaseHTTPRequestHandler):
-    """/encrypted.html (PAGE) and /lib/shaka-player.compiled.js, on a loopback port
-    of their own: a real local page (a page fulfilled by Playwright's router has no
-    address space, and Chromium's local-network checks then block 127.0.0.1)."""
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/encrypted.html":
-            body, ctype = PAGE.encode(), "text/html; charset=utf-8"
-        elif path == "/lib/shaka-player.compiled.js":
-            body, ctype = LIBS["shaka-player.compiled.js"].read_bytes(), "text/javascript"
-        else:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def page_url() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/encrypted.html"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_page("encrypted.html", PAGE, ["shaka-player.compiled.js"]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
