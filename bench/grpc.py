@@ -177,7 +177,7 @@ async def upload_grpc(target: str, path: Path, asset_id: str) -> float:
 
         async def stream() -> AsyncIterator[assets_pb2.UploadAssetRequest]:
             yield assets_pb2.UploadAssetRequest(header=assets_pb2.UploadHeader(
-                asset_id=asset_id, file_name=path.name))
+                asset_id=asset_id, file_name=path.name, size_bytes=path.stat().st_size))
             with path.open("rb") as f:
                 while chunk := f.read(2**20):
                     yield assets_pb2.UploadAssetRequest(chunk=chunk)

@@ -96,6 +96,10 @@ class AssetServicer:
             await _not_cancelled(context)
             if sink.written == 0:
                 raise RequestError("empty upload: no bytes of the master were sent")
+            if header.size_bytes and sink.written != header.size_bytes:
+                raise RequestError(f"upload ended after {sink.written} of the "
+                                   f"{header.size_bytes} bytes its header announced; "
+                                   "nothing was kept")
         except BaseException:  # refused, too large, or the client went away
             with contextlib.suppress(OSError):
                 tmp.unlink()

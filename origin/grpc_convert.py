@@ -65,6 +65,8 @@ def job_options(options: assets_pb2.JobOptions) -> dict[str, object]:
         out["preset"] = options.preset
     if options.encoder:
         out["encoder"] = options.encoder
+    if options.encryption:
+        out["encryption"] = options.encryption
     if options.copy:
         out["copy"] = True
     for name in ("segment_seconds", "gop_seconds"):

@@ -58,6 +58,8 @@ function upload(assets, args) {
     call.write({
       header: {
         asset_id: args.id, file_name: path.basename(args.file),
+        // The server refuses an upload that ends short of this (a cancelled stream).
+        size_bytes: fs.statSync(args.file).size,
         options: { ladder: args.ladder },
       },
     });

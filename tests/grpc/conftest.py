@@ -136,10 +136,10 @@ async def make_stack(tmp_path: Path) -> AsyncIterator[MakeStack]:
 def upload_messages(path: Path, *, asset_id: str = "", ladder: str = LADDER,
                     chunk: int = 256 * 1024, **options: Any) -> list[Any]:
     """The messages of an UploadAsset stream for ``path``."""
-    header = assets_pb2.UploadHeader(
-        asset_id=asset_id, file_name=path.name,
-        options=assets_pb2.JobOptions(ladder=ladder, preset="ultrafast", **options))
     data = path.read_bytes()
+    header = assets_pb2.UploadHeader(
+        asset_id=asset_id, file_name=path.name, size_bytes=len(data),
+        options=assets_pb2.JobOptions(ladder=ladder, preset="ultrafast", **options))
     return [assets_pb2.UploadAssetRequest(header=header)] + [
         assets_pb2.UploadAssetRequest(chunk=data[i:i + chunk])
         for i in range(0, len(data), chunk)]

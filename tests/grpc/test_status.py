@@ -86,6 +86,13 @@ async def test_invalid_argument(make_stack: MakeStack, master: Path) -> None:
     no_kind.entitlement.Clear()
     code, text = await _code(playback.IssuePlayback(no_kind))
     assert code == CODE.INVALID_ARGUMENT and "entitlement" in text
+    # An upload that ends short of the size its header announced (what a client
+    # cancelled mid-stream can look like to the server) and an unknown encryption.
+    short = upload_messages(master, asset_id="short", chunk=16 * 1024)[:-1]
+    code, text = await _code(assets.UploadAsset(_stream(short)))
+    assert code == CODE.INVALID_ARGUMENT and "bytes its header announced" in text, text
+    code, text = await _code(upload(assets, master, asset_id="bad2", encryption="rot13"))
+    assert code == CODE.INVALID_ARGUMENT and "encryption" in text, text
     assert _uploads_left(stack) == []  # refusals keep nothing
     assert (await assets.ListAssets(assets_pb2.ListAssetsRequest())).assets == []
 
@@ -154,6 +161,16 @@ async def test_resource_exhausted_and_cleanup(make_stack: MakeStack, master: Pat
     assert _uploads_left(stack) == []
     code, _ = await _code(assets.GetAsset(assets_pb2.GetAssetRequest(asset_id="big")))
     assert code == CODE.NOT_FOUND
+
+
+async def test_encryption_travels_with_the_upload(make_stack: MakeStack, master: Path) -> None:
+    """JobOptions.encryption reaches the job's typed request, as the REST option does."""
+    stack = await make_stack(hold_jobs=True)
+    await upload(stack.assets(), master, asset_id="paid", encryption="cbcs")
+    asset = await stack.engine.services.store.get_asset("paid")
+    assert asset is not None
+    job = await stack.engine.services.store.get_job(asset.current_job)
+    assert job is not None and job.request.encryption == "cbcs"
 
 
 async def test_cancelled_upload_leaves_nothing(make_stack: MakeStack, master: Path) -> None:
