@@ -93,6 +93,23 @@ def refusal(exc: BaseException) -> web.Response | None:
     return None
 
 
+async def auth_refusal(authenticator: Authenticator, request: web.Request,
+                       scope: str) -> web.Response | None:
+    """The 401/403/503 answer when the caller may not do ``scope``, else None."""
+    try:
+        await authenticator.check_http(request.headers.get(hdrs.AUTHORIZATION),
+                                       request.headers.get("X-API-Key"), scope)
+    except Unauthenticated as exc:
+        resp = problem(401, str(exc))
+        resp.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="cdlc"'
+        return resp
+    except PermissionDenied as exc:
+        return problem(403, str(exc))
+    except AuthUnavailable as exc:
+        return problem(503, str(exc))
+    return None
+
+
 def job_json(job: Job) -> dict[str, Any]:
     return {
         "id": job.id, "asset_id": job.asset_id, "state": str(job.state),
@@ -198,19 +215,7 @@ class Admin:
         return resp
 
     async def _refused(self, request: web.Request, scope: str) -> web.Response | None:
-        """The 401/403/503 answer when the caller may not do this, else None."""
-        try:
-            await self.authenticator.check_http(request.headers.get(hdrs.AUTHORIZATION),
-                                                request.headers.get("X-API-Key"), scope)
-        except Unauthenticated as exc:
-            resp = problem(401, str(exc))
-            resp.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="cdlc"'
-            return resp
-        except PermissionDenied as exc:
-            return problem(403, str(exc))
-        except AuthUnavailable as exc:
-            return problem(503, str(exc))
-        return None
+        return await auth_refusal(self.authenticator, request, scope)
 
     # -- POST /v1/assets ------------------------------------------------------------
     async def create(self, request: web.Request) -> web.StreamResponse:

@@ -73,14 +73,11 @@ from metadata.event_log import (
 )
 from metadata.event_log_delivery import DeliveryCounter, DeliveryLedger
 from metadata.stats import AssetStats, StatsModel
-from origin.admin import problem
+from origin.admin import auth_refusal, problem
 from origin.application import Application
 from origin.auth import (
     ASSETS_READ,
     Authenticator,
-    AuthUnavailable,
-    PermissionDenied,
-    Unauthenticated,
 )
 from origin.playback import ASSET_RE
 
@@ -366,19 +363,10 @@ class EventIntake:
 
     async def get_stats(self, request: web.Request) -> web.StreamResponse:
         asset_id = request.match_info["id"]
-        if self.authenticator.enabled:
-            try:
-                await self.authenticator.check_http(request.headers.get(hdrs.AUTHORIZATION),
-                                                    request.headers.get("X-API-Key"),
-                                                    ASSETS_READ)
-            except Unauthenticated as exc:
-                resp = problem(401, str(exc))
-                resp.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="cdlc"'
-                return resp
-            except PermissionDenied as exc:
-                return problem(403, str(exc))
-            except AuthUnavailable as exc:
-                return problem(503, str(exc))
+        if self.authenticator.enabled and (
+                refused := await auth_refusal(self.authenticator, request, ASSETS_READ)
+        ) is not None:
+            return refused
         if self.application is not None and not ASSET_RE.fullmatch(asset_id):
             return problem(400, "invalid asset id")
         try:
