@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 STAMPS := .stamps
 APT_PACKAGES := ffmpeg pkg-config cmake g++ libavcodec-dev libavformat-dev libavutil-dev \
 	libswscale-dev libswresample-dev libavfilter-dev nginx-light libnginx-mod-http-js wrk chromium redis-server \
-	rabbitmq-server
+	rabbitmq-server libssl-dev
 
 .PHONY: setup apt venv native node console proto demo test test-fast bench lint clean
 setup: apt venv native node console proto

@@ -304,7 +304,7 @@ _PROXY_HEADERS = (
     "X-Forwarded-Proto $scheme",
     "X-Forwarded-Host $http_host",
 )
-_MANIFEST_MIME = "application/vnd.apple.mpegurl application/dash+xml"
+_MANIFEST_MIME = "application/vnd.apple.mpegurl application/dash+xml text/vtt"  # + storyboard.vtt
 
 
 def _manifest_cache(signing_key: bytes | None) -> str:

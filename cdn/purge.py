@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 PURGE_PREFIX = "/_edge/purge"  # keep in step with cdn/nginx.py
+STORYBOARD = "storyboard"  # the storyboard's rendition id (packager/storyboard.py)
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,10 @@ def asset_paths(asset_id: str, renditions: Mapping[str, int],
     """Every playback path of an asset (DESIGN.md "Playback URLs"): the master
     playlist and MPD, and per rendition its media playlist, init segment and
     segments 1..count; for the rendition ids in ``text`` (WebVTT subtitles) the
-    cue files 1..count and the whole track instead. `renditions` maps rendition
-    id -> segment count.
+    cue files 1..count and the whole track instead; for the storyboard (the
+    rendition id ``storyboard``, engine/storyboard.py) its sprite sheets 1..count,
+    the poster and the thumbnails track. `renditions` maps rendition id -> segment
+    count.
 
     The paths are the edge's cache keys (``$uri``: decoded), so they are not
     percent-encoded; ids holding "/", "?", "%" or control characters are refused."""
@@ -50,6 +53,11 @@ def asset_paths(asset_id: str, renditions: Mapping[str, int],
         if rendition in texts:
             paths += [f"{base}/media.m3u8", f"{base}/subtitles.vtt"]
             paths += [f"{base}/{n}.vtt" for n in range(1, count + 1)]
+            continue
+        if rendition == STORYBOARD:
+            paths += [f"/vod/{asset_id}/poster.jpg", f"/vod/{asset_id}/storyboard.vtt",
+                      f"{base}/poster.jpg"]
+            paths += [f"{base}/{n}.jpg" for n in range(1, count + 1)]
             continue
         paths += [f"{base}/media.m3u8", f"{base}/init.mp4"]
         paths += [f"{base}/{n}.m4s" for n in range(1, count + 1)]

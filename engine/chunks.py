@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import native
+from engine import storyboard
 from engine.job_spec import IngestError, work_dir_name
 from engine.ladder import plan_ladder
 from engine.leases import Lease, holder_dead, holder_id
@@ -163,7 +164,8 @@ async def split(services: Services, lease: Lease, rungs: list[native.Rung], dura
     }
     for i, (start, end) in enumerate(plan_spans(duration, req.segment_seconds, chunk_seconds)):
         parts[f"c{i}"] = _part(start, end)
-    chunks = {"plan": {"rungs": [asdict(r) for r in rungs], "duration": duration},
+    chunks = {"plan": {"rungs": [asdict(r) for r in rungs], "duration": duration,
+                       "stills_interval": storyboard.interval_for(duration)},
               "parts": parts}
     first = list(parts)[:max(1, window)]
     now = time.time()
@@ -205,7 +207,7 @@ class PartRun:
         part = parts_of(job)[self.name]
         renew = asyncio.create_task(self._renew())
         try:
-            records, prefix = await self._encode(job, part)
+            records, prefix, stills = await self._encode(job, part)
         except BaseException as exc:
             renew.cancel()
             await asyncio.gather(renew, return_exceptions=True)
@@ -216,7 +218,7 @@ class PartRun:
             return "failed"
         renew.cancel()
         await asyncio.gather(renew, return_exceptions=True)
-        return await self._complete(records, prefix)
+        return await self._complete(records, prefix, stills)
 
     async def _claim(self) -> Job | None:
         now = time.time()
@@ -255,9 +257,12 @@ class PartRun:
                 log.warning("renewing part %s of %s failed", self.name, self.job_id,
                             exc_info=True)
 
-    async def _encode(self, job: Job, part: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    async def _encode(self, job: Job, part: dict[str, Any]
+                      ) -> tuple[list[dict[str, Any]], str, dict[str, Any] | None]:
         req = job.request
         video = self.name != AUDIO
+        # Plans made before storyboards have no interval: no stills then.
+        interval = float(job.chunks["plan"].get("stills_interval", 0.0)) if video else 0.0
         rungs = [native.Rung(**r) for r in job.chunks["plan"]["rungs"]] if video else []
         work = self.services.work_dir / work_dir_name(f"{job.asset_id}-{self.name}")
         out = work / "out"
@@ -271,16 +276,22 @@ class PartRun:
                     gop_seconds=req.gop, preset=req.preset, audio=not video, video=video,
                     start_seconds=part["start"], end_seconds=part["end"],
                     # Text tracks and sidecars come whole from the audio part.
-                    subtitles=not video, **({} if video else sidecars_of(req)))
+                    subtitles=not video, thumbnail_interval=interval,
+                    **({} if video else sidecars_of(req)))
                 result = await asyncio.to_thread(transcoder.run, progress)
             records = [rendition_record(r) for r in result.renditions]
+            stills = storyboard.stills_of(result, interval) if interval else None
+            meta = (await asyncio.to_thread(storyboard.save_stills,
+                                            out / storyboard.STILLS_DIR, stills)
+                    if stills is not None else None)
             prefix = f"chunks/{job.id}/{self.name}/{uuid.uuid4().hex[:8]}"
             await self.services.objects.adopt_tree(prefix, out)
-            return records, prefix
+            return records, prefix, meta
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    async def _complete(self, records: list[dict[str, Any]], prefix: str) -> str:
+    async def _complete(self, records: list[dict[str, Any]], prefix: str,
+                        stills: dict[str, Any] | None) -> str:
         won = False
 
         def finish(job: Job) -> bool:
@@ -289,7 +300,7 @@ class PartRun:
             if job.finished or p is None or p["state"] == "done":
                 return False
             p.update(state="done", holder=None, progress=1.0, prefix=prefix, result=records,
-                     error=None, done_at=time.time(), worker=self.holder)
+                     stills=stills, error=None, done_at=time.time(), worker=self.holder)
             job.progress = _progress(job)
             won = True
             return True
@@ -502,6 +513,12 @@ async def stitch(services: Services, job_id: str, holder: str) -> None:
                                    float(job.chunks["plan"]["duration"]))
             renditions, segments = to_models(job.asset_id, result)
             await _lay_out(services, [parts[n] for n in order], staging / "out")
+            stills = await _gather_stills(services, [parts[n] for n in spans], staging)
+            board = await asyncio.to_thread(storyboard.write_storyboard, staging / "out",
+                                            job.asset_id, stills, result.duration_seconds)
+            if board is not None:
+                renditions.append(board[0])
+                segments.extend(board[1])
             await lease.state(JobState.PUBLISHING, 0.0)
             await services.objects.adopt_tree(media_prefix(job.asset_id), staging / "out")
             asset = Asset(id=job.asset_id, source_name=job.request.source_name,
@@ -540,6 +557,24 @@ async def _lay_out(services: Services, parts: list[dict[str, Any]], out: Path) -
             (out / rid).mkdir(parents=True, exist_ok=True)
             for name in names:
                 await _fetch(services, f"{part['prefix']}/{rid}/{name}", out / rid / name)
+
+
+async def _gather_stills(services: Services, parts: list[dict[str, Any]],
+                         staging: Path) -> storyboard.Stills | None:
+    """The video parts' stills, fetched and merged (None when a part has none: a
+    storyboard with holes would point cues at the wrong pictures)."""
+    spans = []
+    for i, part in enumerate(parts):
+        meta = part.get("stills")
+        if not meta:
+            return None
+        folder = staging / storyboard.STILLS_DIR / str(i)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in storyboard.stills_files(meta):
+            await _fetch(services, f"{part['prefix']}/{storyboard.STILLS_DIR}/{name}",
+                         folder / name)
+        spans.append(await asyncio.to_thread(storyboard.load_stills, folder, meta))
+    return storyboard.merge_stills(spans)
 
 
 async def _fetch(services: Services, key: str, dest: Path) -> None:

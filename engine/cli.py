@@ -103,6 +103,7 @@ async def asset_summary(backends: Backends, asset: Asset) -> dict[str, Any]:
             "id": r.id, "kind": r.kind, "width": r.width, "height": r.height,
             "bitrate": r.bitrate, "avg_bitrate": r.avg_bitrate, "peak_bitrate": r.peak_bitrate,
             "codec": r.codec_string, "segments": len(segments),
+            **({"tiles": r.tiles} if r.kind == "image" else {}),
         })
     return {
         "asset": asset.id, "state": asset.state.value, "duration": round(asset.duration, 3),
@@ -246,8 +247,9 @@ def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str
     else:
         print(f"{summary['asset']}: ready, {summary['duration']:.2f} s")
         for r in summary["renditions"]:
-            size = f"{r['width']}x{r['height']}" if r["kind"] == "video" else "audio"
-            print(f"  {r['id']:<8} {size:<10} {r['bitrate'] // 1000:>6} kbit/s  "
+            size = (f"{r['width']}x{r['height']}" if r["kind"] == "video"
+                    else f"{r['tiles']} tiles" if r["kind"] == "image" else r["kind"])
+            print(f"  {r['id']:<10} {size:<10} {r['bitrate'] // 1000:>6} kbit/s  "
                   f"{r['codec']:<14} {r['segments']} segments")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import native
+from engine import storyboard
 from engine.copy_run import CopyRun
 from engine.job_spec import IngestError, IngestOptions, work_dir_name
 from engine.ladder import plan_ladder
@@ -226,8 +227,14 @@ async def run_pipeline(
             if run.sidecars.get("encryption") != encryption:
                 # Never publish clear media marked encrypted, nor the reverse.
                 raise RuntimeError(f"the copy of {asset_id} was not started with its key")
+            # The copy decodes nothing: the storyboard's stills come from the
+            # master's keyframes, read beside the copy.
+            keyframes = asyncio.ensure_future(asyncio.to_thread(storyboard.keyframe_stills, master))
             # A copy cannot be interrupted: on cancel it is waited for.
-            result = await _native_result(asyncio.wrap_future(run.future), lambda: None)
+            try:
+                result = await _native_result(asyncio.wrap_future(run.future), lambda: None)
+            finally:
+                stills = await storyboard.settle(keyframes, master, shown)
             if not any(r.track.kind == native.TrackKind.VIDEO for r in result.renditions):
                 raise IngestError(f"{shown}: no video stream")
         else:
@@ -248,6 +255,7 @@ async def run_pipeline(
             except ValueError as exc:
                 raise IngestError(str(exc)) from exc
             rungs = [native.Rung(**{**r.__dict__, "encoder": encoder}) for r in rungs]
+            interval = storyboard.interval_for(info.duration)
             # The key is stored before anything is encrypted with it.
             encryption = await encryption_for(services, asset_id, options)
             await enter(JobState.TRANSCODING)
@@ -255,10 +263,11 @@ async def run_pipeline(
             transcoder = native.Transcoder(
                 master, out_dir, rungs, segment_seconds=options.segment_seconds,
                 gop_seconds=options.gop, preset=options.preset, encryption=encryption,
-                **sidecars_of(options))
+                thumbnail_interval=interval, **sidecars_of(options))
             result = await _until_lost(lease, _native_result(
                 loop.run_in_executor(None, lambda: transcoder.run(writer)), transcoder.cancel))
             await enter(JobState.PACKAGING)
+            stills = storyboard.stills_of(result, interval)
 
         renditions, segments = to_models(asset_id, result, encryption)
         if not segments:
@@ -269,6 +278,12 @@ async def run_pipeline(
             segment_key = await content_key_for(services, asset_id, options.encryption)
             renditions, segments = await asyncio.to_thread(
                 encrypt_renditions, out_dir, segment_key, renditions, segments)
+        # Posters and sprite sheets stay clear, as every player's preview expects.
+        board = await asyncio.to_thread(storyboard.write_storyboard, out_dir, asset_id, stills,
+                                        result.duration_seconds)
+        if board is not None:
+            renditions.append(board[0])
+            segments.extend(board[1])
         report(JobState.PACKAGING, 1.0)
 
         await enter(JobState.PUBLISHING)

@@ -48,7 +48,8 @@ class Asset:
 class Rendition:
     asset_id: str
     id: str                          # "v1080", "v720", "audio", "audio_fra", "sub_eng"
-    kind: str                        # "video" | "audio" | "text" (WebVTT subtitles)
+    kind: str                        # "video" | "audio" | "text" (WebVTT subtitles) |
+                                     # "image" (the storyboard's JPEG sprite sheets)
     codec: str                       # "h264", "hevc", "aac", "opus", "webvtt"
     codec_string: str                # RFC 6381, from the real SPS / AudioSpecificConfig
     timescale: int
@@ -74,6 +75,8 @@ class Rendition:
     encryption: str = ""             # "" clear, "cenc" or "cbcs" (CMAF common encryption),
                                      # "aes-128" (HLS whole segments)
     key_id: str = ""                 # the default KID, 32 hex digits, when encrypted
+    tiles: str = ""                  # image: the sprite sheet's grid, "5x5" (columns x rows);
+                                     # frame_rate is then pictures a second ("1/2")
 
 
 @dataclass

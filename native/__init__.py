@@ -19,6 +19,7 @@ from native._core import (
     NativeError,
     NativeIOError,
     NotFoundError,
+    Picture,
     PipelineResult,
     RenditionResult,
     SegmentRecord,
@@ -38,6 +39,7 @@ __all__ = [
     "NativeError",
     "NativeIOError",
     "NotFoundError",
+    "Picture",
     "PipelineResult",
     "RenditionResult",
     "Rung",
@@ -201,6 +203,11 @@ class Transcoder:
     whole-master run, and only with `subtitles=True`). What is not packaged is in
     the result's `skipped`, with the reason.
 
+    With `thumbnail_interval` > 0, the result's `thumbnails` holds one RGB picture
+    (long side `thumbnail_long`) per interval of the output timeline, taken from
+    the decode the ladder already does, and `poster` the best-scored of them (most
+    luma spread, not near-black or near-white) at long side `poster_long`.
+
     Call run() from a worker thread; cancel() from any thread stops it within a second.
     Raises ValueError for a bad configuration (a span off the segment grid, start
     at or past its end or past the master's end, neither video nor audio),
@@ -228,6 +235,9 @@ class Transcoder:
         subtitle_sidecars: Sequence[SubtitleSidecar] = (),
         subtitles: bool = True,
         encryption: Encryption | None = None,
+        thumbnail_interval: float = 0.0,
+        thumbnail_long: int = 160,
+        poster_long: int = 1280,
     ) -> None:
         cfg = _core.TranscodeConfig()
         cfg.input = str(input)
@@ -255,6 +265,8 @@ class Transcoder:
         cfg.sidecar_text = _text_sidecars(subtitle_sidecars)
         cfg.subtitles = subtitles
         cfg.encryption = _encryption(encryption)
+        cfg.thumbnail_interval = thumbnail_interval
+        cfg.thumbnail_long, cfg.poster_long = thumbnail_long, poster_long
         self._impl = _core.Transcoder(cfg)
 
     def run(self, progress: Callable[[float], None] | None = None) -> PipelineResult:

@@ -156,11 +156,20 @@ void init_models(py::module_& m) {
         .def_readonly("track", &RenditionResult::track)
         .def_readonly("segments", &RenditionResult::segments);
 
+    py::class_<Picture>(m, "Picture")
+        .def_readonly("time", &Picture::time)
+        .def_readonly("width", &Picture::width)
+        .def_readonly("height", &Picture::height)
+        .def_readonly("score", &Picture::score)
+        .def_property_readonly("rgb", [](const Picture& p) { return to_bytes(p.rgb); });
+
     py::class_<PipelineResult>(m, "PipelineResult")
         .def_readonly("renditions", &PipelineResult::renditions)
         .def_readonly("skipped", &PipelineResult::skipped)
         .def_readonly("duration_seconds", &PipelineResult::duration_seconds)
-        .def_readonly("source_frames", &PipelineResult::source_frames);
+        .def_readonly("source_frames", &PipelineResult::source_frames)
+        .def_readonly("thumbnails", &PipelineResult::thumbnails)
+        .def_readonly("poster", &PipelineResult::poster);
 }
 
 void init_probe(py::module_& m) {
@@ -238,7 +247,10 @@ void init_transcode(py::module_& m) {
         .def_readwrite("sidecar_audio", &TranscodeConfig::sidecar_audio)
         .def_readwrite("subtitles", &TranscodeConfig::subtitles)
         .def_readwrite("sidecar_text", &TranscodeConfig::sidecar_text)
-        .def_readwrite("encryption", &TranscodeConfig::encryption);
+        .def_readwrite("encryption", &TranscodeConfig::encryption)
+        .def_readwrite("thumbnail_interval", &TranscodeConfig::thumbnail_interval)
+        .def_readwrite("thumbnail_long", &TranscodeConfig::thumbnail_long)
+        .def_readwrite("poster_long", &TranscodeConfig::poster_long);
 
     py::class_<Transcoder>(m, "Transcoder")
         .def(py::init<TranscodeConfig>(), py::arg("config"))

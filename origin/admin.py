@@ -141,10 +141,14 @@ def asset_json(asset: Asset, renditions: list[Rendition] | None = None,
                 "peak_bitrate": r.peak_bitrate, "width": r.width, "height": r.height,
                 "frame_rate": r.frame_rate, "sample_rate": r.sample_rate,
                 "channels": r.channels, "language": r.language,
+                **({"tiles": r.tiles} if r.kind == "image" else {}),
                 **({"segments": segments.get(r.id, 0)} if segments is not None else {}),
             }
             for r in renditions
         ]
+        if any(r.kind == "image" for r in renditions):
+            doc["playback"]["poster"] = f"/vod/{asset.id}/poster.jpg"
+            doc["playback"]["storyboard"] = f"/vod/{asset.id}/storyboard.vtt"
     return doc
 
 

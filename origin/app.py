@@ -186,6 +186,8 @@ def create_app(deps: OriginDeps) -> web.Application:
     for path, handler, name in (
         ("/vod/{asset}/master.m3u8", playback.top_manifest, "master"),
         ("/vod/{asset}/manifest.mpd", playback.top_manifest, "mpd"),
+        ("/vod/{asset}/storyboard.vtt", playback.top_manifest, "storyboard"),
+        ("/vod/{asset}/poster.jpg", playback.poster, "poster"),
         ("/vod/{asset}/{rendition}/{name}", playback.rendition_file, "rendition"),
     ):
         resource = r.add_resource(path, name=name)

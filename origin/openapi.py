@@ -218,13 +218,17 @@ OPENAPI: dict[str, Any] = {
             "Rendition": {
                 "type": "object",
                 "properties": {
-                    "id": {"type": "string"}, "kind": {"enum": ["video", "audio", "text"]},
+                    "id": {"type": "string"},
+                    "kind": {"enum": ["video", "audio", "text", "image"],
+                             "description": "image: the storyboard's sprite sheets"},
                     "codec": {"type": "string"}, "codec_string": {"type": "string"},
                     "bitrate": {"type": "integer"}, "avg_bitrate": {"type": "integer"},
                     "peak_bitrate": {"type": "integer"}, "width": {"type": "integer"},
                     "height": {"type": "integer"}, "frame_rate": {"type": "string"},
                     "sample_rate": {"type": "integer"}, "channels": {"type": "integer"},
                     "language": {"type": "string"},
+                    "tiles": {"type": "string", "pattern": "^[1-9][0-9]*x[1-9][0-9]*$",
+                              "description": "image: the sheet's grid, columns x rows"},
                     "segments": {"type": "integer", "minimum": 0},
                 },
             },
@@ -255,7 +259,8 @@ OPENAPI: dict[str, Any] = {
                     "current_job": {"type": "string"},
                     "job": {"oneOf": [_JOB_REF, {"type": "null"}]},
                     "playback": {"type": "object", "properties": {
-                        "hls": {"type": "string"}, "dash": {"type": "string"}}},
+                        "hls": {"type": "string"}, "dash": {"type": "string"},
+                        "poster": {"type": "string"}, "storyboard": {"type": "string"}}},
                     "source_name": {"type": "string"},
                     "created_at": {"type": "number"},
                     "updated_at": {"type": "number"},
@@ -485,6 +490,16 @@ OPENAPI: dict[str, Any] = {
         "/vod/{asset}/{rendition}/{number}.m4s": _playback_path(
             "MediaSegment", "CMAF media segment (1-based number); immutable",
             [_PLAY_ASSET, _PLAY_REND, _NUMBER], _MEDIA, "media segment"),
+        "/vod/{asset}/poster.jpg": _playback_path(
+            "Poster", "The title's poster (a representative frame); 404 without a storyboard",
+            [_PLAY_ASSET], ["image/jpeg"], "poster"),
+        "/vod/{asset}/storyboard.vtt": _playback_path(
+            "Storyboard", "WebVTT thumbnails track: one cue per picture, "
+            "storyboard/N.jpg#xywh=x,y,w,h; 404 without a storyboard", [_PLAY_ASSET],
+            ["text/vtt"], "thumbnails track"),
+        "/vod/{asset}/storyboard/{number}.jpg": _playback_path(
+            "StoryboardSheet", "A storyboard sprite sheet (1-based number); immutable",
+            [_PLAY_ASSET, _NUMBER], ["image/jpeg"], "sprite sheet"),
         "/keys/{asset}/clearkey": {
             **{method: {
                 "operationId": f"{method}ClearKeyLicense",

@@ -92,6 +92,7 @@ from metadata.objects import ObjectStat, ObjectStore
 from metadata.store import MetadataStore
 from origin.http_conditional import CONDITIONAL_FIELDS, Plan, Validators, evaluate
 from origin.metrics import ROUTE, Metrics, RecordsOnPrepare
+from packager.storyboard import STORYBOARD_ID
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,10 @@ SEGMENT_RE = re.compile(r"([1-9][0-9]{0,8})\.m4s")
 # (DASH's sidecar text/vtt AdaptationSet points at it).
 VTT_RE = re.compile(r"([1-9][0-9]{0,8})\.vtt")
 WHOLE_VTT = "subtitles.vtt"
+# The storyboard's files: sprite sheets, and the poster beside them (also served
+# as /vod/{asset}/poster.jpg).
+JPG_RE = re.compile(r"([1-9][0-9]{0,8})\.jpg")
+POSTER = "poster.jpg"
 
 SEGMENT_CACHE_CONTROL = "public, max-age=31536000, immutable"
 MANIFEST_CACHE_CONTROL = "public, max-age=2"
@@ -118,7 +123,8 @@ PREFLIGHT = {
     "If-Match, If-Unmodified-Since, Accept, Accept-Encoding, Origin",
     "Access-Control-Max-Age": "86400",
 }
-_MEDIA_TYPES = {"video": "video/mp4", "audio": "audio/mp4", "text": "text/vtt; charset=utf-8"}
+_MEDIA_TYPES = {"video": "video/mp4", "audio": "audio/mp4", "text": "text/vtt; charset=utf-8",
+                "image": "image/jpeg"}
 _SEGMENT_HEADERS = {
     kind: {**CORS, hdrs.CACHE_CONTROL: SEGMENT_CACHE_CONTROL, hdrs.CONTENT_TYPE: ctype}
     for kind, ctype in _MEDIA_TYPES.items()
@@ -128,6 +134,7 @@ _MANIFEST_TYPES = {
     "media": "application/vnd.apple.mpegurl",
     "iframes": "application/vnd.apple.mpegurl",
     "mpd": "application/dash+xml",
+    "storyboard": "text/vtt; charset=utf-8",
 }
 _ERROR_HEADERS = {**CORS, hdrs.CACHE_CONTROL: "no-store"}
 _MISSING = b"-"
@@ -516,8 +523,9 @@ class Playback:
     # The public handlers record their own metrics (see origin.app.observed for why
     # there is no middleware); the work is in the underscored methods.
     async def top_manifest(self, request: web.Request) -> web.StreamResponse:
-        """master.m3u8 and manifest.mpd: the route's name ("master" or "mpd", set
-        in origin.app) is the manifest kind and the metrics label."""
+        """master.m3u8, manifest.mpd and storyboard.vtt: the route's name
+        ("master", "mpd" or "storyboard", set in origin.app) is the manifest kind
+        and the metrics label."""
         t0 = time.perf_counter()
         kind = request.match_info.route.name or "master"
         try:
@@ -553,8 +561,9 @@ class Playback:
         if max_height and rendition_id and not allows(max_height, rendition_id):
             return error(403, _ABOVE_LIMIT)
         head = await self.head(asset_id)
-        if head is None or (rendition_id and rendition_id not in head.renditions):
-            return error(404)
+        if head is None or (rendition_id and head.renditions.get(rendition_id, "image")
+                            == "image"):
+            return error(404)  # no such rendition, or the storyboard (it has no playlist)
         cls: str | None = ""
         if max_height and not rendition_id:
             cls = height_class(head.renditions, max_height)
@@ -642,7 +651,7 @@ class Playback:
     ) -> bytes:
         """One manifest's body; with ``max_height``, built from only the
         renditions that limit allows (the packager never hears of the others)."""
-        from packager import dash, hls
+        from packager import dash, hls, storyboard
 
         asset, rends, segs = await self.index(asset_id, rev)
         if max_height:
@@ -662,6 +671,11 @@ class Playback:
             clearkey = (key_url(asset_id, "clearkey", query)
                         if any(r.encryption for r in rends) else None)
             out = dash.build_mpd(asset, rends, segs, query, clearkey_url=clearkey)
+        elif kind == "storyboard":
+            board = next((r for r in rends if r.kind == "image"), None)
+            if board is None:
+                raise web.HTTPNotFound(headers=_ERROR_HEADERS)
+            out = storyboard.build_vtt(board, segs.get(board.id, []), query)
         else:
             rend = next((r for r in rends if r.id == rendition_id), None)
             if rend is None:
@@ -678,9 +692,26 @@ class Playback:
         return out.encode() if isinstance(out, str) else bytes(out)
 
     # -- media ----------------------------------------------------------------------
+    async def poster(self, request: web.Request) -> web.StreamResponse:
+        """/vod/{asset}/poster.jpg: the storyboard's poster."""
+        t0 = time.perf_counter()
+        request[ROUTE] = "poster"
+        try:
+            response = await self._file(request, request.match_info["asset"], STORYBOARD_ID,
+                                        POSTER)
+        except Unavailable as exc:
+            response = unavailable(exc.retry_after)
+        except BaseException as exc:
+            self.metrics.failed("poster", exc, t0)
+            raise
+        return self.metrics.finish(request, "poster", t0, response)
+
     async def _rendition_file(self, request: web.Request) -> web.StreamResponse:
         mi = request.match_info
-        asset_id, rendition_id, name = mi["asset"], mi["rendition"], mi["name"]
+        return await self._file(request, mi["asset"], mi["rendition"], mi["name"])
+
+    async def _file(self, request: web.Request, asset_id: str, rendition_id: str,
+                    name: str) -> web.StreamResponse:
         if not ASSET_RE.fullmatch(asset_id) or not RENDITION_RE.fullmatch(rendition_id):
             request[ROUTE] = "invalid"
             return error(400, "invalid asset or rendition id")
@@ -688,12 +719,15 @@ class Playback:
             return await self._manifest(request, asset_id, "media", rendition_id)
         if name == "iframes.m3u8":
             return await self._manifest(request, asset_id, "iframes", rendition_id)
-        text = name.endswith(".vtt")
-        if name == "init.mp4" or name == WHOLE_VTT:
+        # Which kind of rendition may have a file of this name: WebVTT files are
+        # text renditions', JPEGs the storyboard's, fMP4 the others'.
+        wants = "text" if name.endswith(".vtt") else "image" if name.endswith(".jpg") else ""
+        if name in ("init.mp4", WHOLE_VTT, POSTER):
             number = 0
-            request[ROUTE] = "init" if not text else "subtitles"
+            request.setdefault(ROUTE, {"": "init", "text": "subtitles"}.get(wants, "poster"))
         else:
-            m = (VTT_RE if text else SEGMENT_RE).fullmatch(name)
+            pattern = {"text": VTT_RE, "image": JPG_RE}.get(wants, SEGMENT_RE)
+            m = pattern.fullmatch(name)
             request[ROUTE] = "segment"
             if m is None:
                 return error(404)
@@ -705,8 +739,9 @@ class Playback:
             return error(403, _ABOVE_LIMIT)
         head = await self.head(asset_id)
         kind = head.renditions.get(rendition_id) if head is not None else None
-        if head is None or kind is None or text != (kind == "text"):
-            return error(404)  # .vtt only of text renditions, fMP4 only of the others
+        if head is None or kind is None or (wants or kind) != kind or (
+                not wants and kind in ("text", "image")):
+            return error(404)  # .vtt only of text renditions, .jpg of the storyboard
         if number and number > await self.segment_count(asset_id, head.revision,
                                                          rendition_id):
             return error(404)  # not published (a dead job's leftover is never served)

@@ -14,7 +14,8 @@ presentationTimeOffset, so a PTO of the same priming would pull the audio one
 AAC frame ahead of the picture a second time. Subtitles are
 sidecar WebVTT files (mimeType text/vtt, one BaseURL each, DASH-IF IOP §6.4.5),
 an AdaptationSet per text rendition with @lang and a Role of subtitle, caption
-(SDH) or forced-subtitle.
+(SDH) or forced-subtitle. A storyboard is an image AdaptationSet of DASH-IF
+thumbnail tiles (packager/storyboard.py).
 Representation ids are rendition ids, so $RepresentationID$/init.mp4 is the
 same file the HLS playlists name.
 """
@@ -26,6 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from fractions import Fraction
 
 from metadata.models import Asset, Rendition, Segment
+from packager import storyboard
 from packager.bitrates import peak_bitrate
 from packager.hls import SDH_CHARACTERISTICS
 from packager.languages import bcp47
@@ -183,13 +185,15 @@ def build_mpd(asset: Asset, renditions: Sequence[Rendition],
     videos = [r for r in renditions if r.kind == "video"]
     audios = [r for r in renditions if r.kind == "audio"]
     texts = [r for r in renditions if r.kind == "text"]
+    images = [r for r in renditions if r.kind == "image"]
     if not videos and not audios:
         raise ValueError("no renditions")
-    end = max((_end(r, segments) for r in renditions), default=Fraction(0))
+    media = videos + audios + texts  # a sprite sheet spans many segments: not media time
+    end = max((_end(r, segments) for r in media), default=Fraction(0))
     if end == 0:
         end = Fraction(asset.duration).limit_denominator(1000)
     longest = max(
-        (Fraction(s.duration, r.timescale) for r in renditions for s in segments.get(r.id, ())),
+        (Fraction(s.duration, r.timescale) for r in media for s in segments.get(r.id, ())),
         default=Fraction(2),
     )
     mpd = ET.Element("MPD", {
@@ -251,5 +255,8 @@ def build_mpd(asset: Asset, renditions: Sequence[Rendition],
         # A BaseURL is a plain URL, not a template: no '$' escaping.
         base = f"{t.id}/subtitles.vtt"
         ET.SubElement(rep, "BaseURL").text = f"{base}?{query}" if query else base
+    for image in images:
+        storyboard.adaptation_set(period, next_id, image, _bandwidth(image, segments), query)
+        next_id += 1
     ET.indent(mpd, space="  ")
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(mpd, encoding="unicode") + "\n"

@@ -58,6 +58,7 @@ def add_console_routes(app: web.Application, static_dir: Path = STATIC, *,
         return web.json_response({
             "hls": f"/vod/{asset_id}/master.m3u8{query}",
             "dash": f"/vod/{asset_id}/manifest.mpd{query}",
+            "poster": f"/vod/{asset_id}/poster.jpg{query}",
             "expires_in": PREVIEW_TOKEN_TTL if signing_key else None,
         }, headers={hdrs.CACHE_CONTROL: "no-store"})
 

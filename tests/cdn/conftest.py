@@ -55,6 +55,7 @@ class FakeOrigin:
 
     def app(self) -> web.Application:
         app = web.Application()
+        app.router.add_get("/vod/{asset}/poster.jpg", self.poster)
         app.router.add_get("/vod/{asset}/{name}", self.manifest)
         app.router.add_get("/vod/{asset}/{rendition}/{name}", self.media)
         return app
@@ -88,8 +89,9 @@ class FakeOrigin:
         asset, rendition, name = (request.match_info[k] for k in ("asset", "rendition", "name"))
         count = self.assets.get(asset, {}).get(rendition)
         ok = count is not None and (
-            name == "init.mp4"
-            or (name.endswith(".m4s") and name[:-4].isdigit() and 1 <= int(name[:-4]) <= count)
+            name in ("init.mp4", "poster.jpg")
+            or (name[-4:] in (".m4s", ".jpg") and name[:-4].isdigit()
+                and 1 <= int(name[:-4]) <= count)
         )
         if not ok:
             raise web.HTTPNotFound()
@@ -102,6 +104,15 @@ class FakeOrigin:
             "Cache-Control": IMMUTABLE,
             "ETag": '"' + hashlib.sha256(body).hexdigest()[:32] + '"',
         })
+
+    async def poster(self, request: web.Request) -> web.StreamResponse:
+        """/vod/{asset}/poster.jpg: the storyboard's poster, immutable like media."""
+        self._count(request)
+        asset = request.match_info["asset"]
+        if "storyboard" not in self.assets.get(asset, {}):
+            raise web.HTTPNotFound()
+        return web.Response(body=segment_bytes(asset, "", "poster.jpg"),
+                            content_type="image/jpeg", headers={"Cache-Control": IMMUTABLE})
 
     async def _break_off(self, request: web.Request, body: bytes) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Cache-Control": IMMUTABLE,

@@ -177,7 +177,7 @@ def test_console_signin_upload_live_ready_preview_delete(
             # The asset page: renditions, URLs, the preview plays.
             row.get_by_role("link", name=asset_id).click()
             expect(page.locator("#asset-title")).to_have_text(asset_id)
-            expect(page.locator("#rendition-rows tr")).to_have_count(2)
+            expect(page.locator("#rendition-rows tr")).to_have_count(3)  # + the storyboard
             page.wait_for_function("() => document.getElementById('preview').readyState >= 2",
                                    timeout=30_000)  # hls.js attached and buffered
             page.evaluate("document.getElementById('preview').play()")

@@ -97,4 +97,5 @@ async def test_console_pages_are_served_from_the_origin(make_origin: MakeOrigin)
     assert (await o.client.get("/console/../origin/app.py")).status in (403, 404)
     resp = await o.client.get("/v1/console/preview/abc", headers=o.auth())
     assert await resp.json() == {"hls": "/vod/abc/master.m3u8",
-                                 "dash": "/vod/abc/manifest.mpd", "expires_in": None}
+                                 "dash": "/vod/abc/manifest.mpd",
+                                 "poster": "/vod/abc/poster.jpg", "expires_in": None}

@@ -102,7 +102,7 @@ def languages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     # What the ingest kept: two videos, both audio languages, both subtitle tracks.
     kinds = sorted(r["kind"] for r in summary["renditions"])
-    assert kinds == ["audio", "audio", "text", "text", "video", "video"], summary
+    assert kinds == ["audio", "audio", "image", "text", "text", "video", "video"], summary
     asset = BuiltAsset(ASSET, float(summary["duration"]),
                        {r["id"]: int(r["segments"]) for r in summary["renditions"]},
                        source="cdlc ingest")

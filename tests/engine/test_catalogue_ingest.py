@@ -37,7 +37,7 @@ def test_sidecar_audio_and_subtitles_are_served(tmp_path: Path) -> None:
                    "--audio", f"fr={dub}", "--subtitles", f"en={subs}", "--json")
     assert proc.returncode == 0, proc.stderr
     ids = {r["id"]: r for r in json.loads(proc.stdout)["renditions"]}
-    assert {"v240", "audio"} <= set(ids) and len(ids) == 4, ids
+    assert {"v240", "audio", "storyboard"} <= set(ids) and len(ids) == 5, ids
     port = free_port()
     server = env.serve(port)
     try:

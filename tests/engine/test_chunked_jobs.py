@@ -125,7 +125,9 @@ def test_chunked_encode_is_the_one_piece_encode(tmp_path: Path, master: Path, br
     one = whole.run("ingest", str(master), "--id", "whole", "--ladder", LADDER, timeout=240)
     assert one.returncode == 0, one.stderr
     chunked, single = index_of(env.data_dir, "chunked"), index_of(whole.data_dir, "whole")
-    assert set(chunked) == set(single) == {"v360", "v240", "audio"}
+    # The storyboard too: each part took the marks inside its span, the stitch laid
+    # them out as the one-piece run does.
+    assert set(chunked) == set(single) == {"v360", "v240", "audio", "storyboard"}
     for rid, segs in single.items():
         assert [(s.number, s.start, s.duration) for s in chunked[rid]] == \
             [(s.number, s.start, s.duration) for s in segs], rid

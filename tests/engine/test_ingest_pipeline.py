@@ -50,8 +50,10 @@ def test_ingest_json_reports_the_ladder(synthetic: dict[str, Any]) -> None:
     assert all(r["codec"].startswith("avc1.") for r in video)
     audio = [r for r in synthetic["renditions"] if r["kind"] == "audio"]
     assert len(audio) == 1 and audio[0]["codec"].startswith("mp4a.40.")
-    # 10 s in 4 s segments: 4 + 4 + 2
-    assert {r["segments"] for r in synthetic["renditions"]} == {3}
+    # 10 s in 4 s segments: 4 + 4 + 2; the storyboard: one sheet of 5 pictures
+    assert {r["segments"] for r in synthetic["renditions"] if r["kind"] != "image"} == {3}
+    (board,) = [r for r in synthetic["renditions"] if r["kind"] == "image"]
+    assert (board["id"], board["tiles"], board["segments"]) == ("storyboard", "5x5", 1)
 
 
 def test_hls_and_dash_play_over_http(synthetic: dict[str, Any], origin_url: str) -> None:
@@ -70,7 +72,7 @@ def test_every_rendition_decodes_aligned_and_full_length(
 ) -> None:
     base = f"{origin_url}/vod/synthetic"
     keyframes = {}
-    for r in synthetic["renditions"]:
+    for r in (r for r in synthetic["renditions"] if r["kind"] != "image"):
         url = f"{base}/{r['id']}/media.m3u8"
         assert decode_errors(url) == "", r["id"]
         duration = media_duration(url)
@@ -89,7 +91,7 @@ def test_real_master_big_buck_bunny(cdlc_env: CdlcEnv, origin_url: str) -> None:
     video = [r for r in result["renditions"] if r["kind"] == "video"]
     assert max(r["height"] for r in video) == 720
     base = f"{origin_url}/vod/bbb"
-    for r in result["renditions"]:
+    for r in (r for r in result["renditions"] if r["kind"] != "image"):
         assert decode_errors(f"{base}/{r['id']}/media.m3u8") == "", r["id"]
     audio = ffprobe(f"{base}/audio/media.m3u8", "-show_streams")["streams"]
     assert [s["channels"] for s in audio if s["codec_type"] == "audio"] == [2]
@@ -164,8 +166,9 @@ def test_ingest_copy_publishes_the_masters_own_packets(
                 "-x264-params", "keyint=30:min-keyint=30:scenecut=0:bframes=3"])
     out = ingest_json(cdlc_env, master, "copied", "--copy", "--segment-seconds", "2")
     assert out["state"] == "ready"
-    video, audio = out["renditions"]
+    video, audio, board = out["renditions"]
     assert (video["id"], video["height"], video["segments"]) == ("v360", 360, 3)
+    assert board["kind"] == "image"  # from the master's keyframes: a copy decodes nothing
     assert video["codec"].startswith("avc1.64") and audio["codec"] == "mp4a.40.2"
     base = f"{origin_url}/vod/copied"
     assert _packets(f"{base}/v360/media.m3u8", "video") == _packets(master, "video")

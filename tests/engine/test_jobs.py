@@ -55,7 +55,7 @@ def test_states_in_order_and_persisted(tmp_path: Path, small_master: Path) -> No
             assert stored is not None and stored.state == JobState.READY
             assert stored.version >= 1
             assert {r.id for r in await backends.store.get_renditions("states")} == \
-                {"v360", "v240", "audio"}
+                {"v360", "v240", "audio", "storyboard"}
         finally:
             await backends.close()
 
@@ -83,7 +83,7 @@ def test_copy_job_in_process_states_publish_and_failure(tmp_path: Path,
                                  on_progress=on_progress)
             assert asset.state == JobState.READY
             assert {r.id for r in await backends.store.get_renditions("copyjob")} == \
-                {"v360", "audio"}
+                {"v360", "audio", "storyboard"}
             noise = tmp_path / "noise.mp4"
             noise.write_bytes(bytes(range(256)) * 512)
             with pytest.raises(IngestError, match=r"noise\.mp4"):
@@ -98,7 +98,7 @@ def test_copy_job_in_process_states_publish_and_failure(tmp_path: Path,
                                 JobState.READY]
     assert list(settings.work_dir.iterdir()) == []
     assert sorted(p.name for p in (tmp_path / "objects" / "media" / "copyjob").iterdir()) == \
-        ["audio", "v360"]
+        ["audio", "storyboard", "v360"]
 
 
 def test_killed_ingest_leaves_nothing_served(tmp_path: Path, small_master: Path) -> None:
@@ -168,7 +168,7 @@ def test_celery_worker_runs_the_job(tmp_path: Path, small_master: Path, redis_ur
         assert proc.returncode == 0, proc.stderr + log.read_text()
         result = json.loads(proc.stdout)
         assert result["state"] == "ready"
-        assert {r["id"] for r in result["renditions"]} == {"v240", "audio"}
+        assert {r["id"] for r in result["renditions"]} == {"v240", "audio", "storyboard"}
     finally:
         worker.send_signal(signal.SIGTERM)
         try:

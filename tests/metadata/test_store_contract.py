@@ -122,6 +122,26 @@ async def test_publish_replaces_index_and_bumps_version(store: MetadataStore) ->
     assert await store.get_segments(a.id, "audio") == segments(a.id, "audio", 3, 7)
 
 
+async def test_every_rendition_field_round_trips(store: MetadataStore) -> None:
+    """Catalogue fields and the storyboard's grid come back as written."""
+    a = Asset(id=uid())
+    board = Rendition(asset_id=a.id, id="storyboard", kind="image", codec="jpeg",
+                      codec_string="jpeg", timescale=1000, bitrate=20_000, avg_bitrate=19_000,
+                      peak_bitrate=24_000, width=800, height=450, frame_rate="1/2",
+                      tiles="5x5")
+    dub = Rendition(asset_id=a.id, id="audio_fra", kind="audio", codec="aac",
+                    codec_string="mp4a.40.2", timescale=48000, bitrate=128_000,
+                    sample_rate=48000, channels=6, language="fra", name="Français",
+                    default=True, presentation_offset=1024, encryption="cbcs",
+                    key_id="0123456789abcdef0123456789abcdef")
+    subs = Rendition(asset_id=a.id, id="sub_eng", kind="text", codec="webvtt",
+                     codec_string="wvtt", timescale=1000, bitrate=100, language="eng",
+                     forced=True, characteristics="public.accessibility.transcribes-spoken-dialog")
+    rends = [rendition(a.id, "v240", height=240), dub, subs, board]
+    await store.publish(a, rends, [s for r in rends for s in segments(a.id, r.id, 2)])
+    assert await store.get_renditions(a.id) == rends
+
+
 async def test_publish_without_put_asset(store: MetadataStore) -> None:
     a = Asset(id=uid())
     await store.publish(a, [rendition(a.id, "v240")], segments(a.id, "v240", 2))

@@ -264,10 +264,14 @@ async def test_renditions_are_marked_with_scheme_and_kid(ingested: Ingested) -> 
         for asset_id, scheme in (("enc", "cenc"), ("cbcs", "cbcs"), ("copyclear", ""),
                                  ("aes", "aes-128"), ("aestx", "aes-128")):
             rends = await store.get_renditions(asset_id)
-            assert {r.id for r in rends} == {"v240", "audio"}
+            assert {r.id for r in rends} == {"v240", "audio", "storyboard"}
             keys = ingested.keys[asset_id]
             kid = keys[0].kid.hex() if keys else ""
-            assert all((r.encryption, r.key_id) == (scheme, kid) for r in rends), rends
+            media = [r for r in rends if r.kind != "image"]
+            assert all((r.encryption, r.key_id) == (scheme, kid) for r in media), rends
+            # Previews stay clear, as players' preview code expects plain JPEGs.
+            (board,) = [r for r in rends if r.kind == "image"]
+            assert (board.encryption, board.key_id) == ("", "")
     finally:
         await store.close()
 
@@ -584,7 +588,8 @@ async def test_an_ingest_encrypts_with_the_cpix_key(ingested: Ingested, tmp_path
         await ingest(services, "cpixed", ingested.master,
                      JobRequest(copy=True, segment_seconds=2.0, encryption="cenc"))
         rends = await store.get_renditions("cpixed")
-        assert {(r.encryption, r.key_id) for r in rends} == {("cenc", CPIX_KID.hex())}
+        media = [r for r in rends if r.kind != "image"]
+        assert {(r.encryption, r.key_id) for r in media} == {("cenc", CPIX_KID.hex())}
     finally:
         await store.close()
         await objects.close()

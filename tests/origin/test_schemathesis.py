@@ -99,7 +99,7 @@ def _ingest(data: Path, work: Path) -> None:
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["state"] == "ready"
-    assert sorted(r["id"] for r in summary["renditions"]) == sorted(RENDITIONS)
+    assert sorted(r["id"] for r in summary["renditions"]) == sorted((*RENDITIONS, "storyboard"))
 
 
 @pytest.fixture(scope="module", params=["open", "keyed"])

@@ -1,25 +1,69 @@
 #include "cmaf/encryption.h"
 
+#include <openssl/err.h>
+#include <openssl/evp.h>
+
 #include <algorithm>
 #include <cstring>
 #include <random>
-
-extern "C" {
-#include <libavutil/aes.h>
-#include <libavutil/aes_ctr.h>
-#include <libavutil/mem.h>
-}
 
 #include "common/error.h"
 
 namespace cdlc {
 
-struct SampleEncryptor::Aes {
-    AVAESCTR* ctr = nullptr;
-    AVAES* cbc = nullptr;
-    ~Aes() {
-        if (ctr) av_aes_ctr_free(ctr);
-        av_free(cbc);
+namespace {
+
+// OpenSSL's queued reason, or what was attempted when it queued none.
+[[noreturn]] void throw_openssl(const char* operation) {
+    const unsigned long code = ERR_get_error();
+    ERR_clear_error();
+    std::string message = std::string("AES ") + operation + " failed";
+    if (code != 0) {
+        char reason[256];
+        ERR_error_string_n(code, reason, sizeof reason);
+        message += ": ";
+        message += reason;
+    }
+    throw Error(message);
+}
+
+}  // namespace
+
+// One EVP context per cipher, keyed once: a new IV re-initialises it without
+// the cipher and key, which keeps the key schedule (EVP_EncryptInit_ex).
+struct SampleCipher::Aes {
+    EVP_CIPHER_CTX* ctx = nullptr;
+    std::vector<uint8_t> pattern;  // cbcs: a subsample's encrypted blocks, contiguous
+
+    Aes(const EVP_CIPHER* cipher, const uint8_t* key) : ctx(EVP_CIPHER_CTX_new()) {
+        if (!ctx) throw_openssl("context allocation");
+        if (EVP_EncryptInit_ex(ctx, cipher, nullptr, key, nullptr) != 1) {
+            EVP_CIPHER_CTX_free(ctx);
+            throw_openssl("key setup");
+        }
+        // cbcs encrypts whole blocks only; CTR has no padding to turn off.
+        EVP_CIPHER_CTX_set_padding(ctx, 0);
+    }
+    ~Aes() { EVP_CIPHER_CTX_free(ctx); }
+    Aes(const Aes&) = delete;
+    Aes& operator=(const Aes&) = delete;
+
+    void restart(const uint8_t* iv) {
+        if (EVP_EncryptInit_ex(ctx, nullptr, nullptr, nullptr, iv) != 1) throw_openssl("IV setup");
+    }
+
+    // In place; continues the chain (CBC) or the key stream (CTR) of the last restart.
+    void crypt(uint8_t* p, size_t n) {
+        // EVP lengths are int: a sample beyond 1 GiB goes in slices of whole blocks.
+        constexpr size_t slice = size_t(1) << 30;
+        while (n > 0) {
+            const size_t len = std::min(n, slice);
+            int out = 0;
+            if (EVP_EncryptUpdate(ctx, p, &out, p, static_cast<int>(len)) != 1) throw_openssl("encryption");
+            if (static_cast<size_t>(out) != len) throw Error("AES encryption returned a short block");
+            p += len;
+            n -= len;
+        }
     }
 };
 
@@ -41,22 +85,25 @@ std::vector<uint8_t> cbcs_constant_iv(const EncryptionConfig& c) {
     return iv;
 }
 
+SampleCipher::SampleCipher(const EncryptionConfig& config, bool video)
+    : cbcs_(config.scheme == "cbcs"), video_(video) {
+    validate_encryption(config);
+    if (!config.enabled()) throw Error("SampleCipher without a scheme");
+    if (cbcs_) constant_iv_ = cbcs_constant_iv(config);
+    aes_ = std::make_unique<Aes>(cbcs_ ? EVP_aes_128_cbc() : EVP_aes_128_ctr(), config.key.data());
+}
+
+SampleCipher::~SampleCipher() = default;
+
 SampleEncryptor::SampleEncryptor(const EncryptionConfig& config, TrackKind kind, const std::string& codec)
-    : aes_(std::make_unique<Aes>()) {
+    : config_(config) {
     validate_encryption(config);
     if (!config.enabled()) throw Error("SampleEncryptor without a scheme");
     cbcs_ = config.scheme == "cbcs";
     video_ = kind == TrackKind::Video;
     hevc_ = codec == "hevc" || codec == "h265";
-    if (cbcs_) {
-        constant_iv_ = cbcs_constant_iv(config);
-        aes_->cbc = av_aes_alloc();
-        if (!aes_->cbc || av_aes_init(aes_->cbc, config.key.data(), 128, 0) < 0)
-            throw Error("AES initialisation failed");
-    } else {
-        aes_->ctr = av_aes_ctr_alloc();
-        if (!aes_->ctr || av_aes_ctr_init(aes_->ctr, config.key.data()) < 0)
-            throw Error("AES-CTR initialisation failed");
+    cipher_ = cipher();
+    if (!cbcs_) {
         // A random start, then one IV per sample: IVs never repeat under one key
         // across the renditions that share it (§9.1: unique per sample).
         std::random_device rd;
@@ -65,6 +112,10 @@ SampleEncryptor::SampleEncryptor(const EncryptionConfig& config, TrackKind kind,
 }
 
 SampleEncryptor::~SampleEncryptor() = default;
+
+std::unique_ptr<SampleCipher> SampleEncryptor::cipher() const {
+    return std::make_unique<SampleCipher>(config_, video_);
+}
 
 std::vector<Subsample> SampleEncryptor::layout(const uint8_t* d, size_t n) const {
     // NAL units with 4-byte lengths (ISO/IEC 14496-15). A VCL NAL unit keeps its
@@ -109,25 +160,48 @@ std::vector<Subsample> SampleEncryptor::layout(const uint8_t* d, size_t n) const
     return out;
 }
 
-void SampleEncryptor::cbc_pattern(uint8_t* p, size_t n) {
+void SampleCipher::cbc_pattern(uint8_t* p, size_t n) {
     // §10.4.2: the IV restarts at each subsample (constant IV); crypt 1 block, skip
     // 9 (video) or every whole block (audio, no pattern); a trailing partial block
-    // stays clear.
-    uint8_t iv[16];
-    std::memcpy(iv, constant_iv_.data(), 16);
+    // stays clear. The CBC chain runs through the encrypted blocks only, so they
+    // are gathered, encrypted in one call and scattered back.
     const size_t blocks = n / 16;
-    const size_t period = video_ ? 10 : 1;
-    for (size_t b = 0; b < blocks; ++b)
-        if (b % period == 0) av_aes_crypt(aes_->cbc, p + 16 * b, p + 16 * b, 1, iv, 0);
+    if (blocks == 0) return;
+    aes_->restart(constant_iv_.data());
+    if (!video_) {
+        aes_->crypt(p, 16 * blocks);
+        return;
+    }
+    constexpr size_t period = 10;
+    const size_t crypted = (blocks + period - 1) / period;
+    // Grown only: resizing down and up again would zero it each time.
+    std::vector<uint8_t>& buf = aes_->pattern;
+    if (buf.size() < 16 * crypted) buf.resize(16 * crypted);
+    uint8_t* g = buf.data();
+    for (size_t i = 0; i < crypted; ++i) std::memcpy(g + 16 * i, p + 16 * period * i, 16);
+    aes_->crypt(g, 16 * crypted);
+    for (size_t i = 0; i < crypted; ++i) std::memcpy(p + 16 * period * i, g + 16 * i, 16);
 }
 
-SampleCryptoInfo SampleEncryptor::encrypt(uint8_t* data, size_t size) {
+SampleCryptoInfo SampleEncryptor::describe(const uint8_t* data, size_t size) {
     SampleCryptoInfo info;
     if (video_) info.subsamples = layout(data, size);
+    if (!cbcs_) {
+        info.iv.resize(8);
+        for (int i = 0; i < 8; ++i) info.iv[i] = static_cast<uint8_t>(counter_ >> (56 - 8 * i));
+        ++counter_;
+    }
+    return info;
+}
+
+void SampleCipher::encrypt(uint8_t* data, size_t size, const SampleCryptoInfo& info) {
+    uint64_t described = 0;
+    for (const Subsample& s : info.subsamples) described += uint64_t(s.clear) + s.protected_bytes;
+    if (described > size) throw Error("subsamples run past the end of the sample");
     if (cbcs_) {
-        if (!video_) {
+        if (info.subsamples.empty()) {
             cbc_pattern(data, size);
-            return info;
+            return;
         }
         size_t pos = 0;
         for (const Subsample& s : info.subsamples) {
@@ -135,24 +209,23 @@ SampleCryptoInfo SampleEncryptor::encrypt(uint8_t* data, size_t size) {
             cbc_pattern(data + pos, s.protected_bytes);
             pos += s.protected_bytes;
         }
-        return info;
+        return;
     }
-    info.iv.resize(8);
-    for (int i = 0; i < 8; ++i) info.iv[i] = static_cast<uint8_t>(counter_ >> (56 - 8 * i));
-    ++counter_;
-    av_aes_ctr_set_iv(aes_->ctr, info.iv.data());  // counter block = IV || 0 (§10.1)
-    if (!video_) {
-        av_aes_ctr_crypt(aes_->ctr, data, data, static_cast<int>(size));
-        return info;
+    if (info.iv.size() != 8) throw Error("cenc sample without its 8-byte IV");
+    uint8_t block[16] = {};  // counter block = IV || 0 (§10.1)
+    std::memcpy(block, info.iv.data(), 8);
+    aes_->restart(block);
+    if (info.subsamples.empty()) {
+        aes_->crypt(data, size);
+        return;
     }
     // One key stream across the protected parts of the sample (§9.5.2.3).
     size_t pos = 0;
     for (const Subsample& s : info.subsamples) {
         pos += s.clear;
-        if (s.protected_bytes) av_aes_ctr_crypt(aes_->ctr, data + pos, data + pos, static_cast<int>(s.protected_bytes));
+        aes_->crypt(data + pos, s.protected_bytes);
         pos += s.protected_bytes;
     }
-    return info;
 }
 
 }  // namespace cdlc

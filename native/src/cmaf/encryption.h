@@ -44,6 +44,30 @@ struct SampleCryptoInfo {
     std::vector<Subsample> subsamples;    // empty: the whole sample is protected
 };
 
+// The AES of one track, applied to samples already described by a
+// SampleEncryptor. Not thread-safe, but cheap to make (one cipher context, keyed
+// once): each thread that encrypts has its own.
+class SampleCipher {
+public:
+    SampleCipher(const EncryptionConfig& config, bool video);
+    ~SampleCipher();
+    SampleCipher(const SampleCipher&) = delete;
+    SampleCipher& operator=(const SampleCipher&) = delete;
+
+    // Encrypts in place the protected bytes `info` names (the whole sample when it
+    // names no subsamples).
+    void encrypt(uint8_t* data, size_t size, const SampleCryptoInfo& info);
+
+private:
+    void cbc_pattern(uint8_t* p, size_t n);
+
+    bool cbcs_ = false;
+    bool video_ = false;
+    std::vector<uint8_t> constant_iv_;
+    struct Aes;
+    std::unique_ptr<Aes> aes_;
+};
+
 class SampleEncryptor {
 public:
     // codec: "h264" / "hevc" (subsamples per NAL unit, 4-byte lengths) or audio.
@@ -52,8 +76,11 @@ public:
     SampleEncryptor(const SampleEncryptor&) = delete;
     SampleEncryptor& operator=(const SampleEncryptor&) = delete;
 
-    // Encrypts the sample in place and says how (the senc entry).
-    SampleCryptoInfo encrypt(uint8_t* data, size_t size);
+    // The senc entry of the next sample (cenc: takes the next IV), then the
+    // encryption it describes, in place: here, or on another thread by a cipher().
+    SampleCryptoInfo describe(const uint8_t* data, size_t size);
+    void encrypt(uint8_t* data, size_t size, const SampleCryptoInfo& info) { cipher_->encrypt(data, size, info); }
+    std::unique_ptr<SampleCipher> cipher() const;
 
     // tenc fields of this track.
     uint8_t per_sample_iv_size() const { return cbcs_ ? 0 : 8; }
@@ -63,15 +90,13 @@ public:
 
 private:
     std::vector<Subsample> layout(const uint8_t* data, size_t size) const;
-    void cbc_pattern(uint8_t* p, size_t n);
 
+    EncryptionConfig config_;
     bool cbcs_ = false;
     bool video_ = false;
     bool hevc_ = false;
-    std::vector<uint8_t> constant_iv_;
     uint64_t counter_ = 0;  // cenc: the next sample's IV (high 8 bytes of the CTR block)
-    struct Aes;
-    std::unique_ptr<Aes> aes_;
+    std::unique_ptr<SampleCipher> cipher_;  // encrypt()'s, in the caller's thread
 };
 
 }  // namespace cdlc

@@ -28,6 +28,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "cmaf/segment_buffers.h"
 #include "cmaf/write_pool.h"
 #include "cmaf/writer.h"
 #include "common/error.h"
@@ -139,6 +140,21 @@ void write_file(const std::string& path, const std::vector<uint8_t>& head, const
 
 void write_file(const std::string& path, const std::vector<uint8_t>& bytes) { write_file(path, bytes, {}); }
 
+// A segment handed to the write pool: its header, its samples and, encrypted, what
+// the cipher still has to do to them.
+struct SegmentJob {
+    std::vector<uint8_t> head;
+    std::vector<Sample> samples;
+    std::unique_ptr<SampleCipher> cipher;  // null: clear
+    std::vector<uint8_t*> plain;           // the samples' owned bytes
+    std::vector<SampleCryptoInfo> crypto;
+
+    void encrypt() {
+        if (!cipher) return;
+        for (size_t i = 0; i < samples.size(); ++i) cipher->encrypt(plain[i], samples[i].size(), crypto[i]);
+    }
+};
+
 }  // namespace
 
 struct CmafSegmenter::Impl {
@@ -159,6 +175,7 @@ struct CmafSegmenter::Impl {
     std::shared_ptr<WritePool> pool;  // null: segments are written in the caller's thread
     int64_t tail_merge_ticks = 0;  // a final segment shorter than this joins the one before
     std::unique_ptr<SampleEncryptor> encryptor;  // null: clear
+    std::shared_ptr<SegmentBuffers> buffers = std::make_shared<SegmentBuffers>();
     TrackProtection protection;
     std::vector<Sample> held;      // the last closed segment, while a tail merge may need it
 
@@ -265,40 +282,74 @@ struct CmafSegmenter::Impl {
         emit(current);
     }
 
-    // Writes `samples` as the next segment (nothing when empty) and clears them.
-    // Owned bytes, encrypted in place; returns the senc entries.
-    std::vector<SampleCryptoInfo> encrypt(std::vector<Sample>& samples) {
-        std::vector<SampleCryptoInfo> out;
-        out.reserve(samples.size());
-        for (Sample& s : samples) {
-            if (s.file) {
-                // Never through the mapping (see MappedFile): read the range.
-                s.data.resize(s.borrowed_size);
-                const off_t at = static_cast<off_t>(s.borrowed - s.file->data());
-                size_t done = 0;
-                while (done < s.data.size()) {
-                    const ssize_t r = ::pread(s.file->fd(), s.data.data() + done, s.data.size() - done, at + done);
-                    if (r < 0 && errno == EINTR) continue;
-                    if (r <= 0) throw IOError("reading a sample of the source failed (file changed?)");
-                    done += static_cast<size_t>(r);
-                }
-            } else if (s.owner) {
-                s.data.assign(s.borrowed, s.borrowed + s.borrowed_size);
+    // Makes every sample's bytes owned, so that they can be encrypted in place, and
+    // returns where they are. Borrowed samples (a mapped source's ranges, packets)
+    // are copied into one buffer for the segment, reused and never zeroed: for
+    // samples that follow each other in the source that is one read, and writev
+    // sends them out as one piece.
+    std::vector<uint8_t*> own(std::vector<Sample>& samples) {
+        size_t borrowed = 0;
+        for (const Sample& s : samples)
+            if (s.file || s.owner) borrowed += s.borrowed_size;
+        std::shared_ptr<uint8_t> copy = borrowed ? buffers->take(borrowed) : nullptr;
+        std::vector<uint8_t*> bytes(samples.size());
+        size_t at = 0;
+        for (size_t i = 0; i < samples.size();) {
+            Sample& s = samples[i];
+            if (!s.file && !s.owner) {
+                bytes[i++] = s.data.data();
+                continue;
             }
-            s.file.reset();
-            s.owner.reset();
-            s.borrowed = nullptr;
-            s.borrowed_size = 0;
-            out.push_back(encryptor->encrypt(s.data.data(), s.data.size()));
+            if (s.owner) {
+                std::memcpy(copy.get() + at, s.borrowed, s.borrowed_size);
+                bytes[i++] = copy.get() + at;
+                at += s.borrowed_size;
+                continue;
+            }
+            // Never through the mapping (see MappedFile): read the run of samples
+            // that lie back to back in the file.
+            size_t j = i, run = 0;
+            for (; j < samples.size() && samples[j].file == s.file && samples[j].borrowed == s.borrowed + run; ++j) {
+                bytes[j] = copy.get() + at + run;
+                run += samples[j].borrowed_size;
+            }
+            read_at(*s.file, static_cast<off_t>(s.borrowed - s.file->data()), copy.get() + at, run);
+            at += run;
+            i = j;
         }
-        return out;
+        for (size_t i = 0; i < samples.size(); ++i) {
+            Sample& s = samples[i];
+            if (!s.file && !s.owner) continue;
+            s.file.reset();
+            s.owner = copy;
+            s.borrowed = bytes[i];
+        }
+        return bytes;
+    }
+
+    static void read_at(const MappedFile& file, off_t offset, uint8_t* to, size_t size) {
+        size_t done = 0;
+        while (done < size) {
+            const ssize_t r = ::pread(file.fd(), to + done, size - done, offset + static_cast<off_t>(done));
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) throw IOError("reading a sample of the source failed (file changed?)");
+            done += static_cast<size_t>(r);
+        }
     }
 
     void emit(std::vector<Sample>& samples) {
         if (samples.empty()) return;
         ensure_init();
+        // Encrypted: the senc entries (subsamples, IVs) are worked out here, where
+        // the header is built; the cipher runs beside the write, on the pool's
+        // threads when there is a pool.
         std::vector<SampleCryptoInfo> crypto;
-        if (encryptor) crypto = encrypt(samples);
+        std::vector<uint8_t*> plain;
+        if (encryptor) {
+            plain = own(samples);
+            crypto.reserve(samples.size());
+            for (size_t i = 0; i < samples.size(); ++i) crypto.push_back(encryptor->describe(plain[i], samples[i].size()));
+        }
         std::vector<FragmentSample> frag;
         frag.reserve(samples.size());
         int64_t total = 0;
@@ -327,10 +378,21 @@ struct CmafSegmenter::Impl {
         std::string path = dir + "/" + std::to_string(rec.number) + ".m4s";
         if (pool) {
             // std::function must be copyable: the job shares its (moved) buffers.
-            auto job = std::make_shared<std::pair<std::vector<uint8_t>, std::vector<Sample>>>(
-                std::move(head), std::move(samples));
-            pool->submit([job, path = std::move(path)] { write_file(path, job->first, job->second); });
+            auto job = std::make_shared<SegmentJob>();
+            job->head = std::move(head);
+            job->samples = std::move(samples);
+            if (encryptor) {
+                job->cipher = encryptor->cipher();
+                job->plain = std::move(plain);
+                job->crypto = std::move(crypto);
+            }
+            pool->submit([job, path = std::move(path)] {
+                job->encrypt();
+                write_file(path, job->head, job->samples);
+            });
         } else {
+            if (encryptor)
+                for (size_t i = 0; i < samples.size(); ++i) encryptor->encrypt(plain[i], samples[i].size(), crypto[i]);
             write_file(path, head, samples);
         }
         segments.push_back(rec);

@@ -84,11 +84,25 @@ struct SkippedStream {
     std::string reason;
 };
 
+// A still picture taken from the decode (storyboard tiles, the poster): packed
+// RGB24 rows, `width * 3` bytes each, upright with square pixels.
+struct Picture {
+    double time = 0.0;               // seconds on the output timeline
+    int width = 0;
+    int height = 0;
+    double score = 0.0;              // how much it shows: luma spread, 0 for a flat frame
+    std::vector<uint8_t> rgb;
+};
+
 struct PipelineResult {
     std::vector<RenditionResult> renditions;
     std::vector<SkippedStream> skipped;
     double duration_seconds = 0.0;   // of the output
     int64_t source_frames = 0;       // decoded video frames (0 on the copy path)
+    // With thumbnails asked for: one small picture per interval of the output
+    // timeline, and the poster (the best-scored of them, at poster size).
+    std::vector<Picture> thumbnails;
+    Picture poster;
 };
 
 // A consumer of encoded packets, e.g. the CMAF segmenter. Called from one thread

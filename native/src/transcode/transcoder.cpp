@@ -36,6 +36,7 @@
 #include "text/webvtt_writer.h"
 #include "common/error.h"
 #include "transcode/av_log.h"
+#include "transcode/pictures.h"
 #include "transcode/av_util.h"
 #include "transcode/video_encoder.h"
 #include "transcode/queue.h"
@@ -588,7 +589,11 @@ private:
 class Pipeline {
 public:
     Pipeline(const TranscodeConfig& cfg, std::atomic<bool>& stop, const ProgressFn& progress)
-        : cfg_(cfg), state_(stop), progress_(progress) {}
+        : cfg_(cfg),
+          state_(stop),
+          progress_(progress),
+          pictures_(PictureConfig{cfg.video ? cfg.thumbnail_interval : 0.0, cfg.thumbnail_long,
+                                  cfg.poster_long}) {}
 
     ~Pipeline() {
         // Any path out (success, failure, cancel) stops and joins every thread first.
@@ -637,6 +642,8 @@ public:
         }
         result.skipped = skipped_;
         result.source_frames = decoded_;
+        result.thumbnails = pictures_.take_thumbnails();
+        result.poster = pictures_.take_poster();
         if (progress_) progress_(1.0);
         return result;
     }
@@ -1266,6 +1273,7 @@ private:
         if (!rungs_started_) start_rungs(f);
         // A keyframe at exactly every GOP boundary, by output time, on every rung.
         const double t = static_cast<double>(f->pts) * fps_.den / fps_.num;
+        pictures_.offer(f, av_buffersink_get_sample_aspect_ratio(sink_), t);
         const int64_t gop = static_cast<int64_t>(std::floor(t / cfg_.gop_seconds + 1e-9));
         f->pict_type = gop != last_gop_ ? AV_PICTURE_TYPE_I : AV_PICTURE_TYPE_NONE;
         f->key_frame = gop != last_gop_;
@@ -1342,6 +1350,7 @@ private:
     std::map<int, size_t> text_of_stream_;
     std::vector<SkippedStream> skipped_;
     Clock::time_point last_progress_{};
+    PictureTap pictures_;
 };
 
 }  // namespace

@@ -71,6 +71,13 @@ struct TranscodeConfig {
     // Common encryption of every audio and video rendition (scheme "" = clear);
     // text renditions stay clear (WebVTT has no CENC form).
     EncryptionConfig encryption;
+    // Stills from the decode: a thumbnail (long side thumbnail_long pixels) at every
+    // thumbnail_interval seconds of the output timeline, and the best-scored one
+    // again at poster size (long side poster_long, never above the source's) as the
+    // poster. 0 = none. Video runs only; a span takes those inside it.
+    double thumbnail_interval = 0.0;
+    int thumbnail_long = 160;
+    int poster_long = 1280;
 };
 
 // progress: fraction done in [0, 1]; called at most ~10 times a second, from a

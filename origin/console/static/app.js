@@ -268,6 +268,7 @@
     if (hls) { hls.destroy(); hls = null; }
     const video = $("preview");
     video.removeAttribute("src");
+    video.removeAttribute("poster");
     video.load();
     video.dataset.source = "";
   }
@@ -318,6 +319,8 @@
     const rows = renditions.map((r) => el("tr", {},
       el("th", { scope: "row", text: r.id }),
       el("td", { text: r.kind === "video" ? `${r.width}×${r.height}` :
+                       r.kind === "image" ? `${r.tiles} tiles of ${r.width}×${r.height}` :
+                       r.kind === "text" ? r.language :
                        `${r.channels} ch, ${r.sample_rate} Hz` }),
       el("td", { text: `${kbps(r.bitrate)} (avg ${kbps(r.avg_bitrate)}, peak ${kbps(r.peak_bitrate)})` }),
       el("td", { text: r.codec_string || r.codec }),
@@ -420,9 +423,11 @@
     if (video.dataset.source === id) return;
     const resp = await api(`/v1/console/preview/${encodeURIComponent(id)}`);
     if (!resp.ok) return;
-    const { hls: src } = await resp.json();
+    const { hls: src, poster } = await resp.json();
     stopPreview();
     video.dataset.source = id;
+    // A poster 404s for assets made before storyboards: the player shows nothing then.
+    if (poster) video.poster = poster;
     if (window.Hls && Hls.isSupported()) {
       hls = new Hls({ enableWorker: true });
       hls.loadSource(src);
