@@ -111,6 +111,10 @@ class TusUploads:
         self.uploads = UploadDir(upload_dir, ttl_seconds=expire_seconds)
         self.max_upload_bytes = max_upload_bytes
         self.authorise = authorise
+        # Uploads whose last byte is in and whose job is being submitted: the master
+        # is the application's already, the SUBMITTED record not yet written. A HEAD
+        # then must still say "complete", or a resuming client would start over.
+        self._completing: dict[str, UploadInfo] = {}
 
     # -- helpers ----------------------------------------------------------------------
     def _headers(self, resp: web.StreamResponse, request: web.Request) -> web.StreamResponse:
@@ -145,6 +149,9 @@ class TusUploads:
         resp.headers[ASSET_ID_HEADER] = info.asset_id
 
     async def _load(self, upload_id: str) -> UploadInfo | None:
+        completing = self._completing.get(upload_id)
+        if completing is not None:
+            return completing
         info = await asyncio.to_thread(self.uploads.load, upload_id)
         if info is not None and info.expires_at <= time.time():
             # Expired (tus §Expiration): gone now, whatever the sweep's schedule.
@@ -388,6 +395,13 @@ class TusUploads:
         """The last byte is in: the master goes to the application (which owns the
         file from here: kept, or removed on refusal), and the job starts."""
         data = self.uploads.data_path(info.id)
+        self._completing[info.id] = info
+        try:
+            return await self._submit(info, data)
+        finally:
+            self._completing.pop(info.id, None)
+
+    async def _submit(self, info: UploadInfo, data: Path) -> web.StreamResponse:
         try:
             view = await self.application.submit(info.asset_id, data, info.options,
                                                  source_name=info.filename)

@@ -320,6 +320,27 @@ async def test_an_upload_complete_at_a_crash_is_submitted_at_the_next_start(
     assert await _head(second, location) == 6
 
 
+async def test_head_while_the_job_is_submitted_says_complete(
+        make_origin: MakeOrigin) -> None:
+    """Between the last byte and the SUBMITTED record the master is the
+    application's already: a HEAD then (a client resuming after a dropped answer)
+    still hears "complete", never 404 (which would make it start over)."""
+    o = await make_origin()
+    assert o.held is not None
+    o.held.gate = asyncio.Event()
+    location = await _create(o, 6, filename="slow.mp4", asset_id="slow1")
+    last = asyncio.ensure_future(_patch(o, location, 0, b"abcdef"))
+    for _ in range(200):
+        if o.held.jobs:
+            break
+        await asyncio.sleep(0.01)
+    assert o.held.jobs and not last.done()
+    assert await _head(o, location) == 6
+    o.held.gate.set()
+    assert await last == 204
+    assert await _head(o, location) == 6
+
+
 async def test_a_second_writer_of_one_upload_is_423_while_the_first_writes(
         make_origin: MakeOrigin) -> None:
     o = await make_origin()

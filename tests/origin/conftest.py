@@ -4,6 +4,7 @@ over the local directory or a real S3 server (moto), SQLite, LRU or Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -161,6 +162,8 @@ class HeldJobs:
         self.objects = objects
         self.jobs: list[Job] = []
         self.masters: list[bytes] = []
+        # Set: enqueue() holds each job until it is set (a slow queue, for races).
+        self.gate: asyncio.Event | None = None
 
     async def route(self, request: JobRequest) -> str:
         return ""
@@ -169,6 +172,8 @@ class HeldJobs:
         # What a worker would do first: read the master the job names.
         self.jobs.append(job)
         self.masters.append(await self.objects.get_bytes(job.master))
+        if self.gate is not None:
+            await self.gate.wait()
 
     async def start(self) -> None:
         return None
