@@ -74,6 +74,10 @@ class Rendition:
     encryption: str = ""             # "" clear, "cenc" or "cbcs" (CMAF common encryption),
                                      # "aes-128" (HLS whole segments)
     key_id: str = ""                 # the default KID, 32 hex digits, when encrypted
+    vmaf: float = 0.0                # video: mean VMAF against the master scaled to this
+                                     # size, over sampled spans; 0 = not measured
+    analysis: str = ""               # per-title ladders: why this rung is what it is
+                                     # (JSON: target VMAF, candidates), engine.pertitle
 
 
 @dataclass

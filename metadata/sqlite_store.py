@@ -60,6 +60,8 @@ CREATE TABLE IF NOT EXISTS renditions (
     presentation_offset INTEGER NOT NULL DEFAULT 0,
     encryption TEXT NOT NULL DEFAULT '',
     key_id TEXT NOT NULL DEFAULT '',
+    vmaf REAL NOT NULL DEFAULT 0,
+    analysis TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (asset_id, id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS segments (
@@ -108,7 +110,8 @@ _JOB_SLOTS = ",".join("?" * 17)
 _REND_COLS = (
     "asset_id, id, kind, codec, codec_string, timescale, bitrate, avg_bitrate, peak_bitrate,"
     " width, height, sar, frame_rate, sample_rate, channels, language, name, is_default,"
-    " forced, characteristics, presentation_offset, encryption, key_id"
+    " forced, characteristics, presentation_offset, encryption, key_id, vmaf,"
+    " analysis"
 )
 # Catalogue columns added after the first schema: (name, DDL) for files made before.
 _REND_ADDED = (
@@ -116,6 +119,7 @@ _REND_ADDED = (
     ("forced", "INTEGER NOT NULL DEFAULT 0"), ("characteristics", "TEXT NOT NULL DEFAULT ''"),
     ("presentation_offset", "INTEGER NOT NULL DEFAULT 0"),
     ("encryption", "TEXT NOT NULL DEFAULT ''"), ("key_id", "TEXT NOT NULL DEFAULT ''"),
+    ("vmaf", "REAL NOT NULL DEFAULT 0"), ("analysis", "TEXT NOT NULL DEFAULT ''"),
 )
 
 
@@ -137,7 +141,7 @@ def _asset_row(a: Asset) -> tuple[Any, ...]:
 def _rendition(row: tuple[Any, ...]) -> Rendition:
     r = Rendition(*row[:16])
     (r.name, default, forced, r.characteristics, r.presentation_offset, r.encryption,
-     r.key_id) = row[16:]
+     r.key_id, r.vmaf, r.analysis) = row[16:]
     r.default, r.forced = bool(default), bool(forced)
     return r
 
@@ -286,7 +290,8 @@ class SQLiteStore(SQLiteThread):
             (r.asset_id, i, r.id, r.kind, r.codec, r.codec_string, r.timescale, r.bitrate,
              r.avg_bitrate, r.peak_bitrate, r.width, r.height, r.sar, r.frame_rate,
              r.sample_rate, r.channels, r.language, r.name, int(r.default), int(r.forced),
-             r.characteristics, r.presentation_offset, r.encryption, r.key_id)
+             r.characteristics, r.presentation_offset, r.encryption, r.key_id, r.vmaf,
+             r.analysis)
             for i, r in enumerate(renditions)
         ]
         seg_rows = [
@@ -315,8 +320,8 @@ class SQLiteStore(SQLiteThread):
                     "INSERT INTO renditions (asset_id, ord, id, kind, codec, codec_string,"
                     " timescale, bitrate, avg_bitrate, peak_bitrate, width, height, sar,"
                     " frame_rate, sample_rate, channels, language, name, is_default, forced,"
-                    " characteristics, presentation_offset, encryption, key_id)"
-                    f" VALUES ({','.join('?' * 24)})",
+                    " characteristics, presentation_offset, encryption, key_id, vmaf,"
+                    f" analysis) VALUES ({','.join('?' * 26)})",
                     rend_rows,
                 )
                 conn.executemany(
