@@ -41,11 +41,19 @@ from engine import storyboard
 from engine.job_spec import IngestError, work_dir_name
 from engine.ladder import plan_ladder
 from engine.leases import Lease, holder_dead, holder_id
-from engine.pipeline import Services, is_no_space, sidecars_of, to_models
+from engine.pipeline import (
+    Services,
+    analysed,
+    is_no_space,
+    measured,
+    sidecars_of,
+    to_models,
+    with_analysis,
+)
 from engine.runner import PERMANENT, local_master, reason_of, record_failure
 from engine.workers import choose_encoder
 from metadata.cache import invalidate_asset
-from metadata.jobs import Job, StaleJob, backoff_seconds
+from metadata.jobs import AUTO_LADDER, Job, StaleJob, backoff_seconds
 from metadata.models import Asset, JobState, media_prefix
 
 log = logging.getLogger(__name__)
@@ -139,13 +147,23 @@ async def maybe_split(services: Services, job: Job, chunk_seconds: float, window
                                       f"playable media file ({exc})") from exc
             if not should_chunk(chunk_seconds, job, info.duration):
                 return lease.job
+            records: dict[str, dict[str, Any]] = {}
+            if job.request.ladder == AUTO_LADDER:
+                # Once per master, here: every chunk encodes the rungs chosen now.
+                async with local_master(services, job) as master:
+                    analysis = await analysed(master, info, services.work_dir / work_dir_name(
+                        f"{job.asset_id}-analysis"), job.request,
+                        shown=job.request.source_name or "master")
+                planned, records = analysis.rungs, analysis.records
             try:
                 encoder = choose_encoder(job.queue or job.request.encoder)
-                rungs = [native.Rung(**{**r.__dict__, "encoder": encoder})
-                         for r in plan_ladder(info, job.request.ladder)]
+                if not records:
+                    planned = plan_ladder(info, job.request.ladder)
+                rungs = [native.Rung(**{**r.__dict__, "encoder": encoder}) for r in planned]
             except ValueError as exc:
                 raise IngestError(str(exc)) from exc
-            await split(services, lease, rungs, info.duration, chunk_seconds, window, send)
+            await split(services, lease, rungs, info.duration, chunk_seconds, window, send,
+                        records)
             return None
         except StaleJob:
             return None
@@ -155,9 +173,12 @@ async def maybe_split(services: Services, job: Job, chunk_seconds: float, window
 
 
 async def split(services: Services, lease: Lease, rungs: list[native.Rung], duration: float,
-                chunk_seconds: float, window: int, send: SendPart) -> None:
+                chunk_seconds: float, window: int, send: SendPart,
+                analysis: dict[str, dict[str, Any]] | None = None) -> None:
     """Turn the leased job into parts and queue the first ``window`` of them; the
-    job's own lease is handed back (its parts carry leases of their own)."""
+    job's own lease is handed back (its parts carry leases of their own).
+    ``analysis``: the per-title records of the rungs, kept in the plan for the
+    stitched renditions."""
     req = lease.job.request
     parts: dict[str, dict[str, Any]] = {
         AUDIO: _part(0.0, 0.0),
@@ -165,7 +186,8 @@ async def split(services: Services, lease: Lease, rungs: list[native.Rung], dura
     for i, (start, end) in enumerate(plan_spans(duration, req.segment_seconds, chunk_seconds)):
         parts[f"c{i}"] = _part(start, end)
     chunks = {"plan": {"rungs": [asdict(r) for r in rungs], "duration": duration,
-                       "stills_interval": storyboard.interval_for(duration)},
+                       "stills_interval": storyboard.interval_for(duration),
+                       "analysis": analysis or {}},
               "parts": parts}
     first = list(parts)[:max(1, window)]
     now = time.time()
@@ -512,7 +534,13 @@ async def stitch(services: Services, job_id: str, holder: str) -> None:
             result = merged_result((parts[n] for n in order),
                                    float(job.chunks["plan"]["duration"]))
             renditions, segments = to_models(job.asset_id, result)
+            renditions = with_analysis(renditions, job.chunks["plan"].get("analysis") or {})
             await _lay_out(services, [parts[n] for n in order], staging / "out")
+            if job.request.vmaf:  # measured on the stitched renditions, as published
+                async with local_master(services, job) as master:
+                    renditions = await measured(master, staging / "out", renditions,
+                                                segments, result.duration_seconds, None,
+                                                shown=job.request.source_name or "master")
             stills = await _gather_stills(services, [parts[n] for n in spans], staging)
             board = await asyncio.to_thread(storyboard.write_storyboard, staging / "out",
                                             job.asset_id, stills, result.duration_seconds)

@@ -102,7 +102,7 @@ async def asset_summary(backends: Backends, asset: Asset) -> dict[str, Any]:
         out.append({
             "id": r.id, "kind": r.kind, "width": r.width, "height": r.height,
             "bitrate": r.bitrate, "avg_bitrate": r.avg_bitrate, "peak_bitrate": r.peak_bitrate,
-            "codec": r.codec_string, "segments": len(segments),
+            "codec": r.codec_string, "segments": len(segments), "vmaf": r.vmaf,
             **({"tiles": r.tiles} if r.kind == "image" else {}),
         })
     return {
@@ -162,7 +162,8 @@ async def _ingest_via_broker(settings: Settings, backends: Backends, path: Path,
     engine = Engine(settings, backends, CeleryExecutor(settings, backends))
     raw = {"ladder": options.ladder, "preset": options.preset,
            "segment_seconds": options.segment_seconds, "gop_seconds": options.gop_seconds,
-           "copy": options.copy, "encoder": options.encoder}
+           "copy": options.copy, "encoder": options.encoder,
+           "encryption": options.encryption, "vmaf": options.vmaf}
     try:
         await engine.submit(asset_id, copy, raw, source_name=path.name)
     except AlreadyExists as exc:
@@ -185,7 +186,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 @app.command("ingest")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--id", "asset_id", help="Asset id (default: from the file name).")
-@click.option("--ladder", help="HEIGHT:KBPS[,HEIGHT:KBPS...]; default: planned from the source.")
+@click.option("--ladder", help="HEIGHT:KBPS[,HEIGHT:KBPS...], fixed (planned from the source's "
+                              "size: the default) or auto (per-title, measured with VMAF).")
 @click.option("--preset", help="x264 preset (default veryfast).")
 @click.option("--segment-seconds", type=float, help="Segment duration in seconds (default 4).")
 @click.option("--copy", is_flag=True,
@@ -197,11 +199,14 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 @click.option("--encryption", type=click.Choice(["cenc", "cbcs", "aes-128"]), default=None,
               help="cenc/cbcs: CMAF common encryption (HLS and DASH); aes-128: HLS "
                    "whole-segment AES-128. The key goes into the key store.")
+@click.option("--vmaf", is_flag=True,
+              help="Measure each video rendition's VMAF against the master (sampled "
+                   "spans; seconds per rendition).")
 @json_option
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
 def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str | None,
                segment_seconds: float | None, copy: bool, audio: tuple[str, ...],
-               subtitles: tuple[str, ...], encryption: str | None, as_json: bool,
+               subtitles: tuple[str, ...], encryption: str | None, vmaf: bool, as_json: bool,
                progress: bool | None) -> None:
     """Run the whole pipeline on PATH; exit 0 once the asset is ready."""
     aid = asset_id or new_asset_id(path)
@@ -218,6 +223,7 @@ def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str
             ladder=ladder, preset=preset or settings.preset, segment_seconds=seg,
             gop_seconds=settings.gop_seconds, copy=copy, encoder=settings.encoder,
             audio=sidecars[0], subtitles=sidecars[1], encryption=encryption or "",
+            vmaf=vmaf,
         )
         check_options(options)
         started = None
@@ -249,8 +255,9 @@ def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str
         for r in summary["renditions"]:
             size = (f"{r['width']}x{r['height']}" if r["kind"] == "video"
                     else f"{r['tiles']} tiles" if r["kind"] == "image" else r["kind"])
+            quality = f"  VMAF {r['vmaf']:.1f}" if r["vmaf"] else ""
             print(f"  {r['id']:<10} {size:<10} {r['bitrate'] // 1000:>6} kbit/s  "
-                  f"{r['codec']:<14} {r['segments']} segments")
+                  f"{r['codec']:<14} {r['segments']} segments{quality}")
 
 
 def _sidecars(audio: tuple[str, ...], subtitles: tuple[str, ...]

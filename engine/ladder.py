@@ -98,8 +98,14 @@ def _round_kbps(kbps: float) -> int:
 def plan_ladder(
     info: native.MediaInfo | SourceDims | tuple[int, int], spec: str | None = None
 ) -> list[native.Rung]:
-    """The rungs to encode, tallest first. Raises ValueError for a bad spec or a
-    master without video."""
+    """The rungs to encode, tallest first. ``spec`` None or "fixed": the default
+    ladder for the source's size. Raises ValueError for a bad spec or a master
+    without video ("auto" is planned by engine.pertitle, from the fixed ladder)."""
+    if spec == "fixed":
+        spec = None
+    elif spec == "auto":
+        raise ValueError("the auto ladder is planned by measuring the master "
+                         "(engine.pertitle.analyse)")
     src = source_dims(info)
     short = min(src.width, src.height)
     if spec is None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import shutil
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,10 +25,11 @@ from engine.copy_run import CopyRun
 from engine.job_spec import IngestError, IngestOptions, work_dir_name
 from engine.ladder import plan_ladder
 from engine.leases import Lease
+from engine.pertitle import Analysis, analyse
 from engine.segment_crypto import encrypt_renditions
 from engine.workers import choose_encoder
 from metadata.cache import Cache, invalidate_asset
-from metadata.jobs import StaleJob
+from metadata.jobs import AUTO_LADDER, StaleJob
 from metadata.keys import (
     AES_128,
     ContentKey,
@@ -198,6 +200,7 @@ async def run_pipeline(
     # How errors name the master: the user's own path for a local job (the CLI),
     # its file name for an uploaded one (a server path is nobody's business).
     shown = str(master) if job.master.startswith("/") else (options.source_name or "master")
+    analysis: Analysis | None = None
 
     def report(state: JobState, fraction: float) -> None:
         if on_progress is not None:
@@ -245,10 +248,15 @@ async def run_pipeline(
                                   f"({_scrub(exc, master, shown)})") from exc
             if not any(s.kind == "video" for s in info.streams):
                 raise IngestError(f"{shown}: no video stream")
-            report(JobState.PROBING, 1.0)
             work.mkdir(parents=True, exist_ok=True)
+            if options.ladder == AUTO_LADDER:  # planning measures the master first
+                analysis = await _until_lost(lease, analysed(
+                    master, info, work / "analysis", options,
+                    lambda f: report(JobState.PROBING, f), shown))
+            report(JobState.PROBING, 1.0)
             try:
-                rungs = plan_ladder(info, options.ladder)
+                rungs = analysis.rungs if analysis is not None else plan_ladder(
+                    info, options.ladder)
                 # The queue a job was routed to names its worker class; in-process
                 # jobs ("") follow the request (auto: this machine's hardware).
                 encoder = choose_encoder(job.queue or options.encoder)
@@ -270,8 +278,15 @@ async def run_pipeline(
             stills = storyboard.stills_of(result, interval)
 
         renditions, segments = to_models(asset_id, result, encryption)
+        if analysis is not None:
+            renditions = with_analysis(renditions, analysis.records)
         if not segments:
             raise IngestError(f"{shown}: produced no segments")
+        if options.vmaf:
+            # Before AES-128 encrypts whole segments; cenc is read with its key.
+            renditions = await _until_lost(lease, measured(
+                master, out_dir, renditions, segments, result.duration_seconds,
+                encryption, lambda f: report(JobState.PACKAGING, f), shown))
         if options.encryption == AES_128:
             # HLS AES-128: the core wrote clear CMAF; the media segments are
             # encrypted here, with a key stored first, before anything is published.
@@ -324,6 +339,50 @@ async def run_pipeline(
     finally:
         if run is None:  # a copy's work directory goes with the copy (runner)
             shutil.rmtree(work, ignore_errors=True)
+
+
+async def analysed(master: Path, info: native.MediaInfo, work: Path, request: IngestOptions,
+                   progress: Callable[[float], None] | None = None,
+                   shown: str | None = None) -> Analysis:
+    """The per-title ladder of the master (engine.pertitle), measured in a worker
+    thread; a failure to measure is the job's IngestError, naming the master as
+    ``shown``."""
+    from engine.vmaf import QualityError
+
+    try:
+        return await asyncio.to_thread(analyse, master, info, info.duration, work,
+                                       gop_seconds=request.gop, preset=request.preset,
+                                       progress=progress)
+    except QualityError as exc:
+        text = str(exc) if shown is None else str(exc).replace(str(master), shown)
+        raise IngestError(text) from exc
+
+
+def with_analysis(renditions: list[Rendition],
+                  records: dict[str, dict[str, Any]]) -> list[Rendition]:
+    """The renditions with the per-title analysis of their rung (JSON) attached."""
+    return [replace(r, analysis=json.dumps(records[r.id], separators=(",", ":"),
+                                           sort_keys=True))
+            if r.id in records else r for r in renditions]
+
+
+async def measured(master: Path, out_dir: Path, renditions: list[Rendition],
+                   segments: list[Segment], duration: float,
+                   encryption: native.Encryption | None,
+                   progress: Callable[[float], None] | None = None,
+                   shown: str | None = None) -> list[Rendition]:
+    """The renditions with their VMAF against the master (engine.vmaf); a failure
+    to measure is the job's IngestError, in one line."""
+    from engine.vmaf import QualityError, with_vmaf
+
+    key = encryption.key if encryption is not None else None
+    try:
+        return await asyncio.to_thread(with_vmaf, master, out_dir, renditions, segments,
+                                       duration=duration, decryption_key=key,
+                                       progress=progress)
+    except QualityError as exc:
+        text = str(exc) if shown is None else str(exc).replace(str(master), shown)
+        raise IngestError(text) from exc
 
 
 async def _until_lost(lease: Lease, work: Awaitable[T]) -> T:

@@ -27,6 +27,11 @@ from metadata.models import ASSET_ID_RE, JobState
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
            "slower", "veryslow", "placebo")
 ENCODERS = ("auto", "cpu", "gpu")
+# Ladders by name: "fixed" is the ladder planned from the source's size alone
+# (engine.ladder), "auto" the per-title ladder measured on the master
+# (engine.pertitle); anything else is a HEIGHT:KBPS spec.
+AUTO_LADDER = "auto"
+LADDER_MODES = (AUTO_LADDER, "fixed")
 # CMAF common encryption schemes (ISO/IEC 23001-7 §4.2), HLS whole-segment
 # AES-128 (RFC 8216 §4.3.2.4); "" = clear.
 ENCRYPTION_SCHEMES = ("", "cenc", "cbcs", "aes-128")
@@ -152,7 +157,7 @@ class JobRequest:
     """What an ingest job asks for. Built by ``parse`` (front doors) or directly
     (code); ``check()`` is what ``parse`` runs, for requests built in code."""
 
-    ladder: str | None = None          # "1080:5000,720:3000"; None plans from the source
+    ladder: str | None = None          # "1080:5000,720:3000", "auto" or "fixed"; None: fixed
     preset: str = "veryfast"
     segment_seconds: float = 4.0
     gop_seconds: float = 2.0
@@ -168,11 +173,15 @@ class JobRequest:
     # store (metadata/keys.py), one encrypted copy for HLS and DASH; "aes-128":
     # whole-segment HLS AES-128 (engine/segment_crypto.py), HLS only.
     encryption: str = ""
+    # Measure each video rendition's VMAF against the master (engine/vmaf.py) before
+    # publishing. Off by default: it decodes every rendition again and runs libvmaf,
+    # seconds per rendition on a small machine, which most ingests do not need.
+    vmaf: bool = False
 
     FIELDS = ("ladder", "preset", "segment_seconds", "gop_seconds", "copy", "encoder",
-              "source_name", "audio", "subtitles", "encryption")
+              "source_name", "audio", "subtitles", "encryption", "vmaf")
     # What a remote caller may set (REST, gRPC, the console).
-    REMOTE_FIELDS = (*FIELDS[:7], "encryption")
+    REMOTE_FIELDS = (*FIELDS[:7], "encryption", "vmaf")
 
     @classmethod
     def parse(cls, raw: Mapping[str, object], defaults: JobRequest | None = None) -> JobRequest:
@@ -188,6 +197,8 @@ class JobRequest:
         values: dict[str, Any] = {}
         if "ladder" in given:
             values["ladder"] = _text("ladder", given["ladder"], 512).strip()
+            if values["ladder"].lower() in LADDER_MODES:
+                values["ladder"] = values["ladder"].lower()
         if "preset" in given:
             values["preset"] = _text("preset", given["preset"]).strip()
         if "encoder" in given:
@@ -199,8 +210,9 @@ class JobRequest:
         for name in ("segment_seconds", "gop_seconds"):
             if name in given:
                 values[name] = _seconds(name, given[name])
-        if "copy" in given:
-            values["copy"] = _flag("copy", given["copy"])
+        for name in ("copy", "vmaf"):
+            if name in given:
+                values[name] = _flag(name, given[name])
         request = replace(base, **values)
         request.check()
         return request
@@ -218,7 +230,8 @@ class JobRequest:
             if self.copy:
                 raise RequestError("ladder and copy exclude each other: copy keeps the "
                                    "master's own encoding")
-            parse_ladder_spec(self.ladder)
+            if self.ladder not in LADDER_MODES:
+                parse_ladder_spec(self.ladder)
         if self.preset not in PRESETS:
             raise RequestError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}")
         if self.encoder not in ENCODERS:

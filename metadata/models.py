@@ -77,6 +77,10 @@ class Rendition:
     key_id: str = ""                 # the default KID, 32 hex digits, when encrypted
     tiles: str = ""                  # image: the sprite sheet's grid, "5x5" (columns x rows);
                                      # frame_rate is then pictures a second ("1/2")
+    vmaf: float = 0.0                # video: mean VMAF against the master scaled to this
+                                     # size, over sampled spans; 0 = not measured
+    analysis: str = ""               # per-title ladders: why this rung is what it is
+                                     # (JSON: target VMAF, candidates), engine.pertitle
 
 
 @dataclass

@@ -53,7 +53,7 @@ _TABLES = [
         peak_bitrate bigint, width int, height int, sar text, frame_rate text,
         sample_rate int, channels int, language text, name text, is_default boolean,
         forced boolean, characteristics text, presentation_offset bigint, encryption text,
-        key_id text, tiles text,
+        key_id text, tiles text, vmaf double, analysis text,
         PRIMARY KEY ((asset_id, version), ord))""",
     """CREATE TABLE IF NOT EXISTS segments (
         asset_id text, rendition_id text, version int, number int, start bigint,
@@ -75,12 +75,14 @@ _ASSET_COLS = (
 _REND_COLS = (
     "id, kind, codec, codec_string, timescale, bitrate, avg_bitrate, peak_bitrate, width,"
     " height, sar, frame_rate, sample_rate, channels, language, name, is_default, forced,"
-    " characteristics, presentation_offset, encryption, key_id, tiles"
+    " characteristics, presentation_offset, encryption, key_id, tiles, vmaf,"
+    " analysis"
 )
 # Catalogue columns added after the first schema, for keyspaces made before.
 _REND_ADDED = (("name", "text"), ("is_default", "boolean"), ("forced", "boolean"),
                ("characteristics", "text"), ("presentation_offset", "bigint"),
-               ("encryption", "text"), ("key_id", "text"), ("tiles", "text"))
+               ("encryption", "text"), ("key_id", "text"), ("tiles", "text"),
+               ("vmaf", "double"), ("analysis", "text"))
 
 
 async def execute_async(session: Any, statement: Any, params: Sequence[Any]) -> Any:
@@ -263,7 +265,7 @@ class ScyllaStore:
             ),
             "put_rend": prep(
                 f"INSERT INTO renditions (asset_id, version, ord, {_REND_COLS})"
-                f" VALUES ({','.join('?' * 26)})"
+                f" VALUES ({','.join('?' * 28)})"
             ),
             "put_seg": prep(
                 "INSERT INTO segments (asset_id, rendition_id, version, number, start,"
@@ -381,7 +383,7 @@ class ScyllaStore:
                  r.bitrate, r.avg_bitrate, r.peak_bitrate, r.width, r.height, r.sar,
                  r.frame_rate, r.sample_rate, r.channels, r.language, r.name, r.default,
                  r.forced, r.characteristics, r.presentation_offset, r.encryption, r.key_id,
-                 r.tiles]
+                 r.tiles, r.vmaf, r.analysis]
                 for i, r in enumerate(renditions)
             ])
             await self._many("put_seg", [
@@ -441,6 +443,7 @@ class ScyllaStore:
                 characteristics=r.characteristics or "",
                 presentation_offset=r.presentation_offset or 0,
                 encryption=r.encryption or "", key_id=r.key_id or "", tiles=r.tiles or "",
+                vmaf=r.vmaf or 0.0, analysis=r.analysis or "",
             )
             for r in rows
         ]

@@ -61,6 +61,8 @@ CREATE TABLE IF NOT EXISTS renditions (
     encryption TEXT NOT NULL DEFAULT '',
     key_id TEXT NOT NULL DEFAULT '',
     tiles TEXT NOT NULL DEFAULT '',
+    vmaf REAL NOT NULL DEFAULT 0,
+    analysis TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (asset_id, id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS segments (
@@ -109,7 +111,8 @@ _JOB_SLOTS = ",".join("?" * 17)
 _REND_COLS = (
     "asset_id, id, kind, codec, codec_string, timescale, bitrate, avg_bitrate, peak_bitrate,"
     " width, height, sar, frame_rate, sample_rate, channels, language, name, is_default,"
-    " forced, characteristics, presentation_offset, encryption, key_id, tiles"
+    " forced, characteristics, presentation_offset, encryption, key_id, tiles, vmaf,"
+    " analysis"
 )
 # Catalogue columns added after the first schema: (name, DDL) for files made before.
 _REND_ADDED = (
@@ -118,6 +121,7 @@ _REND_ADDED = (
     ("presentation_offset", "INTEGER NOT NULL DEFAULT 0"),
     ("encryption", "TEXT NOT NULL DEFAULT ''"), ("key_id", "TEXT NOT NULL DEFAULT ''"),
     ("tiles", "TEXT NOT NULL DEFAULT ''"),
+    ("vmaf", "REAL NOT NULL DEFAULT 0"), ("analysis", "TEXT NOT NULL DEFAULT ''"),
 )
 
 
@@ -139,7 +143,7 @@ def _asset_row(a: Asset) -> tuple[Any, ...]:
 def _rendition(row: tuple[Any, ...]) -> Rendition:
     r = Rendition(*row[:16])
     (r.name, default, forced, r.characteristics, r.presentation_offset, r.encryption,
-     r.key_id, r.tiles) = row[16:]
+     r.key_id, r.tiles, r.vmaf, r.analysis) = row[16:]
     r.default, r.forced = bool(default), bool(forced)
     return r
 
@@ -288,7 +292,8 @@ class SQLiteStore(SQLiteThread):
             (r.asset_id, i, r.id, r.kind, r.codec, r.codec_string, r.timescale, r.bitrate,
              r.avg_bitrate, r.peak_bitrate, r.width, r.height, r.sar, r.frame_rate,
              r.sample_rate, r.channels, r.language, r.name, int(r.default), int(r.forced),
-             r.characteristics, r.presentation_offset, r.encryption, r.key_id, r.tiles)
+             r.characteristics, r.presentation_offset, r.encryption, r.key_id, r.tiles,
+             r.vmaf, r.analysis)
             for i, r in enumerate(renditions)
         ]
         seg_rows = [
@@ -317,8 +322,8 @@ class SQLiteStore(SQLiteThread):
                     "INSERT INTO renditions (asset_id, ord, id, kind, codec, codec_string,"
                     " timescale, bitrate, avg_bitrate, peak_bitrate, width, height, sar,"
                     " frame_rate, sample_rate, channels, language, name, is_default, forced,"
-                    " characteristics, presentation_offset, encryption, key_id, tiles)"
-                    f" VALUES ({','.join('?' * 25)})",
+                    " characteristics, presentation_offset, encryption, key_id, tiles, vmaf,"
+                    f" analysis) VALUES ({','.join('?' * 27)})",
                     rend_rows,
                 )
                 conn.executemany(

@@ -60,7 +60,8 @@ from origin.playback import ASSET_RE
 
 log = logging.getLogger(__name__)
 
-_OPTION_FIELDS = ("ladder", "preset", "segment_seconds", "gop_seconds", "copy", "encoder")
+_OPTION_FIELDS = ("ladder", "preset", "segment_seconds", "gop_seconds", "copy", "encoder",
+                  "vmaf")
 # The application's refusals, as HTTP statuses (origin.application).
 _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (RequestError, 400), (NotFound, 404), (AlreadyExists, 409), (FailedPrecondition, 409),
@@ -140,7 +141,8 @@ def asset_json(asset: Asset, renditions: list[Rendition] | None = None,
                 "bitrate": r.bitrate, "avg_bitrate": r.avg_bitrate,
                 "peak_bitrate": r.peak_bitrate, "width": r.width, "height": r.height,
                 "frame_rate": r.frame_rate, "sample_rate": r.sample_rate,
-                "channels": r.channels, "language": r.language,
+                "channels": r.channels, "language": r.language, "vmaf": r.vmaf,
+                "analysis": json.loads(r.analysis) if r.analysis else None,
                 **({"tiles": r.tiles} if r.kind == "image" else {}),
                 **({"segments": segments.get(r.id, 0)} if segments is not None else {}),
             }

@@ -46,7 +46,7 @@ def asset_message(asset: Asset, view: AssetView | None = None) -> assets_pb2.Ass
             bitrate=r.bitrate, width=r.width, height=r.height, frame_rate=r.frame_rate,
             sample_rate=r.sample_rate, channels=r.channels, language=r.language,
             segment_count=view.segments.get(r.id, 0), average_bitrate=r.avg_bitrate,
-            peak_bitrate=r.peak_bitrate,
+            peak_bitrate=r.peak_bitrate, vmaf=r.vmaf, analysis_json=r.analysis,
         ))
     return msg
 
@@ -69,6 +69,8 @@ def job_options(options: assets_pb2.JobOptions) -> dict[str, object]:
         out["encryption"] = options.encryption
     if options.copy:
         out["copy"] = True
+    if options.vmaf:
+        out["vmaf"] = True
     for name in ("segment_seconds", "gop_seconds"):
         value = getattr(options, name)
         if value < 0:

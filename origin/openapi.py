@@ -229,6 +229,12 @@ OPENAPI: dict[str, Any] = {
                     "language": {"type": "string"},
                     "tiles": {"type": "string", "pattern": "^[1-9][0-9]*x[1-9][0-9]*$",
                               "description": "image: the sheet's grid, columns x rows"},
+                    "vmaf": {"type": "number", "minimum": 0, "maximum": 100,
+                             "description": "mean VMAF against the master (video; 0: "
+                                            "not measured)"},
+                    "analysis": {"type": ["object", "null"],
+                                 "description": "per-title ladders: the rung's target VMAF "
+                                                "and the candidates measured"},
                     "segments": {"type": "integer", "minimum": 0},
                 },
             },
@@ -288,12 +294,15 @@ OPENAPI: dict[str, Any] = {
                             "id": _ID,
                             "options": {"type": "string",
                                         "description": "JSON object of job options"},
-                            "ladder": {"type": "string", "examples": ["720:3000,360:800"]},
+                            "ladder": {"type": "string",
+                                       "examples": ["720:3000,360:800", "auto", "fixed"]},
                             "preset": {"type": "string"},
                             "segment_seconds": {"type": "number", "exclusiveMinimum": 0},
                             "gop_seconds": {"type": "number", "exclusiveMinimum": 0},
                             "copy": {"type": "boolean"},
                             "encoder": {"type": "string", "enum": ["auto", "cpu", "gpu"]},
+                            "vmaf": {"type": "boolean",
+                                     "description": "measure each video rendition's VMAF"},
                         },
                     }}, "application/json": {"schema": {
                         "description": "a pull: the master fetched from s3:// or http(s):// "

@@ -10,7 +10,7 @@ origin restarts.
 
 Upload-Metadata (base64 values, tus §"Upload-Metadata"): ``filename``, ``asset_id``
 and the job options (``ladder``, ``preset``, ``segment_seconds``, ``gop_seconds``,
-``copy``, ``encoder``). They are checked with ``JobRequest.parse`` at creation, so a
+``copy``, ``encoder``, ``vmaf``). They are checked with ``JobRequest.parse`` at creation, so a
 bad option is a 400 before any byte is sent. When the last byte arrives the master
 goes to ``application.submit`` and the job starts; a refusal then is answered with
 the same statuses as the REST API (origin.admin.refusal) and the upload removed.
@@ -52,7 +52,8 @@ EXTENSIONS = "creation,creation-with-upload,termination,expiration,checksum"
 ROUTE = "/v1/uploads"
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 # Metadata keys that become job options (metadata.jobs.JobRequest.FIELDS).
-OPTION_KEYS = ("ladder", "preset", "segment_seconds", "gop_seconds", "copy", "encoder")
+OPTION_KEYS = ("ladder", "preset", "segment_seconds", "gop_seconds", "copy", "encoder",
+               "vmaf")
 # Keys common tus clients add on their own (Uppy, tus-js-client examples): ignored.
 CLIENT_KEYS = ("filetype", "type", "relativePath", "lastModified", "size")
 ASSET_ID_HEADER = "Cdlc-Asset-Id"

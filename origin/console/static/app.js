@@ -182,6 +182,7 @@
     if ($("opt-preset").value) meta.preset = $("opt-preset").value;
     if ($("opt-segment").value) meta.segment_seconds = $("opt-segment").value;
     meta.copy = $("opt-copy").checked ? "true" : "false";
+    if ($("opt-vmaf").checked) meta.vmaf = "true";
     return meta;
   }
 
@@ -324,6 +325,7 @@
                        `${r.channels} ch, ${r.sample_rate} Hz` }),
       el("td", { text: `${kbps(r.bitrate)} (avg ${kbps(r.avg_bitrate)}, peak ${kbps(r.peak_bitrate)})` }),
       el("td", { text: r.codec_string || r.codec }),
+      el("td", { text: r.vmaf ? r.vmaf.toFixed(1) : "–" }),
       el("td", { text: String(r.segments ?? "–") })));
     $("rendition-rows").replaceChildren(...rows);
     drawChart(renditions);
