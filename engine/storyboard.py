@@ -45,7 +45,7 @@ POSTER_LONG = 1280
 # that keeps a title at or under MAX_TILES pictures is taken.
 _INTERVALS = (2, 4, 5, 10, 15, 20, 30, 60, 120)
 MAX_TILES = 400
-MAX_COPY_TILES = 100
+MAX_COPY_TILES = 20  # each costs a full-size keyframe decode (~10 ms at 1080p here)
 _SHEET_QUALITY = 5     # mjpeg qscale (2 best .. 31): tiles are small and many
 _POSTER_QUALITY = 3
 

@@ -468,7 +468,7 @@ def test_stats_and_webhooks_in_the_console(
         console.sign_in()
 
         # Webhooks, from the keyboard: Tab to the header's link, Enter.
-        for _ in range(10):
+        for _ in range(20):
             if page.evaluate("document.activeElement.id") == "nav-webhooks":
                 break
             page.keyboard.press("Tab")
