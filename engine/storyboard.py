@@ -24,10 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
-
-import av
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 import native
 from metadata.models import Rendition, Segment
@@ -37,6 +34,10 @@ __all__ = ["POSTER_NAME", "Still", "Stills", "interval_for", "keyframe_stills", 
            "stills_of", "write_storyboard"]
 
 WARNINGS = logging.getLogger("cdlc.warnings")
+
+if TYPE_CHECKING:  # PyAV and numpy cost ~0.2 s to import: only when a job makes stills
+    import av
+    import numpy as np
 
 POSTER_NAME = "poster.jpg"
 THUMBNAIL_LONG = 160
@@ -79,6 +80,7 @@ def interval_for(duration: float, max_tiles: int = MAX_TILES) -> int:
 
 
 def from_native(picture: native.Picture) -> Still:
+    import numpy as np
     pixels = np.frombuffer(picture.rgb, np.uint8).reshape(picture.height, picture.width, 3)
     return Still(picture.time, pixels, picture.score)
 
@@ -108,6 +110,8 @@ async def settle(task: asyncio.Future[Stills | None], master: Path,
 
 def jpeg(pixels: np.ndarray, quality: int) -> bytes:
     """Baseline JPEG of RGB pixels (libavcodec's mjpeg, full-range 4:2:0)."""
+    import av
+    import numpy as np
     height, width = pixels.shape[:2]
     codec = av.CodecContext.create("mjpeg", "w")
     codec.width, codec.height = width, height
@@ -125,6 +129,7 @@ def write_storyboard(
 ) -> tuple[Rendition, list[Segment]] | None:
     """Sheets and poster under ``out_dir/storyboard``; the storyboard rendition and
     its segments (one per sheet, times in ms). None when there is no still."""
+    import numpy as np
     if stills is None or not stills.pictures or duration <= 0:
         return None
     interval = stills.interval
@@ -175,6 +180,8 @@ def write_storyboard(
 
 
 def _fit(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    import av
+    import numpy as np
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
     return frame.reformat(width=width, height=height).to_ndarray()
 
@@ -186,6 +193,7 @@ def keyframe_stills(master: Path) -> Stills | None:
     a full-size keyframe decode, so a copy's storyboard is coarser than a
     transcode's (at most MAX_COPY_TILES pictures). None without a video stream.
     Raises av.error.FFmpegError for media PyAV cannot read."""
+    import av
     pictures: list[Still] = []
     best: tuple[float, av.VideoFrame, float] | None = None
     with av.open(str(master)) as container:
@@ -229,6 +237,7 @@ def keyframe_stills(master: Path) -> Stills | None:
 def _upright(pixels: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
     """Turned as the display matrix says (a phone's portrait clip is stored
     sideways), as players show it."""
+    import numpy as np
     turns = (round(-getattr(frame, "rotation", 0) / 90)) % 4
     return np.ascontiguousarray(np.rot90(pixels, turns)) if turns else pixels
 
@@ -257,6 +266,7 @@ _THUMBS_FILE, _POSTER_FILE = "thumbs.rgb", "poster.rgb"
 def save_stills(folder: Path, stills: Stills) -> dict[str, Any]:
     """A span's stills as two raw RGB files under ``folder`` (uploaded with the
     part) and the facts to read them back, kept in the part's record."""
+    import numpy as np
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / _THUMBS_FILE).open("wb") as fh:
         for p in stills.pictures:
@@ -281,6 +291,7 @@ def stills_files(meta: dict[str, Any]) -> list[str]:
 
 def load_stills(folder: Path, meta: dict[str, Any]) -> Stills:
     """What save_stills wrote. Raises ValueError when the files do not match."""
+    import numpy as np
     raw = (folder / _THUMBS_FILE).read_bytes()
     pictures, offset = [], 0
     for t, score, w, h in meta["pictures"]:
