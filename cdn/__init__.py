@@ -7,5 +7,5 @@
 - ``cdn.purge``: the purge client for takedowns (``purge_asset``).
 - ``cdn.edge``: runs a rendered edge as a child process (tests, benchmarks, demo).
 
-Imports nothing of ours outside this package (DESIGN.md layout).
+Imports nothing of ours outside this package.
 """

@@ -20,7 +20,7 @@ only its new lines). Only whole lines are read: a line still being written waits
 for the next ingest. Offset and counts are committed together, and only when the
 offset is still the one the read started from (``DeliverySink.ingest``).
 
-This module imports nothing of ours (DESIGN.md layout): the sink is any object
+This module imports nothing of ours: the sink is any object
 with the two methods of ``DeliverySink`` (metadata/event_log_delivery.py has them).
 """
 

@@ -1,5 +1,5 @@
 """The nginx edge configuration: a complete nginx.conf for a caching edge in front
-of the origin (DESIGN.md "edge" row; `cdlc cdn nginx-config`).
+of the origin (`cdlc cdn nginx-config`).
 
 What the rendered edge does:
 
@@ -38,7 +38,7 @@ What the rendered edge does:
   ``cdlc cdn ingest-log`` (cdn/access_log.py) add the bytes delivered per asset
   and hour to the stats.
 
-This module imports nothing of ours (DESIGN.md layout).
+This module imports nothing of ours.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def asset_paths(asset_id: str, renditions: Mapping[str, int],
                 text: Iterable[str] = ()) -> list[str]:
-    """Every playback path of an asset (DESIGN.md "Playback URLs"): the master
+    """Every playback path of an asset: the master
     playlist and MPD, and per rendition its media playlist, init segment and
     segments 1..count; for the rendition ids in ``text`` (WebVTT subtitles) the
     cue files 1..count and the whole track instead; for the storyboard (the

@@ -1,4 +1,4 @@
-"""Chunked encoding across workers (DESIGN.md, Jobs): a master longer than
+"""Chunked encoding across workers (docs/jobs.md): a master longer than
 ``CDLC_CHUNK_SECONDS`` is split at segment boundaries into span tasks that many
 workers encode at once; the audio is encoded once, as a task of its own.
 

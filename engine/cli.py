@@ -1,4 +1,4 @@
-"""The `cdlc` command line (DESIGN.md "Contracts others rely on").
+"""The `cdlc` command line.
 
 Start-up is part of every command's cost (a package-only ingest of a 10-minute
 master takes about as long as importing the engine), so this module imports the

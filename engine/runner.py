@@ -1,4 +1,4 @@
-"""Running a claimed job to its end, whatever happens (DESIGN.md, Jobs).
+"""Running a claimed job to its end, whatever happens (docs/jobs.md).
 
 ``execute`` runs the pipeline under the job's lease and decides how the attempt
 ends: READY (published), FAILED with the reason (bad input, a full disk, attempts

@@ -1,5 +1,5 @@
 """Checks made before a long-running process (``cdlc serve``, ``cdlc worker``)
-starts, so that every reason it cannot start is one line (DESIGN.md, Contracts)
+starts, so that every reason it cannot start is one line
 rather than a traceback from deep inside a server library."""
 
 from __future__ import annotations

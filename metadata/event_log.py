@@ -33,7 +33,7 @@ from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any, Protocol
 
-# The event types of DESIGN.md "Watch events", in proto enum order
+# The event types of docs/analytics.md, in proto enum order
 # (WatchEventType 1..9).
 EVENT_TYPES = ("start", "first_frame", "heartbeat", "stall_start", "stall_end", "seek",
                "rendition_change", "error", "end")
@@ -169,7 +169,7 @@ _NUM = (int, float)
 
 
 def event_from_json(doc: Any) -> WatchEvent:
-    """A WatchEvent from its JSON object (DESIGN.md "Watch events"); EventError
+    """A WatchEvent from its JSON object (docs/analytics.md); EventError
     when a field is missing or of the wrong kind."""
     # The fast path: a well-formed event (what every beacon sends) is checked in
     # one expression; anything else goes the slow way, which says what is wrong.

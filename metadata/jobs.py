@@ -290,7 +290,7 @@ def new_job_id() -> str:
 
 @dataclass
 class Job:
-    """One run of the pipeline for an asset (DESIGN.md, Jobs). ``rev`` is bumped by
+    """One run of the pipeline for an asset (docs/jobs.md). ``rev`` is bumped by
     every write: stores write a job only if its stored rev is the one read."""
 
     id: str

@@ -105,5 +105,5 @@ def media_key(asset_id: str, rendition_id: str, name: str) -> str:
 
 
 def master_key(asset_id: str) -> str:
-    """Object-store key of an uploaded master (DESIGN.md: /masters/{asset}/source)."""
+    """Object-store key of an uploaded master (masters/{asset}/source)."""
     return f"masters/{asset_id}/source"

@@ -167,7 +167,7 @@ def _job_row(j: Job, rev: int) -> tuple[Any, ...]:
 
 
 def _mirror(conn: sqlite3.Connection, job: Job) -> None:
-    """The asset shows its current job's state (DESIGN.md, Jobs). A published asset
+    """The asset shows its current job's state (docs/jobs.md). A published asset
     keeps READY: only publish() makes or unmakes that."""
     conn.execute(
         "UPDATE assets SET state = ?, progress = ?, error = ?, updated_at = ?"

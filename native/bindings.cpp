@@ -1,5 +1,5 @@
-// The only pybind11 file (DESIGN.md). Thin: converts types, releases the GIL around
-// all media work (STYLE.md §6) and maps core errors to Python exceptions (§5).
+// The only pybind11 file. Thin: converts types, releases the GIL around
+// all media work and maps core errors to Python exceptions.
 #include <pybind11/functional.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -258,7 +258,7 @@ void init_transcode(py::module_& m) {
             "run",
             [](Transcoder& self, py::object progress) {
                 // A Python exception raised in the callback is kept, the run is
-                // cancelled, and the exception re-raised here (STYLE.md §6).
+                // cancelled, and the exception re-raised here.
                 std::shared_ptr<py::error_already_set> pending;
                 std::mutex pending_mutex;
                 ProgressFn fn;

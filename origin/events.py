@@ -2,8 +2,8 @@
 
 Routes (``add_event_routes(app, intake)`` installs them):
 
-- ``POST /v1/events?token=T[&asset=A]``: a JSON array of watch events (DESIGN.md
-  "Watch events"), as ``application/json`` or ``text/plain`` (what
+- ``POST /v1/events?token=T[&asset=A]``: a JSON array of watch events
+  (docs/analytics.md), as ``application/json`` or ``text/plain`` (what
   ``navigator.sendBeacon`` sends without a CORS preflight). With a signing key
   configured the playback token decides asset and viewer: it must verify for the
   asset (``asset=``, else the first event's ``asset_id``), or the whole request is

@@ -143,7 +143,7 @@ _KEY_RESPONSES: dict[str, Any] = {
 _PLAYLIST = ["application/vnd.apple.mpegurl"]
 _MEDIA = ["video/mp4", "audio/mp4"]
 
-# Watch events and stats (origin/events.py): DESIGN.md "Watch events".
+# Watch events and stats (origin/events.py): docs/analytics.md.
 _NO_EVENTS = _problem("no event log behind this origin, or the authorization server's "
                       "keys (JWKS) cannot be had")
 _EVENT_TYPES = ["start", "first_frame", "heartbeat", "stall_start", "stall_end", "seek",

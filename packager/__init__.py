@@ -1,5 +1,5 @@
 """cdlc-stream packager: HLS playlists and DASH MPDs from the segment index, and
-RFC 6381 codec strings. Pure Python over metadata.models (DESIGN.md)."""
+RFC 6381 codec strings. Pure Python over metadata.models."""
 
 from packager.bitrates import average_bitrate, peak_bitrate
 from packager.codecs import codec_string

@@ -1,5 +1,5 @@
 """A real nginx edge (cdn/nginx.py) in front of a small upstream that speaks the
-origin's caching contract (DESIGN.md: segments immutable for a year, manifests
+origin's caching contract (segments immutable for a year, manifests
 short TTL, 404 for unknown assets) and counts what reaches it, so a test can tell
 a cache hit from a fetch at the source, not from the edge's own say-so."""
 

@@ -257,7 +257,7 @@ def describe(asset_id: str, rid: str, folder: Path, kbps: int
 async def publish(data_dir: Path, asset_id: str, work: Path, ladder: Sequence[Rung]
                   ) -> BuiltAsset:
     """Copy the renditions under data_dir/objects and publish their rows in the
-    SQLite store at data_dir (the embedded defaults of DESIGN.md)."""
+    SQLite store at data_dir (the embedded defaults)."""
     kbps = {f"v{r.height}": r.kbps for r in ladder} | {"audio": 64}
     renditions: list[Rendition] = []
     segments: list[Segment] = []

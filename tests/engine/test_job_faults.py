@@ -1,4 +1,4 @@
-"""Every job ends, whatever happens to the process running it (DESIGN.md, Jobs):
+"""Every job ends, whatever happens to the process running it (docs/jobs.md):
 kill -9 of `cdlc serve` or `cdlc ingest` mid-job, a data dir that fills up. The
 next process to start sweeps: the job runs again or fails with its reason, the
 dead run's scratch is gone, and nothing half-done is served."""

@@ -1,5 +1,5 @@
 // ISO-BMFF boxes of a CMAF track (ISO/IEC 14496-12, ISO/IEC 23000-19): one box,
-// one struct (STYLE.md §3). Each struct knows its size() and write()s exactly that
+// one struct. Each struct knows its size() and write()s exactly that
 // many bytes; a container's size is the sum of its children. Only what a CMAF
 // header (init.mp4) and a CMAF segment (N.m4s) need is modelled.
 #pragma once

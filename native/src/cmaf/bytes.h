@@ -12,7 +12,7 @@
 
 namespace cdlc {
 
-// Writes into a buffer sized up front (STYLE.md §3: sizes first, then write).
+// Writes into a buffer sized up front (sizes first, then write).
 // Writing past the reserved size is a bug in a size() method, not bad input, so it
 // throws Error rather than silently reallocating.
 class ByteWriter {

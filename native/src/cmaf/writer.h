@@ -1,6 +1,6 @@
 // CMAF header and segment byte builders: the model (TrackInfo + samples) in,
 // ISO-BMFF bytes out. No policy (where to cut) and no files: that is the
-// segmenter's job (STYLE.md §1: parse, model, write kept apart).
+// segmenter's job (parse, model, write kept apart).
 #pragma once
 
 #include <cstddef>

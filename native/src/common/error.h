@@ -1,4 +1,4 @@
-// One funnel for every error the core raises (STYLE.md §5). FFmpeg return codes go
+// One funnel for every error the core raises. FFmpeg return codes go
 // through check_av(); each class maps to one Python exception in bindings.cpp.
 #pragma once
 

@@ -1,4 +1,4 @@
-// Neutral media models shared by every stage of the native core (STYLE.md §1):
+// Neutral media models shared by every stage of the native core:
 // demuxers/encoders produce them, the CMAF writer and the segmenter consume them.
 // Nothing here knows about FFmpeg or Python.
 #pragma once

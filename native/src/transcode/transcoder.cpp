@@ -686,7 +686,7 @@ private:
         return buf;
     }
 
-    // The engine cuts masters at segment boundaries (DESIGN.md, Jobs); anything else
+    // The engine cuts masters at segment boundaries (docs/jobs.md); anything else
     // could not be stitched by merging segment indexes.
     void validate_span() const {
         const double seg = cfg_.segment_seconds;
