@@ -39,7 +39,7 @@ from typing import Any
 import native
 from engine import storyboard
 from engine.job_spec import IngestError, work_dir_name
-from engine.ladder import plan_ladder
+from engine.ladder import plan_ladder, with_h264_encoder
 from engine.leases import Lease, holder_dead, holder_id
 from engine.pipeline import Services, is_no_space, sidecars_of, to_models
 from engine.runner import PERMANENT, local_master, reason_of, record_failure
@@ -141,8 +141,8 @@ async def maybe_split(services: Services, job: Job, chunk_seconds: float, window
                 return lease.job
             try:
                 encoder = choose_encoder(job.queue or job.request.encoder)
-                rungs = [native.Rung(**{**r.__dict__, "encoder": encoder})
-                         for r in plan_ladder(info, job.request.ladder)]
+                rungs = with_h264_encoder(
+                    plan_ladder(info, job.request.ladder, job.request.codecs), encoder)
             except ValueError as exc:
                 raise IngestError(str(exc)) from exc
             await split(services, lease, rungs, info.duration, chunk_seconds, window, send)

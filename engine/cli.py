@@ -27,6 +27,7 @@ from engine.job_spec import (
     new_asset_id,
 )
 from engine.progress import JobProgress
+from metadata.jobs import codec_list
 from metadata.models import Asset, JobState
 
 if TYPE_CHECKING:
@@ -162,7 +163,7 @@ async def _ingest_via_broker(settings: Settings, backends: Backends, path: Path,
     engine = Engine(settings, backends, CeleryExecutor(settings, backends))
     raw = {"ladder": options.ladder, "preset": options.preset,
            "segment_seconds": options.segment_seconds, "gop_seconds": options.gop_seconds,
-           "copy": options.copy, "encoder": options.encoder}
+           "copy": options.copy, "encoder": options.encoder, "codecs": list(options.codecs)}
     try:
         await engine.submit(asset_id, copy, raw, source_name=path.name)
     except AlreadyExists as exc:
@@ -187,6 +188,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 @click.option("--id", "asset_id", help="Asset id (default: from the file name).")
 @click.option("--ladder", help="HEIGHT:KBPS[,HEIGHT:KBPS...]; default: planned from the source.")
 @click.option("--preset", help="x264 preset (default veryfast).")
+@click.option("--codecs", metavar="h264[,hevc][,av1]",
+              help="Video codecs, one ladder each, in one playlist and MPD (default h264).")
 @click.option("--segment-seconds", type=float, help="Segment duration in seconds (default 4).")
 @click.option("--copy", is_flag=True,
               help="Package without re-encoding (H.264/HEVC + AAC masters).")
@@ -200,9 +203,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 @json_option
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
 def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str | None,
-               segment_seconds: float | None, copy: bool, audio: tuple[str, ...],
-               subtitles: tuple[str, ...], encryption: str | None, as_json: bool,
-               progress: bool | None) -> None:
+               codecs: str | None, segment_seconds: float | None, copy: bool,
+               audio: tuple[str, ...], subtitles: tuple[str, ...], encryption: str | None,
+               as_json: bool, progress: bool | None) -> None:
     """Run the whole pipeline on PATH; exit 0 once the asset is ready."""
     aid = asset_id or new_asset_id(path)
     early: CopyRun | None = None
@@ -218,6 +221,7 @@ def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str
             ladder=ladder, preset=preset or settings.preset, segment_seconds=seg,
             gop_seconds=settings.gop_seconds, copy=copy, encoder=settings.encoder,
             audio=sidecars[0], subtitles=sidecars[1], encryption=encryption or "",
+            codecs=codec_list(codecs) if codecs else ("h264",),
         )
         check_options(options)
         started = None

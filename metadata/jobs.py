@@ -27,6 +27,8 @@ from metadata.models import ASSET_ID_RE, JobState
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
            "slower", "veryslow", "placebo")
 ENCODERS = ("auto", "cpu", "gpu")
+# Video codec families a ladder may be encoded in, one rung set each.
+CODECS = ("h264", "hevc", "av1")
 # CMAF common encryption schemes (ISO/IEC 23001-7 §4.2), HLS whole-segment
 # AES-128 (RFC 8216 §4.3.2.4); "" = clear.
 ENCRYPTION_SCHEMES = ("", "cenc", "cbcs", "aes-128")
@@ -147,6 +149,33 @@ def _text(name: str, value: object, limit: int = 256) -> str:
     return value
 
 
+def codec_list(value: object) -> tuple[str, ...]:
+    """"h264,av1" (a form field, the CLI) or ["h264", "av1"] (JSON, gRPC)."""
+    if isinstance(value, str):
+        items = [c.strip().lower() for c in _text("codecs", value, 64).split(",")]
+    elif isinstance(value, list | tuple) and all(isinstance(c, str) for c in value):
+        items = [c.strip().lower() for c in value]
+    else:
+        raise RequestError(f"codecs must be a list like h264,av1, got {value!r}")
+    return tuple(items)
+
+
+def _check_codecs(codecs: tuple[str, ...], copy: bool, encryption: str) -> None:
+    if not codecs:
+        raise RequestError(f"codecs must name at least one of {', '.join(CODECS)}")
+    for codec in codecs:
+        if codec not in CODECS:
+            raise RequestError(f"unknown codec {codec!r} in codecs; use {', '.join(CODECS)}")
+    if len(set(codecs)) != len(codecs):
+        raise RequestError(f"codecs names a codec twice: {','.join(codecs)}")
+    if copy and codecs != ("h264",):
+        raise RequestError("codecs and copy exclude each other: copy keeps the master's "
+                           "own encoding")
+    if "av1" in codecs and encryption in ("cenc", "cbcs"):
+        raise RequestError("AV1 renditions cannot be encrypted yet (cenc/cbcs); drop av1 "
+                           "from codecs or the encryption")
+
+
 @dataclass(frozen=True)
 class JobRequest:
     """What an ingest job asks for. Built by ``parse`` (front doors) or directly
@@ -168,11 +197,13 @@ class JobRequest:
     # store (metadata/keys.py), one encrypted copy for HLS and DASH; "aes-128":
     # whole-segment HLS AES-128 (engine/segment_crypto.py), HLS only.
     encryption: str = ""
+    # Video codec families, one rung set each (engine.ladder): ("h264", "av1").
+    codecs: tuple[str, ...] = ("h264",)
 
     FIELDS = ("ladder", "preset", "segment_seconds", "gop_seconds", "copy", "encoder",
-              "source_name", "audio", "subtitles", "encryption")
+              "source_name", "audio", "subtitles", "encryption", "codecs")
     # What a remote caller may set (REST, gRPC, the console).
-    REMOTE_FIELDS = (*FIELDS[:7], "encryption")
+    REMOTE_FIELDS = (*FIELDS[:7], "encryption", "codecs")
 
     @classmethod
     def parse(cls, raw: Mapping[str, object], defaults: JobRequest | None = None) -> JobRequest:
@@ -201,6 +232,8 @@ class JobRequest:
                 values[name] = _seconds(name, given[name])
         if "copy" in given:
             values["copy"] = _flag("copy", given["copy"])
+        if "codecs" in given:
+            values["codecs"] = codec_list(given["codecs"])
         request = replace(base, **values)
         request.check()
         return request
@@ -224,6 +257,7 @@ class JobRequest:
         if self.encoder not in ENCODERS:
             raise RequestError(f"unknown encoder {self.encoder!r}; use one of "
                                f"{', '.join(ENCODERS)}")
+        _check_codecs(self.codecs, self.copy, self.encryption)
         if self.encryption not in ENCRYPTION_SCHEMES:
             raise RequestError(f"unknown encryption {self.encryption!r}; use cenc, cbcs "
                                "or aes-128 (or none)")
@@ -249,6 +283,8 @@ class JobRequest:
         values = {k: v for k, v in doc.items() if k in cls.FIELDS}
         for name in ("audio", "subtitles"):  # JSON has lists where the type has tuples
             values[name] = tuple(tuple(item) for item in values.get(name, ()))
+        if "codecs" in values:
+            values["codecs"] = tuple(values["codecs"])
         return cls(**values)
 
 
