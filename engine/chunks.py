@@ -39,7 +39,7 @@ from typing import Any
 import native
 from engine import storyboard
 from engine.job_spec import IngestError, work_dir_name
-from engine.ladder import plan_ladder
+from engine.ladder import plan_ladder, with_h264_encoder
 from engine.leases import Lease, holder_dead, holder_id
 from engine.pipeline import (
     Services,
@@ -158,8 +158,8 @@ async def maybe_split(services: Services, job: Job, chunk_seconds: float, window
             try:
                 encoder = choose_encoder(job.queue or job.request.encoder)
                 if not records:
-                    planned = plan_ladder(info, job.request.ladder)
-                rungs = [native.Rung(**{**r.__dict__, "encoder": encoder}) for r in planned]
+                    planned = plan_ladder(info, job.request.ladder, job.request.codecs)
+                rungs = with_h264_encoder(planned, encoder)
             except ValueError as exc:
                 raise IngestError(str(exc)) from exc
             await split(services, lease, rungs, info.duration, chunk_seconds, window, send,

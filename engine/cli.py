@@ -27,6 +27,7 @@ from engine.job_spec import (
     new_asset_id,
 )
 from engine.progress import JobProgress
+from metadata.jobs import codec_list
 from metadata.models import Asset, JobState
 
 if TYPE_CHECKING:
@@ -163,7 +164,8 @@ async def _ingest_via_broker(settings: Settings, backends: Backends, path: Path,
     raw = {"ladder": options.ladder, "preset": options.preset,
            "segment_seconds": options.segment_seconds, "gop_seconds": options.gop_seconds,
            "copy": options.copy, "encoder": options.encoder,
-           "encryption": options.encryption, "vmaf": options.vmaf}
+           "encryption": options.encryption, "vmaf": options.vmaf,
+           "codecs": list(options.codecs)}
     try:
         await engine.submit(asset_id, copy, raw, source_name=path.name)
     except AlreadyExists as exc:
@@ -189,6 +191,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 @click.option("--ladder", help="HEIGHT:KBPS[,HEIGHT:KBPS...], fixed (planned from the source's "
                               "size: the default) or auto (per-title, measured with VMAF).")
 @click.option("--preset", help="x264 preset (default veryfast).")
+@click.option("--codecs", metavar="h264[,hevc][,av1]",
+              help="Video codecs, one ladder each, in one playlist and MPD (default h264).")
 @click.option("--segment-seconds", type=float, help="Segment duration in seconds (default 4).")
 @click.option("--copy", is_flag=True,
               help="Package without re-encoding (H.264/HEVC + AAC masters).")
@@ -205,9 +209,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 @json_option
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
 def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str | None,
-               segment_seconds: float | None, copy: bool, audio: tuple[str, ...],
-               subtitles: tuple[str, ...], encryption: str | None, vmaf: bool, as_json: bool,
-               progress: bool | None) -> None:
+               codecs: str | None, segment_seconds: float | None, copy: bool,
+               audio: tuple[str, ...], subtitles: tuple[str, ...], encryption: str | None,
+               vmaf: bool, as_json: bool, progress: bool | None) -> None:
     """Run the whole pipeline on PATH; exit 0 once the asset is ready."""
     aid = asset_id or new_asset_id(path)
     early: CopyRun | None = None
@@ -224,6 +228,7 @@ def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str
             gop_seconds=settings.gop_seconds, copy=copy, encoder=settings.encoder,
             audio=sidecars[0], subtitles=sidecars[1], encryption=encryption or "",
             vmaf=vmaf,
+            codecs=codec_list(codecs) if codecs else ("h264",),
         )
         check_options(options)
         started = None

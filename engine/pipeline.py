@@ -23,7 +23,7 @@ import native
 from engine import storyboard
 from engine.copy_run import CopyRun
 from engine.job_spec import IngestError, IngestOptions, work_dir_name
-from engine.ladder import plan_ladder
+from engine.ladder import plan_ladder, with_h264_encoder
 from engine.leases import Lease
 from engine.pertitle import Analysis, analyse
 from engine.segment_crypto import encrypt_renditions
@@ -256,13 +256,13 @@ async def run_pipeline(
             report(JobState.PROBING, 1.0)
             try:
                 rungs = analysis.rungs if analysis is not None else plan_ladder(
-                    info, options.ladder)
+                    info, options.ladder, options.codecs)
                 # The queue a job was routed to names its worker class; in-process
                 # jobs ("") follow the request (auto: this machine's hardware).
                 encoder = choose_encoder(job.queue or options.encoder)
             except ValueError as exc:
                 raise IngestError(str(exc)) from exc
-            rungs = [native.Rung(**{**r.__dict__, "encoder": encoder}) for r in rungs]
+            rungs = with_h264_encoder(rungs, encoder)
             interval = storyboard.interval_for(info.duration)
             # The key is stored before anything is encrypted with it.
             encryption = await encryption_for(services, asset_id, options)

@@ -32,6 +32,8 @@ ENCODERS = ("auto", "cpu", "gpu")
 # (engine.pertitle); anything else is a HEIGHT:KBPS spec.
 AUTO_LADDER = "auto"
 LADDER_MODES = (AUTO_LADDER, "fixed")
+# Video codec families a ladder may be encoded in, one rung set each.
+CODECS = ("h264", "hevc", "av1")
 # CMAF common encryption schemes (ISO/IEC 23001-7 §4.2), HLS whole-segment
 # AES-128 (RFC 8216 §4.3.2.4); "" = clear.
 ENCRYPTION_SCHEMES = ("", "cenc", "cbcs", "aes-128")
@@ -152,6 +154,33 @@ def _text(name: str, value: object, limit: int = 256) -> str:
     return value
 
 
+def codec_list(value: object) -> tuple[str, ...]:
+    """"h264,av1" (a form field, the CLI) or ["h264", "av1"] (JSON, gRPC)."""
+    if isinstance(value, str):
+        items = [c.strip().lower() for c in _text("codecs", value, 64).split(",")]
+    elif isinstance(value, list | tuple) and all(isinstance(c, str) for c in value):
+        items = [c.strip().lower() for c in value]
+    else:
+        raise RequestError(f"codecs must be a list like h264,av1, got {value!r}")
+    return tuple(items)
+
+
+def _check_codecs(codecs: tuple[str, ...], copy: bool, encryption: str) -> None:
+    if not codecs:
+        raise RequestError(f"codecs must name at least one of {', '.join(CODECS)}")
+    for codec in codecs:
+        if codec not in CODECS:
+            raise RequestError(f"unknown codec {codec!r} in codecs; use {', '.join(CODECS)}")
+    if len(set(codecs)) != len(codecs):
+        raise RequestError(f"codecs names a codec twice: {','.join(codecs)}")
+    if copy and codecs != ("h264",):
+        raise RequestError("codecs and copy exclude each other: copy keeps the master's "
+                           "own encoding")
+    if "av1" in codecs and encryption in ("cenc", "cbcs"):
+        raise RequestError("AV1 renditions cannot be encrypted yet (cenc/cbcs); drop av1 "
+                           "from codecs or the encryption")
+
+
 @dataclass(frozen=True)
 class JobRequest:
     """What an ingest job asks for. Built by ``parse`` (front doors) or directly
@@ -177,11 +206,13 @@ class JobRequest:
     # publishing. Off by default: it decodes every rendition again and runs libvmaf,
     # seconds per rendition on a small machine, which most ingests do not need.
     vmaf: bool = False
+    # Video codec families, one rung set each (engine.ladder): ("h264", "av1").
+    codecs: tuple[str, ...] = ("h264",)
 
     FIELDS = ("ladder", "preset", "segment_seconds", "gop_seconds", "copy", "encoder",
-              "source_name", "audio", "subtitles", "encryption", "vmaf")
+              "source_name", "audio", "subtitles", "encryption", "vmaf", "codecs")
     # What a remote caller may set (REST, gRPC, the console).
-    REMOTE_FIELDS = (*FIELDS[:7], "encryption", "vmaf")
+    REMOTE_FIELDS = (*FIELDS[:7], "encryption", "vmaf", "codecs")
 
     @classmethod
     def parse(cls, raw: Mapping[str, object], defaults: JobRequest | None = None) -> JobRequest:
@@ -213,6 +244,8 @@ class JobRequest:
         for name in ("copy", "vmaf"):
             if name in given:
                 values[name] = _flag(name, given[name])
+        if "codecs" in given:
+            values["codecs"] = codec_list(given["codecs"])
         request = replace(base, **values)
         request.check()
         return request
@@ -237,6 +270,10 @@ class JobRequest:
         if self.encoder not in ENCODERS:
             raise RequestError(f"unknown encoder {self.encoder!r}; use one of "
                                f"{', '.join(ENCODERS)}")
+        _check_codecs(self.codecs, self.copy, self.encryption)
+        if self.ladder == AUTO_LADDER and self.codecs != ("h264",):
+            raise RequestError("the auto ladder is measured for H.264 only: use a fixed "
+                               "ladder with other codecs")
         if self.encryption not in ENCRYPTION_SCHEMES:
             raise RequestError(f"unknown encryption {self.encryption!r}; use cenc, cbcs "
                                "or aes-128 (or none)")
@@ -262,6 +299,8 @@ class JobRequest:
         values = {k: v for k, v in doc.items() if k in cls.FIELDS}
         for name in ("audio", "subtitles"):  # JSON has lists where the type has tuples
             values[name] = tuple(tuple(item) for item in values.get(name, ()))
+        if "codecs" in values:
+            values["codecs"] = tuple(values["codecs"])
         return cls(**values)
 
 

@@ -76,7 +76,10 @@ def probe(path: str | Path) -> MediaInfo:
 
 @dataclass(frozen=True)
 class Rung:
-    """One video rendition of the ladder. width 0 derives it from height and the DAR."""
+    """One video rendition of the ladder. width 0 derives it from height and the DAR.
+    `encoder`: "libx264" or "h264_nvenc" (H.264, avc1), "libx265" (HEVC, hvc1) or
+    "libsvtav1" (AV1, av01); the job's x264 preset name is mapped for the others.
+    Any other name is a ValueError."""
 
     id: str
     height: int

@@ -175,15 +175,128 @@ def _aac(extradata: bytes) -> str:
 
 # ---- AV1 (AV1 Codec ISOBMFF binding §2.3.3, Annex A codecs parameter) ----------
 
+_OBU_SEQUENCE_HEADER = 1
+
+
+def _leb128(data: bytes, pos: int) -> tuple[int, int]:
+    value = 0
+    for i in range(8):
+        if pos >= len(data):
+            raise ValueError("AV1 OBU size truncated")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value, pos
+    raise ValueError("AV1 OBU size longer than 8 bytes")
+
+
+def _sequence_header_payload(obus: bytes) -> bytes | None:
+    """The payload of the first sequence header OBU in `obus` (av1C configOBUs)."""
+    pos = 0
+    while pos < len(obus):
+        header = obus[pos]
+        obu_type, extension, has_size = (header >> 3) & 0x0F, header & 0x04, header & 0x02
+        pos += 2 if extension else 1
+        size = len(obus) - pos
+        if has_size:
+            size, pos = _leb128(obus, pos)
+        if pos + size > len(obus):
+            raise ValueError("AV1 OBU runs past the end of av1C")
+        if obu_type == _OBU_SEQUENCE_HEADER:
+            return obus[pos:pos + size]
+        pos += size
+    return None
+
+
+def _uvlc(r: _Bits) -> None:
+    zeros = 0
+    while r.read(1) == 0:
+        zeros += 1
+        if zeros >= 32:
+            return
+    r.skip(zeros)
+
+
+def _av1_colour(seq: bytes) -> tuple[int, int, int, bool]:
+    """(color_primaries, transfer_characteristics, matrix_coefficients, full range)
+    from a sequence header OBU payload (AV1 spec §5.5); 2 (unspecified) where the
+    stream has no colour description. Skips the fields before color_config."""
+    r = _Bits(seq)
+    profile = r.read(3)
+    r.skip(1)  # still_picture
+    reduced = r.read(1)
+    if reduced:
+        r.skip(5)  # seq_level_idx[0]
+    else:
+        decoder_model, delay_length = False, 0
+        if r.read(1):  # timing_info_present_flag
+            r.skip(64)
+            if r.read(1):  # equal_picture_interval
+                _uvlc(r)
+            decoder_model = bool(r.read(1))
+            if decoder_model:
+                delay_length = r.read(5) + 1
+                r.skip(32 + 10)
+        initial_display_delay = r.read(1)
+        for _ in range(r.read(5) + 1):
+            r.skip(12)
+            if r.read(5) > 7:
+                r.skip(1)  # seq_tier
+            if decoder_model and r.read(1):
+                r.skip(2 * delay_length + 1)
+            if initial_display_delay and r.read(1):
+                r.skip(4)
+    width_bits, height_bits = r.read(4) + 1, r.read(4) + 1
+    r.skip(width_bits + height_bits)
+    if not reduced and r.read(1):  # frame_id_numbers_present_flag
+        r.skip(7)
+    r.skip(3)
+    if not reduced:
+        r.skip(4)
+        order_hint = r.read(1)
+        if order_hint:
+            r.skip(2)
+        force_screen_content = 2 if r.read(1) else r.read(1)
+        if force_screen_content and not r.read(1):
+            r.skip(1)
+        if order_hint:
+            r.skip(3)
+    r.skip(3)
+    high_bitdepth = r.read(1)
+    if profile == 2 and high_bitdepth:
+        r.skip(1)
+    mono = 0 if profile == 1 else r.read(1)
+    cp = tc = mc = 2
+    if r.read(1):  # color_description_present_flag
+        cp, tc, mc = r.read(8), r.read(8), r.read(8)
+    if not mono and cp == 1 and tc == 13 and mc == 0:
+        return cp, tc, mc, True  # sRGB: full range implied
+    return cp, tc, mc, bool(r.read(1))
+
+
 def _av1(extradata: bytes) -> str:
+    """av01.P.LLT.DD, plus .M.CCC.cp.tc.mc.F when any of those differ from the
+    defaults (AV1-ISOBMFF "Codecs Parameter String": 0, 110, 01, 01, 01, 0). A
+    stream without a colour description (primaries etc. 2, unspecified) counts as
+    the default: nothing in it asks a player for anything but BT.709 handling."""
     if len(extradata) < 4 or extradata[0] != 0x81:
         raise ValueError("av1C missing or not version 1")
     b1, b2 = extradata[1], extradata[2]
     profile, level = b1 >> 5, b1 & 0x1F
     tier = "H" if b2 & 0x80 else "M"
     high_bitdepth, twelve_bit = (b2 >> 6) & 1, (b2 >> 5) & 1
+    mono, sub_x, sub_y, position = (b2 >> 4) & 1, (b2 >> 3) & 1, (b2 >> 2) & 1, b2 & 3
     depth = 12 if (profile == 2 and high_bitdepth and twelve_bit) else (10 if high_bitdepth else 8)
-    return f"av01.{profile}.{level:02d}{tier}.{depth:02d}"
+    short = f"av01.{profile}.{level:02d}{tier}.{depth:02d}"
+    seq = _sequence_header_payload(extradata[4:])
+    cp, tc, mc, full = _av1_colour(seq) if seq is not None else (2, 2, 2, False)
+    if (cp, tc, mc) == (2, 2, 2):
+        cp = tc = mc = 1
+    chroma = f"{sub_x}{sub_y}{position if sub_x and sub_y else 0}"
+    if (mono, chroma, cp, tc, mc, full) == (0, "110", 1, 1, 1, False):
+        return short
+    return f"{short}.{mono}.{chroma}.{cp:02d}.{tc:02d}.{mc:02d}.{int(full)}"
 
 
 def codec_string(codec: str, extradata: bytes) -> str:

@@ -161,6 +161,16 @@ def _label(aset: ET.Element, r: Rendition) -> None:
         ET.SubElement(aset, "Label").text = r.name
 
 
+def _by_codec(videos: Sequence[Rendition]) -> list[list[Rendition]]:
+    """Video renditions grouped by codec family (h264, hevc, av1), in order of first
+    appearance: one AdaptationSet each, since players switch bitrates within a set
+    seamlessly but not codecs, and pick the set whose @codecs they decode."""
+    groups: dict[str, list[Rendition]] = {}
+    for v in videos:
+        groups.setdefault(v.codec, []).append(v)
+    return list(groups.values())
+
+
 def _by_language(audios: Sequence[Rendition]) -> list[tuple[str | None, list[Rendition]]]:
     """Audio renditions grouped by BCP 47 language, in order of first appearance;
     the group of the default rendition (marked, else the first) comes first."""
@@ -205,20 +215,22 @@ def build_mpd(asset: Asset, renditions: Sequence[Rendition],
         "minBufferTime": _duration(longest),
     })
     period = ET.SubElement(mpd, "Period", {"id": "1", "start": "PT0S"})
-    if videos:
+    next_id = 1
+    for family in _by_codec(videos):
         aset = ET.SubElement(period, "AdaptationSet", {
-            "id": "1",
+            "id": str(next_id),
             "contentType": "video",
             "mimeType": "video/mp4",
             "segmentAlignment": "true",
             "startWithSAP": "1",
-            "maxWidth": str(max(v.width for v in videos)),
-            "maxHeight": str(max(v.height for v in videos)),
+            "maxWidth": str(max(v.width for v in family)),
+            "maxHeight": str(max(v.height for v in family)),
         })
-        _protection(aset, videos, clearkey_url)
-        for v in videos:
+        next_id += 1
+        _protection(aset, family, clearkey_url)
+        for v in family:
             _representation(aset, v, segments.get(v.id, ()), _bandwidth(v, segments), query)
-    next_id = 2
+    next_id = max(next_id, 2)
     for i, (language, group) in enumerate(_by_language(audios)):
         aset = ET.SubElement(period, "AdaptationSet", {
             "id": str(next_id),

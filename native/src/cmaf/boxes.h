@@ -62,7 +62,7 @@ struct Handler {
     void write(ByteWriter& w) const;
 };
 
-// 'avcC' / 'hvcC' (14496-15 §5.3.4.1 / §8.4.1), an opaque record here.
+// 'avcC' / 'hvcC' (14496-15 §5.3.4.1 / §8.4.1) / 'av1C' (AV1-ISOBMFF §2.3), an opaque record here.
 struct CodecConfig {
     const char* type = "avcC";
     std::vector<uint8_t> record;
@@ -102,7 +102,7 @@ struct ProtectionSystemHeader {
     void write(ByteWriter& w) const;
 };
 
-// 'avc1' / 'hvc1' VisualSampleEntry §12.1.3 with its config and pasp ('encv' with
+// 'avc1' / 'hvc1' / 'av01' VisualSampleEntry §12.1.3 with its config and pasp ('encv' with
 // a sinf when protected).
 struct VisualSampleEntry {
     const char* type = "avc1";

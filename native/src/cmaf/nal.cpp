@@ -30,7 +30,8 @@ size_t find_start_code(const uint8_t* d, size_t size, size_t from) {
 }
 
 constexpr int kAvcSps = 7, kAvcPps = 8, kAvcSpsExt = 13;
-constexpr int kHevcVps = 32, kHevcSps = 33, kHevcPps = 34;
+constexpr int kHevcVps = 32, kHevcSps = 33, kHevcPps = 34, kHevcAud = 35;
+constexpr int kHevcIdrWRadl = 19, kHevcIdrNLp = 20;
 
 int avc_type(const NalSpan& n) { return n.data[0] & 0x1F; }
 int hevc_type(const NalSpan& n) { return (n.data[0] >> 1) & 0x3F; }
@@ -198,6 +199,31 @@ std::vector<uint8_t> annexb_to_length_prefixed(const uint8_t* d, size_t n) {
         out.insert(out.end(), s.data, s.data + s.size);
     }
     return out;
+}
+
+std::vector<uint8_t> hevc_sample_from_annexb(const uint8_t* d, size_t n) {
+    if (!is_annexb(d, n)) return std::vector<uint8_t>(d, d + n);
+    std::vector<uint8_t> out;
+    out.reserve(n + 16);
+    for (const NalSpan& s : split_annexb(d, n)) {
+        const int type = hevc_type(s);
+        if (type == kHevcVps || type == kHevcSps || type == kHevcPps || type == kHevcAud) continue;
+        const uint32_t len = static_cast<uint32_t>(s.size);
+        const uint8_t hdr[4] = {uint8_t(len >> 24), uint8_t(len >> 16), uint8_t(len >> 8), uint8_t(len)};
+        out.insert(out.end(), hdr, hdr + 4);
+        out.insert(out.end(), s.data, s.data + s.size);
+    }
+    return out;
+}
+
+bool hevc_is_idr_sample(const uint8_t* d, size_t n) {
+    for (const NalSpan& s : split_length_prefixed(d, n)) {
+        if (s.size < 2) continue;
+        const int type = hevc_type(s);
+        if (type == kHevcIdrWRadl || type == kHevcIdrNLp) return true;
+        if (type < 32) return false;  // the first VCL NAL unit decides
+    }
+    return false;
 }
 
 std::vector<uint8_t> avc_decoder_config(const uint8_t* d, size_t n) {

@@ -27,6 +27,16 @@ std::vector<uint8_t> avc_decoder_config(const uint8_t* extradata, size_t size);
 // Throws InvalidDataError when no VPS/SPS/PPS is found or the SPS is malformed.
 std::vector<uint8_t> hevc_decoder_config(const uint8_t* extradata, size_t size);
 
+// An HEVC access unit in Annex B as an 'hvc1' sample: 4-byte length-prefixed NAL
+// units without VPS/SPS/PPS or access unit delimiters (hvc1 keeps parameter sets
+// in the hvcC only, 14496-15 §8.4.1). Length-prefixed input is returned unchanged.
+std::vector<uint8_t> hevc_sample_from_annexb(const uint8_t* data, size_t size);
+
+// True when the first VCL NAL unit of a length-prefixed HEVC sample is an IDR
+// (IDR_W_RADL or IDR_N_LP: a sync sample). A CRA is not counted: its leading
+// pictures may reference frames before it, and closed GOPs never make one.
+bool hevc_is_idr_sample(const uint8_t* data, size_t size);
+
 // --- helpers shared with the copy path (additive to the original contract) ---
 
 // One NAL unit inside a larger buffer (no start code, no length prefix).

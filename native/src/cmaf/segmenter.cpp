@@ -462,6 +462,10 @@ void CmafSegmenter::set_encryption(const EncryptionConfig& config) {
         impl_->encryptor.reset();
         return;
     }
+    // Subsample maps for AV1 follow OBU and tile boundaries (AV1-ISOBMFF §4), which
+    // the NAL-unit layout of the encryptor does not know.
+    if (impl_->track.codec == "av1")
+        throw InvalidDataError("encryption of AV1 tracks is not supported (H.264 and HEVC are)");
     impl_->encryptor = std::make_unique<SampleEncryptor>(config, impl_->track.kind, impl_->track.codec);
     TrackProtection& p = impl_->protection;
     p.scheme = config.scheme;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 
+#include "cmaf/av1.h"
 #include "cmaf/boxes.h"
 #include "cmaf/nal.h"
 #include "common/error.h"
@@ -30,9 +31,10 @@ uint32_t to_fixed16(double v) {
 const char* sample_entry_type(const std::string& codec) {
     if (codec == "h264") return "avc1";
     if (codec == "hevc" || codec == "h265") return "hvc1";
+    if (codec == "av1") return "av01";
     if (codec == "aac") return "mp4a";
     if (codec == "opus") return "Opus";
-    throw InvalidDataError("codec '" + codec + "' cannot be written to CMAF (supported: h264, hevc, aac, opus)");
+    throw InvalidDataError("codec '" + codec + "' cannot be written to CMAF (supported: h264, hevc, av1, aac, opus)");
 }
 
 std::vector<uint8_t> build_init_segment(const TrackInfo& track) { return build_init_segment(track, nullptr); }
@@ -71,10 +73,19 @@ std::vector<uint8_t> build_init_segment(const TrackInfo& track, const TrackProte
         v.type = entry;
         v.width = static_cast<uint16_t>(track.width);
         v.height = static_cast<uint16_t>(track.height);
-        const bool hevc = std::string(entry) == "hvc1";
-        v.config.type = hevc ? "hvcC" : "avcC";
-        v.config.record = hevc ? hevc_decoder_config(track.extradata.data(), track.extradata.size())
-                               : avc_decoder_config(track.extradata.data(), track.extradata.size());
+        const std::string type(entry);
+        const uint8_t* extradata = track.extradata.data();
+        const size_t extradata_size = track.extradata.size();
+        if (type == "av01") {
+            v.config.type = "av1C";
+            v.config.record = av1_decoder_config(extradata, extradata_size);
+        } else if (type == "hvc1") {
+            v.config.type = "hvcC";
+            v.config.record = hevc_decoder_config(extradata, extradata_size);
+        } else {
+            v.config.type = "avcC";
+            v.config.record = avc_decoder_config(extradata, extradata_size);
+        }
         v.pasp.h_spacing = static_cast<uint32_t>(sar_num);
         v.pasp.v_spacing = static_cast<uint32_t>(sar_den);
         stsd.visual = std::move(v);

@@ -15,7 +15,7 @@ enum class TrackKind { Video, Audio, Text };
 // everything the packager needs for codec strings and manifests.
 struct TrackInfo {
     TrackKind kind = TrackKind::Video;
-    std::string codec;               // "h264", "hevc", "aac", "opus"
+    std::string codec;               // "h264", "hevc", "av1", "aac", "opus"
     uint32_t timescale = 90000;      // mdhd timescale; all packet times below use it
     // Decoder configuration in ISO form: AVCDecoderConfigurationRecord (avcC),
     // HEVCDecoderConfigurationRecord (hvcC), AudioSpecificConfig (esds) or OpusHead (dOps).

@@ -30,6 +30,7 @@
 #include <thread>
 
 #include "avglue/streams.h"
+#include "cmaf/av1.h"
 #include "cmaf/nal.h"
 #include "cmaf/segmenter.h"
 #include "text/subtitle_parse.h"
@@ -148,6 +149,9 @@ class RungWorker {
 public:
     RungWorker(RungConfig rung, RunState& state, const std::string& input)
         : rung_(std::move(rung)), state_(state), input_(input), queue_(kFrameQueue, state.stop) {}
+    ~RungWorker() { release_video_encoder(enc_); }
+    RungWorker(const RungWorker&) = delete;
+    RungWorker& operator=(const RungWorker&) = delete;
 
     // Opens encoder and segmenter; called by the main thread once the first
     // normalised frame fixes the source size.
@@ -173,12 +177,22 @@ public:
         p.color_trc = first->color_trc;
         p.colorspace = first->colorspace;
         enc_ = open_video_encoder(rung_, p);
+        codec_ = encoder_codec(rung_.encoder);
 
         TrackInfo track;
         track.kind = TrackKind::Video;
-        track.codec = "h264";
+        track.codec = codec_;
         track.timescale = timescale;
-        track.extradata = avc_decoder_config(enc_->extradata, static_cast<size_t>(enc_->extradata_size));
+        const auto* extradata = enc_->extradata;
+        const auto extradata_size = static_cast<size_t>(enc_->extradata_size);
+        if (codec_ == "av1") {
+            track.extradata = av1_decoder_config(extradata, extradata_size);
+            av1_reduced_still_ = av1_config_sequence_info(track.extradata).reduced_still_picture_header;
+        } else if (codec_ == "hevc") {
+            track.extradata = hevc_decoder_config(extradata, extradata_size);
+        } else {
+            track.extradata = avc_decoder_config(extradata, extradata_size);
+        }
         track.width = width;
         track.height = height;
         track.frame_rate_num = fps.num;
@@ -281,11 +295,20 @@ private:
         // segmenter shifts decode times by the first composition delay, so each IDR's
         // decode time equals its presentation time, a multiple of the GOP (segmenter.h).
         EncodedPacket ep;
-        ep.data = annexb_to_length_prefixed(pkt->data, static_cast<size_t>(pkt->size));
+        const auto size = static_cast<size_t>(pkt->size);
+        if (codec_ == "av1") {
+            ep.data = av1_sample_from_temporal_unit(pkt->data, size);
+            ep.keyframe = av1_is_sync_sample(ep.data.data(), ep.data.size(), av1_reduced_still_);
+        } else if (codec_ == "hevc") {
+            ep.data = hevc_sample_from_annexb(pkt->data, size);
+            ep.keyframe = hevc_is_idr_sample(ep.data.data(), ep.data.size());
+        } else {
+            ep.data = annexb_to_length_prefixed(pkt->data, size);
+            ep.keyframe = (pkt->flags & AV_PKT_FLAG_KEY) != 0;
+        }
         ep.pts = av_rescale_q(pkt->pts, tb, ts);
         ep.dts = av_rescale_q(pkt->dts, tb, ts);
         ep.duration = av_rescale_q(1, av_inv_q(fps_), ts);
-        ep.keyframe = (pkt->flags & AV_PKT_FLAG_KEY) != 0;
         segmenter_->write(ep);
     }
 
@@ -299,6 +322,8 @@ private:
     AVRational fps_{30, 1};
     uint32_t timescale_ = 90000;
     av::CodecPtr enc_;
+    std::string codec_ = "h264";      // the encoder's codec family (encoder_codec)
+    bool av1_reduced_still_ = false;  // from the AV1 sequence header
     av::SwsPtr sws_;
     av::FramePtr scaled_;
     av::PacketPtr pkt_;
@@ -668,6 +693,10 @@ private:
             if (r.id.empty() || r.id.find('/') != std::string::npos || r.id == "." || r.id == "..")
                 throw std::invalid_argument("bad rung id '" + r.id + "'");
             if (!ids.insert(r.id).second) throw std::invalid_argument("duplicate rung id " + r.id);
+            // An unknown encoder, or one the run cannot use, fails before any decoding.
+            if (encoder_codec(r.encoder) == "av1" && cfg_.encryption.enabled())
+                throw std::invalid_argument("rung " + r.id +
+                                            ": encryption of AV1 tracks is not supported (H.264 and HEVC are)");
             if (r.width < 0 || r.height < 0 || (r.crf < 0 && r.bitrate <= 0))
                 throw std::invalid_argument("rung " + r.id + ": needs a size >= 0 and a bitrate > 0");
         }

@@ -1,0 +1,95 @@
+"""An asset ingested with --codecs h264,av1 offers both in one MPD; dash.js and
+Shaka Player in headless Chromium are pinned to the AV1 renditions through their
+own APIs, and the judges are the player's active representation (codec av01) and
+the <video> element's picture advancing."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from cdn.edge import free_port
+from tests.conftest import CdlcEnv, make_env
+from tests.media import make_master
+
+# Pin AV1 once the manifest is in, then report the codec of what plays.
+PIN = {
+    "dashjs": """() => {
+        const p = window.dashPlayer;
+        const track = p.getTracksFor('video').find((t) => (t.codec || '').includes('av01'));
+        p.updateSettings({streaming: {abr: {autoSwitchBitrate: {video: false}}}});
+        p.setCurrentTrack(track);
+        return (p.getTracksFor('video') || []).map((t) => t.codec);
+    }""",
+    "shaka": """() => {
+        const p = window.shakaPlayer;
+        p.configure({abr: {enabled: false}});
+        const track = p.getVariantTracks().find((t) => (t.videoCodec || '').startsWith('av01'));
+        p.selectVariantTrack(track, true);
+        return p.getVariantTracks().map((t) => t.videoCodec);
+    }""",
+}
+PLAYING = {
+    "dashjs": "(() => { const r = window.dashPlayer.getCurrentRepresentationForType('video');"
+              " return r ? r.codecs : ''; })()",
+    "shaka": "(window.shakaPlayer.getVariantTracks().find((t) => t.active) || {}).videoCodec",
+}
+
+
+@pytest.fixture(scope="module")
+def av1_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("av1-e2e")
+    env: CdlcEnv = make_env(tmp / "data", CDLC_PRESET="veryfast", CDLC_GOP_SECONDS="2",
+                            CDLC_ENCODER="cpu")
+    master = make_master(tmp / "master.mp4", seconds=6, width=640, height=360, fps="25")
+    done = env.run("ingest", str(master), "--id", "av1", "--ladder", "360:800",
+                   "--codecs", "h264,av1", "--segment-seconds", "2", timeout=120)
+    assert done.returncode == 0, done.stderr
+    port = free_port()
+    server = env.serve(port)
+    try:
+        url = f"http://127.0.0.1:{port}/vod/av1/manifest.mpd"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            mpd = resp.read().decode()
+        assert mpd.count('contentType="video"') == 2, mpd  # one AdaptationSet per codec
+        assert 'codecs="avc1.' in mpd and 'codecs="av01.' in mpd, mpd
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.mark.parametrize("player", ["dashjs", "shaka"])
+def test_av1_rendition_plays_from_the_mpd_that_offers_h264(
+    av1_origin: str, browser_context: Any, page_origin: str, player: str, tmp_path: Path,
+) -> None:
+    page = browser_context.new_page()
+    console: list[str] = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    try:
+        page.goto(f"{page_origin}/player.html?player={player}&src={quote(av1_origin, safe='')}")
+        page.wait_for_function("E2E.ready", timeout=20_000)
+        # Shaka keeps one codec family of an MPD (its own choice, AV1 here by
+        # bandwidth); dash.js lists both video AdaptationSets.
+        offered = page.evaluate(PIN[player])
+        assert any("av01" in c for c in offered), offered
+        page.wait_for_function(f"({PLAYING[player]} || '').startsWith('av01')", timeout=15_000)
+        start = page.evaluate("document.getElementById('video').currentTime")
+        page.wait_for_function(
+            f"document.getElementById('video').currentTime > {start} + 1.5", timeout=15_000)
+        quality = page.evaluate(
+            "document.getElementById('video').getVideoPlaybackQuality().totalVideoFrames")
+        assert quality > 20
+        assert str(page.evaluate(PLAYING[player])).startswith("av01")
+        errors = page.evaluate("E2E.errors")
+        assert not [e for e in errors if e["fatal"]], errors
+    except BaseException:
+        print(f"{player} console:\n" + "\n".join(console[-40:]))
+        raise
+    finally:
+        page.close()
