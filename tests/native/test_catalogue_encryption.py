@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 import native
 from tests.media import ffmpeg
 from tests.native import isobmff
+from tests.native.test_remux import shrink_script
 
 KID = bytes.fromhex("0123456789abcdef0123456789abcdef")
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
@@ -249,26 +250,8 @@ def test_encrypted_copy_faults_reach_the_caller(master: Path, tmp_path: Path) ->
         native.package_copy(truncated, tmp_path / "tr", SEGMENT, encryption=enc)
 
 
-_SHRINK = """
-import os, sys, threading, time
-from pathlib import Path
-import native
-master, out = Path(sys.argv[1]), Path(sys.argv[2])
-
-def shrink() -> None:
-    deadline = time.monotonic() + 30
-    while not any(out.glob("*/1.m4s")) and time.monotonic() < deadline:
-        time.sleep(0.0005)
-    os.truncate(master, 4096)
-
-threading.Thread(target=shrink, daemon=True).start()
-try:
-    native.package_copy(master, out, 0.5, encryption=native.Encryption(
-        "cenc", bytes(16), bytes(range(16))))
-except (OSError, ValueError) as exc:
-    print(exc)
-    sys.exit(3)
-"""
+_SHRINK = shrink_script(
+    ', encryption=native.Encryption("cenc", bytes(16), bytes(range(16)))')
 
 
 def test_master_shrinking_during_an_encrypted_copy_never_crashes(tmp_path: Path) -> None:

@@ -280,6 +280,13 @@ def test_failed_segment_write_raises_in_the_caller(copy_masters: dict[str, Path]
     assert native.package_copy(copy_masters["mp4"], tmp_path / "again", SEGMENT_SECONDS)
 
 
+def shrink_script(copy_args: str = "") -> str:
+    """A program that packages argv[1] into argv[2] (``copy_args`` added to the
+    package_copy call) while a thread truncates the master under it; exit 3 with
+    the error's text on stdout, 0 when the copy won the race."""
+    return _SHRINK.replace("{copy_args}", copy_args)
+
+
 _SHRINK = """
 import os, sys, threading, time
 from pathlib import Path
@@ -296,7 +303,7 @@ def shrink() -> None:
 
 threading.Thread(target=shrink, daemon=True).start()
 try:
-    native.package_copy(master, out, 0.5)
+    native.package_copy(master, out, 0.5{copy_args})
 except (OSError, ValueError) as exc:
     print(exc)
     sys.exit(3)
@@ -314,8 +321,8 @@ def test_master_shrinking_during_the_copy_never_crashes(attempt: int, tmp_path: 
     master = make_master(tmp_path / "m.mp4", seconds=20, width=320, height=240, fps="25",
                          vcodec=["-c:v", "libx264", "-preset", "ultrafast", "-g", "12",
                                  "-b:v", "12M", "-pix_fmt", "yuv420p"])
-    proc = subprocess.run([sys.executable, "-c", _SHRINK, str(master), str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", shrink_script(), str(master),
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert proc.returncode in (0, 3), (proc.returncode, proc.stderr)
     if proc.returncode == 3:
         assert "changed size" in proc.stdout or "truncated" in proc.stdout, proc.stdout

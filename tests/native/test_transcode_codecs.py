@@ -17,6 +17,7 @@ import native
 from packager.codecs import codec_string
 from tests import media
 from tests.native import isobmff
+from tests.native.test_transcode import joined
 
 RUNGS = [
     native.Rung(id="v360", height=360, bitrate=600_000),
@@ -44,15 +45,6 @@ def ladder(tmp_path_factory: pytest.TempPathFactory) -> tuple[native.PipelineRes
 
 def _rendition(result: native.PipelineResult, rid: str) -> native.RenditionResult:
     return next(r for r in result.renditions if r.id == rid)
-
-
-def _joined(out: Path, rendition: native.RenditionResult) -> Path:
-    target = out / f"{rendition.id}.joined.mp4"
-    with target.open("wb") as fh:
-        fh.write((out / rendition.id / "init.mp4").read_bytes())
-        for seg in rendition.segments:
-            fh.write((out / rendition.id / f"{seg.number}.m4s").read_bytes())
-    return target
 
 
 def _key_packet_times(path: Path) -> list[float]:
@@ -114,7 +106,7 @@ def test_every_codec_keeps_the_gop_contract(
     for rid, (codec, tag) in expected.items():
         rendition = _rendition(result, rid)
         assert rendition.track.codec == codec
-        path = _joined(out, rendition)
+        path = joined(out, rendition)
         stream = media.ffprobe(path, "-show_entries",
                                "stream=codec_name,codec_tag_string,width,height")["streams"][0]
         assert (stream["codec_name"], stream["codec_tag_string"], stream["height"]) == (
@@ -147,7 +139,7 @@ def test_av1_samples_and_av1c_follow_av1_isobmff(
     # configOBUs: exactly one sequence header OBU with a size field
     assert _obu_types(av1c[4:]) == [1]
     # the fixed fields agree with what ffprobe reads from the sequence header
-    stream = media.ffprobe(_joined(out, rendition), "-show_entries",
+    stream = media.ffprobe(joined(out, rendition), "-show_entries",
                            "stream=profile,pix_fmt")["streams"][0]
     assert (stream["profile"], stream["pix_fmt"]) == ("Main", "yuv420p")
     profile, high_bitdepth, mono = av1c[1] >> 5, (av1c[2] >> 6) & 1, (av1c[2] >> 4) & 1
@@ -174,7 +166,7 @@ def test_hevc_keeps_parameter_sets_in_hvcc_only(
     hvcc = _config(init, "hvc1", "hvcC")
     assert hvcc == native.hevc_decoder_config(rendition.track.extradata)
     # hvcC general_profile_idc / level agree with ffprobe's reading of the SPS
-    stream = media.ffprobe(_joined(out, rendition), "-show_entries",
+    stream = media.ffprobe(joined(out, rendition), "-show_entries",
                            "stream=profile,level")["streams"][0]
     assert stream["profile"] == "Main" and hvcc[1] & 0x1F == 1
     assert hvcc[12] == int(stream["level"])
