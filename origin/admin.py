@@ -61,7 +61,7 @@ from origin.playback import ASSET_RE
 log = logging.getLogger(__name__)
 
 _OPTION_FIELDS = ("ladder", "preset", "segment_seconds", "gop_seconds", "copy", "encoder",
-                  "vmaf")
+                  "vmaf", "codecs")
 # The application's refusals, as HTTP statuses (origin.application).
 _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (RequestError, 400), (NotFound, 404), (AlreadyExists, 409), (FailedPrecondition, 409),

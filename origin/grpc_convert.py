@@ -71,6 +71,8 @@ def job_options(options: assets_pb2.JobOptions) -> dict[str, object]:
         out["copy"] = True
     if options.vmaf:
         out["vmaf"] = True
+    if options.codecs:
+        out["codecs"] = list(options.codecs)
     for name in ("segment_seconds", "gop_seconds"):
         value = getattr(options, name)
         if value < 0:

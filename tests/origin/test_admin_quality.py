@@ -121,3 +121,23 @@ async def test_a_per_title_job_shows_why_each_rung_is_what_it_is(
     assert doc["state"] == "ready", doc["error"]
     assert [(r["height"], r["bitrate"], r["analysis"]) for r in doc["renditions"]
             if r["kind"] == "video"] == [(360, 800_000, None)]
+
+
+async def test_codecs_over_rest_reach_the_job_and_bad_ones_are_400(engine_origin: Any,
+                                                                  tmp_path: Path) -> None:
+    origin, _ = engine_origin
+    master = make_master(tmp_path / "m.mp4", seconds=2, width=320, height=180, fps="25")
+    resp = await origin.client.post("/v1/assets", data=_form(master, id="c9", codecs="h264,av9"))
+    assert resp.status == 400 and "av9" in await resp.text()
+    resp = await origin.client.post("/v1/assets", data=_form(master, id="c1", codecs="h264,av1",
+                                                             ladder="180:300"))
+    assert resp.status == 202, await resp.text()
+    doc = await _until_finished(origin.client, "c1")
+    assert doc["state"] == "ready", doc["error"]
+    assert doc["job"]["request"]["codecs"] == ["h264", "av1"]
+    videos = {r["id"]: r["codec_string"] for r in doc["renditions"] if r["kind"] == "video"}
+    assert set(videos) == {"v180", "v180_av1"}, videos
+    assert videos["v180"].startswith("avc1.") and videos["v180_av1"].startswith("av01.")
+    # gRPC's JobOptions carries the same list.
+    assert job_options(assets_pb2.JobOptions(codecs=["h264", "av1"])) == {
+        "codecs": ["h264", "av1"]}

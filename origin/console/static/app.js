@@ -183,6 +183,7 @@
     if ($("opt-segment").value) meta.segment_seconds = $("opt-segment").value;
     meta.copy = $("opt-copy").checked ? "true" : "false";
     if ($("opt-vmaf").checked) meta.vmaf = "true";
+    if ($("opt-codecs").value) meta.codecs = $("opt-codecs").value;
     return meta;
   }
 
