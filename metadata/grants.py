@@ -114,7 +114,9 @@ class SQLiteGrants(SQLiteThread):
         self._pending.append((_row(grant), done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        await asyncio.shield(done)  # a cancelled caller does not cancel the batch
+        # A cancelled caller cancels only its own future: the batch skips it (done()
+        # is then true) and still commits its row.
+        await done
 
     async def _flush(self) -> None:
         """Commit what is pending, batch after batch, until nothing is."""

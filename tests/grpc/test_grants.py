@@ -64,6 +64,24 @@ async def test_put_get_list_pages(grants: GrantStore) -> None:
     await grants.ping()
 
 
+async def test_a_cancelled_caller_leaves_the_batch_whole(tmp_path: Path) -> None:
+    """Callers that give up while their grant's batch commits (a deadline, a client
+    gone) cancel only their own wait: the batch commits every row, and the callers
+    still waiting hear of it."""
+    store = SQLiteGrants(tmp_path / "metadata.db")
+    try:
+        made = [grant("cancelled", n) for n in range(6)]
+        calls = [asyncio.ensure_future(store.put(g)) for g in made]
+        await asyncio.sleep(0)  # every put is queued; the first batch is on its way
+        for call in calls[::2]:
+            call.cancel()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert [isinstance(r, asyncio.CancelledError) for r in results] == [True, False] * 3
+        assert await store.list_for_asset("cancelled") == sorted(made, key=lambda g: g.id)
+    finally:
+        await store.close()
+
+
 async def test_sqlite_beside_the_metadata_store(tmp_path: Path) -> None:
     """Same file, own connection, own table: both write at once; the grants are
     committed in groups and survive a reopen."""
