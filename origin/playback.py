@@ -526,27 +526,34 @@ class Playback:
         """master.m3u8, manifest.mpd and storyboard.vtt: the route's name
         ("master", "mpd" or "storyboard", set in origin.app) is the manifest kind
         and the metrics label."""
-        t0 = time.perf_counter()
         kind = request.match_info.route.name or "master"
-        try:
-            response = await self._manifest(request, request.match_info["asset"], kind, "")
-        except Unavailable as exc:
-            response = unavailable(exc.retry_after)
-        except BaseException as exc:
-            self.metrics.failed(kind, exc, t0)
-            raise
-        return self.metrics.finish(request, kind, t0, response)
+        return await self._measured(request, kind, self._manifest(
+            request, request.match_info["asset"], kind, ""))
 
     async def rendition_file(self, request: web.Request) -> web.StreamResponse:
+        mi = request.match_info
+        return await self._measured(request, "rendition", self._file(
+            request, mi["asset"], mi["rendition"], mi["name"]))
+
+    async def poster(self, request: web.Request) -> web.StreamResponse:
+        """/vod/{asset}/poster.jpg: the storyboard's poster."""
+        request[ROUTE] = "poster"
+        return await self._measured(request, "poster", self._file(
+            request, request.match_info["asset"], STORYBOARD_ID, POSTER))
+
+    async def _measured(self, request: web.Request, route: str,
+                        work: Awaitable[web.StreamResponse]) -> web.StreamResponse:
+        """One playback answer, counted under the route label the handler set
+        (``route`` when it set none); a backend out is a 503 with Retry-After."""
         t0 = time.perf_counter()
         try:
-            response = await self._rendition_file(request)
+            response = await work
         except Unavailable as exc:
             response = unavailable(exc.retry_after)
         except BaseException as exc:
-            self.metrics.failed(request.get(ROUTE, "rendition"), exc, t0)
+            self.metrics.failed(request.get(ROUTE, route), exc, t0)
             raise
-        return self.metrics.finish(request, request.get(ROUTE, "rendition"), t0, response)
+        return self.metrics.finish(request, request.get(ROUTE, route), t0, response)
 
     async def _manifest(
         self, request: web.Request, asset_id: str, kind: str, rendition_id: str
@@ -692,24 +699,6 @@ class Playback:
         return out.encode() if isinstance(out, str) else bytes(out)
 
     # -- media ----------------------------------------------------------------------
-    async def poster(self, request: web.Request) -> web.StreamResponse:
-        """/vod/{asset}/poster.jpg: the storyboard's poster."""
-        t0 = time.perf_counter()
-        request[ROUTE] = "poster"
-        try:
-            response = await self._file(request, request.match_info["asset"], STORYBOARD_ID,
-                                        POSTER)
-        except Unavailable as exc:
-            response = unavailable(exc.retry_after)
-        except BaseException as exc:
-            self.metrics.failed("poster", exc, t0)
-            raise
-        return self.metrics.finish(request, "poster", t0, response)
-
-    async def _rendition_file(self, request: web.Request) -> web.StreamResponse:
-        mi = request.match_info
-        return await self._file(request, mi["asset"], mi["rendition"], mi["name"])
-
     async def _file(self, request: web.Request, asset_id: str, rendition_id: str,
                     name: str) -> web.StreamResponse:
         if not ASSET_RE.fullmatch(asset_id) or not RENDITION_RE.fullmatch(rendition_id):
