@@ -5,6 +5,7 @@ node_modules (package.json) served to the page by a small file server of the tes
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import mimetypes
 import os
@@ -110,37 +111,29 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         origin.stop()
 
 
-class _Pages(http.server.BaseHTTPRequestHandler):
-    """GET /player.html, /harness.js and /lib/<player file>; nothing else."""
+@contextlib.contextmanager
+def serve_files(files: dict[str, tuple[bytes, str]]) -> Iterator[str]:
+    """``files`` (path -> body, Content-Type) on a loopback port of their own, never
+    cached; anything else is a 404. Yields the base URL."""
 
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path.startswith("/lib/") and path[5:] in LIBS:
-            file = LIBS[path[5:]]
-        elif path in ("/player.html", "/harness.js"):
-            file = PAGES / path[1:]
-        else:
-            self.send_error(404)
-            return
-        body = file.read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Type",
-                         mimetypes.guess_type(file.name)[0] or "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
+    class Files(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            found = files.get(self.path.split("?", 1)[0])
+            if found is None:
+                self.send_error(404)
+                return
+            body, ctype = found
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
 
-
-@pytest.fixture(scope="session")
-def page_origin() -> Iterator[str]:
-    """The players' pages on their own loopback port: a page on another origin than
-    the edge (CORS is real), in the same address space (Chromium's local-network
-    checks would stop a non-local page from reaching 127.0.0.1)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Files)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -148,6 +141,21 @@ def page_origin() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def page_origin() -> Iterator[str]:
+    """The players' pages (/player.html, /harness.js, /lib/<player file>) on their
+    own loopback port: a page on another origin than the edge (CORS is real), in the
+    same address space (Chromium's local-network checks would stop a non-local page
+    from reaching 127.0.0.1)."""
+    paths = {f"/lib/{name}": file for name, file in LIBS.items()}
+    paths |= {f"/{name}": PAGES / name for name in ("player.html", "harness.js")}
+    files = {path: (file.read_bytes(),
+                    mimetypes.guess_type(file.name)[0] or "application/octet-stream")
+             for path, file in paths.items() if file.is_file()}  # missing: 404, as asked
+    with serve_files(files) as url:
+        yield url
 
 
 # Module scope, not session: Playwright's sync API keeps an asyncio loop marked as
