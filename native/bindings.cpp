@@ -8,7 +8,7 @@
 #include <mutex>
 #include <string>
 
-#include "cmaf/nal.h"
+#include "codec/nal.h"
 #include "cmaf/segmenter.h"
 #include "common/error.h"
 #include "common/media_types.h"

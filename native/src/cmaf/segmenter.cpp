@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #include "cmaf/segment_buffers.h"
-#include "cmaf/write_pool.h"
+#include "io/write_pool.h"
 #include "cmaf/writer.h"
 #include "common/error.h"
 
@@ -493,37 +493,6 @@ void CmafSegmenter::finish() {
 void CmafSegmenter::set_write_pool(std::shared_ptr<WritePool> pool) {
     if (impl_->started) throw Error("CmafSegmenter::set_write_pool after the first packet");
     impl_->pool = std::move(pool);
-}
-
-std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return nullptr;
-    struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) {
-        ::close(fd);
-        return nullptr;
-    }
-    // Pre-faulted: the kernel's copy out of a mapping cannot fault pages in as
-    // it goes; each miss costs a short copy, a zeroed destination range and a
-    // retry (perf: memset in folio_zero_new_buffers). Masters past kPopulateMax
-    // are faulted in as they are read instead of all up front.
-    constexpr off_t kPopulateMax = off_t(4) << 30;
-    const int flags = MAP_SHARED | (st.st_size <= kPopulateMax ? MAP_POPULATE : 0);
-    void* base = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, flags, fd, 0);
-    if (base == MAP_FAILED) {
-        ::close(fd);
-        return nullptr;
-    }
-    std::shared_ptr<MappedFile> f(new MappedFile());
-    f->fd_ = fd;
-    f->data_ = static_cast<const uint8_t*>(base);
-    f->size_ = static_cast<uint64_t>(st.st_size);
-    return f;
-}
-
-MappedFile::~MappedFile() {
-    if (data_) ::munmap(const_cast<uint8_t*>(data_), static_cast<size_t>(size_));
-    if (fd_ >= 0) ::close(fd_);
 }
 
 int64_t CmafSegmenter::decode_time_shift() const { return impl_->dts_shift; }

@@ -5,9 +5,9 @@
 #include <cmath>
 #include <limits>
 
-#include "cmaf/av1.h"
+#include "codec/av1.h"
 #include "cmaf/boxes.h"
-#include "cmaf/nal.h"
+#include "codec/nal.h"
 #include "common/error.h"
 
 namespace cdlc {

@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "common/error.h"
-#include "transcode/av_util.h"
+#include "av/av_util.h"
 
 extern "C" {
 #include <libavutil/channel_layout.h>

@@ -37,12 +37,13 @@ extern "C" {
 #include <libavutil/mathematics.h>
 }
 
-#include "avglue/streams.h"
-#include "cmaf/nal.h"
+#include "av/streams.h"
+#include "codec/nal.h"
 #include "cmaf/segmenter.h"
-#include "cmaf/write_pool.h"
+#include "io/mapped_file.h"
+#include "io/write_pool.h"
 #include "common/error.h"
-#include "remux/adts.h"
+#include "codec/adts.h"
 #include "text/subtitle_parse.h"
 #include "text/webvtt_writer.h"
 
@@ -89,18 +90,6 @@ struct SkipMdatIO {
     uint64_t pos = 0;
     std::vector<std::pair<uint64_t, uint64_t>> mdat;  // [begin, end) of mdat payloads
 };
-
-bool pread_all(int fd, uint8_t* buf, uint64_t n, uint64_t off) {
-    while (n > 0) {
-        const ssize_t r = ::pread(fd, buf, n, static_cast<off_t>(off));
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return false;
-        buf += r;
-        off += uint64_t(r);
-        n -= uint64_t(r);
-    }
-    return true;
-}
 
 // Top-level boxes (ISO/IEC 14496-12 §4.2); empty when the file is not ISO-BMFF.
 std::vector<std::pair<uint64_t, uint64_t>> mdat_payloads(int fd, uint64_t file_size) {

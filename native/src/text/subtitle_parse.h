@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "text/cue.h"
+#include "common/cue.h"
 
 namespace cdlc {
 
@@ -23,9 +23,6 @@ std::vector<Cue> parse_subtitle_file(const std::string& path);
 // "00:01:02.500" / "01:02.500" (WebVTT) -> milliseconds; -1 when malformed.
 // comma: SRT's "00:01:02,500" form instead.
 int64_t parse_timestamp(const std::string& text, bool comma);
-
-// True when `s` is well-formed UTF-8 (RFC 3629).
-bool valid_utf8(const std::string& s);
 
 // WebVTT timestamp text for milliseconds: "hh:mm:ss.ttt".
 std::string format_timestamp(int64_t ms);

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "common/media_types.h"
-#include "text/cue.h"
+#include "common/cue.h"
 
 namespace cdlc {
 

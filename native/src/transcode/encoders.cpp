@@ -7,7 +7,7 @@
 #include <mutex>
 
 #include "common/error.h"
-#include "transcode/av_log.h"
+#include "av/av_log.h"
 
 extern "C" {
 #include <libavutil/opt.h>

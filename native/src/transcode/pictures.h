@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "common/media_types.h"
-#include "transcode/av_util.h"
+#include "av/av_util.h"
 
 namespace cdlc {
 

@@ -29,16 +29,16 @@
 #include <stdexcept>
 #include <thread>
 
-#include "avglue/streams.h"
-#include "cmaf/av1.h"
-#include "cmaf/nal.h"
+#include "av/streams.h"
+#include "codec/av1.h"
+#include "codec/nal.h"
 #include "cmaf/segmenter.h"
 #include "text/subtitle_parse.h"
 #include "text/webvtt_writer.h"
 #include "common/error.h"
-#include "transcode/av_log.h"
+#include "av/av_log.h"
 #include "transcode/pictures.h"
-#include "transcode/av_util.h"
+#include "av/av_util.h"
 #include "transcode/video_encoder.h"
 #include "transcode/queue.h"
 

@@ -11,7 +11,7 @@
 
 #include "cmaf/encryption.h"
 #include "common/media_types.h"
-#include "text/cue.h"
+#include "common/cue.h"
 
 namespace cdlc {
 

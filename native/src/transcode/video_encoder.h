@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "transcode/av_util.h"
+#include "av/av_util.h"
 #include "transcode/transcoder.h"
 
 namespace cdlc {

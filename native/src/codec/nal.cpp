@@ -2,12 +2,12 @@
 // ISO/IEC 14496-15 §5.3.3 (AVCDecoderConfigurationRecord) and §8.3.3
 // (HEVCDecoderConfigurationRecord). All parsing runs on untrusted input: every read
 // is bounds-checked and failures raise InvalidDataError.
-#include "cmaf/nal.h"
+#include "codec/nal.h"
 
 #include <algorithm>
 #include <cstring>
 
-#include "cmaf/bytes.h"
+#include "codec/bit_reader.h"
 #include "common/error.h"
 
 namespace cdlc {

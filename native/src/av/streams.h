@@ -15,7 +15,7 @@ extern "C" {
 }
 
 #include "common/media_types.h"
-#include "text/cue.h"
+#include "common/cue.h"
 
 namespace cdlc {
 

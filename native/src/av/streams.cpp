@@ -1,8 +1,8 @@
-#include "avglue/streams.h"
+#include "av/streams.h"
 
 #include "common/error.h"
 #include "common/languages.h"
-#include "text/subtitle_parse.h"
+#include "common/utf8.h"
 
 namespace cdlc {
 

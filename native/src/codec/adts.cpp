@@ -1,4 +1,4 @@
-#include "remux/adts.h"
+#include "codec/adts.h"
 
 #include "common/error.h"
 

@@ -1,4 +1,4 @@
-#include "transcode/av_log.h"
+#include "av/av_log.h"
 
 #include <cstdarg>
 #include <cstdio>

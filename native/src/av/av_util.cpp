@@ -1,4 +1,4 @@
-#include "transcode/av_util.h"
+#include "av/av_util.h"
 
 #include <cmath>
 #include <sys/stat.h>

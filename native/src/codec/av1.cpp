@@ -1,6 +1,6 @@
-#include "cmaf/av1.h"
+#include "codec/av1.h"
 
-#include "cmaf/bytes.h"
+#include "codec/bit_reader.h"
 #include "common/error.h"
 
 namespace cdlc {

@@ -1,4 +1,4 @@
-#include "cmaf/write_pool.h"
+#include "io/write_pool.h"
 
 #include <algorithm>
 
