@@ -14,10 +14,10 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import native
 from engine import storyboard
@@ -105,7 +105,79 @@ async def _native_result(fut: asyncio.Future[native.PipelineResult],
         raise
 
 
-def _frame_rate(track: native.TrackInfo) -> str:
+class TrackFacts(Protocol):
+    """What to_models reads of a track: a native.TrackInfo, or the record of one that
+    a chunked job stitches (engine.chunks)."""
+
+    @property
+    def kind(self) -> native.TrackKind: ...
+    @property
+    def codec(self) -> str: ...
+    @property
+    def extradata(self) -> bytes: ...
+    @property
+    def timescale(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def sar_num(self) -> int: ...
+    @property
+    def sar_den(self) -> int: ...
+    @property
+    def frame_rate_num(self) -> int: ...
+    @property
+    def frame_rate_den(self) -> int: ...
+    @property
+    def sample_rate(self) -> int: ...
+    @property
+    def channels(self) -> int: ...
+    @property
+    def bitrate(self) -> int: ...
+    @property
+    def language(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def presentation_offset(self) -> int: ...
+    @property
+    def forced(self) -> bool: ...
+    @property
+    def sdh(self) -> bool: ...
+
+
+class SegmentFacts(Protocol):
+    @property
+    def number(self) -> int: ...
+    @property
+    def start(self) -> int: ...
+    @property
+    def duration(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def iframe_size(self) -> int: ...
+
+
+class RenditionFacts(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def track(self) -> TrackFacts: ...
+    @property
+    def segments(self) -> Sequence[SegmentFacts]: ...
+
+
+class ResultFacts(Protocol):
+    """What to_models reads of a result: a native.PipelineResult, or a chunked job's
+    stitched one."""
+
+    @property
+    def renditions(self) -> Sequence[RenditionFacts]: ...
+
+
+def _frame_rate(track: TrackFacts) -> str:
     if track.frame_rate_num <= 0:
         return ""
     if track.frame_rate_den == 1:
@@ -118,7 +190,7 @@ _KINDS = {native.TrackKind.VIDEO: "video", native.TrackKind.AUDIO: "audio",
 
 
 def to_models(
-    asset_id: str, result: native.PipelineResult,
+    asset_id: str, result: ResultFacts,
     encryption: native.Encryption | None = None,
 ) -> tuple[list[Rendition], list[Segment]]:
     """Neutral native results -> metadata models (codec strings from the real config).

@@ -8,8 +8,8 @@
 #include <mutex>
 #include <string>
 
-#include "codec/nal.h"
 #include "cmaf/segmenter.h"
+#include "codec/nal.h"
 #include "common/error.h"
 #include "common/media_types.h"
 #include "probe/probe.h"

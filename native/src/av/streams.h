@@ -14,8 +14,8 @@ extern "C" {
 #include <libavformat/avformat.h>
 }
 
-#include "common/media_types.h"
 #include "common/cue.h"
+#include "common/media_types.h"
 
 namespace cdlc {
 

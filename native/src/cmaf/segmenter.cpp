@@ -29,9 +29,9 @@
 #include <unistd.h>
 
 #include "cmaf/segment_buffers.h"
-#include "io/write_pool.h"
 #include "cmaf/writer.h"
 #include "common/error.h"
+#include "io/write_pool.h"
 
 namespace cdlc {
 

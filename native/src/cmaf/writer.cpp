@@ -5,8 +5,8 @@
 #include <cmath>
 #include <limits>
 
-#include "codec/av1.h"
 #include "cmaf/boxes.h"
+#include "codec/av1.h"
 #include "codec/nal.h"
 #include "common/error.h"
 

@@ -3,8 +3,8 @@
 
 #include <cmath>
 
-#include "common/error.h"
 #include "av/av_util.h"
+#include "common/error.h"
 
 extern "C" {
 #include <libavutil/channel_layout.h>

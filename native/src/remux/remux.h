@@ -6,8 +6,8 @@
 #include <string>
 
 #include "cmaf/encryption.h"
-#include "common/media_types.h"
 #include "common/cue.h"
+#include "common/media_types.h"
 
 namespace cdlc {
 

@@ -4,8 +4,8 @@
 #include <string>
 #include <vector>
 
-#include "common/media_types.h"
 #include "common/cue.h"
+#include "common/media_types.h"
 
 namespace cdlc {
 

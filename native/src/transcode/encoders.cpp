@@ -6,8 +6,8 @@
 #include <map>
 #include <mutex>
 
-#include "common/error.h"
 #include "av/av_log.h"
+#include "common/error.h"
 
 extern "C" {
 #include <libavutil/opt.h>

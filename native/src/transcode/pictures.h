@@ -5,8 +5,8 @@
 
 #include <vector>
 
-#include "common/media_types.h"
 #include "av/av_util.h"
+#include "common/media_types.h"
 
 namespace cdlc {
 

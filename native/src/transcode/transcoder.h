@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "cmaf/encryption.h"
-#include "common/media_types.h"
 #include "common/cue.h"
+#include "common/media_types.h"
 
 namespace cdlc {
 

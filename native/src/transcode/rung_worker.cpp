@@ -1,0 +1,157 @@
+#include "transcode/rung_worker.h"
+
+#include <filesystem>
+#include <system_error>
+
+extern "C" {
+#include <libavutil/pixdesc.h>
+}
+
+#include "codec/av1.h"
+#include "codec/nal.h"
+#include "common/error.h"
+#include "transcode/timeline.h"
+#include "transcode/video_encoder.h"
+
+namespace cdlc::transcode {
+
+namespace {
+constexpr size_t kFrameQueue = 12;  // decoded frames waiting per rung (refs, not copies)
+}  // namespace
+
+template class QueueWorker<RungWorker, av::FramePtr>;
+
+RungWorker::RungWorker(RungConfig rung, RunState& state, const std::string& input)
+    : QueueWorker(state, kFrameQueue), rung_(std::move(rung)), input_(input) {}
+
+RungWorker::~RungWorker() { release_video_encoder(enc_); }
+
+void RungWorker::open(int width, int height, AVRational fps, uint32_t timescale, int gop_frames,
+                      const TranscodeConfig& cfg, const AVFrame* first, int threads) {
+    width_ = width;
+    height_ = height;
+    fps_ = fps;
+    timescale_ = timescale;
+    VideoEncoderParams p;
+    p.width = width;
+    p.height = height;
+    p.frame_rate = fps;
+    p.gop_frames = gop_frames;
+    p.preset = cfg.preset;
+    p.threads = threads;
+    const auto* desc = av_pix_fmt_desc_get(static_cast<AVPixelFormat>(first->format));
+    const bool jpeg_fmt = desc && std::string(desc->name).rfind("yuvj", 0) == 0;
+    // swscale turns yuvj* into limited range; other formats keep their range
+    // (and their matrix: swscale does not convert colour spaces, so tags carry over).
+    p.color_range = jpeg_fmt ? AVCOL_RANGE_MPEG : first->color_range;
+    p.color_primaries = first->color_primaries;
+    p.color_trc = first->color_trc;
+    p.colorspace = first->colorspace;
+    enc_ = open_video_encoder(rung_, p);
+    codec_ = encoder_codec(rung_.encoder);
+
+    TrackInfo track;
+    track.kind = TrackKind::Video;
+    track.codec = codec_;
+    track.timescale = timescale;
+    const auto* extradata = enc_->extradata;
+    const auto extradata_size = static_cast<size_t>(enc_->extradata_size);
+    if (codec_ == "av1") {
+        track.extradata = av1_decoder_config(extradata, extradata_size);
+        av1_reduced_still_ = av1_config_sequence_info(track.extradata).reduced_still_picture_header;
+    } else if (codec_ == "hevc") {
+        track.extradata = hevc_decoder_config(extradata, extradata_size);
+    } else {
+        track.extradata = avc_decoder_config(extradata, extradata_size);
+    }
+    track.width = width;
+    track.height = height;
+    track.frame_rate_num = fps.num;
+    track.frame_rate_den = fps.den;
+    track.bitrate = rung_.crf >= 0 ? enc_->rc_max_rate : rung_.bitrate;
+    const std::filesystem::path dir = std::filesystem::path(cfg.output_dir) / rung_.id;
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) throw IOError("create output directory " + dir.string() + ": " + ec.message());
+    segmenter_ = std::make_unique<CmafSegmenter>(track, dir.string(), cfg.segment_seconds);
+    segmenter_->set_first_number(first_segment_number(cfg));
+    segmenter_->set_encryption(cfg.encryption);
+    scaled_ = av::make_frame();
+    pkt_ = av::make_packet();
+}
+
+RenditionResult RungWorker::result() const {
+    RenditionResult r;
+    r.id = rung_.id;
+    r.track = segmenter_->track();
+    r.segments = segmenter_->segments();
+    return r;
+}
+
+void RungWorker::encode(AVFrame* in) {
+    AVFrame* send = nullptr;
+    if (in) {
+        if (in->width == width_ && in->height == height_ && in->format == AV_PIX_FMT_YUV420P) {
+            send = in;  // the 1:1 rung: the decoded buffer goes to the encoder as is
+        } else {
+            sws_.reset(sws_getCachedContext(sws_.release(), in->width, in->height,
+                                            static_cast<AVPixelFormat>(in->format), width_,
+                                            height_, AV_PIX_FMT_YUV420P, SWS_BICUBIC, nullptr,
+                                            nullptr, nullptr));
+            if (!sws_) throw Error("swscale cannot convert to " + rung_.id + " for " + input_);
+            if (!scaled_->buf[0]) {
+                scaled_->width = width_;
+                scaled_->height = height_;
+                scaled_->format = AV_PIX_FMT_YUV420P;
+                check_av(av_frame_get_buffer(scaled_.get(), 0), "allocate frame", rung_.id);
+            }
+            // The encoder copied the previous picture; this only copies if it still holds it.
+            check_av(av_frame_make_writable(scaled_.get()), "allocate frame", rung_.id);
+            sws_scale(sws_.get(), in->data, in->linesize, 0, in->height, scaled_->data,
+                      scaled_->linesize);
+            scaled_->pts = in->pts;
+            scaled_->pict_type = in->pict_type;
+            scaled_->color_range = in->color_range;
+            send = scaled_.get();
+        }
+        send->sample_aspect_ratio = AVRational{1, 1};
+    }
+    int ret = avcodec_send_frame(enc_.get(), send);
+    if (ret < 0 && !(ret == AVERROR_EOF && !send))
+        check_av(ret, "encode video", rung_.id + " of " + input_);
+    for (;;) {
+        if (state_.stop) return;
+        ret = avcodec_receive_packet(enc_.get(), pkt_.get());
+        if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) break;
+        check_av(ret, "encode video", rung_.id + " of " + input_);
+        write_packet(pkt_.get());
+        av_packet_unref(pkt_.get());
+    }
+    if (in) frames_.fetch_add(1);
+}
+
+void RungWorker::write_packet(const AVPacket* pkt) {
+    const AVRational tb = enc_->time_base;
+    const AVRational ts{1, static_cast<int>(timescale_)};
+    // Raw encoder times: with B-frames the first decode time is negative; the
+    // segmenter shifts decode times by the first composition delay, so each IDR's
+    // decode time equals its presentation time, a multiple of the GOP (segmenter.h).
+    EncodedPacket ep;
+    const auto size = static_cast<size_t>(pkt->size);
+    if (codec_ == "av1") {
+        ep.data = av1_sample_from_temporal_unit(pkt->data, size);
+        ep.keyframe = av1_is_sync_sample(ep.data.data(), ep.data.size(), av1_reduced_still_);
+    } else if (codec_ == "hevc") {
+        ep.data = hevc_sample_from_annexb(pkt->data, size);
+        ep.keyframe = hevc_is_idr_sample(ep.data.data(), ep.data.size());
+    } else {
+        ep.data = annexb_to_length_prefixed(pkt->data, size);
+        ep.keyframe = (pkt->flags & AV_PKT_FLAG_KEY) != 0;
+    }
+    ep.pts = av_rescale_q(pkt->pts, tb, ts);
+    ep.dts = av_rescale_q(pkt->dts, tb, ts);
+    ep.duration = av_rescale_q(1, av_inv_q(fps_), ts);
+    segmenter_->write(ep);
+}
+
+}  // namespace cdlc::transcode
