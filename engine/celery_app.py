@@ -27,7 +27,7 @@ from celery.signals import worker_ready, worker_shutdown
 from engine.chunks import CHUNK_TASK, PartRun, maybe_split, sweep_parts
 from engine.config import Settings
 from engine.leases import claim, holder_id
-from engine.native_heap import release_free_memory
+from engine.native_heap import bound_kept_memory, release_free_memory
 from engine.runner import execute
 from engine.services import open_backends
 from engine.sweep import sweep_files, sweep_jobs
@@ -67,6 +67,7 @@ def send_job(app: Celery, job: Job, countdown: float = 0.0) -> None:
 
 
 def run_job_task(job_id: str) -> str:
+    bound_kept_memory()  # the child runs task after task (engine.native_heap)
     try:
         return asyncio.run(_run_job(Settings(), job_id))
     finally:
@@ -79,6 +80,7 @@ def send_part(job: Job, name: str, countdown: float = 0.0) -> None:
 
 
 def run_chunk_task(job_id: str, name: str) -> str:
+    bound_kept_memory()
     settings = Settings()
 
     async def go() -> str:

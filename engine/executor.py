@@ -15,7 +15,7 @@ import logging
 from engine.application import Scheduler
 from engine.config import Settings
 from engine.leases import claim, holder_id
-from engine.native_heap import release_free_memory
+from engine.native_heap import bound_kept_memory, release_free_memory
 from engine.pipeline import Services
 from engine.runner import execute
 from engine.sweep import sweep, sweep_jobs
@@ -57,6 +57,9 @@ class InProcessExecutor:
 
     async def start(self) -> None:
         """Sweep what dead runs left, then claim and run jobs until close()."""
+        # Jobs run beside request traffic for the life of the process: keep the
+        # heap that their threads free from settling in every arena.
+        bound_kept_memory()
         report = await sweep(self._services.store, self._settings.scratch_dirs)
         if report.requeued or report.failed:
             log.info("start-up sweep: %d jobs queued again, %d failed",

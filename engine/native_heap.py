@@ -8,6 +8,18 @@ top-of-heap trimming: a serving process that runs jobs grew ~8 MiB a job under
 load (bench/soak), all of it freed-but-kept heap (`malloc_trim` gave it back).
 So after each job the process asks glibc to release every free page of every
 arena. Elsewhere (musl, macOS) this is a no-op.
+
+The trim alone did not make a serving process flat: glibc's thresholds are
+dynamic. Freeing one large mmapped block (a codec's frame buffer) raises the
+mmap threshold to that block's size and the trim threshold to twice it, up to
+32 and 64 MiB, so from then on each thread's arena keeps that much free memory
+at its top, and ``malloc_trim`` does not trim a thread arena's top. Every
+thread that ran a job left its arena holding some, so RSS crept up as jobs met
+new threads (bench/soak: +7 MiB a minute of deletes and re-ingests). A serving
+process therefore fixes both thresholds at start (``bound_kept_memory``), which
+also turns the dynamic adjustment off: each arena then keeps at most
+``TRIM_THRESHOLD`` free at its top, and blocks from ``MMAP_THRESHOLD`` up go
+straight back to the OS when freed.
 """
 
 from __future__ import annotations
@@ -34,6 +46,39 @@ def _load_trim() -> Callable[[int], int] | None:
 
 
 _TRIM = _load_trim()
+
+# mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+# Large enough that per-frame packet buffers stay in the arenas (no mmap and page
+# faults per packet), small enough that 16 arenas keep at most ~16 MiB free.
+MMAP_THRESHOLD = 512 * 1024
+TRIM_THRESHOLD = 1024 * 1024
+
+
+def _load_mallopt() -> Callable[[int, int], int] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        fn = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_MALLOPT = _load_mallopt()
+
+
+def bound_kept_memory() -> bool:
+    """Fix glibc's mmap and trim thresholds (module docstring) for a process that
+    runs jobs and lives on. True when the C library took both settings."""
+    if _MALLOPT is None:
+        return False
+    return bool(_MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+                and _MALLOPT(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def release_free_memory() -> bool:
