@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 
 from engine.application import Scheduler
@@ -110,8 +111,12 @@ class InProcessExecutor:
         finally:
             self._running.pop(job.id, None)
             self._wake.set()
-            # This process also serves: give the job's freed codec buffers back to
-            # the OS rather than let them fragment under request traffic.
+            # This process also serves: collect the job's cyclic garbage now (its
+            # tracebacks, futures, parsed headers) rather than at the next full
+            # collection, while request traffic settles among the freed pages, and
+            # give its freed codec buffers back to the OS. The serving process froze
+            # its start-up objects, so the collection walks only what came since.
+            gc.collect()
             await asyncio.to_thread(release_free_memory)
 
     async def close(self) -> None:
