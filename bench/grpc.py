@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -109,6 +110,14 @@ async def serve_api(data: Path, port: int, http_port: int) -> None:
                                    signing_key=SIGNING_KEY,
                                    public_base_url=f"http://127.0.0.1:{http_port}"))
     await server.start()
+    await serve_frozen()
+
+
+async def serve_frozen() -> None:
+    """Serve until killed, start-up objects out of the collector's view (as
+    origin.server does once its sites are up)."""
+    gc.collect()
+    gc.freeze()
     await asyncio.Event().wait()
 
 
@@ -135,7 +144,7 @@ async def serve_bare(port: int, samples: Path) -> None:
     ))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
-    await server.wait_for_termination()
+    await serve_frozen()
 
 
 # -- client ---------------------------------------------------------------------------
@@ -344,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.serve:
         kind, *rest = args.serve
+        # Both servers collect garbage as `cdlc serve` does (engine.cli.main's
+        # thresholds; start-up objects frozen once serving, serve_frozen).
+        gc.set_threshold(200_000, 30, 30)
         if kind == "api":
             asyncio.run(serve_api(Path(rest[0]), int(rest[1]), int(rest[2])))
         else:

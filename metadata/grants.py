@@ -15,7 +15,13 @@ store (``CDLC_METADATA``, see ``open_grants``):
   metadata store's never block each other's readers). Writes are group
   commits: grants put while a commit is on disk go together in the next
   transaction, so concurrent issuers share one fsync (``synchronous = FULL``:
-  a grant acknowledged is on disk) instead of queueing one each.
+  a grant acknowledged is on disk) instead of queueing one each. Under
+  concurrency (the last commit carried more than one grant) the next commit
+  waits ``linger_seconds`` (2 ms) for more to join, as PostgreSQL's
+  commit_delay does: a commit takes ~0.3 ms here, so without the wait each one
+  carried one or two grants and the commits, not the calls, used the CPU
+  (IssuePlayback at 64 concurrent calls: 2,641 -> 3,664 req/s). A lone issuer
+  does not wait.
 - ScyllaDB: two tables, ``grants`` by id and ``grants_by_asset`` clustered by id
   (ids sort by issue time), for one-partition paged listing per asset. The driver
   is imported only when this store is used.
@@ -38,6 +44,7 @@ from typing import Any, Protocol
 from metadata.sqlite_side import SQLiteThread
 
 ENTITLEMENT_KINDS = ("purchase", "rental", "subscription")
+LINGER_SECONDS = 0.002  # how long a commit under concurrency waits for more grants
 
 
 @dataclass(frozen=True)
@@ -103,11 +110,14 @@ CREATE INDEX IF NOT EXISTS grants_by_asset ON grants (asset_id, id);
 class SQLiteGrants(SQLiteThread):
     """GrantStore in the metadata SQLite file (module docstring)."""
 
-    def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, path: Path, *, busy_timeout_s: float = 30.0,
+                 linger_seconds: float = LINGER_SECONDS) -> None:
         super().__init__(path, name="grants", synchronous="FULL", schema=_SCHEMA,
                          busy_timeout_s=busy_timeout_s)
         self._pending: list[tuple[tuple[Any, ...], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._linger = linger_seconds
+        self._last_batch = 0  # grants in the last commit: >1 means concurrent issuers
 
     async def put(self, grant: Grant) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -123,7 +133,10 @@ class SQLiteGrants(SQLiteThread):
         sql = (f"INSERT OR REPLACE INTO grants ({', '.join(_COLS)}) "
                f"VALUES ({', '.join('?' * len(_COLS))})")
         while self._pending:
+            if self._last_batch > 1 and self._linger > 0:
+                await asyncio.sleep(self._linger)
             batch, self._pending = self._pending, []
+            self._last_batch = len(batch)
             rows = [row for row, _ in batch]
 
             def write(conn: sqlite3.Connection, rows: list[tuple[Any, ...]] = rows) -> None:

@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,6 +79,37 @@ async def test_a_cancelled_caller_leaves_the_batch_whole(tmp_path: Path) -> None
         results = await asyncio.gather(*calls, return_exceptions=True)
         assert [isinstance(r, asyncio.CancelledError) for r in results] == [True, False] * 3
         assert await store.list_for_asset("cancelled") == sorted(made, key=lambda g: g.id)
+    finally:
+        await store.close()
+
+
+async def test_under_concurrency_a_commit_waits_for_more_grants(tmp_path: Path) -> None:
+    """After a commit that carried several grants, the next one lingers so that
+    grants issued just after each other share it; a lone issuer is not kept
+    waiting. (The window is wide here so that a loaded machine keeps the order.)"""
+    store = SQLiteGrants(tmp_path / "metadata.db", linger_seconds=0.3)
+    commits: list[int] = []
+    run = store._run
+
+    async def counted(fn: Any) -> Any:
+        commits.append(1)
+        return await run(fn)
+
+    store._run = counted  # type: ignore[method-assign]
+    try:
+        t0 = time.monotonic()
+        await store.put(grant("lone", 0))
+        assert time.monotonic() - t0 < 0.25  # nobody else about: no wait
+        await asyncio.gather(*(store.put(grant("pair", n)) for n in range(2)))
+        assert len(commits) == 2
+        # Concurrent issuers now: three grants 50 ms apart go in one commit.
+        late = []
+        for n in range(3):
+            late.append(asyncio.ensure_future(store.put(grant("late", n))))
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*late)
+        assert len(commits) == 3, commits
+        assert len(await store.list_for_asset("late")) == 3
     finally:
         await store.close()
 
