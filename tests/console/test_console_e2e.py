@@ -128,7 +128,7 @@ def test_console_signin_upload_live_ready_preview_delete(
             # while the page is still busy (a loaded machine): press again then.
             for attempt in range(3):
                 try:
-                    with page.expect_file_chooser(timeout=5000) as chooser:
+                    with page.expect_file_chooser(timeout=10_000) as chooser:
                         page.keyboard.press("Enter")
                     break
                 except Exception:
