@@ -33,7 +33,7 @@ digits; a page is "ids after the last one seen". Imports nothing of ours.
 from __future__ import annotations
 
 import asyncio
-import secrets
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -63,7 +63,7 @@ class Grant:
 def new_grant_id(now: float | None = None) -> str:
     """A grant id that sorts by issue time (module docstring)."""
     ms = int((time.time() if now is None else now) * 1000)
-    return f"{ms:012x}{secrets.token_hex(4)}"
+    return f"{ms:012x}{os.urandom(4).hex()}"  # secrets.token_hex, one call not three
 
 
 _COLS = tuple(f.name for f in fields(Grant))
