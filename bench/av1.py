@@ -42,6 +42,7 @@ from bench.transcode import (
     joined_hls,
     machine,
     make_master,
+    split_scale,
 )
 from engine.vmaf import compare_clips, first_picture_time, vmaf_binary
 
@@ -61,10 +62,7 @@ def svt_args(index: int, kbps: int) -> list[str]:
 
 
 def ffmpeg_command(master: Path, out: Path) -> list[str]:
-    n = len(LADDER)
-    split = f"[0:v]split={n}" + "".join(f"[s{i}]" for i in range(n))
-    scales = ";".join(f"[s{i}]scale={w}:{label}[v{i}]" for i, (label, w, _) in enumerate(LADDER))
-    cmd = [*ffmpeg_bin(), "-i", str(master), "-filter_complex", f"{split};{scales}"]
+    cmd = [*ffmpeg_bin(), "-i", str(master), "-filter_complex", split_scale(LADDER)]
     for i, (_, _, kbps) in enumerate(LADDER):
         cmd += ["-map", f"[v{i}]", *svt_args(i, kbps)]
     streams = " ".join(f"v:{i},name:v{label}" for i, (label, _, _) in enumerate(LADDER))

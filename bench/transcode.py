@@ -96,11 +96,17 @@ def hls_args(out: Path, name: str) -> list[str]:
     ]
 
 
-def ffmpeg_one_process(master: Path, out: Path) -> list[str]:
-    n = len(LADDER)
+def split_scale(ladder: list[tuple[int, int, int]]) -> str:
+    """The filter graph that splits the source into one scaled output per rung,
+    [v0], [v1], ... (label = height, width, kbit/s), as a user would write it."""
+    n = len(ladder)
     split = f"[0:v]split={n}" + "".join(f"[s{i}]" for i in range(n))
-    scales = ";".join(f"[s{i}]scale={w}:{label}[v{i}]" for i, (label, w, _) in enumerate(LADDER))
-    cmd = [*ffmpeg_bin(), "-i", str(master), "-filter_complex", f"{split};{scales}"]
+    scales = ";".join(f"[s{i}]scale={w}:{label}[v{i}]" for i, (label, w, _) in enumerate(ladder))
+    return f"{split};{scales}"
+
+
+def ffmpeg_one_process(master: Path, out: Path) -> list[str]:
+    cmd = [*ffmpeg_bin(), "-i", str(master), "-filter_complex", split_scale(LADDER)]
     for i, (_, _, kbps) in enumerate(LADDER):
         cmd += ["-map", f"[v{i}]", *x264_args(i, kbps)]
     cmd += ["-map", "0:a:0", *audio_args()]
@@ -129,11 +135,8 @@ def ffmpeg_separate(master: Path, out: Path) -> list[list[str]]:
 
 def decode_scale_only(master: Path) -> list[str]:
     """The one-process graph without encoders: what decoding and scaling cost."""
-    n = len(LADDER)
-    split = f"[0:v]split={n}" + "".join(f"[s{i}]" for i in range(n))
-    scales = ";".join(f"[s{i}]scale={w}:{label}[v{i}]" for i, (label, w, _) in enumerate(LADDER))
-    cmd = [*ffmpeg_bin(), "-i", str(master), "-filter_complex", f"{split};{scales}"]
-    for i in range(n):
+    cmd = [*ffmpeg_bin(), "-i", str(master), "-filter_complex", split_scale(LADDER)]
+    for i in range(len(LADDER)):
         cmd += ["-map", f"[v{i}]", "-f", "null", "-"]
     return cmd
 
