@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import native
@@ -43,8 +42,8 @@ from bench.transcode import (
     machine,
     make_master,
     split_scale,
+    vmaf_of,
 )
-from engine.vmaf import compare_clips, first_picture_time, vmaf_binary
 
 # (label = height, width, kbit/s)
 LADDER = [(720, 1280, 1800), (360, 640, 500)]
@@ -98,12 +97,6 @@ def cut_master(seconds: int) -> Path:
         subprocess.run([*ffmpeg_bin(), "-i", str(full), "-t", str(seconds), "-c", "copy",
                         str(path)], check=True)
     return path
-
-
-def vmaf_of(master: Path, clips: list[tuple[Path, int, int]], seconds: int) -> list[float]:
-    exe = vmaf_binary()
-    return compare_clips(master, first_picture_time(master, ffmpeg=exe), clips,
-                         frames=seconds * FPS, fps=Fraction(FPS), subsample=2, ffmpeg=exe)
 
 
 def main(argv: list[str] | None = None) -> int:

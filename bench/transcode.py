@@ -17,7 +17,9 @@ Reported: wall-clock medians, source frames per second, ratios against the
 one-process ffmpeg CLI, CPU seconds (getrusage: this process for cdlc, children for
 ffmpeg), the CPU-bound limit (the encoders' own CPU seconds / cores: ffmpeg's
 one-process CPU minus a decode+scale-only run of the same graph), and each
-rung's PSNR against the source scaled to its size (ffmpeg's psnr filter, bicubic).
+rung's PSNR against the source scaled to its size (ffmpeg's psnr filter, bicubic)
+and its VMAF against the same (libvmaf of the imageio-ffmpeg binary, every second
+picture; ``--no-vmaf`` skips it).
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import native
 from bench import cpu_children, cpu_self
+from engine.vmaf import compare_clips, first_picture_time, vmaf_binary
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 # (label = height, width, kbit/s)
@@ -199,6 +203,14 @@ def psnr(distorted: Path, master: Path, width: int, height: int) -> float:
     return float(match.group(1))
 
 
+def vmaf_of(master: Path, clips: list[tuple[Path, int, int]], seconds: int) -> list[float]:
+    """Mean VMAF of each (clip, width, height) against the master scaled to that
+    size, every second picture of ``seconds``, in one run over the master."""
+    exe = vmaf_binary()
+    return compare_clips(master, first_picture_time(master, ffmpeg=exe), clips,
+                         frames=seconds * FPS, fps=Fraction(FPS), subsample=2, ffmpeg=exe)
+
+
 def machine() -> str:
     model = "unknown CPU"
     try:
@@ -216,6 +228,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--no-psnr", action="store_true")
+    parser.add_argument("--no-vmaf", action="store_true")
     parser.add_argument("--encoder-threads", type=int, default=0,
                         help="x264 threads per cdlc rung (0 = x264's default, as ffmpeg)")
     args = parser.parse_args()
@@ -225,6 +238,7 @@ def main() -> None:
     timings = {"cdlc": Timing(), "ffmpeg (one process)": Timing(), "ffmpeg (4 runs)": Timing()}
     decode_cpu: list[float] = []
     psnrs: dict[str, dict[str, float]] = {"cdlc": {}, "ffmpeg": {}}
+    vmafs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="cdlc-bench-") as tmp:
         for run in range(args.runs):
             base = Path(tmp) / f"run{run}"
@@ -256,6 +270,10 @@ def main() -> None:
                                                       w, label)
                     psnrs["ffmpeg"][f"v{label}"] = psnr(joined_hls(ff, f"v{label}"), master,
                                                         w, label)
+            if run == 0 and not args.no_vmaf:
+                for tool, out, join in (("cdlc", cd, joined_cdlc), ("ffmpeg", ff, joined_hls)):
+                    vmafs[tool] = vmaf_of(master, [(join(out, f"v{label}"), w, label)
+                                                   for label, w, _ in LADDER], args.seconds)
             shutil.rmtree(base, ignore_errors=True)
 
     ref_wall = timings["ffmpeg (one process)"].wall
@@ -289,6 +307,12 @@ def main() -> None:
         for rung, value in psnrs["cdlc"].items():
             other = psnrs["ffmpeg"][rung]
             print(f"| {rung} | {value:.2f} | {other:.2f} | {value - other:+.2f} |")
+    if vmafs:
+        print("\n| rung | VMAF cdlc | VMAF ffmpeg | difference |")
+        print("|---|---:|---:|---:|")
+        for (label, _, _), mine, theirs in zip(LADDER, vmafs["cdlc"], vmafs["ffmpeg"],
+                                               strict=True):
+            print(f"| v{label} | {mine:.2f} | {theirs:.2f} | {mine - theirs:+.2f} |")
 
 
 if __name__ == "__main__":
