@@ -1,8 +1,6 @@
 #include "transcode/audio_worker.h"
 
 #include <algorithm>
-#include <filesystem>
-#include <system_error>
 
 extern "C" {
 #include <libavutil/channel_layout.h>
@@ -10,6 +8,7 @@ extern "C" {
 
 #include "av/av_log.h"
 #include "common/error.h"
+#include "transcode/rendition_output.h"
 #include "transcode/timeline.h"
 
 namespace cdlc::transcode {
@@ -65,13 +64,7 @@ AudioWorker::AudioWorker(const AVStream* st, const TranscodeConfig& cfg, RunStat
     // presented: an edit list (ISO/IEC 14496-12 §8.6.6) starts the presentation
     // after them, so source time 0 plays together with the first video picture.
     track.presentation_offset = enc_->initial_padding;
-    const std::filesystem::path dir = std::filesystem::path(cfg.output_dir) / id_;
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    if (ec) throw IOError("create output directory " + dir.string() + ": " + ec.message());
-    segmenter_ = std::make_unique<CmafSegmenter>(track, dir.string(), cfg.segment_seconds);
-    segmenter_->set_first_number(first_segment_number(cfg));
-    segmenter_->set_encryption(cfg.encryption);
+    segmenter_ = open_rendition_output(track, cfg, id_);
     // No runt at the end: audio that outlasts the video's last cut by a frame or
     // two joins the last full segment.
     segmenter_->set_tail_merge(cfg.segment_seconds / 2);

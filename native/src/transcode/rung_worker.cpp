@@ -1,8 +1,5 @@
 #include "transcode/rung_worker.h"
 
-#include <filesystem>
-#include <system_error>
-
 extern "C" {
 #include <libavutil/pixdesc.h>
 }
@@ -10,7 +7,7 @@ extern "C" {
 #include "codec/av1.h"
 #include "codec/nal.h"
 #include "common/error.h"
-#include "transcode/timeline.h"
+#include "transcode/rendition_output.h"
 #include "transcode/video_encoder.h"
 
 namespace cdlc::transcode {
@@ -69,13 +66,7 @@ void RungWorker::open(int width, int height, AVRational fps, uint32_t timescale,
     track.frame_rate_num = fps.num;
     track.frame_rate_den = fps.den;
     track.bitrate = rung_.crf >= 0 ? enc_->rc_max_rate : rung_.bitrate;
-    const std::filesystem::path dir = std::filesystem::path(cfg.output_dir) / rung_.id;
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    if (ec) throw IOError("create output directory " + dir.string() + ": " + ec.message());
-    segmenter_ = std::make_unique<CmafSegmenter>(track, dir.string(), cfg.segment_seconds);
-    segmenter_->set_first_number(first_segment_number(cfg));
-    segmenter_->set_encryption(cfg.encryption);
+    segmenter_ = open_rendition_output(track, cfg, rung_.id);
     scaled_ = av::make_frame();
     pkt_ = av::make_packet();
 }
