@@ -8,7 +8,7 @@ from __future__ import annotations
 import runpy
 import sys
 
-BENCHMARKS = ["transcode", "package", "previews", "origin", "edge", "scale", "tus", "grpc"]
+BENCHMARKS = ["transcode", "av1", "package", "previews", "origin", "edge", "scale", "tus", "grpc"]
 
 
 def main(argv: list[str]) -> int:
