@@ -32,20 +32,21 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 
-def _load_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
+def _libc(name: str, *argtypes: type[ctypes._SimpleCData[int]]) -> Callable[..., int] | None:
+    """The C library's function ``name`` (returning int), or None outside glibc."""
+    lib = ctypes.util.find_library("c")
+    if lib is None:
         return None
     try:
-        fn = ctypes.CDLL(name).malloc_trim
+        fn = ctypes.CDLL(lib)[name]
     except (OSError, AttributeError):  # not glibc
         return None
-    fn.argtypes = [ctypes.c_size_t]
+    fn.argtypes = list(argtypes)
     fn.restype = ctypes.c_int
     return fn
 
 
-_TRIM = _load_trim()
+_TRIM = _libc("malloc_trim", ctypes.c_size_t)
 
 # mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -56,20 +57,7 @@ MMAP_THRESHOLD = 512 * 1024
 TRIM_THRESHOLD = 1024 * 1024
 
 
-def _load_mallopt() -> Callable[[int, int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        fn = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_MALLOPT = _load_mallopt()
+_MALLOPT = _libc("mallopt", ctypes.c_int, ctypes.c_int)
 
 
 def bound_kept_memory() -> bool:
