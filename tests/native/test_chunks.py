@@ -273,6 +273,28 @@ def test_span_seek_goes_back_when_the_keyframe_presents_late(late_key_ts: Path,
     assert min(same) > 30, same[:5]
 
 
+def test_a_span_of_a_ts_master_with_one_keyframe_goes_back_to_it(work: Path) -> None:
+    """MPEG-TS seeks by bytes: in a master whose only keyframe is its first picture
+    every seek lands inside that one GOP, and no clean picture follows before the
+    end. The span goes back to the keyframe (as a chunk or the per-title analysis
+    needs) instead of being called past the end."""
+    master = media.make_master(work / "onegop.ts", seconds=8, width=320, height=180,
+                               audio=False, vcodec=["-c:v", "libx264", "-preset", "veryfast",
+                                                    "-g", "1000", "-pix_fmt", "yuv420p"])
+    rungs = [native.Rung("v180", 180, 300_000)]
+    whole = encode(master, work / "onegop-whole", rungs, audio=False)
+    chunk = encode(master, work / "onegop-chunk", rungs, start_seconds=4.0, end_seconds=8.0,
+                   audio=False)
+    assert index(chunk.rendition("v180")) == index(whole.rendition("v180"))[1:2]
+    one = luma(stitch(work / "onegop-whole.mp4", whole.out / "v180" / "init.mp4",
+                      [(whole.out / "v180", whole.rendition("v180"))]))
+    part = luma(stitch(work / "onegop-chunk.mp4", chunk.out / "v180" / "init.mp4",
+                       [(chunk.out / "v180", chunk.rendition("v180"))]))
+    assert len(part) == 120  # 4 s at 30 fps
+    same = [frame_psnr(a, b) for a, b in zip(part, one[120:240], strict=True)]
+    assert min(same) > 30, same[:5]
+
+
 def test_span_end_past_the_master_means_to_the_end(whole: Encode, master: Path,
                                                    work: Path) -> None:
     tail = encode(master, work / "tail", [RUNGS[1]], start_seconds=20.0, end_seconds=40.0,

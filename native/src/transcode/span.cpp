@@ -95,10 +95,15 @@ void Pipeline::seek_to_span() {
             check_av(ret, "seek to " + seconds_text(cfg_.span_start - lead), cfg_.input);
         }
         const int64_t first = first_timestamp(st);
-        if (first == AV_NOPTS_VALUE)
-            throw std::invalid_argument("span start " + seconds_text(cfg_.span_start) +
-                                        " is at or past the end of " + cfg_.input);
-        if (first <= target || at < origin || attempt >= 12) break;
+        if (first == AV_NOPTS_VALUE) {
+            // No clean picture from here on: past the end, or (MPEG-TS seeks by
+            // bytes) inside a GOP whose keyframe lies further back.
+            if (at < origin || attempt >= 12)
+                throw std::invalid_argument("span start " + seconds_text(cfg_.span_start) +
+                                            " is at or past the end of " + cfg_.input);
+        } else if (first <= target || at < origin || attempt >= 12) {
+            break;
+        }
         back = back ? back * 2 : second;
         // Last resort: before the first timestamp, i.e. the start of the file (MPEG-TS
         // flags keyframes loosely, so a seek near the start can land mid-GOP).
@@ -150,6 +155,7 @@ int64_t Pipeline::first_timestamp(const AVStream* st) {
             }
         }
     }
+    avcodec_flush_buffers(vdec_.get());  // out of draining, for a seek further back
     return AV_NOPTS_VALUE;
 }
 
