@@ -70,7 +70,10 @@ class OriginProcess:
     def stop(self, *, kill: bool = False, timeout: float = 15.0) -> None:
         """SIGTERM (graceful) or SIGKILL (an origin that dies) and wait."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
+            return
+        if proc.poll() is not None:
+            _kill_leftovers(proc.pid)  # a worker of a master that died first
             return
         sig = signal.SIGKILL if kill else signal.SIGTERM
         try:
@@ -81,11 +84,9 @@ class OriginProcess:
             proc.wait()
         except ProcessLookupError:
             proc.wait()
-        if kill:  # workers of a killed master: the group was killed with it
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        # Workers of a killed master, or one that outlived a graceful stop: none
+        # stays behind to serve (or take jobs) in a later test.
+        _kill_leftovers(proc.pid)
 
     def __enter__(self) -> OriginProcess:
         return self.start()
@@ -93,3 +94,10 @@ class OriginProcess:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _kill_leftovers(group: int) -> None:
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

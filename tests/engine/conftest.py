@@ -119,3 +119,6 @@ class Worker:
                 self.proc.wait(timeout=20)
             except (subprocess.TimeoutExpired, ProcessLookupError):
                 self.kill_group()
+        # A pool child outlives a main process that died first; left running it
+        # would take later tests' tasks from a reused broker database.
+        self.kill_group()
