@@ -8,7 +8,8 @@ from __future__ import annotations
 import runpy
 import sys
 
-BENCHMARKS = ["transcode", "av1", "package", "previews", "origin", "edge", "scale", "tus", "grpc"]
+BENCHMARKS = ["transcode", "av1", "pertitle", "package", "previews", "origin", "edge", "scale",
+              "tus", "grpc"]
 
 
 def main(argv: list[str]) -> int:

@@ -10,6 +10,7 @@ before any of them load (engine/copy_run.py).
 from __future__ import annotations
 
 import gc
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -105,6 +106,7 @@ async def asset_summary(backends: Backends, asset: Asset) -> dict[str, Any]:
             "bitrate": r.bitrate, "avg_bitrate": r.avg_bitrate, "peak_bitrate": r.peak_bitrate,
             "codec": r.codec_string, "segments": len(segments), "vmaf": r.vmaf,
             **({"tiles": r.tiles} if r.kind == "image" else {}),
+            **({"analysis": json.loads(r.analysis)} if r.analysis else {}),
         })
     return {
         "asset": asset.id, "state": asset.state.value, "duration": round(asset.duration, 3),
@@ -252,8 +254,6 @@ def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str
         if early is not None:  # started on a guess the job did not take up
             early.abandon()
     if as_json:
-        import json
-
         print(json.dumps(summary))
     else:
         print(f"{summary['asset']}: ready, {summary['duration']:.2f} s")
@@ -261,6 +261,11 @@ def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str
             size = (f"{r['width']}x{r['height']}" if r["kind"] == "video"
                     else f"{r['tiles']} tiles" if r["kind"] == "image" else r["kind"])
             quality = f"  VMAF {r['vmaf']:.1f}" if r["vmaf"] else ""
+            if "analysis" in r:  # per-title: what the analysis chose and expects
+                why = r["analysis"]
+                quality += (f"  auto: {why['choice']}"
+                            + (f" CRF {why['crf']}" if why["choice"] == "crf" else "")
+                            + f", VMAF {why['predicted_vmaf']:.1f} expected")
             print(f"  {r['id']:<10} {size:<10} {r['bitrate'] // 1000:>6} kbit/s  "
                   f"{r['codec']:<14} {r['segments']} segments{quality}")
 
@@ -342,8 +347,6 @@ def status_cmd(asset_id: str, as_json: bool) -> None:
     if summary is None:
         fail(f"no asset {asset_id!r}", 1)
     if as_json:
-        import json
-
         print(json.dumps(summary))
         return
     line = f"{summary['asset']}: {summary['state']}"

@@ -1,28 +1,32 @@
-"""Per-title ladders (``--ladder auto``): each rung's bitrate chosen from what the
-master itself needs, measured with VMAF.
+"""Per-title ladders (``--ladder auto``): each rung's size and bitrate chosen from
+what the master itself needs, measured with VMAF.
 
 The analysis pass encodes short sampled spans of the master (one decode per span,
 every candidate at once: each rung size of the fixed ladder at a few CRF points,
 with the job's own preset, so the curves are those of the real encode) and
-measures each candidate's VMAF against the master scaled to its size
-(engine.vmaf), as the renditions' VMAF is measured. Per size, VMAF and CRF are
-taken as piecewise linear in log-bitrate between the points; that curve gives
+measures each candidate's VMAF against the master at the display size (the
+largest rung's; smaller sizes upscaled, as a screen shows them), as rate-quality
+curves across sizes are drawn. Per size, VMAF and CRF are taken as piecewise
+linear in log-bitrate between the points; the upper envelope of the sizes' curves
+is the convex hull of quality against bitrate. From it (``choose_rungs``):
 
-- the quality the fixed ladder's rung of that size would reach (its bitrate on the
-  curve), and from it the rung's target: that quality, but no higher than needed
-  (a rung the fixed ladder over-serves aims at ``TOP_TARGET``, or ``BELOW_FIXED``
-  below the fixed rung, whichever is higher: never more than about a point below
-  the fixed ladder);
-- the bitrate that reaches the target, spaced at least ``MIN_STEP`` below the rung
-  above for switching, and the CRF that gives it.
+- the top rung reaches a target: the quality the fixed top rung would reach (its
+  bitrate on the curve), lowered to ``TOP_TARGET`` where it is above that, but by
+  at most ``BELOW_FIXED``: never more than about a point below the fixed ladder;
+- the bottom rung keeps the fixed ladder's bitrate ratio to the top, never above
+  the fixed bottom rung, and the rungs between are spaced evenly in log-bitrate
+  (at least ``MIN_STEP`` apart, for switching);
+- each rung takes the size the hull gives at its bitrate (a starved large size
+  loses to a smaller one upscaled; an easy title keeps the large size lower down),
+  never larger than the rung above's, never upscaled (the fixed ladder's sizes),
+  never above the fixed ladder's bitrate for that size.
 
-A rung that needs nearly the fixed bitrate anyway keeps the fixed rung; the others
-are encoded at their CRF, capped at the fixed ladder's bitrate for that size
-(maxrate): never above it, never upscaled (the fixed ladder's sizes). Bitrates of
-a span are extrapolated to the job's GOP (the span's keyframe counted once per
-GOP), so a short span does not overstate what keyframes cost. The analysis of
-every rung (target, the candidates, the prediction) is kept as JSON with its
-rendition (``Rendition.analysis``).
+A rung that lands on a fixed rung's size at nearly its bitrate keeps that fixed
+rung; the others are encoded at their CRF with a VBV cap. Bitrates of a span are
+extrapolated to the job's GOP (the span's keyframe counted once per GOP), so a
+short span does not overstate what keyframes cost. The analysis of every rung (its
+size and bitrate, what each size would give there, the candidates) is kept as
+JSON with its rendition (``Rendition.analysis``).
 """
 
 from __future__ import annotations
@@ -44,9 +48,13 @@ from metadata.models import Rendition, Segment
 
 __all__ = ["ANALYSIS_CRFS", "Analysis", "analyse", "analysis_spans", "choose_rungs"]
 
-# x264 CRF points of the candidates: wide enough that most fixed-ladder bitrates
-# fall between them.
-ANALYSIS_CRFS = (12, 20, 28)
+# x264 CRF points of the candidates, 6 apart (about a halving of the bitrate
+# each): each size's curve spans the bitrates a rung of that size may take, from
+# an easy title's top rung (which the fixed ladder serves near CRF 13) down.
+ANALYSIS_CRFS = (13, 19, 25, 31)
+# A candidate is capped (VBV) at this many times its size's fixed bitrate: past
+# that no rung goes, and a noisy master's low CRFs would cost the analysis most.
+ANALYSIS_CAP = 4
 SPAN_SECONDS = 1.0          # each sampled span
 SPAN_EVERY = 30.0           # one span per this much of the master
 MAX_SPANS = 6
@@ -56,6 +64,13 @@ BELOW_FIXED = 0.5           # ... but then at most this far below the fixed rung
 MIN_STEP = 1.3              # bitrate ratio between adjacent rungs, at least
 KEEP_FIXED = 0.85           # a rung needing this share of the fixed bitrate keeps it
 MIN_KBPS = 30
+# A lower CRF rung's maxrate against its bitrate (bufsize twice that): where the
+# span under-predicted what the title needs, the rung still fits the bandwidth
+# it was planned for (1.5 let bbb's lower rungs run 11-27% over their bitrate,
+# 1.0 holds them within 4-8%, at the same BD-rate).
+PEAK = 1.0
+CRF_REACH = 6               # how far past the measured CRFs a rung's CRF may go
+LOW_REACH = 0.8             # a size serves down to this share of its lowest point
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,24 @@ def _along(points: Sequence[Candidate], kbps: float, value: Callable[[Candidate]
     return value(ordered[-1])
 
 
+def _crf_at(points: Sequence[Candidate], kbps: float) -> int:
+    """The CRF that gives ``kbps`` on this size's curve: interpolated between the
+    points, and past the end points along the nearest segment (x264's bitrate
+    halves for about every 6 CRF) by at most ``CRF_REACH``."""
+    ordered = sorted(points, key=lambda c: c.kbps)
+    lo, hi = ordered[0], ordered[-1]
+    if lo.kbps < kbps < hi.kbps:
+        return round(_along(ordered, kbps, lambda c: c.crf))
+    a, b = (ordered[0], ordered[1]) if kbps <= lo.kbps else (ordered[-2], ordered[-1])
+    end = lo if kbps <= lo.kbps else hi
+    if b.kbps <= a.kbps or a.crf == b.crf:
+        return end.crf
+    slope = (b.crf - a.crf) / math.log(b.kbps / a.kbps)  # CRF per log-bitrate (< 0)
+    crf = end.crf + slope * math.log(kbps / end.kbps)
+    crf = min(max(crf, end.crf - CRF_REACH), end.crf + CRF_REACH)
+    return max(0, min(51, round(crf)))
+
+
 def _kbps_for(points: Sequence[Candidate], target: float) -> float:
     """The lowest bitrate whose VMAF on the curve reaches ``target`` (the lowest
     point's when it does; the highest point's when none does)."""
@@ -130,48 +163,148 @@ def _kbps_for(points: Sequence[Candidate], target: float) -> float:
     return ordered[-1].kbps
 
 
+def _label(rung: native.Rung) -> int:
+    return min(rung.width, rung.height) if rung.width else rung.height
+
+
+@dataclass(frozen=True)
+class _Size:
+    """One size of the fixed ladder: its rung (the cap: never above its bitrate)
+    and its measured curve."""
+
+    rung: native.Rung
+    points: list[Candidate]
+
+    @property
+    def label(self) -> int:
+        return _label(self.rung)
+
+    @property
+    def cap(self) -> float:
+        return self.rung.bitrate / 1000
+
+    def reach(self, kbps: float) -> float | None:
+        """The bitrate this size would be encoded at for a rung of ``kbps`` (capped
+        at the fixed ladder's), or None when that is below what was measured."""
+        at = min(kbps, self.cap)
+        return at if at >= LOW_REACH * min(c.kbps for c in self.points) else None
+
+
+def _on_hull(sizes: Sequence[_Size], kbps: float
+             ) -> tuple[_Size | None, float, dict[str, float]]:
+    """The size whose curve gives the highest VMAF for a rung of ``kbps`` (each at
+    ``reach``), the bitrate it takes, and what every size would give (the why).
+    No size when none was measured that low."""
+    options: dict[str, float] = {}
+    best: tuple[float, int, _Size, float] | None = None
+    for size in sizes:
+        at = size.reach(kbps)
+        if at is None:
+            continue
+        vmaf = _along(size.points, at, lambda c: c.vmaf)
+        options[str(size.label)] = round(vmaf, 2)
+        if best is None or (vmaf, size.label) > best[:2]:
+            best = (vmaf, size.label, size, at)
+    if best is None:
+        return None, kbps, options
+    return best[2], best[3], options
+
+
 def choose_rungs(fixed: Sequence[native.Rung], candidates: Sequence[Candidate]
                  ) -> tuple[list[native.Rung], dict[str, dict[str, Any]]]:
-    """The per-title rungs (the fixed ladder's sizes; per size a capped CRF from the
-    measured curve, or the fixed rung) and each one's record. Pure: the tests and
-    the bench call it too."""
-    rungs: list[native.Rung] = []
-    records: dict[str, dict[str, Any]] = {}
-    above = math.inf
-    for rung in fixed:
-        label = min(rung.width, rung.height) if rung.width else rung.height
-        points = [c for c in candidates if c.label == label]
-        fixed_kbps = rung.bitrate / 1000
-        if len(points) < 2:  # nothing measured for this size: keep the fixed rung
-            rungs.append(rung)
-            above = fixed_kbps
-            continue
-        expected = _along(points, fixed_kbps, lambda c: c.vmaf)
+    """The per-title rungs and each one's record. Pure: the tests and the bench call
+    it too.
+
+    Candidates carry VMAF at the display size (each size upscaled to the top rung's,
+    as a viewer's screen shows it), so the sizes' curves share one scale and their
+    upper envelope is the convex hull of quality against bitrate. The top rung is
+    the lowest bitrate on the hull that reaches the target (the fixed top rung's
+    expected VMAF, lowered to ``TOP_TARGET`` but at most ``BELOW_FIXED`` when that
+    is higher); the bottom rung keeps the fixed ladder's ratio to the top, never
+    above the fixed bottom rung; the rungs between are spaced evenly in
+    log-bitrate. Each rung takes the size the hull gives at its bitrate, no larger
+    than the rung above's, and never above the fixed ladder's bitrate for that
+    size. A rung that lands on a fixed rung's size at nearly its bitrate is that
+    fixed rung; the others are CRF encodes with a VBV cap: the fixed bitrate of the
+    size for the top, ``PEAK`` times their bitrate below it (never above the
+    size's fixed bitrate)."""
+    by_label = {_label(r): r for r in fixed}
+    sizes = [_Size(r, [c for c in candidates if c.label == _label(r)]) for r in fixed]
+    sizes = [s for s in sizes if len(s.points) >= 2]
+    if not sizes or _label(fixed[0]) not in {s.label for s in sizes}:
+        return list(fixed), {}  # nothing measured at the top: the fixed ladder
+    top_size = sizes[0]
+    everything = [{"size": c.label, "crf": c.crf, "kbps": round(c.kbps),
+                   "vmaf": round(c.vmaf, 2)}
+                  for c in sorted(candidates, key=lambda c: (-c.label, c.crf))]
+    fixed_top = fixed[0].bitrate / 1000
+    expected = _along(top_size.points, fixed_top, lambda c: c.vmaf)
+    if fixed_top > max(c.kbps for c in top_size.points):
+        # Past the measured curve the expectation is only a floor (the fixed rung
+        # does better still): aim at it, not below it.
+        target = expected
+    else:
         target = expected if expected <= TOP_TARGET else max(TOP_TARGET,
                                                               expected - BELOW_FIXED)
-        needed = _kbps_for(points, target)
-        kbps = max(MIN_KBPS, min(needed, above / MIN_STEP))
+    # The top: the cheapest size that reaches the target within its cap.
+    reaching = [(_kbps_for(s.points, target), s) for s in sizes
+                if max(c.vmaf for c in s.points) >= target]
+    reaching = [(k, s) for k, s in reaching if k <= s.cap]
+    top_kbps = min((k for k, _ in reaching), default=fixed_top)
+    rungs: list[native.Rung] = []
+    records: dict[str, dict[str, Any]] = {}
+    slots = [top_kbps]
+    for i in range(len(fixed)):
+        if i == 1:
+            # The rest hang from the top as chosen (a kept fixed top at its full
+            # bitrate): the bottom at the fixed ladder's ratio to the top, never above
+            # the fixed bottom; the rungs between evenly spaced in log-bitrate.
+            top = rungs[0].bitrate / 1000
+            bottom = max(MIN_KBPS, min(fixed[-1].bitrate / 1000,
+                                       top * fixed[-1].bitrate / fixed[0].bitrate))
+            slots += [top * (bottom / top) ** (j / (len(fixed) - 1))
+                      for j in range(1, len(fixed))]
+        largest = rungs[-1].height if rungs else top_size.rung.height
+        above = rungs[-1].bitrate / 1000 if rungs else math.inf
+        slot = min(slots[i], above / MIN_STEP)  # room to switch between neighbours
+        allowed = [s for s in sizes if s.rung.height <= largest]
+        found, kbps, options = _on_hull(allowed, slot)
+        if i == 0 and not reaching:
+            found, kbps = top_size, fixed_top  # nothing reaches the target: the fixed top
+        if found is None:
+            # Nothing was measured this low (a hard title): the fixed rung of this
+            # place where it fits below the rung above, else the smallest size.
+            here = next((s for s in sizes if s.rung == fixed[i]), None)
+            found = here if here is not None and here in allowed and \
+                here.cap <= above / MIN_STEP + 1e-6 else min(allowed, key=lambda s: s.label)
+            kbps = max(MIN_KBPS, min(slot, found.cap))
+        size = found
         record: dict[str, Any] = {
-            "mode": "auto", "target_vmaf": round(target, 2),
-            "fixed_kbps": round(fixed_kbps), "fixed_vmaf_expected": round(expected, 2),
-            "candidates": [{"crf": c.crf, "kbps": round(c.kbps), "vmaf": round(c.vmaf, 2)}
-                           for c in sorted(points, key=lambda c: c.crf)],
-        }
-        if kbps >= KEEP_FIXED * fixed_kbps:
-            # The title needs what the fixed rung gives: keep it as it is.
-            rungs.append(rung)
-            record.update(choice="fixed", kbps=round(fixed_kbps),
-                          predicted_vmaf=round(expected, 2))
-            above = fixed_kbps
+            "mode": "auto", "size": size.label, "slot_kbps": round(slot),
+            "fixed_kbps": round(size.cap), "hull": options, "candidates": everything}
+        if i == 0:
+            record.update(target_vmaf=round(target, 2),
+                          fixed_vmaf_expected=round(expected, 2))
+        base = by_label[size.label]
+        if kbps >= KEEP_FIXED * size.cap:
+            # The title needs what the fixed rung of this size gives: that rung.
+            rung = base
+            record.update(choice="fixed", kbps=round(size.cap),
+                          predicted_vmaf=round(_along(size.points, size.cap,
+                                                      lambda c: c.vmaf), 2))
         else:
-            crf = math.floor(_along(points, kbps, lambda c: c.crf))
-            rungs.append(native.Rung(**{**rung.__dict__, "bitrate": int(kbps * 1000),
-                                        "crf": crf, "maxrate": rung.bitrate,
-                                        "bufsize": 2 * rung.bitrate}))
+            crf, bitrate = _crf_at(size.points, kbps), int(kbps * 1000)
+            # The top may peak up to the fixed bitrate of its size (a slide
+            # change's keyframe); a lower rung must fit the bandwidth it is for.
+            peak = base.bitrate if i == 0 else min(base.bitrate, round(PEAK * bitrate))
+            rung = native.Rung(**{**base.__dict__, "bitrate": bitrate, "crf": crf,
+                                  "maxrate": peak, "bufsize": 2 * peak})
             record.update(choice="crf", crf=crf, kbps=round(kbps),
-                          predicted_vmaf=round(_along(points, kbps, lambda c: c.vmaf), 2))
-            above = kbps
-        records[rung.id] = record
+                          predicted_vmaf=round(_along(size.points, kbps,
+                                                      lambda c: c.vmaf), 2))
+        rid = base.id if base.id not in records else f"{base.id}_{round(rung.bitrate / 1000)}k"
+        rungs.append(native.Rung(**{**rung.__dict__, "id": rid}))
+        records[rid] = record
     return rungs, records
 
 
@@ -181,7 +314,8 @@ def _span_candidates(master: Path, work: Path, fixed: Sequence[native.Rung], spa
     """Encode one span at every (size, CRF) in one native run (one decode), then
     measure them all in one FFmpeg run (one decode of the master's span)."""
     cands = [native.Rung(id=f"a{r.height}x{r.width}c{crf}", height=r.height, width=r.width,
-                         bitrate=0, crf=crf)
+                         bitrate=0, crf=crf, maxrate=ANALYSIS_CAP * r.bitrate,
+                         bufsize=2 * ANALYSIS_CAP * r.bitrate)
              for r in fixed for crf in ANALYSIS_CRFS]
     out = work / f"span{span.start:g}"
     try:
@@ -201,10 +335,14 @@ def _span_candidates(master: Path, work: Path, fixed: Sequence[native.Rung], spa
         fps = Fraction(first.frame_rate) if first.frame_rate else Fraction(25)
         ids = list(clips)
         frames = max(1, round(span.duration * fps))
+        # Every size is scored as the screen shows it: upscaled to the largest.
+        shown = max(((c[0].width, c[0].height) for c in clips.values()),
+                    key=lambda wh: wh[0] * wh[1])
         scores = compare_clips(master, zero + span.start,
                                [(clips[i][2], clips[i][0].width, clips[i][0].height)
                                 for i in ids],
-                               frames=frames, fps=fps, subsample=SUBSAMPLE, ffmpeg=exe)
+                               frames=frames, fps=fps, subsample=SUBSAMPLE, ffmpeg=exe,
+                               compare_at=shown)
         found: list[Candidate] = []
         for rid, score in zip(ids, scores, strict=True):
             rend, segs, _ = clips[rid]

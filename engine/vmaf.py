@@ -248,27 +248,33 @@ def _run_span(exe: str, distorted: Path, master: Path, ref_time: float, span: Sp
 
 def compare_clips(master: Path, ref_start: float, clips: Sequence[tuple[Path, int, int]], *,
                   frames: int, fps: Fraction, subsample: int = 1, ffmpeg: str | None = None,
-                  timeout: float = 300.0) -> list[float]:
+                  timeout: float = 300.0,
+                  compare_at: tuple[int, int] | None = None) -> list[float]:
     """Mean VMAF of each (clip, width, height) against the master from the picture at
     ``ref_start`` (absolute seconds) scaled to that size, each clip from its first
     picture, over ``frames`` pictures (one in ``subsample`` scored), in one FFmpeg
     run that decodes the master's span once. For clips cut from one span of the
-    master (the per-title analysis). Raises QualityError."""
+    master (the per-title analysis). ``compare_at``: every clip upscaled to this
+    one display size instead, against the master scaled to it once. Raises
+    QualityError."""
     exe = vmaf_binary(ffmpeg)
     if not clips:
         return []
+    args = (exe, master, ref_start, clips, frames, fps, subsample, timeout)
     try:
-        return _compare(exe, master, ref_start, clips, frames, fps, subsample, timeout, True)
+        return _compare(*args, seek=True, compare_at=compare_at)
     except _TooFewFrames:  # sparse keyframes: decode the master from its start
-        return _compare(exe, master, ref_start, clips, frames, fps, subsample, timeout, False)
+        return _compare(*args, seek=False, compare_at=compare_at)
 
 
 def _compare(exe: str, master: Path, ref_start: float, clips: Sequence[tuple[Path, int, int]],
-             frames: int, fps: Fraction, subsample: int, timeout: float,
-             seek: bool) -> list[float]:
+             frames: int, fps: Fraction, subsample: int, timeout: float, *,
+             seek: bool, compare_at: tuple[int, int] | None) -> list[float]:
     half = 0.5 / float(fps)
     cut = f"setpts=PTS-STARTPTS,trim=end_frame={frames}"
-    parts = [f"[0:v:0]trim=start={max(0.0, ref_start - half):.6f},{cut},"
+    shown = (f"scale={compare_at[0]}:{compare_at[1]}:flags=bicubic,format=yuv420p,setsar=1,"
+             if compare_at else "")
+    parts = [f"[0:v:0]trim=start={max(0.0, ref_start - half):.6f},{cut},{shown}"
              f"split={len(clips)}" + "".join(f"[r{i}]" for i in range(len(clips)))]
     inputs = ["-copyts"]
     if seek and ref_start > 2.0:
@@ -280,8 +286,13 @@ def _compare(exe: str, master: Path, ref_start: float, clips: Sequence[tuple[Pat
         # A damaged clip fails the measurement instead of scoring its concealment.
         inputs += ["-err_detect", "explode", "-i", str(clip)]
         logs.append(clip.with_suffix(".vmaf.json"))
-        parts.append(f"[r{i}]scale={width}:{height}:flags=bicubic,format=yuv420p,setsar=1[ref{i}]")
-        parts.append(f"[{i + 1}:v:0]{cut},format=yuv420p,setsar=1[dist{i}]")
+        if compare_at:
+            parts.append(f"[r{i}]null[ref{i}]")
+            parts.append(f"[{i + 1}:v:0]{cut},{shown.rstrip(',')}[dist{i}]")
+        else:
+            parts.append(f"[r{i}]scale={width}:{height}:flags=bicubic,format=yuv420p,"
+                         f"setsar=1[ref{i}]")
+            parts.append(f"[{i + 1}:v:0]{cut},format=yuv420p,setsar=1[dist{i}]")
         parts.append(f"[dist{i}][ref{i}]libvmaf=log_fmt=json:log_path={logs[i]}:"
                      f"n_threads={threads}:n_subsample={max(1, subsample)}:shortest=1[o{i}]")
     outputs: list[str] = []

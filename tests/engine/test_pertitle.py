@@ -5,6 +5,7 @@ job that analyses once and stitches renditions that carry the analysis."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from pathlib import Path
 
@@ -15,12 +16,20 @@ from engine.chunks import PartRun, maybe_split, parts_of
 from engine.config import Settings
 from engine.ladder import plan_ladder
 from engine.leases import claim, holder_id
-from engine.pertitle import MIN_STEP, Candidate, analyse, analysis_spans, choose_rungs
+from engine.pertitle import (
+    MIN_STEP,
+    PEAK,
+    Candidate,
+    analyse,
+    analysis_spans,
+    choose_rungs,
+)
 from engine.pipeline import to_models
 from engine.services import open_backends
 from engine.vmaf import Span, measure_rendition
 from metadata.jobs import Job, JobRequest, RequestError, new_job_id
 from metadata.models import Asset, JobState, master_key
+from tests.conftest import make_env
 from tests.media import ffmpeg
 
 
@@ -31,14 +40,16 @@ def source(path: Path, graph: str, seconds: int = 4) -> Path:
     return path
 
 
-def encode(master: Path, rungs: list[native.Rung], out: Path) -> dict[str, tuple[int, float]]:
-    """{rendition: (measured bit/s, VMAF over the whole clip)}."""
+def encode(master: Path, rungs: list[native.Rung], out: Path,
+           shown: tuple[int, int] | None = None) -> list[tuple[int, float]]:
+    """(measured bit/s, VMAF over the whole clip) of each rendition, tallest first;
+    VMAF at ``shown`` (every rendition upscaled to it) when given."""
     result = native.Transcoder(master, out, rungs, preset="veryfast", audio=False).run()
     renditions, segments = to_models("t", result)
     whole = [Span(0.0, result.duration_seconds)]
-    return {r.id: (r.avg_bitrate, measure_rendition(master, out / r.id, r, segments,
-                                                    spans=whole).mean)
-            for r in renditions}
+    return [(r.avg_bitrate, measure_rendition(master, out / r.id, r, segments, spans=whole,
+                                              compare_at=shown).mean)
+            for r in renditions]
 
 
 @pytest.fixture(scope="module")
@@ -54,23 +65,29 @@ def masters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_a_static_source_gets_lower_bitrates_than_the_fixed_ladder(
         masters: dict[str, Path], tmp_path: Path) -> None:
+    """A still: the analysis keeps the source's own size down the ladder (480p
+    upscaled beats 360p there) at CRFs far below the fixed bitrates, and the
+    measured renditions take fewer bits than the fixed ones at every rung, at no
+    lower quality as a 480p screen shows them."""
     master = masters["static"]
     info = native.probe(master)
-    fixed = plan_ladder(info)
+    fixed = plan_ladder(info)  # 480:1500, 360:800
     analysis = analyse(master, info, info.duration, tmp_path / "analysis")
-    assert [(r.id, r.width, r.height) for r in analysis.rungs] == \
-        [(r.id, r.width, r.height) for r in fixed]  # sizes kept, never upscaled
+    assert len(analysis.rungs) == len(fixed)
+    assert all(r.height <= 480 and r.crf >= 0 for r in analysis.rungs), analysis.rungs
     for auto, base in zip(analysis.rungs, fixed, strict=True):
-        assert auto.crf >= 0 and auto.bitrate < base.bitrate / 2, (auto, base)
-        assert auto.maxrate == base.bitrate  # capped at the fixed ladder's bitrate
-    got, want = encode(master, analysis.rungs, tmp_path / "auto"), \
-        encode(master, fixed, tmp_path / "fixed")
-    for rid in want:
-        assert got[rid][0] < want[rid][0], (rid, got, want)
-    assert got["v480"][1] > want["v480"][1] - 1.5, (got, want)
-    record = analysis.records["v480"]
-    assert record["choice"] == "crf" and len(record["candidates"]) == 3
-    assert record["target_vmaf"] <= record["fixed_vmaf_expected"]
+        assert auto.bitrate < base.bitrate / 2, (auto, base)
+        assert auto.maxrate <= 1_500_000  # never above the fixed bitrate of its size
+    got = encode(master, analysis.rungs, tmp_path / "auto", shown=(854, 480))
+    want = encode(master, fixed, tmp_path / "fixed", shown=(854, 480))
+    for (got_bits, got_vmaf), (want_bits, want_vmaf) in zip(got, want, strict=True):
+        assert got_bits < want_bits, (got, want)
+        assert got_vmaf > want_vmaf - 1.5, (got, want)
+    top = analysis.records["v480"]
+    assert top["choice"] == "crf" and len(top["candidates"]) == 8  # 2 sizes x 4 CRFs
+    assert top["target_vmaf"] <= top["fixed_vmaf_expected"]
+    bottom = analysis.records[analysis.rungs[-1].id]
+    assert bottom["hull"]["480"] >= bottom["hull"].get("360", 0)
 
 
 def test_a_noisy_source_keeps_its_quality(masters: dict[str, Path], tmp_path: Path) -> None:
@@ -86,41 +103,104 @@ def test_a_noisy_source_keeps_its_quality(masters: dict[str, Path], tmp_path: Pa
     assert analysis.rungs == fixed
     assert {r["choice"] for r in analysis.records.values()} == {"fixed"}
     record = analysis.records["v360"]
-    # what it measured: even CRF 28 needs more than the fixed 800 kbit/s
-    assert min(c["kbps"] for c in record["candidates"]) > 800
-    got, want = encode(master, analysis.rungs, tmp_path / "auto"), \
+    # what it measured: CRF 25 already needs more than the fixed 800 kbit/s
+    assert min(c["kbps"] for c in record["candidates"] if c["crf"] <= 25) > 800
+    (got,), (want,) = encode(master, analysis.rungs, tmp_path / "auto"), \
         encode(master, fixed, tmp_path / "fixed")
-    assert got["v360"][1] >= want["v360"][1] - 5.0, (got, want)
-    assert abs(got["v360"][0] - want["v360"][0]) < 0.05 * want["v360"][0]
+    assert got[1] >= want[1] - 5.0, (got, want)
+    assert abs(got[0] - want[0]) < 0.05 * want[0]
 
 
 def _curve(label: int, *points: tuple[int, float, float]) -> list[Candidate]:
     return [Candidate(label, crf, kbps, vmaf) for crf, kbps, vmaf in points]
 
 
-def test_choose_rungs_caps_spaces_and_keeps_what_a_title_needs() -> None:
-    fixed = plan_ladder((1280, 720))  # 720:3000, 480:1500, 360:800
-    easy = [*_curve(720, (12, 900, 98.0), (20, 400, 95.5), (28, 200, 90.0)),
-            *_curve(480, (12, 800, 98.0), (20, 350, 95.6), (28, 150, 90.0)),
-            *_curve(360, (12, 500, 97.0), (20, 300, 95.0), (28, 100, 89.0))]
-    rungs, records = choose_rungs(fixed, easy)
+FIXED_720 = plan_ladder((1280, 720))  # 720:3000, 480:1500, 360:800
+
+
+def _sizes_and_caps(rungs: list[native.Rung]) -> None:
+    """What every per-title ladder keeps: no rung above the fixed ladder's bitrate
+    for its size (nor its VBV cap), sizes never growing down the ladder, the fixed
+    ladder's sizes only, rungs spaced for switching, ids unique."""
+    cap = {r.height: r.bitrate for r in FIXED_720}
+    assert all(r.height in cap and r.bitrate <= cap[r.height] for r in rungs), rungs
+    assert all(0 < r.maxrate <= cap[r.height] for r in rungs if r.crf >= 0), rungs
+    assert [r.height for r in rungs] == sorted((r.height for r in rungs), reverse=True)
+    assert all(hi.bitrate >= MIN_STEP * lo.bitrate - 1000
+               for hi, lo in itertools.pairwise(rungs)), rungs
+    assert len({r.id for r in rungs}) == len(rungs)
+
+
+def test_an_easy_title_keeps_its_large_size_at_every_rung() -> None:
+    """VMAF at the display size: upscaled 480 and 360 lose to 720 at every bitrate
+    (a slide deck), so all three rungs are 720p, at CRFs, far below the fixed
+    bitrates; the bottom keeps the fixed ladder's ratio to the top."""
+    easy = [*_curve(720, (13, 900, 98.0), (19, 450, 96.5), (25, 220, 92.0), (31, 110, 84.0)),
+            *_curve(480, (13, 500, 84.0), (19, 260, 83.0), (25, 130, 80.0), (31, 65, 72.0)),
+            *_curve(360, (13, 300, 76.0), (19, 160, 75.0), (25, 80, 72.0), (31, 40, 64.0))]
+    rungs, records = choose_rungs(FIXED_720, easy)
+    _sizes_and_caps(rungs)
+    assert [r.height for r in rungs] == [720, 720, 720]
+    assert rungs[0].id == "v720" and all(r.crf >= 0 for r in rungs)
+    top = records["v720"]
+    # the fixed 3000 is past the highest point (98.0): that point is a floor of what
+    # the fixed rung gives, so it is the target itself
+    assert top["target_vmaf"] == 98.0 and top["kbps"] == 900 and top["crf"] == 13
     kbps = [r.bitrate / 1000 for r in rungs]
-    assert all(r.crf >= 0 for r in rungs)
-    # 720: the fixed 3000 is past the highest point (98.0): target 97.5, on the curve
-    # between 400 kbit/s (95.5) and 900 (98.0)
-    assert records["v720"]["target_vmaf"] == 97.5
-    assert 700 < kbps[0] < 900 and records["v720"]["crf"] in (13, 14)
-    # 480 would want ~640 kbit/s on its own curve, spaced below the 720 rung instead
-    assert kbps[1] <= kbps[0] / MIN_STEP + 1 and kbps[2] <= kbps[1] / MIN_STEP + 1
-    assert all(r.maxrate == f.bitrate for r, f in zip(rungs, fixed, strict=True))
-    # A hard title (even CRF 28 needs more than the fixed bitrate) keeps the fixed rungs.
-    hard = [c for label in (720, 480, 360) for c in _curve(
-        label, (12, 40000, 99.0), (20, 15000, 95.0), (28, 6000, 80.0))]
-    rungs, records = choose_rungs(fixed, hard)
-    assert rungs == fixed
+    assert kbps[2] == pytest.approx(900 * 800 / 3000, rel=0.01)
+    assert kbps[1] == pytest.approx((kbps[0] * kbps[2]) ** 0.5, rel=0.01)
+    for r in rungs:
+        record = records[r.id]
+        assert record["choice"] == "crf" and record["size"] == 720
+        assert record["hull"]["720"] > record["hull"]["480"] > record["hull"]["360"]
+        assert len(record["candidates"]) == 12
+    # the top may peak to the fixed bitrate of its size, the others fit their own
+    assert rungs[0].maxrate == 3_000_000
+    assert [r.maxrate for r in rungs[1:]] == [round(PEAK * r.bitrate) for r in rungs[1:]]
+
+
+def test_a_starved_large_size_gives_way_to_a_smaller_one() -> None:
+    """Where 720p at a lower rung's bitrate would be starved, the hull takes the
+    smaller size that looks better upscaled; where the title needs every bit the
+    fixed rung has, the rung is that fixed rung (ABR, as the fixed ladder)."""
+    mid = [*_curve(720, (13, 12000, 97.0), (19, 6000, 93.0), (25, 2900, 88.0),
+                   (31, 1400, 70.0)),
+           *_curve(480, (13, 6000, 90.0), (19, 3000, 87.0), (25, 1450, 82.0),
+                   (31, 700, 74.0)),
+           *_curve(360, (13, 3300, 84.0), (19, 1700, 81.0), (25, 820, 76.0),
+                   (31, 400, 68.0))]
+    rungs, records = choose_rungs(FIXED_720, mid)
+    _sizes_and_caps(rungs)
+    assert [(r.id, r.height) for r in rungs] == [("v720", 720), ("v480", 480), ("v360", 360)]
+    assert rungs == FIXED_720  # each lands on its fixed rung
+    assert records["v480"]["hull"]["480"] > records["v480"]["hull"]["720"]
     assert {r["choice"] for r in records.values()} == {"fixed"}
+    # Nothing reaches the fixed top's quality below its bitrate: the fixed ladder.
+    hard = [c for label in (720, 480, 360) for c in _curve(
+        label, (13, 40000, 99.0), (19, 15000, 95.0), (25, 6000, 80.0), (31, 3500, 70.0))]
+    rungs, records = choose_rungs(FIXED_720, hard)
+    assert rungs == FIXED_720
     assert json.loads(json.dumps(records))["v720"]["candidates"][0] == \
-        {"crf": 12, "kbps": 40000, "vmaf": 99.0}
+        {"size": 720, "crf": 13, "kbps": 40000, "vmaf": 99.0}
+
+
+def test_a_lower_rung_of_the_large_size_gets_its_own_id() -> None:
+    """testsrc2's case: 720p at half the bitrate still beats 480p upscaled, so the
+    second rung is 720p too, with an id of its own and the bitrate in it."""
+    curves = [*_curve(720, (13, 5000, 99.0), (19, 2600, 97.0), (25, 1300, 92.0),
+                      (31, 650, 86.0)),
+              *_curve(480, (13, 2200, 89.5), (19, 1100, 88.0), (25, 560, 85.0),
+                      (31, 280, 80.0)),
+              *_curve(360, (13, 1100, 85.0), (19, 560, 83.0), (25, 290, 79.0),
+                      (31, 150, 72.0))]
+    rungs, records = choose_rungs(FIXED_720, curves)
+    _sizes_and_caps(rungs)
+    assert rungs[0] == FIXED_720[0] and records["v720"]["choice"] == "fixed"
+    second = rungs[1]
+    assert second.height == 720 and second.id == f"v720_{round(second.bitrate / 1000)}k"
+    assert records[second.id]["choice"] == "crf" and 19 <= second.crf <= 25
+    # the bottom at the fixed 800: 720p there beats 480p and 360p upscaled
+    assert rungs[2].height == 720 and rungs[2].bitrate == 800_000
 
 
 def test_analysis_spans_sit_on_whole_seconds_inside_the_master() -> None:
@@ -164,17 +244,37 @@ def test_a_chunked_job_analyses_once_and_keeps_the_analysis(
             stored = await backends.store.get_job(job.id)
             assert stored is not None
             plan = stored.chunks["plan"]
-            assert sorted(plan["analysis"]) == ["v360", "v480"]
-            assert all(r["crf"] >= 0 for r in plan["rungs"])
+            ids = [r["id"] for r in plan["rungs"]]
+            assert sorted(plan["analysis"]) == sorted(ids) and ids[0] == "v480"
+            assert len(ids) == 2 and all(r["crf"] >= 0 for r in plan["rungs"])
             for name in parts_of(stored):
                 assert await PartRun(backends, job.id, name, lambda j, n, c: None).run(
                     claim=False) == "done"
             done = await backends.store.get_job(job.id)
             assert done is not None and done.state == JobState.READY, done
             rends = {r.id: r for r in await backends.store.get_renditions("pt")}
-            assert json.loads(rends["v480"].analysis) == plan["analysis"]["v480"]
+            for rid in ids:
+                assert json.loads(rends[rid].analysis) == plan["analysis"][rid]
             assert rends["audio"].analysis == ""
         finally:
             await backends.close()
 
     asyncio.run(run())
+
+
+def test_the_cli_shows_what_the_analysis_chose(masters: dict[str, Path],
+                                               tmp_path: Path) -> None:
+    env = make_env(tmp_path / "data", CDLC_PRESET="veryfast")
+    proc = env.run("ingest", str(masters["static"]), "--id", "pt", "--ladder", "auto")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if "auto: crf CRF" in line]
+    assert len(lines) == 2 and lines[0].split()[0] == "v480", proc.stdout
+    assert all(line.endswith("expected") for line in lines), proc.stdout
+    status = env.run("status", "pt", "--json")
+    assert status.returncode == 0, status.stderr
+    video = [r for r in json.loads(status.stdout)["renditions"] if r["kind"] == "video"]
+    assert len(video) == 2 and all(r["analysis"]["mode"] == "auto" and r["analysis"]["hull"]
+                                   for r in video)
+    fixed = env.run("ingest", str(masters["static"]), "--id", "fx", "--json")
+    assert fixed.returncode == 0, fixed.stderr
+    assert all("analysis" not in r for r in json.loads(fixed.stdout)["renditions"])

@@ -8,6 +8,7 @@ import json
 import shutil
 import sqlite3
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from engine.vmaf import (
     MAX_SPANS,
     QualityError,
     Span,
+    compare_clips,
     first_picture_time,
     measure_rendition,
     sample_spans,
@@ -248,3 +250,30 @@ def test_a_chunked_job_measures_its_stitched_renditions(tmp_path: Path) -> None:
             await backends.close()
 
     asyncio.run(run())
+
+
+def test_clips_compared_at_the_display_size_score_as_a_screen_shows_them(
+        encoded: Encoded, tmp_path: Path) -> None:
+    """compare_clips(compare_at=...): each clip upscaled to one display size against
+    the master at that size (the per-title hull's scale). A 180p clip scores high
+    against a 180p reference and far lower upscaled to 360p; a 360p clip scores
+    the same either way."""
+    out = tmp_path / "span"
+    result = native.Transcoder(encoded.master, out, [
+        native.Rung(id="full", height=360, width=640, bitrate=0, crf=18),
+        native.Rung(id="small", height=180, width=320, bitrate=0, crf=18),
+    ], preset="ultrafast", audio=False, segment_seconds=1.0, gop_seconds=1.0,
+        start_seconds=2.0, end_seconds=3.0).run()
+    clips = []
+    for r in result.renditions:
+        joined = out / r.id / "joined.mp4"
+        joined.write_bytes((out / r.id / "init.mp4").read_bytes() + b"".join(
+            (out / r.id / f"{s.number}.m4s").read_bytes() for s in r.segments))
+        clips.append((joined, r.track.width, r.track.height))
+    assert [c[1:] for c in clips] == [(640, 360), (320, 180)]
+    start = first_picture_time(encoded.master) + 2.0
+    own = compare_clips(encoded.master, start, clips, frames=25, fps=Fraction(25))
+    shown = compare_clips(encoded.master, start, clips, frames=25, fps=Fraction(25),
+                          compare_at=(640, 360))
+    assert own[1] > 80 and shown[1] < own[1] - 10, (own, shown)
+    assert shown[0] == pytest.approx(own[0], abs=0.5)

@@ -108,7 +108,9 @@ async def test_a_per_title_job_shows_why_each_rung_is_what_it_is(
     (video,) = [r for r in doc["renditions"] if r["kind"] == "video"]
     analysis = video["analysis"]
     assert analysis["mode"] == "auto" and analysis["fixed_kbps"] == 800
-    assert [c["crf"] for c in analysis["candidates"]] == [12, 20, 28]
+    assert analysis["size"] == 360 and set(analysis["hull"]) == {"360"}
+    assert [(c["size"], c["crf"]) for c in analysis["candidates"]] == \
+        [(360, 13), (360, 19), (360, 25), (360, 31)]
     assert all(0 < c["vmaf"] <= 100 and c["kbps"] > 0 for c in analysis["candidates"])
     assert analysis["choice"] == "crf" and video["avg_bitrate"] < 800_000
     msg = view_message(await engine.get("pt"))
