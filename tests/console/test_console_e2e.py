@@ -148,7 +148,9 @@ def test_console_signin_upload_live_ready_preview_delete(
                 }).observe(document.getElementById('asset-rows'), {childList: true, subtree: true});
             }""")
             page.get_by_label("Ladder").fill("240:300")
-            page.get_by_label("Preset").select_option("ultrafast")
+            # medium: a job of a few seconds, so the row is seen moving before it is
+            # ready even on a fast machine (ultrafast finished before the row showed)
+            page.get_by_label("Preset").select_option("medium")
             # Drag and drop: a real File in a DataTransfer, dropped on the drop zone.
             page.evaluate("""([name, b64]) => {
                 const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));

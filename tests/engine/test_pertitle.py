@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,7 +32,7 @@ from engine.services import open_backends
 from engine.vmaf import Span, measure_rendition
 from metadata.jobs import Job, JobRequest, RequestError, new_job_id
 from metadata.models import Asset, JobState, master_key
-from tests.conftest import make_env
+from tests.conftest import ROOT, make_env
 from tests.media import ffmpeg
 
 
@@ -278,3 +281,44 @@ def test_the_cli_shows_what_the_analysis_chose(masters: dict[str, Path],
     fixed = env.run("ingest", str(masters["static"]), "--id", "fx", "--json")
     assert fixed.returncode == 0, fixed.stderr
     assert all("analysis" not in r for r in json.loads(fixed.stdout)["renditions"])
+
+
+def test_faults_of_the_analysis_end_the_job_in_one_line(masters: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    """No FFmpeg to measure with: the per-title job fails in one line before any
+    encode, nothing published. kill -9 of `cdlc ingest` while it analyses: the job
+    ends failed (its holder died), the analysis scratch is swept, nothing served."""
+    env = make_env(tmp_path / "data", CDLC_PRESET="medium")
+    env.env["IMAGEIO_FFMPEG_EXE"] = str(tmp_path / "no-ffmpeg")
+    proc = env.run("ingest", str(masters["static"]), "--id", "nq", "--ladder", "auto")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("cdlc: error: no FFmpeg with libvmaf to measure VMAF: "
+                                   f"{tmp_path / 'no-ffmpeg'} is not an executable file")
+    status = json.loads(env.run("status", "nq", "--json").stdout)
+    assert status["state"] == "failed" and status["renditions"] == []
+    del env.env["IMAGEIO_FFMPEG_EXE"]
+    # Two 1 s spans of a 60 s master at the medium preset: seconds of analysis.
+    long = source(tmp_path / "long.mp4", "testsrc2=size=640x360:rate=25", seconds=60)
+    log = tmp_path / "ingest.log"
+    with log.open("wb") as sink:
+        dying = subprocess.Popen([sys.executable, "-m", "engine.cli", "ingest", str(long),
+                                  "--id", "dead", "--ladder", "auto"], env=env.env, cwd=ROOT,
+                                 stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # a span's candidates being written
+            if any((env.data_dir / "work").glob("*/analysis/span*/*/init.mp4")):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(log.read_text())
+    finally:
+        dying.kill()
+        dying.wait()
+    listed = env.run("jobs", "--json", "--asset", "dead")
+    assert listed.returncode == 0, listed.stderr
+    (job,) = json.loads(listed.stdout)
+    assert job["state"] == "failed" and "died" in str(job["error"]), job
+    status = json.loads(env.run("status", "dead", "--json").stdout)
+    assert status["state"] == "failed" and status["renditions"] == []
+    assert list((env.data_dir / "work").iterdir()) == []
