@@ -255,22 +255,28 @@ def late_key_ts(work: Path) -> Path:
                                      "-force_key_frames", "0," + keys, "-pix_fmt", "yuv420p"])
 
 
-def test_span_seek_goes_back_when_the_keyframe_presents_late(late_key_ts: Path,
-                                                              work: Path) -> None:
+def assert_span_4_to_8_is_the_one_piece_run(master: Path, work: Path, name: str) -> None:
+    """The 4-8 s span of a 30 fps ``master`` (one 180p rung, 4 s segments) is the
+    one-piece run's second segment, and every picture is the one-piece run's at
+    the same instant (two encodes of the same source frame), not a neighbour or a
+    concealed mid-GOP decode."""
     rungs = [native.Rung("v180", 180, 300_000)]
-    whole = encode(late_key_ts, work / "late-whole", rungs, audio=False)
-    chunk = encode(late_key_ts, work / "late-chunk", rungs, start_seconds=4.0, end_seconds=8.0,
+    whole = encode(master, work / f"{name}-whole", rungs, audio=False)
+    chunk = encode(master, work / f"{name}-chunk", rungs, start_seconds=4.0, end_seconds=8.0,
                    audio=False)
     assert index(chunk.rendition("v180")) == index(whole.rendition("v180"))[1:2]
-    one = luma(stitch(work / "late-whole.mp4", whole.out / "v180" / "init.mp4",
+    one = luma(stitch(work / f"{name}-whole.mp4", whole.out / "v180" / "init.mp4",
                       [(whole.out / "v180", whole.rendition("v180"))]))
-    part = luma(stitch(work / "late-chunk.mp4", chunk.out / "v180" / "init.mp4",
+    part = luma(stitch(work / f"{name}-chunk.mp4", chunk.out / "v180" / "init.mp4",
                        [(chunk.out / "v180", chunk.rendition("v180"))]))
     assert len(part) == 120
-    # every picture is the one-piece run's at the same instant (two encodes of the
-    # same source frame), not a neighbour or a concealed mid-GOP decode
     same = [frame_psnr(a, b) for a, b in zip(part, one[120:240], strict=True)]
     assert min(same) > 30, same[:5]
+
+
+def test_span_seek_goes_back_when_the_keyframe_presents_late(late_key_ts: Path,
+                                                              work: Path) -> None:
+    assert_span_4_to_8_is_the_one_piece_run(late_key_ts, work, "late")
 
 
 def test_a_span_of_a_ts_master_with_one_keyframe_goes_back_to_it(work: Path) -> None:
@@ -281,18 +287,7 @@ def test_a_span_of_a_ts_master_with_one_keyframe_goes_back_to_it(work: Path) -> 
     master = media.make_master(work / "onegop.ts", seconds=8, width=320, height=180,
                                audio=False, vcodec=["-c:v", "libx264", "-preset", "veryfast",
                                                     "-g", "1000", "-pix_fmt", "yuv420p"])
-    rungs = [native.Rung("v180", 180, 300_000)]
-    whole = encode(master, work / "onegop-whole", rungs, audio=False)
-    chunk = encode(master, work / "onegop-chunk", rungs, start_seconds=4.0, end_seconds=8.0,
-                   audio=False)
-    assert index(chunk.rendition("v180")) == index(whole.rendition("v180"))[1:2]
-    one = luma(stitch(work / "onegop-whole.mp4", whole.out / "v180" / "init.mp4",
-                      [(whole.out / "v180", whole.rendition("v180"))]))
-    part = luma(stitch(work / "onegop-chunk.mp4", chunk.out / "v180" / "init.mp4",
-                       [(chunk.out / "v180", chunk.rendition("v180"))]))
-    assert len(part) == 120  # 4 s at 30 fps
-    same = [frame_psnr(a, b) for a, b in zip(part, one[120:240], strict=True)]
-    assert min(same) > 30, same[:5]
+    assert_span_4_to_8_is_the_one_piece_run(master, work, "onegop")
 
 
 def test_span_end_past_the_master_means_to_the_end(whole: Encode, master: Path,
