@@ -43,10 +43,11 @@ async def _until_finished(client: Any, asset_id: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def engine_origin(make_origin: MakeOrigin, tmp_path: Path) -> Any:
-    store, objects = open_store("", tmp_path / "d"), open_objects("", tmp_path / "d")
+    # The data dir make_origin serves from: playback reads what the engine published.
+    store, objects = open_store("", tmp_path), open_objects("", tmp_path)
     services = Services(store=store, objects=objects, cache=open_cache(""),
-                        work_dir=tmp_path / "d/w")
-    settings = Settings(data_dir=tmp_path / "d", preset="ultrafast")
+                        work_dir=tmp_path / "w")
+    settings = Settings(data_dir=tmp_path, preset="ultrafast")
     executor = InProcessExecutor(settings, services, poll_seconds=0.1)
     engine = Engine(settings, services, executor)
     origin = await make_origin(application=engine)
@@ -143,3 +144,38 @@ async def test_codecs_over_rest_reach_the_job_and_bad_ones_are_400(engine_origin
     # gRPC's JobOptions carries the same list.
     assert job_options(assets_pb2.JobOptions(codecs=["h264", "av1"])) == {
         "codecs": ["h264", "av1"]}
+
+
+async def test_two_per_title_rungs_of_one_size_are_two_variants(
+        engine_origin: Any, tmp_path: Path) -> None:
+    """A still: the hull keeps 480p down the ladder, so the asset has two 480p
+    rungs. Both manifests offer them as two variants of one size at their own
+    bitrates (parsed by m3u8 and mpegdash), and each one's media is served."""
+    import m3u8
+    from mpegdash.parser import MPEGDASHParser
+
+    origin, _ = engine_origin
+    master = tmp_path / "still480.mp4"
+    ffmpeg("-f", "lavfi", "-i", "mandelbrot=size=854x480:rate=0.2,fps=25", "-t", "3",
+           "-c:v", "libx264", "-crf", "16", "-g", "50", "-pix_fmt", "yuv420p", str(master))
+    resp = await origin.client.post("/v1/assets", data=_form(master, id="pt2", ladder="auto"))
+    assert resp.status == 202, await resp.text()
+    doc = await _until_finished(origin.client, "pt2")
+    assert doc["state"] == "ready", doc["error"]
+    video = [r for r in doc["renditions"] if r["kind"] == "video"]
+    assert [r["height"] for r in video] == [480, 480], video
+    top, low = (r["id"] for r in video)
+    assert top == "v480" and low == f"v480_{video[1]['bitrate'] // 1000}k"
+    hls = await origin.client.get("/vod/pt2/master.m3u8")
+    assert hls.status == 200
+    variants = {p.uri.split("/")[0]: p.stream_info for p in m3u8.loads(await hls.text()).playlists}
+    assert set(variants) == {top, low}
+    assert variants[top].resolution == variants[low].resolution == (854, 480)
+    assert variants[top].bandwidth > variants[low].bandwidth
+    mpd = MPEGDASHParser.parse(await (await origin.client.get("/vod/pt2/manifest.mpd")).text())
+    reps = {r.id: r for a in mpd.periods[0].adaptation_sets for r in a.representations}
+    assert {top, low} <= set(reps) and reps[top].bandwidth > reps[low].bandwidth
+    for rid in (top, low):
+        for path in ("media.m3u8", "init.mp4", "1.m4s"):
+            got = await origin.client.get(f"/vod/pt2/{rid}/{path}")
+            assert got.status == 200, (rid, path, got.status)
