@@ -75,7 +75,8 @@ LOW_REACH = 0.8             # a size serves down to this share of its lowest poi
 
 @dataclass(frozen=True)
 class Candidate:
-    """One analysis encode: size (short side), CRF, bitrate over the job's GOP, VMAF."""
+    """One analysis encode: size (short side), CRF, bitrate over the job's GOP, and
+    VMAF at the display size (upscaled to the largest rung's)."""
 
     label: int
     crf: int
