@@ -9,12 +9,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 
 from cdn.edge import free_port
 from tests.conftest import CdlcEnv, make_env
+from tests.e2e.pinned import assert_plays, harness_page
 from tests.media import make_master
 
 # Pin AV1 once the manifest is in, then report the codec of what plays.
@@ -68,28 +68,12 @@ def av1_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_av1_rendition_plays_from_the_mpd_that_offers_h264(
     av1_origin: str, browser_context: Any, page_origin: str, player: str, tmp_path: Path,
 ) -> None:
-    page = browser_context.new_page()
-    console: list[str] = []
-    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-    try:
-        page.goto(f"{page_origin}/player.html?player={player}&src={quote(av1_origin, safe='')}")
-        page.wait_for_function("E2E.ready", timeout=20_000)
+    with harness_page(browser_context, page_origin, player, av1_origin) as page:
         # Shaka keeps one codec family of an MPD (its own choice, AV1 here by
         # bandwidth); dash.js lists both video AdaptationSets.
         offered = page.evaluate(PIN[player])
         assert any("av01" in c for c in offered), offered
-        page.wait_for_function(f"({PLAYING[player]} || '').startsWith('av01')", timeout=15_000)
-        start = page.evaluate("document.getElementById('video').currentTime")
-        page.wait_for_function(
-            f"document.getElementById('video').currentTime > {start} + 1.5", timeout=15_000)
+        assert_plays(page, f"({PLAYING[player]} || '').startsWith('av01')")
         quality = page.evaluate(
             "document.getElementById('video').getVideoPlaybackQuality().totalVideoFrames")
         assert quality > 20
-        assert str(page.evaluate(PLAYING[player])).startswith("av01")
-        errors = page.evaluate("E2E.errors")
-        assert not [e for e in errors if e["fatal"]], errors
-    except BaseException:
-        print(f"{player} console:\n" + "\n".join(console[-40:]))
-        raise
-    finally:
-        page.close()

@@ -11,12 +11,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 
 from cdn.edge import free_port
 from tests.conftest import CdlcEnv, make_env
+from tests.e2e.pinned import assert_plays, harness_page
 from tests.media import ffmpeg
 
 # Pin the lowest-bandwidth video variant; answer what each variant is.
@@ -90,26 +90,8 @@ def test_the_lower_rung_of_one_size_plays(
     manifest: str, tmp_path: Path,
 ) -> None:
     base, low = pertitle_origin
-    src = quote(f"{base}/{manifest}", safe="")
-    page = browser_context.new_page()
-    console: list[str] = []
-    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-    try:
-        page.goto(f"{page_origin}/player.html?player={player}&src={src}")
-        page.wait_for_function("E2E.ready", timeout=20_000)
+    with harness_page(browser_context, page_origin, player, f"{base}/{manifest}") as page:
         offered = page.evaluate(PIN[player])
         heights = {h for h, _ in offered}
         assert heights == {480} and len({b for _, b in offered}) == 2, offered
-        page.wait_for_function(f"({PLAYING[player]}).includes({json.dumps(low)})",
-                               timeout=15_000)
-        start = page.evaluate("document.getElementById('video').currentTime")
-        page.wait_for_function(
-            f"document.getElementById('video').currentTime > {start} + 1.5", timeout=15_000)
-        assert low in str(page.evaluate(PLAYING[player]))
-        errors = page.evaluate("E2E.errors")
-        assert not [e for e in errors if e["fatal"]], errors
-    except BaseException:
-        print(f"{player} console:\n" + "\n".join(console[-40:]))
-        raise
-    finally:
-        page.close()
+        assert_plays(page, f"({PLAYING[player]}).includes({json.dumps(low)})")
