@@ -13,6 +13,15 @@ def ffmpeg(*args: str) -> None:
     subprocess.run(["ffmpeg", "-hide_banner", "-v", "error", "-y", *args], check=True)
 
 
+def still_master(path: Path, *, width: int, height: int, seconds: int) -> Path:
+    """Mandelbrot stills (a new one every 5 s) at 25 fps, x264 CRF 16, 2 s GOPs: a
+    title the fixed ladder over-serves (the per-title tests' easy case)."""
+    ffmpeg("-f", "lavfi", "-i", f"mandelbrot=size={width}x{height}:rate=0.2,fps=25",
+           "-t", str(seconds), "-c:v", "libx264", "-crf", "16", "-g", "50",
+           "-pix_fmt", "yuv420p", str(path))
+    return path
+
+
 def make_master(
     path: Path,
     *,

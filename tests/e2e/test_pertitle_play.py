@@ -17,7 +17,7 @@ import pytest
 from cdn.edge import free_port
 from tests.conftest import CdlcEnv, make_env
 from tests.e2e.pinned import assert_plays, harness_page
-from tests.media import ffmpeg
+from tests.media import still_master
 
 # Pin the lowest-bandwidth video variant; answer what each variant is.
 PIN = {
@@ -60,9 +60,7 @@ def pertitle_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     """(base URL of the asset, the lower 480p rung's id)."""
     tmp = tmp_path_factory.mktemp("pertitle-e2e")
     env: CdlcEnv = make_env(tmp / "data", CDLC_PRESET="veryfast", CDLC_ENCODER="cpu")
-    master = tmp / "still.mp4"
-    ffmpeg("-f", "lavfi", "-i", "mandelbrot=size=854x480:rate=0.2,fps=25", "-t", "8",
-           "-c:v", "libx264", "-crf", "16", "-g", "50", "-pix_fmt", "yuv420p", str(master))
+    master = still_master(tmp / "still.mp4", width=854, height=480, seconds=8)
     done = env.run("ingest", str(master), "--id", "pt", "--ladder", "auto",
                    "--segment-seconds", "2", "--json", timeout=180)
     assert done.returncode == 0, done.stderr

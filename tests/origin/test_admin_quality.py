@@ -20,7 +20,7 @@ from engine.pipeline import Services
 from metadata import open_cache, open_objects, open_store
 from origin.grpc_convert import job_options, view_message
 from origin.grpc_proto import assets_pb2
-from tests.media import ffmpeg, make_master
+from tests.media import make_master, still_master
 from tests.origin.conftest import MakeOrigin
 
 
@@ -95,16 +95,21 @@ async def test_a_job_that_cannot_measure_fails_in_one_line(
     assert "vmaf must be true or false" in await bad.text()
 
 
+async def _ready_auto(client: Any, master: Path, asset_id: str) -> dict[str, Any]:
+    """The asset document of ``master`` ingested over REST with ``ladder=auto``,
+    once its job finished ready."""
+    resp = await client.post("/v1/assets", data=_form(master, id=asset_id, ladder="auto"))
+    assert resp.status == 202, await resp.text()
+    doc: dict[str, Any] = await _until_finished(client, asset_id)
+    assert doc["state"] == "ready", doc["error"]
+    return doc
+
+
 async def test_a_per_title_job_shows_why_each_rung_is_what_it_is(
         engine_origin: Any, tmp_path: Path) -> None:
     origin, engine = engine_origin
-    master = tmp_path / "still.mp4"
-    ffmpeg("-f", "lavfi", "-i", "mandelbrot=size=640x360:rate=0.2,fps=25", "-t", "3",
-           "-c:v", "libx264", "-crf", "16", "-g", "50", "-pix_fmt", "yuv420p", str(master))
-    resp = await origin.client.post("/v1/assets", data=_form(master, id="pt", ladder="auto"))
-    assert resp.status == 202, await resp.text()
-    doc = await _until_finished(origin.client, "pt")
-    assert doc["state"] == "ready", doc["error"]
+    master = still_master(tmp_path / "still.mp4", width=640, height=360, seconds=3)
+    doc = await _ready_auto(origin.client, master, "pt")
     assert doc["job"]["request"]["ladder"] == "auto"
     (video,) = [r for r in doc["renditions"] if r["kind"] == "video"]
     analysis = video["analysis"]
@@ -155,13 +160,8 @@ async def test_two_per_title_rungs_of_one_size_are_two_variants(
     from mpegdash.parser import MPEGDASHParser
 
     origin, _ = engine_origin
-    master = tmp_path / "still480.mp4"
-    ffmpeg("-f", "lavfi", "-i", "mandelbrot=size=854x480:rate=0.2,fps=25", "-t", "3",
-           "-c:v", "libx264", "-crf", "16", "-g", "50", "-pix_fmt", "yuv420p", str(master))
-    resp = await origin.client.post("/v1/assets", data=_form(master, id="pt2", ladder="auto"))
-    assert resp.status == 202, await resp.text()
-    doc = await _until_finished(origin.client, "pt2")
-    assert doc["state"] == "ready", doc["error"]
+    master = still_master(tmp_path / "still480.mp4", width=854, height=480, seconds=3)
+    doc = await _ready_auto(origin.client, master, "pt2")
     video = [r for r in doc["renditions"] if r["kind"] == "video"]
     assert [r["height"] for r in video] == [480, 480], video
     top, low = (r["id"] for r in video)
