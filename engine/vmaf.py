@@ -172,6 +172,14 @@ def first_picture_time(master: Path, *, ffmpeg: str | None = None,
                        f"({_reason(proc.stderr)})")
 
 
+# What libvmaf is fed: 4:2:0 with square pixels, scaled (bicubic) where asked.
+_PLANAR = "format=yuv420p,setsar=1"
+
+
+def _at_size(width: int, height: int) -> str:
+    return f"scale={width}:{height}:flags=bicubic,{_PLANAR}"
+
+
 class _TooFewFrames(QualityError):
     """libvmaf paired fewer pictures than the span holds."""
 
@@ -224,15 +232,13 @@ def _run_span(exe: str, distorted: Path, master: Path, ref_time: float, span: Sp
     cfr = f",fps={fps.numerator}/{fps.denominator}" if fps else ""
     # compare_at: both sides at one display size (the rendition upscaled), as
     # rate-quality curves across sizes are drawn.
-    upscale = f"scale={compare_at[0]}:{compare_at[1]}:flags=bicubic," if compare_at else ""
+    dist = _at_size(*compare_at) if compare_at else _PLANAR
     if compare_at:
         width, height = compare_at
     graph = (
-        f"[0:v:0]setpts=PTS-STARTPTS,trim=duration={span.duration:.6f},{upscale}"
-        f"format=yuv420p,setsar=1[dist];"
+        f"[0:v:0]setpts=PTS-STARTPTS,trim=duration={span.duration:.6f},{dist}[dist];"
         f"[1:v:0]trim=start={max(0.0, ref_time - half):.6f},setpts=PTS-STARTPTS{cfr},"
-        f"trim=duration={span.duration:.6f},"
-        f"scale={width}:{height}:flags=bicubic,format=yuv420p,setsar=1[ref]"
+        f"trim=duration={span.duration:.6f},{_at_size(width, height)}[ref]"
     )
     inputs = ["-copyts"]
     if decryption_key is not None:
@@ -272,10 +278,11 @@ def _compare(exe: str, master: Path, ref_start: float, clips: Sequence[tuple[Pat
              seek: bool, compare_at: tuple[int, int] | None) -> list[float]:
     half = 0.5 / float(fps)
     cut = f"setpts=PTS-STARTPTS,trim=end_frame={frames}"
-    shown = (f"scale={compare_at[0]}:{compare_at[1]}:flags=bicubic,format=yuv420p,setsar=1,"
-             if compare_at else "")
+    # compare_at: the reference scaled once, before the split; else per clip.
+    shown = _at_size(*compare_at) + "," if compare_at else ""
+    ref = "ref" if compare_at else "r"
     parts = [f"[0:v:0]trim=start={max(0.0, ref_start - half):.6f},{cut},{shown}"
-             f"split={len(clips)}" + "".join(f"[r{i}]" for i in range(len(clips)))]
+             f"split={len(clips)}" + "".join(f"[{ref}{i}]" for i in range(len(clips)))]
     inputs = ["-copyts"]
     if seek and ref_start > 2.0:
         inputs += ["-seek_timestamp", "1", "-ss", f"{ref_start - 2.0:.6f}"]
@@ -286,13 +293,10 @@ def _compare(exe: str, master: Path, ref_start: float, clips: Sequence[tuple[Pat
         # A damaged clip fails the measurement instead of scoring its concealment.
         inputs += ["-err_detect", "explode", "-i", str(clip)]
         logs.append(clip.with_suffix(".vmaf.json"))
-        if compare_at:
-            parts.append(f"[r{i}]null[ref{i}]")
-            parts.append(f"[{i + 1}:v:0]{cut},{shown.rstrip(',')}[dist{i}]")
-        else:
-            parts.append(f"[r{i}]scale={width}:{height}:flags=bicubic,format=yuv420p,"
-                         f"setsar=1[ref{i}]")
-            parts.append(f"[{i + 1}:v:0]{cut},format=yuv420p,setsar=1[dist{i}]")
+        if not compare_at:
+            parts.append(f"[r{i}]{_at_size(width, height)}[ref{i}]")
+        dist = _at_size(*compare_at) if compare_at else _PLANAR
+        parts.append(f"[{i + 1}:v:0]{cut},{dist}[dist{i}]")
         parts.append(f"[dist{i}][ref{i}]libvmaf=log_fmt=json:log_path={logs[i]}:"
                      f"n_threads={threads}:n_subsample={max(1, subsample)}:shortest=1[o{i}]")
     outputs: list[str] = []
