@@ -229,7 +229,6 @@ def choose_rungs(fixed: Sequence[native.Rung], candidates: Sequence[Candidate]
     fixed rung; the others are CRF encodes with a VBV cap: the fixed bitrate of the
     size for the top, ``PEAK`` times their bitrate below it (never above the
     size's fixed bitrate)."""
-    by_label = {_label(r): r for r in fixed}
     sizes = [_Size(r, [c for c in candidates if c.label == _label(r)]) for r in fixed]
     sizes = [s for s in sizes if len(s.points) >= 2]
     if not sizes or _label(fixed[0]) not in {s.label for s in sizes}:
@@ -286,7 +285,7 @@ def choose_rungs(fixed: Sequence[native.Rung], candidates: Sequence[Candidate]
         if i == 0:
             record.update(target_vmaf=round(target, 2),
                           fixed_vmaf_expected=round(expected, 2))
-        base = by_label[size.label]
+        base = size.rung
         if kbps >= KEEP_FIXED * size.cap:
             # The title needs what the fixed rung of this size gives: that rung.
             rung = base
