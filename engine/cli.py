@@ -572,8 +572,6 @@ def list_cmd(state: str | None, limit: int, as_json: bool) -> None:
 
     assets: list[Asset] = _run_async(_with_engine(settings, go))
     if as_json:
-        import json
-
         print(json.dumps([{"asset": a.id, "state": a.state.value, "progress": a.progress,
                            "duration": a.duration, "error": a.error} for a in assets]))
         return
@@ -601,8 +599,6 @@ def jobs_cmd(state: str | None, asset_id: str | None, as_json: bool) -> None:
 
     jobs = _run_async(_with_engine(settings, go))
     if as_json:
-        import json
-
         print(json.dumps([job_json(j) for j in jobs]))
         return
     for j in jobs:
@@ -731,8 +727,6 @@ def ingest_log_cmd(file: Path, as_json: bool) -> None:
     except Exception as exc:  # the ledger's store (data dir, Redis): one line too
         fail(f"cannot ingest {file}: {type(exc).__name__}: {exc}", 1)
     if as_json:
-        import json
-
         print(json.dumps({"file": str(file), "lines": got.lines,
                           "delivered_lines": got.delivered_lines, "bad_lines": got.bad_lines,
                           "bytes": got.bytes, "assets": sorted(got.assets),
