@@ -4,6 +4,7 @@ runs it (a subprocess with CDLC_* in its environment), and `cdlc serve`."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +23,14 @@ CDLC = [sys.executable, "-m", "engine.cli"]
 # Every `cdlc serve` a test starts leaves the gRPC port (50051 by default) alone
 # unless the test asks for one: several servers run at once in the suite.
 os.environ["CDLC_GRPC_PORT"] = "0"
+
+
+def kill_group(group: int) -> None:
+    """kill -9 of every process left in a process group (none left: nothing)."""
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def wait_http(url: str, timeout: float = 20.0) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 
 from cdn.edge import free_port, wait_port
+from tests.conftest import kill_group
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,7 +74,7 @@ class OriginProcess:
         if proc is None:
             return
         if proc.poll() is not None:
-            _kill_leftovers(proc.pid)  # a worker of a master that died first
+            kill_group(proc.pid)  # a worker of a master that died first
             return
         sig = signal.SIGKILL if kill else signal.SIGTERM
         try:
@@ -86,7 +87,7 @@ class OriginProcess:
             proc.wait()
         # Workers of a killed master, or one that outlived a graceful stop: none
         # stays behind to serve (or take jobs) in a later test.
-        _kill_leftovers(proc.pid)
+        kill_group(proc.pid)
 
     def __enter__(self) -> OriginProcess:
         return self.start()
@@ -94,10 +95,3 @@ class OriginProcess:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
-
-
-def _kill_leftovers(group: int) -> None:
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, CdlcEnv
+from tests.conftest import ROOT, CdlcEnv, kill_group
 from tests.metadata.servers import redis_url, s3_endpoint, wait_port
 
 __all__ = ["redis_url", "s3_endpoint"]
@@ -106,10 +106,7 @@ class Worker:
 
     def kill_group(self) -> None:
         """kill -9 of the whole worker, as when its machine dies."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(self.proc.pid)
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
