@@ -1,4 +1,5 @@
-"""Synthetic and real masters for tests, made with the ffmpeg CLI (Debian's)."""
+"""Synthetic and real masters for tests, made with the ffmpeg CLI (Debian's), and
+the core's renditions joined into one file for the tools that judge them."""
 
 from __future__ import annotations
 
@@ -6,11 +7,25 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import native
 
 
 def ffmpeg(*args: str) -> None:
     subprocess.run(["ffmpeg", "-hide_banner", "-v", "error", "-y", *args], check=True)
+
+
+def joined(out: Path, rendition: native.RenditionResult, dest: Path | None = None) -> Path:
+    """init.mp4 + every N.m4s of a rendition under ``out``, concatenated into ``dest``
+    (default ``out/<id>.joined.mp4``): one fMP4 file ffprobe and FFmpeg read."""
+    target = dest or out / f"{rendition.id}.joined.mp4"
+    with target.open("wb") as fh:
+        fh.write((out / rendition.id / "init.mp4").read_bytes())
+        for seg in rendition.segments:
+            fh.write((out / rendition.id / f"{seg.number}.m4s").read_bytes())
+    return target
 
 
 def still_master(path: Path, *, width: int, height: int, seconds: int) -> Path:

@@ -34,7 +34,7 @@ from metadata import open_store
 from metadata.jobs import Job, JobRequest, RequestError, new_job_id
 from metadata.models import Asset, JobState, Rendition, Segment, master_key
 from tests.conftest import make_env
-from tests.media import make_master
+from tests.media import joined, make_master
 
 
 class Encoded:
@@ -264,12 +264,7 @@ def test_clips_compared_at_the_display_size_score_as_a_screen_shows_them(
         native.Rung(id="small", height=180, width=320, bitrate=0, crf=18),
     ], preset="ultrafast", audio=False, segment_seconds=1.0, gop_seconds=1.0,
         start_seconds=2.0, end_seconds=3.0).run()
-    clips = []
-    for r in result.renditions:
-        joined = out / r.id / "joined.mp4"
-        joined.write_bytes((out / r.id / "init.mp4").read_bytes() + b"".join(
-            (out / r.id / f"{s.number}.m4s").read_bytes() for s in r.segments))
-        clips.append((joined, r.track.width, r.track.height))
+    clips = [(joined(out, r), r.track.width, r.track.height) for r in result.renditions]
     assert [c[1:] for c in clips] == [(640, 360), (320, 180)]
     start = first_picture_time(encoded.master) + 2.0
     own = compare_clips(encoded.master, start, clips, frames=25, fps=Fraction(25))

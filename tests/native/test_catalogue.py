@@ -13,20 +13,12 @@ from pathlib import Path
 import pytest
 
 import native
-from tests.media import decode_errors, ffmpeg, ffprobe, have
+from tests.media import decode_errors, ffmpeg, ffprobe, have, joined
 from tests.native import isobmff
 
 SEGMENT = 2.0
 RATE = 48000
 FRAME = 1024 / RATE  # one AAC frame, seconds
-
-
-def joined(out: Path, r: native.RenditionResult) -> Path:
-    target = out / f"{r.id}.joined.mp4"
-    parts = [(out / r.id / "init.mp4").read_bytes()]
-    parts += [(out / r.id / f"{s.number}.m4s").read_bytes() for s in r.segments]
-    target.write_bytes(b"".join(parts))
-    return target
 
 
 def edit_media_time(init: bytes) -> int | None:

@@ -18,21 +18,13 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 import native
-from tests.media import ffmpeg
+from tests.media import ffmpeg, joined
 from tests.native import isobmff
 from tests.native.test_remux import shrink_script
 
 KID = bytes.fromhex("0123456789abcdef0123456789abcdef")
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
 SEGMENT = 2.0
-
-
-def joined(out: Path, r: native.RenditionResult) -> Path:
-    target = out / f"{r.id}.joined.mp4"
-    parts = [(out / r.id / "init.mp4").read_bytes()]
-    parts += [(out / r.id / f"{s.number}.m4s").read_bytes() for s in r.segments]
-    target.write_bytes(b"".join(parts))
-    return target
 
 
 def decoded_md5(path: Path, key: bytes | None) -> tuple[int, str, str]:

@@ -11,7 +11,7 @@ import av
 import pytest
 
 import native
-from tests.media import bigbuckbunny, decode_errors, ffmpeg, ffprobe, make_master
+from tests.media import bigbuckbunny, decode_errors, ffmpeg, ffprobe, joined, make_master
 from tests.native import isobmff
 
 SEGMENT_SECONDS = 2.0
@@ -50,13 +50,6 @@ def source_packets(path: Path, kind: str) -> list[SourcePacket]:
             SourcePacket(float(p.pts * tb), p.is_keyframe, bytes(p))
             for p in c.demux(stream) if p.size and p.pts is not None
         ]
-
-
-def joined(out: Path, rendition: native.RenditionResult, dest: Path) -> Path:
-    parts = [(out / rendition.id / "init.mp4").read_bytes()]
-    parts += [(out / rendition.id / f"{s.number}.m4s").read_bytes() for s in rendition.segments]
-    dest.write_bytes(b"".join(parts))
-    return dest
 
 
 def samples(path: Path) -> list[bytes]:

@@ -18,6 +18,7 @@ import pytest
 import native
 from engine.ladder import plan_ladder
 from tests import media
+from tests.media import joined
 
 Transcode = Callable[..., tuple[native.PipelineResult, Path]]
 
@@ -40,16 +41,6 @@ def transcode(tmp_path: Path) -> Transcode:
         return result, out
 
     return run
-
-
-def joined(out: Path, rendition: native.RenditionResult) -> Path:
-    """init.mp4 + every N.m4s of a rendition, concatenated: one fMP4 file ffprobe reads."""
-    target = out / f"{rendition.id}.joined.mp4"
-    with target.open("wb") as fh:
-        fh.write((out / rendition.id / "init.mp4").read_bytes())
-        for seg in rendition.segments:
-            fh.write((out / rendition.id / f"{seg.number}.m4s").read_bytes())
-    return target
 
 
 def video(result: native.PipelineResult) -> list[native.RenditionResult]:

@@ -16,8 +16,8 @@ import pytest
 import native
 from packager.codecs import codec_string
 from tests import media
+from tests.media import joined
 from tests.native import isobmff
-from tests.native.test_transcode import joined
 
 RUNGS = [
     native.Rung(id="v360", height=360, bitrate=600_000),
