@@ -78,6 +78,10 @@ CURSOR = "jobs"
 # How far behind the cursor each poll reads again: a job written by another process
 # with an earlier updated_at may commit after a poll that already moved past it.
 OVERLAP_SECONDS = 30.0
+# How long a delete's key is remembered: far past the poll that notices it and the
+# other front doors' hooks reporting it again, so both still make one event; after
+# it the entry goes (a long-running origin would otherwise keep every delete).
+REMEMBER_DELETES_SECONDS = 600.0
 USER_AGENT = "cdlc-stream-webhooks/1"
 
 Authorise = Callable[[web.Request], bool]
@@ -157,7 +161,8 @@ class WebhookDispatcher:
                  poll_seconds: float = 1.0, retry_base_seconds: float = 5.0,
                  retry_max_seconds: float = 2 * 3600.0, give_up_seconds: float = 24 * 3600.0,
                  timeout_seconds: float = 10.0, claim_seconds: float = 60.0,
-                 concurrency: int = 8) -> None:
+                 concurrency: int = 8,
+                 remember_deletes_seconds: float = REMEMBER_DELETES_SECONDS) -> None:
         self.application, self.store = application, store
         self.authorise = authorise
         self.allow_private = allow_private
@@ -173,7 +178,8 @@ class WebhookDispatcher:
         # of its asset.deleted), and the keys of deletes noticed by a poll.
         self._checked: dict[tuple[str, str], float] = {}
         self._current: dict[str, str] = {}
-        self._deleted: dict[str, str] = {}
+        self._deleted: dict[str, tuple[str, str, float]] = {}  # asset: job, key, when
+        self.remember_deletes = remember_deletes_seconds
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -255,12 +261,13 @@ class WebhookDispatcher:
         # another process: the CLI, a second origin).
         for asset_id, job_id in self._current.items():
             if asset_id not in current:
-                self._deleted[asset_id] = job_id
                 rows += self._deleted_rows(subs, asset_id, job_id)
         self._current = current
-        # Forget what the overlap window no longer reaches.
+        # Forget what the overlap window no longer reaches, and old deletes.
         self._checked = {k: t for k, t in self._checked.items()
                          if t >= now - 2 * OVERLAP_SECONDS}
+        self._deleted = {k: v for k, v in self._deleted.items()
+                         if v[2] >= now - self.remember_deletes}
         new = await self.store.enqueue(rows)
         if high > cursor:
             await self.store.set_cursor(CURSOR, repr(high))
@@ -289,21 +296,29 @@ class WebhookDispatcher:
 
     def _deleted_rows(self, subs: list[Subscription], asset_id: str,
                       job_id: str) -> list[Delivery]:
+        """asset.deleted of ``asset_id`` for ``subs``, keyed by the asset's last job
+        (or, with none known, by the asset and the second of its first report). A
+        second report of the same delete within ``remember_deletes`` seconds (the
+        poll, another front door's hook), which knows no job, reuses the first one's
+        key, so the store dedupes it; a later job's delete has its own."""
         kind = "asset.deleted"
         at = time.time()
+        earlier = self._deleted.get(asset_id)
+        if not job_id and earlier is not None:
+            job_id, key = earlier[0], earlier[1]
+        else:
+            key = job_id or f"{asset_id}@{int(at)}"
+        self._deleted[asset_id] = (job_id, key, at)
         wanted = [s for s in subs if kind in s.events and s.created_at <= at]
         data = {"asset": {"id": asset_id}, "job": {"id": job_id} if job_id else None}
-        return self._rows(wanted, kind, job_id or f"{asset_id}@{int(at)}", at, data)
+        return self._rows(wanted, kind, key, at, data)
 
     async def record_deleted(self, asset_id: str) -> None:
         """The delete path's hook: an asset.deleted event for ``asset_id`` (call it
         after the application's delete succeeded). Keyed by the asset's last job,
         like the one a poll would notice, so the two make one event."""
-        # Remembered, not popped: a second report of the same delete (the poll, or
-        # another front door's hook) then keys the same event and is deduped.
-        job_id = self._deleted.get(asset_id) or self._current.pop(asset_id, "")
-        self._deleted[asset_id] = job_id
-        rows = self._deleted_rows(await self.store.list_subscriptions(), asset_id, job_id)
+        rows = self._deleted_rows(await self.store.list_subscriptions(), asset_id,
+                                  self._current.pop(asset_id, ""))
         if await self.store.enqueue(rows):
             self._wake.set()
 

@@ -159,6 +159,54 @@ async def test_failed_job_is_reported_and_deliveries_give_up(
     assert d["attempts"] >= 2 and d["last_status"] == 500 and d["next_attempt"] is None
 
 
+async def test_deletes_are_reported_once_and_then_forgotten(
+        make_origin: MakeOrigin, receiver: Receiver) -> None:
+    """Two reports of one delete make one event; the dispatcher then forgets it
+    (a long-running origin kept every delete it had seen)."""
+    o = await make_origin()
+    o.webhooks.remember_deletes = 0.5  # ten minutes in production
+    sub = await _subscribe(o, receiver.url, ["asset.deleted"])
+    receiver.secret = sub["secret"]
+    for asset_id in ("gone-1", "gone-2", "gone-1"):
+        await o.webhooks.record_deleted(asset_id)
+    await _until(lambda: len(receiver.accepted("asset.deleted")) >= 2, 10, "asset.deleted")
+    await asyncio.sleep(0.6)
+    assert sorted(t["data"]["asset"]["id"] for t in receiver.accepted("asset.deleted")) \
+        == ["gone-1", "gone-2"]
+    await _until(lambda: not o.webhooks._deleted, 5, "the deletes to be forgotten")
+
+
+@pytest.mark.slow
+async def test_an_asset_made_again_and_deleted_again_is_reported_again(
+        make_origin: MakeOrigin, receiver: Receiver, tmp_path: Path) -> None:
+    """The second delete of one asset id, a new job since the first, is its own
+    event, keyed by that job, not deduped as the first one."""
+    master = make_master(tmp_path / "m.mp4", seconds=1, width=160, height=120, fps="25")
+    o = await make_origin(jobs="run")
+    sub = await _subscribe(o, receiver.url, ["asset.ready", "asset.deleted"])
+    receiver.secret = sub["secret"]
+    for n in (1, 2):
+        form = aiohttp.FormData()
+        form.add_field("id", "again")
+        form.add_field("ladder", "120:100")
+        form.add_field("preset", "ultrafast")
+        form.add_field("file", master.read_bytes(), filename="m.mp4")
+        resp = await o.client.post("/v1/assets", data=form, headers=o.auth())
+        assert resp.status == 202, await resp.text()
+        await _until(lambda n=n: len(receiver.accepted("asset.ready")) == n, 60,
+                     f"asset.ready #{n}")
+        resp = await o.client.delete("/v1/assets/again", headers=o.auth())
+        assert resp.status == 204
+        await _until(lambda n=n: len(receiver.accepted("asset.deleted")) == n, 10,
+                     f"asset.deleted #{n}")
+    await asyncio.sleep(0.6)
+    deleted = receiver.accepted("asset.deleted")
+    ready = receiver.accepted("asset.ready")
+    assert [d["data"]["job"]["id"] for d in deleted] == \
+        [r["data"]["job"]["id"] for r in ready]
+    assert len({d["data"]["job"]["id"] for d in deleted}) == 2
+
+
 async def test_subscriptions_are_checked_listed_and_deleted(
         make_origin: MakeOrigin, receiver: Receiver) -> None:
     o = await make_origin()

@@ -1,7 +1,8 @@
-"""An asset ingested with --codecs h264,av1 offers both in one MPD; dash.js and
-Shaka Player in headless Chromium are pinned to the AV1 renditions through their
-own APIs, and the judges are the player's active representation (codec av01) and
-the <video> element's picture advancing."""
+"""An asset ingested with --codecs h264,av1 offers both in one MPD and in one HLS
+multivariant playlist; dash.js and Shaka Player (the MPD) and hls.js and Shaka
+Player (the playlist) in headless Chromium are pinned to the AV1 rendition through
+their own APIs, and the judges are the player's active variant (codec av01) and the
+<video> element's picture advancing."""
 
 from __future__ import annotations
 
@@ -17,8 +18,14 @@ from tests.conftest import CdlcEnv, make_env
 from tests.e2e.pinned import assert_plays, harness_page
 from tests.media import make_master
 
-# Pin AV1 once the manifest is in, then report the codec of what plays.
+# Pin AV1 once the manifest is in (answering the video codecs offered), then
+# report the codec of what plays.
 PIN = {
+    "hlsjs": """() => {
+        const levels = window.hls.levels;
+        window.hls.currentLevel = levels.findIndex((l) => (l.videoCodec || '').startsWith('av01'));
+        return levels.map((l) => l.videoCodec);
+    }""",
     "dashjs": """() => {
         const p = window.dashPlayer;
         const track = p.getTracksFor('video').find((t) => (t.codec || '').includes('av01'));
@@ -35,6 +42,8 @@ PIN = {
     }""",
 }
 PLAYING = {
+    "hlsjs": "(() => { const h = window.hls; const l = h.levels[h.currentLevel];"
+             " return l && h.currentLevel >= 0 ? l.videoCodec : ''; })()",
     "dashjs": "(() => { const r = window.dashPlayer.getCurrentRepresentationForType('video');"
               " return r ? r.codecs : ''; })()",
     "shaka": "(window.shakaPlayer.getVariantTracks().find((t) => t.active) || {}).videoCodec",
@@ -43,6 +52,7 @@ PLAYING = {
 
 @pytest.fixture(scope="module")
 def av1_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The asset's base URL."""
     tmp = tmp_path_factory.mktemp("av1-e2e")
     env: CdlcEnv = make_env(tmp / "data", CDLC_PRESET="veryfast", CDLC_GOP_SECONDS="2",
                             CDLC_ENCODER="cpu")
@@ -53,24 +63,32 @@ def av1_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     server = env.serve(port)
     try:
-        url = f"http://127.0.0.1:{port}/vod/av1/manifest.mpd"
-        with urllib.request.urlopen(url, timeout=10) as resp:
+        base = f"http://127.0.0.1:{port}/vod/av1"
+        with urllib.request.urlopen(f"{base}/manifest.mpd", timeout=10) as resp:
             mpd = resp.read().decode()
         assert mpd.count('contentType="video"') == 2, mpd  # one AdaptationSet per codec
         assert 'codecs="avc1.' in mpd and 'codecs="av01.' in mpd, mpd
-        yield url
+        with urllib.request.urlopen(f"{base}/master.m3u8", timeout=10) as resp:
+            hls = resp.read().decode()
+        assert 'CODECS="avc1.' in hls and 'CODECS="av01.' in hls, hls
+        yield base
     finally:
         server.terminate()
         server.wait(timeout=10)
 
 
-@pytest.mark.parametrize("player", ["dashjs", "shaka"])
-def test_av1_rendition_plays_from_the_mpd_that_offers_h264(
-    av1_origin: str, browser_context: Any, page_origin: str, player: str, tmp_path: Path,
+@pytest.mark.parametrize(("player", "manifest"), [("dashjs", "manifest.mpd"),
+                                                  ("shaka", "manifest.mpd"),
+                                                  ("hlsjs", "master.m3u8"),
+                                                  ("shaka", "master.m3u8")])
+def test_av1_rendition_plays_from_the_manifest_that_offers_h264(
+    av1_origin: str, browser_context: Any, page_origin: str, player: str, manifest: str,
+    tmp_path: Path,
 ) -> None:
-    with harness_page(browser_context, page_origin, player, av1_origin) as page:
-        # Shaka keeps one codec family of an MPD (its own choice, AV1 here by
-        # bandwidth); dash.js lists both video AdaptationSets.
+    with harness_page(browser_context, page_origin, player,
+                      f"{av1_origin}/{manifest}") as page:
+        # Shaka keeps one codec family of a manifest (its own choice, AV1 here by
+        # bandwidth); dash.js and hls.js list both.
         offered = page.evaluate(PIN[player])
         assert any("av01" in c for c in offered), offered
         assert_plays(page, f"({PLAYING[player]} || '').startsWith('av01')")
