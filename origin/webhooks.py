@@ -175,7 +175,8 @@ class WebhookDispatcher:
         # In this process: (job id, state) pairs already turned into events, with
         # when (saves re-reading assets in the overlap window; the store's dedupe is
         # what guarantees once); each asset's current job at the last poll (the key
-        # of its asset.deleted), and the keys of deletes noticed by a poll.
+        # of its asset.deleted), and each recent delete's key, with when (a poll's or a
+        # hook's report: the next one of the same delete reuses it).
         self._checked: dict[tuple[str, str], float] = {}
         self._current: dict[str, str] = {}
         self._deleted: dict[str, tuple[str, str, float]] = {}  # asset: job, key, when

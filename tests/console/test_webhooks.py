@@ -76,6 +76,17 @@ async def _subscribe(o: ConsoleOrigin, url: str, events: list[str] | None = None
     return await resp.json()
 
 
+async def _upload(o: ConsoleOrigin, asset_id: str, master: Path, ladder: str) -> None:
+    """POST ``master`` as ``asset_id`` (ultrafast, ``ladder``): accepted as a job."""
+    form = aiohttp.FormData()
+    form.add_field("id", asset_id)
+    form.add_field("ladder", ladder)
+    form.add_field("preset", "ultrafast")
+    form.add_field("file", master.read_bytes(), filename="m.mp4")
+    resp = await o.client.post("/v1/assets", data=form, headers=o.auth())
+    assert resp.status == 202, await resp.text()
+
+
 @pytest.mark.slow
 async def test_asset_ready_once_per_job_through_500s_and_a_restart(
         make_origin: MakeOrigin, receiver: Receiver, tmp_path: Path) -> None:
@@ -87,13 +98,7 @@ async def test_asset_ready_once_per_job_through_500s_and_a_restart(
     receiver.secret = sub["secret"]
     receiver.fail_first = {"asset.ready": 2}
 
-    form = aiohttp.FormData()
-    form.add_field("id", "hooked")
-    form.add_field("ladder", "240:300")
-    form.add_field("preset", "ultrafast")
-    form.add_field("file", master.read_bytes(), filename="m.mp4")
-    resp = await first.client.post("/v1/assets", data=form, headers=first.auth())
-    assert resp.status == 202, await resp.text()
+    await _upload(first, "hooked", master, "240:300")
 
     await asyncio.wait_for(receiver.first_ready_failed.wait(), 60)
     # Restart between the tries: the first origin goes, a new one over the same
@@ -186,13 +191,7 @@ async def test_an_asset_made_again_and_deleted_again_is_reported_again(
     sub = await _subscribe(o, receiver.url, ["asset.ready", "asset.deleted"])
     receiver.secret = sub["secret"]
     for n in (1, 2):
-        form = aiohttp.FormData()
-        form.add_field("id", "again")
-        form.add_field("ladder", "120:100")
-        form.add_field("preset", "ultrafast")
-        form.add_field("file", master.read_bytes(), filename="m.mp4")
-        resp = await o.client.post("/v1/assets", data=form, headers=o.auth())
-        assert resp.status == 202, await resp.text()
+        await _upload(o, "again", master, "120:100")
         await _until(lambda n=n: len(receiver.accepted("asset.ready")) == n, 60,
                      f"asset.ready #{n}")
         resp = await o.client.delete("/v1/assets/again", headers=o.auth())
