@@ -53,8 +53,10 @@ __all__ = ["ANALYSIS_CRFS", "Analysis", "analyse", "analysis_spans", "choose_run
 # an easy title's top rung (which the fixed ladder serves near CRF 13) down.
 ANALYSIS_CRFS = (13, 19, 25, 31)
 # A candidate is capped (VBV) at this many times its size's fixed bitrate: past
-# that no rung goes, and a noisy master's low CRFs would cost the analysis most.
-ANALYSIS_CAP = 4
+# that no rung goes, and a noisy master's low CRFs would cost the analysis most
+# (twice is enough for a point above the cap to interpolate at it; 4 cost the
+# noise source a fifth more analysis time for the same ladder).
+ANALYSIS_CAP = 2
 SPAN_SECONDS = 1.0          # each sampled span
 SPAN_EVERY = 30.0           # one span per this much of the master
 MAX_SPANS = 6

@@ -180,6 +180,39 @@ def _at_size(width: int, height: int) -> str:
     return f"scale={width}:{height}:flags=bicubic,{_PLANAR}"
 
 
+# Boxes an ISO BMFF file (MP4, MOV) may open with.
+_ISO_BMFF = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide")
+
+
+def _seek_lead(master: Path, half_frame: float) -> float:
+    """How far before the wanted picture the master is entered. ISO BMFF has a
+    sample table that FFmpeg seeks by exactly (to the keyframe at or before the
+    time), so half a frame: only that GOP's lead-in is decoded. Others (MPEG-TS
+    seeks by bytes and may land a GOP late) are entered 2 s early, so that a late
+    landing still precedes the picture; trim= then cuts at the exact time."""
+    try:
+        with master.open("rb") as f:
+            head = f.read(8)
+    except OSError:
+        return 2.0
+    return half_frame if head[4:8] in _ISO_BMFF else 2.0
+
+
+def _distorted(width: int, height: int, compare_at: tuple[int, int] | None, subsample: int,
+               fps: Fraction | None) -> str:
+    """The filters of a distorted side of ``width`` x ``height``: upscaled to
+    ``compare_at`` where given. libvmaf scores one picture in ``subsample`` of it
+    (its motion feature is the reference's), so only those are upscaled, each then
+    repeated over the gap to keep the pairing by timestamp; the scores are those of
+    upscaling every picture."""
+    if not compare_at:
+        return _PLANAR
+    if subsample <= 1 or fps is None or (width, height) == tuple(compare_at):
+        return _at_size(*compare_at)
+    return (f"select='not(mod(n\\,{subsample}))',{_at_size(*compare_at)},"
+            f"fps={fps.numerator}/{fps.denominator}:eof_action=pass")
+
+
 class _TooFewFrames(QualityError):
     """libvmaf paired fewer pictures than the span holds."""
 
@@ -232,7 +265,7 @@ def _run_span(exe: str, distorted: Path, master: Path, ref_time: float, span: Sp
     cfr = f",fps={fps.numerator}/{fps.denominator}" if fps else ""
     # compare_at: both sides at one display size (the rendition upscaled), as
     # rate-quality curves across sizes are drawn.
-    dist = _at_size(*compare_at) if compare_at else _PLANAR
+    dist = _distorted(width, height, compare_at, subsample, fps)
     if compare_at:
         width, height = compare_at
     graph = (
@@ -245,8 +278,9 @@ def _run_span(exe: str, distorted: Path, master: Path, ref_time: float, span: Sp
         inputs += ["-decryption_key", decryption_key.hex()]
     # A damaged rendition fails the measurement instead of scoring its concealment.
     inputs += ["-err_detect", "explode", "-i", str(distorted)]
-    if seek and ref_time > 2.0:
-        inputs += ["-seek_timestamp", "1", "-ss", f"{ref_time - 2.0:.6f}"]
+    lead = _seek_lead(master, half)
+    if seek and ref_time > lead:
+        inputs += ["-seek_timestamp", "1", "-ss", f"{ref_time - lead:.6f}"]
     inputs += ["-i", str(master)]
     expected = (span.duration * float(fps) if fps else 1.0) / max(1, subsample)
     return _libvmaf(exe, inputs, graph, log_path, timeout, expected, subsample)
@@ -284,8 +318,9 @@ def _compare(exe: str, master: Path, ref_start: float, clips: Sequence[tuple[Pat
     parts = [f"[0:v:0]trim=start={max(0.0, ref_start - half):.6f},{cut},{shown}"
              f"split={len(clips)}" + "".join(f"[{ref}{i}]" for i in range(len(clips)))]
     inputs = ["-copyts"]
-    if seek and ref_start > 2.0:
-        inputs += ["-seek_timestamp", "1", "-ss", f"{ref_start - 2.0:.6f}"]
+    lead = _seek_lead(master, half)
+    if seek and ref_start > lead:
+        inputs += ["-seek_timestamp", "1", "-ss", f"{ref_start - lead:.6f}"]
     inputs += ["-i", str(master)]
     logs = []
     threads = max(1, (os.cpu_count() or 1) // 2)
@@ -295,7 +330,7 @@ def _compare(exe: str, master: Path, ref_start: float, clips: Sequence[tuple[Pat
         logs.append(clip.with_suffix(".vmaf.json"))
         if not compare_at:
             parts.append(f"[r{i}]{_at_size(width, height)}[ref{i}]")
-        dist = _at_size(*compare_at) if compare_at else _PLANAR
+        dist = _distorted(width, height, compare_at, subsample, fps)
         parts.append(f"[{i + 1}:v:0]{cut},{dist}[dist{i}]")
         parts.append(f"[dist{i}][ref{i}]libvmaf=log_fmt=json:log_path={logs[i]}:"
                      f"n_threads={threads}:n_subsample={max(1, subsample)}:shortest=1[o{i}]")

@@ -154,7 +154,8 @@ void init_models(py::module_& m) {
     py::class_<RenditionResult>(m, "RenditionResult")
         .def_readonly("id", &RenditionResult::id)
         .def_readonly("track", &RenditionResult::track)
-        .def_readonly("segments", &RenditionResult::segments);
+        .def_readonly("segments", &RenditionResult::segments)
+        .def_readonly("scaled_from", &RenditionResult::scaled_from);
 
     py::class_<Picture>(m, "Picture")
         .def_readonly("time", &Picture::time)

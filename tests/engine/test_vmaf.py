@@ -272,3 +272,29 @@ def test_clips_compared_at_the_display_size_score_as_a_screen_shows_them(
                           compare_at=(640, 360))
     assert own[1] > 80 and shown[1] < own[1] - 10, (own, shown)
     assert shown[0] == pytest.approx(own[0], abs=0.5)
+
+
+def test_an_mp4_master_is_entered_at_the_keyframe_before_the_span(tmp_path: Path) -> None:
+    """An MP4 master is entered half a frame before the span (its sample table
+    seeks exactly), not 2 s before: the pictures still pair, and scoring one in
+    five (only those upscaled) gives what scoring all of them gives, within the
+    spread of the pictures themselves."""
+    master = make_master(tmp_path / "master.mp4", seconds=6, width=640, height=360, fps="25",
+                         audio=False, extra=["-g", "25"])
+    out = tmp_path / "span"
+    result = native.Transcoder(master, out, [
+        native.Rung(id="full", height=360, width=640, bitrate=0, crf=18),
+        native.Rung(id="small", height=180, width=320, bitrate=0, crf=18),
+    ], preset="ultrafast", audio=False, segment_seconds=1.0, gop_seconds=1.0,
+        start_seconds=4.0, end_seconds=5.0).run()
+    clips = [(joined(out, r), r.track.width, r.track.height) for r in result.renditions]
+    start = first_picture_time(master) + 4.0
+    every = compare_clips(master, start, clips, frames=25, fps=Fraction(25),
+                          compare_at=(640, 360))
+    fifth = compare_clips(master, start, clips, frames=25, fps=Fraction(25),
+                          compare_at=(640, 360), subsample=5)
+    assert every[0] > 80 and every[1] > 40, every
+    assert fifth == pytest.approx(every, abs=2.0), (every, fifth)
+    late = compare_clips(master, start + 0.04, clips, frames=25, fps=Fraction(25),
+                         compare_at=(640, 360), subsample=5)
+    assert late[0] < every[0] - 20, (every, late)  # the pairing is what the figure rests on

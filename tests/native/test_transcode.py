@@ -180,6 +180,50 @@ def test_crf_rung(scene_cut_master: Path, tmp_path: Path) -> None:
     assert media.decode_errors(joined(tmp_path, result.renditions[0])) == ""
 
 
+def _psnr(path: Path, source: Path, width: int, height: int) -> float:
+    """Average PSNR (dB) of ``path`` against the source scaled (bicubic) to its size."""
+    stderr = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-i", str(path), "-i", str(source), "-lavfi",
+         f"[1:v]scale={width}:{height}:flags=bicubic[ref];[0:v][ref]psnr", "-f", "null", "-"],
+        capture_output=True, text=True, check=True).stderr
+    return float(stderr.split("average:")[1].split()[0])
+
+
+def test_rungs_take_the_scaled_pictures_of_a_rung_of_their_size_or_twice_it(
+        scene_cut_master: Path, tmp_path: Path) -> None:
+    # 640x360 master: v320 scales it; a CRF rung of the same size and the 160x90 rung
+    # (half of 320x180) take v320's pictures; 240x136 (3:2 of nothing here) and the 1:1
+    # rung come from the master itself.
+    rungs = [native.Rung(id="v360", height=360, width=640, bitrate=800_000),
+             native.Rung(id="v180", height=180, width=320, bitrate=300_000),
+             native.Rung(id="v180crf", height=180, width=320, bitrate=0, crf=30,
+                         maxrate=400_000, bufsize=800_000),
+             native.Rung(id="v136", height=136, width=240, bitrate=200_000),
+             native.Rung(id="v90", height=90, width=160, bitrate=100_000)]
+    kwargs: dict[str, object] = {"segment_seconds": 2.0, "gop_seconds": 1.0,
+                                 "preset": "veryfast"}
+    result = native.Transcoder(scene_cut_master, tmp_path / "chained", rungs,
+                               **kwargs).run()  # type: ignore[arg-type]
+    assert {r.id: r.scaled_from for r in video(result)} == {
+        "v360": "", "v180": "", "v180crf": "v180", "v136": "", "v90": "v180"}
+    check_ladder(scene_cut_master, result, tmp_path / "chained")
+    # The chained 2:1 rung is as good as one scaled from the master on its own.
+    alone = native.Transcoder(scene_cut_master, tmp_path / "alone", [rungs[-1]],
+                              **kwargs).run()  # type: ignore[arg-type]
+    assert alone.renditions[0].scaled_from == ""
+    chained_db = _psnr(joined(tmp_path / "chained", video(result)[-1]), scene_cut_master,
+                       160, 90)
+    alone_db = _psnr(joined(tmp_path / "alone", alone.renditions[0]), scene_cut_master,
+                     160, 90)
+    assert abs(chained_db - alone_db) < 0.2, (chained_db, alone_db)
+    # A same-size rung sees exactly the pictures its own scaling would have made:
+    # its CRF encode is the same as on its own.
+    crf_alone = native.Transcoder(scene_cut_master, tmp_path / "crf", [rungs[2]],
+                                  **kwargs).run()  # type: ignore[arg-type]
+    assert [s.size for s in crf_alone.renditions[0].segments] == [
+        s.size for s in video(result)[2].segments]
+
+
 # --- masters as they come ----------------------------------------------------------
 
 MAKERS: dict[str, Callable[[Path], Path]] = {
@@ -290,7 +334,8 @@ def long_master(masters: Path) -> Path:
 
 
 def test_cancel_stops_within_a_second(long_master: Path, tmp_path: Path) -> None:
-    rungs = plan_ladder(native.probe(long_master), "360:800,240:400")
+    # 120 is fed by 240's scaled pictures: the chain stops as fast as the rest.
+    rungs = plan_ladder(native.probe(long_master), "360:800,240:400,120:150")
     transcoder = native.Transcoder(long_master, tmp_path, rungs, preset="medium")
     calls: list[float] = []
     outcome: dict[str, object] = {}

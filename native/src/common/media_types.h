@@ -72,6 +72,9 @@ struct RenditionResult {
     std::string id;                  // directory name under the output dir, e.g. "v720" or "audio"
     TrackInfo track;
     std::vector<SegmentRecord> segments;
+    // The rung whose scaled pictures this video rendition was made from (same size,
+    // or twice its size), "" when from the decoded master itself.
+    std::string scaled_from;
 };
 
 // A stream of a master (or a sidecar) that did not become a rendition, and why:

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <utility>
 
 extern "C" {
@@ -135,8 +136,26 @@ void Pipeline::start_rungs(const AVFrame* f) {
     for (size_t i = 0; i < rungs_.size(); ++i)
         rungs_[i]->open(sizes[i].first, sizes[i].second, fps_, timescale_, gop_frames_, cfg_, f,
                         cfg_.encoder_threads);
+    chain_rungs(f, sizes);
     for (auto& r : rungs_) r->start();
     rungs_started_ = true;
+}
+
+void Pipeline::chain_rungs(const AVFrame* f, const std::vector<std::pair<int, int>>& sizes) {
+    // A rung that would scale the master takes the scaled pictures of a rung of its
+    // own size instead (an earlier one: no cycles), else of a rung twice its size
+    // (rung_worker.h says why only these). Feeding rungs are those that scale.
+    const auto scales = [&](size_t j) { return !rungs_[j]->passes_through(f); };
+    for (size_t i = 0; i < rungs_.size(); ++i) {
+        if (!scales(i)) continue;
+        const auto [w, h] = sizes[i];
+        std::optional<size_t> parent;
+        for (size_t j = 0; j < i && !parent; ++j)
+            if (scales(j) && sizes[j] == sizes[i]) parent = j;
+        for (size_t j = 0; j < rungs_.size() && !parent; ++j)
+            if (scales(j) && sizes[j] == std::make_pair(2 * w, 2 * h)) parent = j;
+        if (parent) rungs_[i]->scale_from(*rungs_[*parent]);
+    }
 }
 
 void Pipeline::emit(AVFrame* f) {
@@ -159,6 +178,7 @@ void Pipeline::emit(AVFrame* f) {
     last_gop_ = gop;
     const auto on_wait = [this] { report_progress(); };
     for (auto& r : rungs_) {
+        if (!r->fed_by_pipeline()) continue;  // its parent rung feeds it
         av::FramePtr ref(av_frame_clone(f));  // a new reference, not a copy of the picture
         if (!ref) throw Error("out of memory referencing a frame");
         if (!r->push(std::move(ref), on_wait)) return;

@@ -47,7 +47,8 @@ PipelineResult Pipeline::run() {
     if (cfg_.video && frames_out_ == 0)  // only a span can miss every frame
         throw std::invalid_argument("span " + span_text() + " holds no video frame of " + cfg_.input +
                                     " (" + seconds_text(master_seconds_) + " long)");
-    for (auto& r : rungs_) r->close();
+    for (auto& r : rungs_)
+        if (r->fed_by_pipeline()) r->close();  // the others are closed by the rung feeding them
     for (size_t i = 0; i < master_audio_; ++i) audios_[i]->close();  // sidecars close their own
     wait_for_workers();
     rethrow_if_stopped();

@@ -16,6 +16,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 extern "C" {
@@ -81,6 +82,7 @@ private:
     void pull_graph();
     void finish_video();
     void start_rungs(const AVFrame* f);
+    void chain_rungs(const AVFrame* f, const std::vector<std::pair<int, int>>& sizes);
     void emit(AVFrame* f);
 
     // A text rendition: cues read from a master stream (reader) or a sidecar file.

@@ -67,7 +67,6 @@ void RungWorker::open(int width, int height, AVRational fps, uint32_t timescale,
     track.frame_rate_den = fps.den;
     track.bitrate = rung_.crf >= 0 ? enc_->rc_max_rate : rung_.bitrate;
     segmenter_ = open_rendition_output(track, cfg, rung_.id);
-    scaled_ = av::make_frame();
     pkt_ = av::make_packet();
 }
 
@@ -76,13 +75,35 @@ RenditionResult RungWorker::result() const {
     r.id = rung_.id;
     r.track = segmenter_->track();
     r.segments = segmenter_->segments();
+    if (parent_) r.scaled_from = parent_->rung_.id;
     return r;
+}
+
+void RungWorker::scale_from(RungWorker& parent) {
+    parent_ = &parent;
+    parent.children_.push_back(this);
+}
+
+bool RungWorker::passes_through(const AVFrame* f) const {
+    return f->width == width_ && f->height == height_ && f->format == AV_PIX_FMT_YUV420P;
+}
+
+AVFrame* RungWorker::free_frame() {
+    for (auto& f : pool_)
+        if (av_frame_is_writable(f.get())) return f.get();
+    av::FramePtr f = av::make_frame();
+    f->width = width_;
+    f->height = height_;
+    f->format = AV_PIX_FMT_YUV420P;
+    check_av(av_frame_get_buffer(f.get(), 0), "allocate frame", rung_.id);
+    pool_.push_back(std::move(f));
+    return pool_.back().get();
 }
 
 void RungWorker::encode(AVFrame* in) {
     AVFrame* send = nullptr;
     if (in) {
-        if (in->width == width_ && in->height == height_ && in->format == AV_PIX_FMT_YUV420P) {
+        if (passes_through(in)) {
             send = in;  // the 1:1 rung: the decoded buffer goes to the encoder as is
         } else {
             sws_.reset(sws_getCachedContext(sws_.release(), in->width, in->height,
@@ -90,22 +111,21 @@ void RungWorker::encode(AVFrame* in) {
                                             height_, AV_PIX_FMT_YUV420P, SWS_BICUBIC, nullptr,
                                             nullptr, nullptr));
             if (!sws_) throw Error("swscale cannot convert to " + rung_.id + " for " + input_);
-            if (!scaled_->buf[0]) {
-                scaled_->width = width_;
-                scaled_->height = height_;
-                scaled_->format = AV_PIX_FMT_YUV420P;
-                check_av(av_frame_get_buffer(scaled_.get(), 0), "allocate frame", rung_.id);
-            }
-            // The encoder copied the previous picture; this only copies if it still holds it.
-            check_av(av_frame_make_writable(scaled_.get()), "allocate frame", rung_.id);
-            sws_scale(sws_.get(), in->data, in->linesize, 0, in->height, scaled_->data,
-                      scaled_->linesize);
-            scaled_->pts = in->pts;
-            scaled_->pict_type = in->pict_type;
-            scaled_->color_range = in->color_range;
-            send = scaled_.get();
+            AVFrame* scaled = free_frame();
+            sws_scale(sws_.get(), in->data, in->linesize, 0, in->height, scaled->data,
+                      scaled->linesize);
+            scaled->pts = in->pts;
+            scaled->pict_type = in->pict_type;
+            scaled->key_frame = in->key_frame;
+            scaled->color_range = in->color_range;
+            send = scaled;
         }
         send->sample_aspect_ratio = AVRational{1, 1};
+        for (RungWorker* c : children_) {
+            av::FramePtr ref(av_frame_clone(send));  // a new reference, not a copy
+            if (!ref) throw Error("out of memory referencing a frame");
+            if (!c->push(std::move(ref), {})) return;  // the run stopped
+        }
     }
     int ret = avcodec_send_frame(enc_.get(), send);
     if (ret < 0 && !(ret == AVERROR_EOF && !send))

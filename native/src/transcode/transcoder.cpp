@@ -4,6 +4,8 @@
 //                 CFR via fps, rotation) ─► one reference-counted AVFrame ─┬─► rung queue ×N
 //                 audio packets ─► audio queue                             │
 //   rung thread ×N: swscale to the rung's size/8-bit 4:2:0 ─► H.264 encode ─► CmafSegmenter
+//                 (a rung of the same size as another, or half its size, takes that
+//                 rung's scaled pictures through its queue instead: rung_worker.h)
 //   audio thread: decode ─► swresample (48 kHz stereo) ─► AAC encode ─► CmafSegmenter
 //
 // Queues are bounded, so memory stays flat and the demuxer runs at the pace of the

@@ -1,6 +1,7 @@
-// One-pass ABR transcoder: demux and decode the master once, scale every rung from
-// the decoded frame, encode each rung in its own thread, encode audio once, and
-// hand encoded packets to one CMAF segmenter per rendition.
+// One-pass ABR transcoder: demux and decode the master once, scale each rung from
+// the decoded frame (or from the scaled pictures of a rung of its size or twice
+// it), encode each rung in its own thread, encode audio once, and hand encoded
+// packets to one CMAF segmenter per rendition.
 #pragma once
 
 #include <atomic>
