@@ -224,6 +224,41 @@ def test_rungs_take_the_scaled_pictures_of_a_rung_of_their_size_or_twice_it(
         s.size for s in video(result)[2].segments]
 
 
+def test_a_full_disk_under_a_chained_rung_fails_the_run_in_one_line(
+        scene_cut_master: Path, tmp_path: Path) -> None:
+    """The disk fills while rungs feed each other: the run ends (no rung waits on
+    a queue its failed neighbour no longer drains) with the write error."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        rungs = [native.Rung(id="v180", height=180, width=320, bitrate=4_000_000),
+                 native.Rung(id="v180b", height=180, width=320, bitrate=0, crf=0),
+                 native.Rung(id="v90", height=90, width=160, bitrate=0, crf=0)]
+        outcome: dict[str, BaseException] = {}
+
+        def work() -> None:
+            try:
+                native.Transcoder(scene_cut_master, mount / "out", rungs, audio=False,
+                                  segment_seconds=1.0, gop_seconds=1.0,
+                                  preset="ultrafast").run()
+            except BaseException as exc:  # judged below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "the run hung on a full disk"
+        error = outcome.get("error")
+        assert isinstance(error, native.NativeIOError), error
+        assert "\n" not in str(error) and "No space left" in str(error), str(error)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
 # --- masters as they come ----------------------------------------------------------
 
 MAKERS: dict[str, Callable[[Path], Path]] = {
