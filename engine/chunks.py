@@ -50,7 +50,7 @@ from engine.pipeline import (
     to_models,
     with_analysis,
 )
-from engine.runner import PERMANENT, local_master, reason_of, record_failure
+from engine.runner import PERMANENT, local_master, reason_of, record_failure, scrubbed, span_master
 from engine.workers import choose_encoder
 from metadata.cache import invalidate_asset
 from metadata.jobs import AUTO_LADDER, Job, StaleJob, backoff_seconds
@@ -220,6 +220,9 @@ class PartRun:
     max_attempts: int = 3
     holder: str = field(default_factory=holder_id)
     _progress: float = field(default=0.0, init=False)
+    # How this attempt read the master: "url" (ranged GETs of the store's read
+    # URL) or "file" (a local file, or one downloaded for the attempt).
+    _read: str = field(default="", init=False)
 
     async def run(self, *, claim: bool = True) -> str:
         """Encode the part; returns what happened ("done", "lost", "held", ...)."""
@@ -289,18 +292,27 @@ class PartRun:
         work = self.services.work_dir / work_dir_name(f"{job.asset_id}-{self.name}")
         out = work / "out"
         try:
-            async with local_master(self.services, job) as master:
+            async with span_master(self.services, job) as master:
                 def progress(fraction: float) -> None:
                     self._progress = fraction
 
+                remote = isinstance(master, str)
+                self._read = "url" if remote else "file"
                 transcoder = native.Transcoder(
                     master, out, rungs, segment_seconds=req.segment_seconds,
                     gop_seconds=req.gop, preset=req.preset, audio=not video, video=video,
                     start_seconds=part["start"], end_seconds=part["end"],
                     # Text tracks and sidecars come whole from the audio part.
                     subtitles=not video, thumbnail_interval=interval,
+                    remote_timeout=self.services.remote_read_timeout if remote else 0.0,
                     **({} if video else sidecars_of(req)))
-                result = await asyncio.to_thread(transcoder.run, progress)
+                try:
+                    result = await asyncio.to_thread(transcoder.run, progress)
+                except Exception as exc:
+                    if not remote:
+                        raise
+                    # Its message may name the presigned URL: show the object instead.
+                    raise scrubbed(exc, str(master), job.master) from None
             records = [rendition_record(r) for r in result.renditions]
             stills = storyboard.stills_of(result, interval) if interval else None
             meta = (await asyncio.to_thread(storyboard.save_stills,
@@ -322,7 +334,8 @@ class PartRun:
             if job.finished or p is None or p["state"] == "done":
                 return False
             p.update(state="done", holder=None, progress=1.0, prefix=prefix, result=records,
-                     stills=stills, error=None, done_at=time.time(), worker=self.holder)
+                     stills=stills, error=None, done_at=time.time(), worker=self.holder,
+                     read=self._read)
             job.progress = _progress(job)
             won = True
             return True

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     chunk_seconds: float = Field(
         120.0, ge=0, description="with a broker, masters longer than this are encoded in "
         "chunks of about this length on many workers; 0 = never")
+    remote_read_timeout: float = Field(
+        30.0, gt=0, description="a chunk of a master in S3 reads its span with ranged GETs; "
+        "each read waits at most this long (seconds) before the attempt fails")
     chunk_window: int = Field(
         0, ge=0, description="parts of one job queued at once; 0 = the live workers")
     webhooks_allow_private: bool = Field(

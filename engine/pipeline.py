@@ -61,6 +61,7 @@ class Services:
     cache: Cache
     work_dir: Path
     lease_seconds: float = 30.0        # a job's lease; renewed every third of it
+    remote_read_timeout: float = 30.0  # each ranged read of a chunk's master (seconds)
     # Content keys of encrypted jobs (metadata/keys.py); None: the key store beside
     # ``store`` (same SQLite file or Scylla keyspace), opened per job. Keys come
     # from ``key_provider`` (None: random local keys).

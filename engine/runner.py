@@ -142,6 +142,42 @@ async def local_master(services: Services, job: Job) -> AsyncIterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+# A presigned read URL outlives the longest part it serves (parts are minutes).
+READ_URL_SECONDS = 6 * 3600.0
+
+
+@contextlib.asynccontextmanager
+async def span_master(services: Services, job: Job) -> AsyncIterator[Path | str]:
+    """The job's master for a part that reads one span of it: a local file as
+    ``local_master`` gives it, else the store's read URL (ranged GETs: the span's
+    bytes, not a download of the whole master), else downloaded as
+    ``local_master`` does. The URL is a credential: scrub it from what is shown
+    (``scrubbed``)."""
+    if not job.master.startswith("/") and services.objects.local_path(job.master) is None:
+        url = await services.objects.read_url(job.master, READ_URL_SECONDS)
+        if url is not None:
+            yield url
+            return
+    async with local_master(services, job) as master:
+        yield master
+
+
+def scrubbed(exc: BaseException, url: str, shown: str) -> BaseException:
+    """``exc`` with every mention of ``url`` (and its query-less form) shown as
+    ``shown``: a native error's message names its input."""
+    text = str(exc)
+    bare = url.split("?", 1)[0]
+    if url not in text and bare not in text:
+        return exc
+    clean = text.replace(url, shown).replace(bare, shown)
+    try:
+        out = type(exc)(clean)
+    except Exception:
+        out = RuntimeError(clean)
+    out.__cause__ = None
+    return out
+
+
 def new_job(asset_id: str, request: IngestOptions, master: str, *, max_attempts: int,
             queue: str = "") -> Job:
     return Job(id=new_job_id(), asset_id=asset_id, request=request, master=master,

@@ -23,4 +23,5 @@ def open_backends(settings: Settings) -> Backends:
         work_dir=settings.work_dir,
         cache=open_cache(settings.cache),
         lease_seconds=settings.lease_seconds,
+        remote_read_timeout=settings.remote_read_timeout,
     )

@@ -245,6 +245,9 @@ class LocalObjects:
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
 
+    async def read_url(self, key: str, expires: float) -> str | None:
+        return None
+
     def _delete_prefix_sync(self, prefix: str) -> int:
         # A prefix is a key prefix, not necessarily a whole directory name.
         if prefix.strip("/") == "":

@@ -51,6 +51,13 @@ class ObjectStore(Protocol):
     def local_path(self, key: str) -> Path | None:
         """Filesystem path for sendfile when the store is local, else None."""
 
+    async def read_url(self, key: str, expires: float) -> str | None:
+        """An http(s) URL that reads the object (ranged GETs included) for
+        ``expires`` seconds, with no credentials beside it: what a chunk of a long
+        master reads its span through instead of downloading all of it. None where
+        the store has no such URL (the local store: ``local_path`` then). The URL
+        is a credential while it lasts: never logged or recorded."""
+
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every object under prefix; returns how many."""
 

@@ -295,6 +295,15 @@ class S3Objects:
     def local_path(self, key: str) -> Path | None:
         return None
 
+    async def read_url(self, key: str, expires: float) -> str | None:
+        """A presigned GET (signed here, no request made: a missing object shows
+        when it is read, as a 404)."""
+        client = await self._c()
+        url: str = await client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)},
+            ExpiresIn=max(1, int(expires)))
+        return url
+
     async def delete_prefix(self, prefix: str) -> int:
         if not prefix.strip("/"):
             raise ValueError("refusing to delete the whole store")

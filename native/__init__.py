@@ -211,6 +211,12 @@ class Transcoder:
     the decode the ladder already does, and `poster` the best-scored of them (most
     luma spread, not near-black or near-white) at long side `poster_long`.
 
+    With `remote_timeout` > 0, `input` may be an http(s) URL (a presigned object
+    URL): read with ranged GETs, so a span reads its own bytes, not the master's;
+    every read waits at most that many seconds, and a read that fails (the store
+    gone, hung, or refusing) is a NativeIOError naming the URL without its query,
+    never taken for the end of the master.
+
     Call run() from a worker thread; cancel() from any thread stops it within a second.
     Raises ValueError for a bad configuration (a span off the segment grid, start
     at or past its end or past the master's end, neither video nor audio),
@@ -241,6 +247,7 @@ class Transcoder:
         thumbnail_interval: float = 0.0,
         thumbnail_long: int = 160,
         poster_long: int = 1280,
+        remote_timeout: float = 0.0,
     ) -> None:
         cfg = _core.TranscodeConfig()
         cfg.input = str(input)
@@ -263,6 +270,7 @@ class Transcoder:
         cfg.encoder_threads = encoder_threads
         cfg.span_start = start_seconds
         cfg.span_end = end_seconds
+        cfg.remote_timeout = remote_timeout
         cfg.video = video
         cfg.sidecar_audio = _audio_sidecars(audio_sidecars)
         cfg.sidecar_text = _text_sidecars(subtitle_sidecars)

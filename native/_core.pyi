@@ -277,6 +277,7 @@ class TranscodeConfig:
     encoder_threads: int
     span_start: float
     span_end: float
+    remote_timeout: float
     video: bool
     sidecar_audio: list[SidecarAudio]
     subtitles: bool

@@ -244,6 +244,7 @@ void init_transcode(py::module_& m) {
         .def_readwrite("encoder_threads", &TranscodeConfig::encoder_threads)
         .def_readwrite("span_start", &TranscodeConfig::span_start)
         .def_readwrite("span_end", &TranscodeConfig::span_end)
+        .def_readwrite("remote_timeout", &TranscodeConfig::remote_timeout)
         .def_readwrite("video", &TranscodeConfig::video)
         .def_readwrite("sidecar_audio", &TranscodeConfig::sidecar_audio)
         .def_readwrite("subtitles", &TranscodeConfig::subtitles)

@@ -23,13 +23,47 @@ PacketPtr make_packet() {
     return PacketPtr(p);
 }
 
-FormatPtr open_input(const std::string& path) {
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) throw NotFoundError("no such file: " + path, AVERROR(ENOENT));
-    if (S_ISDIR(st.st_mode)) throw InvalidDataError("not a media file (a directory): " + path);
-    if (st.st_size == 0) throw InvalidDataError("not a media file (empty): " + path, AVERROR_INVALIDDATA);
+bool is_url(const std::string& path) {
+    return path.rfind("http://", 0) == 0 || path.rfind("https://", 0) == 0;
+}
+
+std::string shown_path(const std::string& path) {
+    return is_url(path) ? path.substr(0, path.find('?')) : path;
+}
+
+namespace {
+
+AVDictionary* remote_options(double timeout) {
+    AVDictionary* opts = nullptr;
+    av_dict_set(&opts, "protocol_whitelist", "http,https,tcp,tls", 0);
+    av_dict_set_int(&opts, "rw_timeout", static_cast<int64_t>(timeout * 1e6), 0);
+    av_dict_set(&opts, "reconnect", "1", 0);
+    av_dict_set(&opts, "reconnect_on_network_error", "1", 0);
+    av_dict_set(&opts, "reconnect_delay_max", "2", 0);
+    return opts;
+}
+
+}  // namespace
+
+FormatPtr open_input(const std::string& path, double remote_timeout) {
+    const bool remote = remote_timeout > 0 && is_url(path);
+    AVDictionary* opts = nullptr;
+    if (remote) {
+        opts = remote_options(remote_timeout);
+    } else {
+        struct stat st {};
+        if (::stat(path.c_str(), &st) != 0) throw NotFoundError("no such file: " + path, AVERROR(ENOENT));
+        if (S_ISDIR(st.st_mode)) throw InvalidDataError("not a media file (a directory): " + path);
+        if (st.st_size == 0) throw InvalidDataError("not a media file (empty): " + path, AVERROR_INVALIDDATA);
+    }
     AVFormatContext* raw = nullptr;
-    int ret = avformat_open_input(&raw, path.c_str(), nullptr, nullptr);
+    int ret = avformat_open_input(&raw, path.c_str(), nullptr, &opts);
+    av_dict_free(&opts);
+    if (ret < 0 && remote) {
+        // Unreachable, refused, timed out, 403/404/5xx: the store's fault or the
+        // network's, for another attempt to try; never "not media".
+        throw IOError("reading " + shown_path(path) + " failed: " + av_error_text(ret), ret);
+    }
     if (ret < 0) {
         // Random bytes and truncated containers both end here; libavformat says
         // INVALIDDATA for most of them but EOF/EIO for some: all mean "not media".
@@ -41,6 +75,9 @@ FormatPtr open_input(const std::string& path) {
     }
     FormatPtr fmt(raw);
     ret = avformat_find_stream_info(fmt.get(), nullptr);
+    if (remote && fmt->pb && fmt->pb->error < 0)
+        throw IOError("reading " + shown_path(path) + " failed: " + av_error_text(fmt->pb->error),
+                      fmt->pb->error);
     if (ret < 0)
         throw InvalidDataError("read stream info failed for " + path + ": " + av_error_text(ret), ret);
     bool any = false;

@@ -51,7 +51,16 @@ PacketPtr make_packet();
 
 // Opens `path` and reads stream info. Missing files -> NotFoundError, anything that
 // is not media (empty, random bytes, an MP4 without moov) -> InvalidDataError.
-FormatPtr open_input(const std::string& path);
+// With `remote_timeout` > 0, `path` may also be an http(s) URL (a presigned object
+// URL: read with ranged GETs, so a span costs its bytes, not the master's). Only
+// those protocols, each read waiting at most that long, a dropped connection
+// reopened (twice, backing off); failures to reach it -> IOError, naming the URL
+// without its query (the signature).
+FormatPtr open_input(const std::string& path, double remote_timeout = 0.0);
+
+// Whether `path` is an http(s) URL, and `path` as messages show it (no query).
+bool is_url(const std::string& path);
+std::string shown_path(const std::string& path);
 
 // Clockwise display rotation (0/90/180/270) from the stream's display matrix
 // (ISO/IEC 14496-12 §8.2.2.3 tkhd matrix, surfaced by libavformat as side data).

@@ -32,7 +32,49 @@ void Pipeline::report_progress() {
     progress_(std::clamp(fraction, 0.0, 0.99));
 }
 
+void Pipeline::check_remote_read(int ret) const {
+    // Over http a dropped connection, or a refused reconnection when the demuxer
+    // seeks to its next sample ("partial file"), is the network's fault, not the
+    // master's (the planner read it whole): an IOError for another attempt, never
+    // the end of the master (a span cut short would pass for whole) nor corrupt
+    // data (which would fail the job for good).
+    if (!av::is_url(cfg_.input) || cfg_.remote_timeout <= 0) return;
+    const int err = fmt_->pb && fmt_->pb->error < 0 ? fmt_->pb->error : ret;
+    if (err >= 0 || err == AVERROR_EOF) return;
+    const std::string why = av::recent_errors(fmt_->iformat->name);
+    throw IOError("reading " + av::shown_path(cfg_.input) + " failed: " + av_error_text(err) +
+                      (why.empty() ? "" : " (" + why + ")"),
+                  err);
+}
+
+void Pipeline::check_remote_end() const {
+    // libavformat's mov demuxer takes a refused reconnection on its seek to the
+    // next sample for the end of the file ("partial file", then EOF, no error on
+    // the context): over http, an end before the master's own is a failed read.
+    if (!av::is_url(cfg_.input) || cfg_.remote_timeout <= 0 || master_seconds_ <= 0) return;
+    constexpr double kSlack = 0.5;  // container durations vs the frames there are
+    double want = 0, got = 0;
+    if (cfg_.video) {
+        if (video_done_) return;  // the span's end was reached
+        want = cfg_.span_end > 0 ? std::min(cfg_.span_end, master_seconds_) : master_seconds_;
+        got = frames_out_ > 0 ? static_cast<double>(last_out_pts_ + 1) * fps_.den / fps_.num
+                              : cfg_.span_start;
+    } else if (audio_ && !audio_done_ && ast_ && ast_->duration > 0 &&
+               ast_->start_time != AV_NOPTS_VALUE) {
+        // The audio part: to the audio stream's own end, from time zero.
+        const double end = static_cast<double>(ast_->start_time + ast_->duration - audio_origin_) *
+                           av_q2d(ast_->time_base);
+        want = cfg_.span_end > 0 ? std::min(cfg_.span_end, end) : end;
+        got = audio_seconds_ + 0.1;  // the last packet's start, not its end
+    }
+    if (got + kSlack >= want) return;
+    throw IOError("reading " + av::shown_path(cfg_.input) + " ended at " + seconds_text(got) +
+                      " of " + seconds_text(want) + ": a read failed (the connection dropped)",
+                  AVERROR(EIO));
+}
+
 [[noreturn]] void Pipeline::read_failed(int ret) {
+    check_remote_read(ret);
     std::string why = av::recent_errors(fmt_->iformat->name);
     throw InvalidDataError("read packet failed for " + cfg_.input + ": " + av_error_text(ret) +
                                (why.empty() ? "" : " (" + why + ")"),
@@ -56,8 +98,12 @@ void Pipeline::demux() {
         if ((!cfg_.video || video_done_) && (!audio_ || audio_done_)) return;  // the span is complete
         int ret = av_read_frame(fmt_.get(), pkt.get());
         if (ret == AVERROR(EAGAIN)) continue;
-        if (ret == AVERROR_EOF) break;
+        if (ret == AVERROR_EOF) {
+            check_remote_read(0);
+            break;
+        }
         if (ret < 0) {
+            check_remote_read(ret);
             if (fmt_->pb && avio_feof(fmt_->pb) && ret != AVERROR_INVALIDDATA) break;
             read_failed(ret);
         }

@@ -36,7 +36,7 @@ PipelineResult Pipeline::run() {
     stop_requested_on_exit_ = true;
     validate();
     read_sidecar_text();  // a bad subtitle file fails before any media work
-    fmt_ = av::open_input(cfg_.input);
+    fmt_ = av::open_input(cfg_.input, cfg_.remote_timeout);
     open_video();
     open_audio();
     open_text();
@@ -44,6 +44,7 @@ PipelineResult Pipeline::run() {
     seek_to_span();
     demux();
     if (cfg_.video && !video_done_) finish_video();
+    check_remote_end();
     if (cfg_.video && frames_out_ == 0)  // only a span can miss every frame
         throw std::invalid_argument("span " + span_text() + " holds no video frame of " + cfg_.input +
                                     " (" + seconds_text(master_seconds_) + " long)");

@@ -69,6 +69,8 @@ private:
     // decode.cpp
     void report_progress();
     [[noreturn]] void read_failed(int ret);
+    void check_remote_read(int ret) const;
+    void check_remote_end() const;
     void note_audio(const AVPacket* pkt);
     void demux();
     [[noreturn]] void video_corrupt(int ret, int64_t at_pts);

@@ -56,6 +56,10 @@ struct TranscodeConfig {
     // one-piece numbers and times (the first is span_start / segment_seconds + 1).
     double span_start = 0.0;
     double span_end = 0.0;
+    // > 0: `input` may be an http(s) URL (a presigned object URL), read with ranged
+    // GETs, each read waiting at most this many seconds (av::open_input). A read
+    // that fails is an IOError, never taken for the end of the master.
+    double remote_timeout = 0.0;
     // false: no video rendition (rungs are ignored and may be empty), e.g. one
     // audio-only task over the whole master beside video-only chunk tasks. The
     // master still needs a video stream: its first picture is time zero.
