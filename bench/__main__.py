@@ -9,7 +9,7 @@ import runpy
 import sys
 
 BENCHMARKS = ["transcode", "av1", "pertitle", "package", "previews", "origin", "edge", "scale",
-              "tus", "grpc"]
+              "chunk_read", "tus", "grpc"]
 
 
 def main(argv: list[str]) -> int:

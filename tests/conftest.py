@@ -3,6 +3,7 @@ runs it (a subprocess with CDLC_* in its environment), and `cdlc serve`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from cdn.edge import free_port
+from tests.metadata.servers import ServerProcess, own_moto
 
 ROOT = Path(__file__).resolve().parent.parent
 CDLC = [sys.executable, "-m", "engine.cli"]
@@ -31,6 +33,21 @@ def kill_group(group: int) -> None:
         os.killpg(group, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (mount(8) syntax: "12m") at ``mount`` (made here): a disk
+    that fills. Skips the test where mounting is not allowed."""
+    mount.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def wait_http(url: str, timeout: float = 20.0) -> None:
@@ -93,6 +110,14 @@ def make_env(data_dir: Path, **overrides: str) -> CdlcEnv:
     env["CDLC_GRPC_PORT"] = "0"
     env.update(overrides)
     return CdlcEnv(data_dir, env)
+
+
+@pytest.fixture
+def moto() -> Iterator[ServerProcess]:
+    """A moto S3 server of the test's own, to hang (pause), kill or restart."""
+    server = own_moto().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

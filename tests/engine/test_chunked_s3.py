@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,6 @@ from pathlib import Path
 import pytest
 
 import native
-from cdn.edge import free_port
 from engine.chunks import PartRun, parts_of, split
 from engine.config import Settings
 from engine.ladder import plan_ladder
@@ -27,74 +24,9 @@ from engine.services import Backends, open_backends
 from metadata.jobs import Job, JobRequest, new_job_id
 from metadata.models import Asset, JobState, master_key
 from tests.media import make_master
-from tests.metadata.servers import ServerProcess, make_bucket, own_moto, wait_port
+from tests.metadata.servers import Relay, ServerProcess, make_bucket
 
 LADDER = "360:600,240:300"
-
-
-class CuttingProxy:
-    """A TCP proxy in front of the S3 server. While ``cut_after`` is set, every
-    response it relays is cut (both sockets closed) after that many bytes: a
-    connection that drops mid-body, on every reconnection too. With ``refuse``,
-    once a response was cut every new connection is closed at once (the store
-    gone for good mid-read)."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = free_port()
-        self.cut_after: int | None = None
-        self.refuse = False
-        self.cuts = 0
-        self._server = socket.create_server(("127.0.0.1", self.port))
-        self._stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
-        wait_port(self.port)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while not self._stop:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            if self.refuse and self.cuts:
-                client.close()
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            threading.Thread(target=self._pipe, args=(client, upstream, None),
-                             daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, self.cut_after),
-                             daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, limit: int | None) -> None:
-        sent = 0
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if limit is not None and sent + len(data) >= limit:
-                    dst.sendall(data[:max(0, limit - sent)])
-                    self.cuts += 1
-                    break
-                dst.sendall(data)
-                sent += len(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-
-    def close(self) -> None:
-        self._stop = True
-        self._server.close()
 
 
 @pytest.fixture(scope="module")
@@ -104,15 +36,8 @@ def master(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def moto() -> Iterator[ServerProcess]:
-    server = own_moto().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def proxy(moto: ServerProcess) -> Iterator[CuttingProxy]:
-    p = CuttingProxy(moto.port)
+def proxy(moto: ServerProcess) -> Iterator[Relay]:
+    p = Relay(moto.port).start()
     yield p
     p.close()
 
@@ -160,6 +85,15 @@ async def check_ready(backends: Backends, job: Job) -> None:
         assert all(b.start == a.start + a.duration for a, b in itertools.pairwise(segs))
 
 
+async def finish(backends: Backends, job: Job, names: tuple[str, ...] = ("c0", "c1", "c2",
+                                                                      "audio")) -> None:
+    """Run the parts, each to done; then the job is ready with a whole index."""
+    for name in names:
+        assert await run_part(backends, job, name) == "done", name
+    if "audio" in names:
+        await check_ready(backends, job)
+
+
 async def failed_once(backends: Backends, job: Job, name: str) -> str:
     """The part's attempt failed as a retry; its one-line reason."""
     stored = await backends.store.get_job(job.id)
@@ -180,13 +114,11 @@ def test_chunks_read_their_span_of_an_s3_master_by_url(tmp_path: Path, master: P
         backends = open_backends(settings)
         try:
             job = await split_job(backends, master, "ranged")
-            for name in ("c0", "c1", "c2", "audio"):
-                assert await run_part(backends, job, name) == "done", name
+            await finish(backends, job)
             stored = await backends.store.get_job(job.id)
             assert stored is not None
             assert {n: p["read"] for n, p in parts_of(stored).items()} == {
                 "audio": "url", "c0": "url", "c1": "url", "c2": "url"}
-            await check_ready(backends, job)
             assert not list(settings.work_dir.glob("*.master"))
         finally:
             await backends.close()
@@ -213,9 +145,7 @@ def test_a_hung_then_killed_store_fails_the_chunk_in_bounded_time_and_one_line(
             assert "reading" in reason and "failed" in reason, reason
             # Back again: the retry completes, and so does the job.
             await retry_now(backends, job, "c1")
-            for name in ("c0", "c1", "c2", "audio"):
-                assert await run_part(backends, job, name) == "done", name
-            await check_ready(backends, job)
+            await finish(backends, job)
         finally:
             await backends.close()
 
@@ -244,7 +174,7 @@ def test_a_killed_store_fails_the_chunk_as_a_retry(tmp_path: Path, master: Path,
 
 
 def test_connections_cut_mid_body_are_resumed_and_the_chunk_is_whole(
-        tmp_path: Path, master: Path, proxy: CuttingProxy) -> None:
+        tmp_path: Path, master: Path, proxy: Relay) -> None:
     """Every response cut after 64 KiB: each read reconnects where it stopped (a
     ranged GET from there), so the chunks come out whole."""
     settings = s3_settings(tmp_path, proxy.url, remote_read_timeout=2.0)
@@ -255,13 +185,11 @@ def test_connections_cut_mid_body_are_resumed_and_the_chunk_is_whole(
             job = await split_job(backends, master, "resumed")
             proxy.cut_after = 64 * 1024  # the video chunks' reads (the stitch reads whole)
             try:
-                for name in ("c0", "c1", "c2"):
-                    assert await run_part(backends, job, name) == "done", name
+                await finish(backends, job, ("c0", "c1", "c2"))
             finally:
                 proxy.cut_after = None
             assert proxy.cuts > 10
-            assert await run_part(backends, job, "audio") == "done"
-            await check_ready(backends, job)
+            await finish(backends, job, ("audio",))
         finally:
             await backends.close()
 
@@ -269,7 +197,7 @@ def test_connections_cut_mid_body_are_resumed_and_the_chunk_is_whole(
 
 
 def test_a_store_gone_mid_body_fails_the_chunk_instead_of_shortening_it(
-        tmp_path: Path, master: Path, proxy: CuttingProxy) -> None:
+        tmp_path: Path, master: Path, proxy: Relay) -> None:
     """A response cut and every reconnection refused: libavformat may take that for
     the end of the file; the chunk fails as a retry instead of publishing a short
     span, and the retry (the store back) completes."""
@@ -288,9 +216,7 @@ def test_a_store_gone_mid_body_fails_the_chunk_instead_of_shortening_it(
             await failed_once(backends, job, "c1")
             assert not list(settings.data_dir.rglob("*.m4s"))  # nothing of it kept
             await retry_now(backends, job, "c1")
-            for name in ("c0", "c1", "c2", "audio"):
-                assert await run_part(backends, job, name) == "done", name
-            await check_ready(backends, job)
+            await finish(backends, job)
         finally:
             await backends.close()
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from cdn.edge import free_port
-from tests.conftest import ROOT, CdlcEnv, http_status, make_env
+from tests.conftest import ROOT, CdlcEnv, http_status, make_env, tmpfs
 from tests.media import ffprobe, make_master
 
 LADDER = "360:600,240:300"
@@ -168,16 +168,8 @@ def test_retry_and_delete_from_the_command_line(tmp_path: Path) -> None:
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Iterator[Path]:
     """A 12 MiB tmpfs as the data dir: room for the metadata and a start, not a ladder."""
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "tmpfs", "12m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_full_disk_is_one_line_and_failed_with_scratch_freed(

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,3 +157,73 @@ def own_redis(port: int = 0) -> ServerProcess:
     port = port or free_port()
     return ServerProcess([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                           "--appendonly", "no"], port, f"redis://127.0.0.1:{port}/0")
+
+
+class Relay:
+    """A TCP relay on a free 127.0.0.1 port in front of a server of the test's own
+    (``start()`` it): it counts the bytes the server sends back (``sent``), and
+    while ``cut_after`` is set it cuts every response after that many bytes (both
+    sockets closed: a connection that drops mid-body, on every reconnection too).
+    With ``refuse``, once a response was cut, every new connection is closed at once
+    (the server gone for good mid-read)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.cut_after: int | None = None
+        self.refuse = False
+        self.cuts = 0
+        self.sent = 0
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", self.port))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Relay:
+        threading.Thread(target=self._accept, daemon=True).start()
+        wait_port(self.port)
+        return self
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if self.refuse and self.cuts:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pipe, args=(client, upstream, None, False),
+                             daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, self.cut_after, True),
+                             daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, limit: int | None,
+              count: bool) -> None:
+        relayed = 0
+        try:
+            while data := src.recv(65536):
+                if limit is not None and relayed + len(data) >= limit:
+                    dst.sendall(data[:max(0, limit - relayed)])
+                    self.cuts += 1
+                    break
+                dst.sendall(data)
+                relayed += len(data)
+                if count:
+                    with self._lock:
+                        self.sent += len(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def close(self) -> None:
+        self._server.close()

@@ -18,6 +18,7 @@ import pytest
 import native
 from engine.ladder import plan_ladder
 from tests import media
+from tests.conftest import tmpfs
 from tests.media import joined
 
 Transcode = Callable[..., tuple[native.PipelineResult, Path]]
@@ -228,13 +229,7 @@ def test_a_full_disk_under_a_chained_rung_fails_the_run_in_one_line(
         scene_cut_master: Path, tmp_path: Path) -> None:
     """The disk fills while rungs feed each other: the run ends (no rung waits on
     a queue its failed neighbour no longer drains) with the write error."""
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "tmpfs", "1m") as mount:
         rungs = [native.Rung(id="v180", height=180, width=320, bitrate=4_000_000),
                  native.Rung(id="v180b", height=180, width=320, bitrate=0, crf=0),
                  native.Rung(id="v90", height=90, width=160, bitrate=0, crf=0)]
@@ -255,8 +250,6 @@ def test_a_full_disk_under_a_chained_rung_fails_the_run_in_one_line(
         error = outcome.get("error")
         assert isinstance(error, native.NativeIOError), error
         assert "\n" not in str(error) and "No space left" in str(error), str(error)
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 # --- masters as they come ----------------------------------------------------------

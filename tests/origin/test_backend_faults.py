@@ -31,19 +31,12 @@ from metadata.objects import ObjectStore
 from metadata.s3_objects import S3Objects
 from metadata.store import MetadataStore
 from origin.app import PLAYBACK, OriginDeps, create_app
-from tests.metadata.servers import ServerProcess, make_bucket, own_moto, own_redis
+from tests.metadata.servers import ServerProcess, make_bucket, own_redis
 from tests.origin.conftest import Media, publish_fake
 
 
 def uid() -> str:
     return f"a{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def moto() -> Iterator[ServerProcess]:
-    server = own_moto().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
