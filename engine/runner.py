@@ -171,11 +171,9 @@ def scrubbed(exc: BaseException, url: str, shown: str) -> BaseException:
         return exc
     clean = text.replace(url, shown).replace(bare, shown)
     try:
-        out = type(exc)(clean)
+        return type(exc)(clean)
     except Exception:
-        out = RuntimeError(clean)
-    out.__cause__ = None
-    return out
+        return RuntimeError(clean)
 
 
 def new_job(asset_id: str, request: IngestOptions, master: str, *, max_attempts: int,

@@ -184,18 +184,22 @@ def _at_size(width: int, height: int) -> str:
 _ISO_BMFF = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide")
 
 
-def _seek_lead(master: Path, half_frame: float) -> float:
-    """How far before the wanted picture the master is entered. ISO BMFF has a
-    sample table that FFmpeg seeks by exactly (to the keyframe at or before the
-    time), so half a frame: only that GOP's lead-in is decoded. Others (MPEG-TS
-    seeks by bytes and may land a GOP late) are entered 2 s early, so that a late
-    landing still precedes the picture; trim= then cuts at the exact time."""
+def _seek_input(master: Path, at: float, half_frame: float, seek: bool) -> list[str]:
+    """The input options that enter ``master`` before the picture at ``at``
+    (absolute seconds; none without ``seek``: decoded from its start). ISO BMFF has
+    a sample table that FFmpeg seeks by exactly (to the keyframe at or before the
+    time), so half a frame early: only that GOP's lead-in is decoded. Others
+    (MPEG-TS seeks by bytes and may land a GOP late) are entered 2 s early, so that
+    a late landing still precedes the picture; trim= then cuts at the exact time."""
     try:
         with master.open("rb") as f:
             head = f.read(8)
     except OSError:
-        return 2.0
-    return half_frame if head[4:8] in _ISO_BMFF else 2.0
+        head = b""
+    lead = half_frame if head[4:8] in _ISO_BMFF else 2.0
+    if not seek or at <= lead:
+        return []
+    return ["-seek_timestamp", "1", "-ss", f"{at - lead:.6f}"]
 
 
 def _distorted(width: int, height: int, compare_at: tuple[int, int] | None, subsample: int,
@@ -278,10 +282,7 @@ def _run_span(exe: str, distorted: Path, master: Path, ref_time: float, span: Sp
         inputs += ["-decryption_key", decryption_key.hex()]
     # A damaged rendition fails the measurement instead of scoring its concealment.
     inputs += ["-err_detect", "explode", "-i", str(distorted)]
-    lead = _seek_lead(master, half)
-    if seek and ref_time > lead:
-        inputs += ["-seek_timestamp", "1", "-ss", f"{ref_time - lead:.6f}"]
-    inputs += ["-i", str(master)]
+    inputs += [*_seek_input(master, ref_time, half, seek), "-i", str(master)]
     expected = (span.duration * float(fps) if fps else 1.0) / max(1, subsample)
     return _libvmaf(exe, inputs, graph, log_path, timeout, expected, subsample)
 
@@ -318,10 +319,7 @@ def _compare(exe: str, master: Path, ref_start: float, clips: Sequence[tuple[Pat
     parts = [f"[0:v:0]trim=start={max(0.0, ref_start - half):.6f},{cut},{shown}"
              f"split={len(clips)}" + "".join(f"[{ref}{i}]" for i in range(len(clips)))]
     inputs = ["-copyts"]
-    lead = _seek_lead(master, half)
-    if seek and ref_start > lead:
-        inputs += ["-seek_timestamp", "1", "-ss", f"{ref_start - lead:.6f}"]
-    inputs += ["-i", str(master)]
+    inputs += [*_seek_input(master, ref_start, half, seek), "-i", str(master)]
     logs = []
     threads = max(1, (os.cpu_count() or 1) // 2)
     for i, (clip, width, height) in enumerate(clips):

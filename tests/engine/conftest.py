@@ -16,6 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from engine.leases import claim, holder_id
+from engine.pipeline import Services
+from metadata.jobs import Job, JobRequest, new_job_id
+from metadata.models import Asset, master_key
 from tests.conftest import ROOT, CdlcEnv, kill_group
 from tests.metadata.servers import redis_url, s3_endpoint, wait_port
 
@@ -119,3 +123,16 @@ class Worker:
         # A pool child outlives a main process that died first; left running it
         # would take later tests' tasks from a reused broker database.
         self.kill_group()
+
+
+async def claimed_job(backends: Services, master: Path, asset_id: str,
+                      request: JobRequest) -> Job:
+    """``master`` stored as ``asset_id``'s, its job recorded on the cpu queue and
+    claimed here with a 6 s lease: what a worker holds before it runs or splits it."""
+    await backends.objects.put_file(master_key(asset_id), master)
+    job = Job(id=new_job_id(), asset_id=asset_id, master=master_key(asset_id),
+              request=request, queue="cpu")
+    await backends.store.create_job(Asset(id=asset_id), job)
+    taken = await claim(backends.store, job, holder_id(), 6)
+    assert taken is not None
+    return taken

@@ -27,7 +27,7 @@ from engine.services import open_backends
 from metadata.jobs import Job, JobRequest, new_job_id
 from metadata.models import Asset, JobState, Segment, master_key
 from tests.conftest import ROOT, CdlcEnv, http_status, make_env
-from tests.engine.conftest import Worker
+from tests.engine.conftest import Worker, claimed_job
 from tests.media import ffprobe, make_master
 
 pytestmark = pytest.mark.slow
@@ -202,19 +202,14 @@ def test_a_chunk_that_runs_twice_leaves_one_correct_index(tmp_path: Path, master
         import native
         from engine.chunks import split
         from engine.ladder import plan_ladder
-        from engine.leases import Lease, claim, holder_id
+        from engine.leases import Lease
 
         backends = open_backends(settings)
         try:
-            await backends.objects.put_file(master_key("twice"), master)
-            job = Job(id=new_job_id(), asset_id="twice", master=master_key("twice"),
-                      request=JobRequest(ladder=LADDER, preset="ultrafast", segment_seconds=4),
-                      queue="cpu")
-            await backends.store.create_job(Asset(id="twice"), job)
-            taken = await claim(backends.store, job, holder_id(), 6)
-            assert taken is not None
+            job = await claimed_job(backends, master, "twice", JobRequest(
+                ladder=LADDER, preset="ultrafast", segment_seconds=4))
             info = native.probe(master)
-            async with Lease(backends.store, taken, 6) as lease:
+            async with Lease(backends.store, job, 6) as lease:
                 # A window of two: the rest is queued as parts complete, so a short job
                 # queued behind this one waits for two parts, not for all of them.
                 await split(backends, lease, plan_ladder(info, LADDER), info.duration, 8, 2,
@@ -336,19 +331,14 @@ def test_a_part_that_keeps_failing_fails_the_job_with_its_span(tmp_path: Path,
         import native
         from engine.chunks import split
         from engine.ladder import plan_ladder
-        from engine.leases import Lease, claim, holder_id
+        from engine.leases import Lease
 
         backends = open_backends(settings)
         try:
-            await backends.objects.put_file(master_key("doomed"), master)
-            job = Job(id=new_job_id(), asset_id="doomed", master=master_key("doomed"),
-                      request=JobRequest(ladder=LADDER, preset="ultrafast", segment_seconds=4),
-                      queue="cpu")
-            await backends.store.create_job(Asset(id="doomed"), job)
-            taken = await claim(backends.store, job, holder_id(), 6)
-            assert taken is not None
+            job = await claimed_job(backends, master, "doomed", JobRequest(
+                ladder=LADDER, preset="ultrafast", segment_seconds=4))
             info = native.probe(master)
-            async with Lease(backends.store, taken, 6) as lease:
+            async with Lease(backends.store, job, 6) as lease:
                 await split(backends, lease, plan_ladder(info, LADDER), info.duration, 8, 10,
                             lambda j, n, c: None)
             assert await PartRun(backends, job.id, "c0", lambda j, n, c: None).run() == "done"

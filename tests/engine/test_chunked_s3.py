@@ -19,10 +19,11 @@ import native
 from engine.chunks import PartRun, parts_of, split
 from engine.config import Settings
 from engine.ladder import plan_ladder
-from engine.leases import Lease, claim, holder_id
+from engine.leases import Lease
 from engine.services import Backends, open_backends
-from metadata.jobs import Job, JobRequest, new_job_id
-from metadata.models import Asset, JobState, master_key
+from metadata.jobs import Job, JobRequest
+from metadata.models import JobState, master_key
+from tests.engine.conftest import claimed_job
 from tests.media import make_master
 from tests.metadata.servers import Relay, ServerProcess, make_bucket
 
@@ -51,15 +52,10 @@ def s3_settings(tmp_path: Path, endpoint: str, **extra: object) -> Settings:
 
 async def split_job(backends: Backends, master: Path, asset_id: str) -> Job:
     """The master uploaded, its job recorded and split into parts (audio, c0-c2)."""
-    await backends.objects.put_file(master_key(asset_id), master)
-    job = Job(id=new_job_id(), asset_id=asset_id, master=master_key(asset_id),
-              request=JobRequest(ladder=LADDER, preset="ultrafast", segment_seconds=4),
-              queue="cpu")
-    await backends.store.create_job(Asset(id=asset_id), job)
-    taken = await claim(backends.store, job, holder_id(), 6)
-    assert taken is not None
+    job = await claimed_job(backends, master, asset_id, JobRequest(
+        ladder=LADDER, preset="ultrafast", segment_seconds=4))
     info = native.probe(master)
-    async with Lease(backends.store, taken, 6) as lease:
+    async with Lease(backends.store, job, 6) as lease:
         await split(backends, lease, plan_ladder(info, LADDER), info.duration, 8, 10,
                     lambda j, n, c: None)
     return job

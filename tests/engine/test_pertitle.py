@@ -18,7 +18,6 @@ import native
 from engine.chunks import PartRun, maybe_split, parts_of
 from engine.config import Settings
 from engine.ladder import plan_ladder
-from engine.leases import claim, holder_id
 from engine.pertitle import (
     MIN_STEP,
     PEAK,
@@ -30,9 +29,10 @@ from engine.pertitle import (
 from engine.pipeline import to_models
 from engine.services import open_backends
 from engine.vmaf import Span, measure_rendition
-from metadata.jobs import Job, JobRequest, RequestError, new_job_id
-from metadata.models import Asset, JobState, master_key
+from metadata.jobs import JobRequest, RequestError
+from metadata.models import JobState
 from tests.conftest import ROOT, make_env
+from tests.engine.conftest import claimed_job
 from tests.media import ffmpeg
 
 
@@ -237,13 +237,9 @@ def test_a_chunked_job_analyses_once_and_keeps_the_analysis(
     async def run() -> None:
         backends = open_backends(settings)
         try:
-            await backends.objects.put_file(master_key("pt"), master)
-            job = Job(id=new_job_id(), asset_id="pt", master=master_key("pt"), queue="cpu",
-                      request=JobRequest(ladder="auto", segment_seconds=2))
-            await backends.store.create_job(Asset(id="pt"), job)
-            taken = await claim(backends.store, job, holder_id(), 6)
-            assert taken is not None
-            assert await maybe_split(backends, taken, 2.0, 9, lambda j, n, c: None) is None
+            job = await claimed_job(backends, master, "pt",
+                                    JobRequest(ladder="auto", segment_seconds=2))
+            assert await maybe_split(backends, job, 2.0, 9, lambda j, n, c: None) is None
             stored = await backends.store.get_job(job.id)
             assert stored is not None
             plan = stored.chunks["plan"]

@@ -17,7 +17,7 @@ import native
 from engine.chunks import PartRun, parts_of, split
 from engine.config import Settings
 from engine.ladder import plan_ladder
-from engine.leases import Lease, claim, holder_id
+from engine.leases import Lease
 from engine.pipeline import to_models
 from engine.services import open_backends
 from engine.vmaf import (
@@ -31,9 +31,10 @@ from engine.vmaf import (
     with_vmaf,
 )
 from metadata import open_store
-from metadata.jobs import Job, JobRequest, RequestError, new_job_id
-from metadata.models import Asset, JobState, Rendition, Segment, master_key
+from metadata.jobs import JobRequest, RequestError
+from metadata.models import Asset, JobState, Rendition, Segment
 from tests.conftest import make_env
+from tests.engine.conftest import claimed_job
 from tests.media import joined, make_master
 
 
@@ -224,15 +225,10 @@ def test_a_chunked_job_measures_its_stitched_renditions(tmp_path: Path) -> None:
     async def run() -> None:
         backends = open_backends(settings)
         try:
-            await backends.objects.put_file(master_key("ch"), master)
-            job = Job(id=new_job_id(), asset_id="ch", master=master_key("ch"), queue="cpu",
-                      request=JobRequest(ladder=ladder, preset="ultrafast", segment_seconds=2,
-                                         vmaf=True))
-            await backends.store.create_job(Asset(id="ch"), job)
-            taken = await claim(backends.store, job, holder_id(), 6)
-            assert taken is not None
+            job = await claimed_job(backends, master, "ch", JobRequest(
+                ladder=ladder, preset="ultrafast", segment_seconds=2, vmaf=True))
             info = native.probe(master)
-            async with Lease(backends.store, taken, 6) as lease:
+            async with Lease(backends.store, job, 6) as lease:
                 await split(backends, lease, plan_ladder(info, ladder), info.duration, 4, 9,
                             lambda j, n, c: None)
             stored = await backends.store.get_job(job.id)

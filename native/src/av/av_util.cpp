@@ -31,6 +31,10 @@ std::string shown_path(const std::string& path) {
     return is_url(path) ? path.substr(0, path.find('?')) : path;
 }
 
+void remote_read_failed(const std::string& path, const std::string& what, int err) {
+    throw IOError("reading " + shown_path(path) + " " + what, err);
+}
+
 namespace {
 
 AVDictionary* remote_options(double timeout) {
@@ -62,7 +66,7 @@ FormatPtr open_input(const std::string& path, double remote_timeout) {
     if (ret < 0 && remote) {
         // Unreachable, refused, timed out, 403/404/5xx: the store's fault or the
         // network's, for another attempt to try; never "not media".
-        throw IOError("reading " + shown_path(path) + " failed: " + av_error_text(ret), ret);
+        remote_read_failed(path, "failed: " + av_error_text(ret), ret);
     }
     if (ret < 0) {
         // Random bytes and truncated containers both end here; libavformat says
@@ -76,8 +80,7 @@ FormatPtr open_input(const std::string& path, double remote_timeout) {
     FormatPtr fmt(raw);
     ret = avformat_find_stream_info(fmt.get(), nullptr);
     if (remote && fmt->pb && fmt->pb->error < 0)
-        throw IOError("reading " + shown_path(path) + " failed: " + av_error_text(fmt->pb->error),
-                      fmt->pb->error);
+        remote_read_failed(path, "failed: " + av_error_text(fmt->pb->error), fmt->pb->error);
     if (ret < 0)
         throw InvalidDataError("read stream info failed for " + path + ": " + av_error_text(ret), ret);
     bool any = false;

@@ -62,6 +62,10 @@ FormatPtr open_input(const std::string& path, double remote_timeout = 0.0);
 bool is_url(const std::string& path);
 std::string shown_path(const std::string& path);
 
+// A failed read of the remote input `path`: IOError "reading <path, no query> <what>"
+// (a fault of the store or the network, for another attempt to try).
+[[noreturn]] void remote_read_failed(const std::string& path, const std::string& what, int err);
+
 // Clockwise display rotation (0/90/180/270) from the stream's display matrix
 // (ISO/IEC 14496-12 §8.2.2.3 tkhd matrix, surfaced by libavformat as side data).
 int stream_rotation(const AVStream* stream);

@@ -38,21 +38,19 @@ void Pipeline::check_remote_read(int ret) const {
     // master's (the planner read it whole): an IOError for another attempt, never
     // the end of the master (a span cut short would pass for whole) nor corrupt
     // data (which would fail the job for good).
-    if (!av::is_url(cfg_.input) || cfg_.remote_timeout <= 0) return;
+    if (!remote()) return;
     const int err = fmt_->pb && fmt_->pb->error < 0 ? fmt_->pb->error : ret;
     if (err >= 0 || err == AVERROR_EOF) return;
     const std::string why = av::recent_errors(fmt_->iformat->name);
-    throw IOError("reading " + av::shown_path(cfg_.input) + " failed: " + av_error_text(err) +
-                      (why.empty() ? "" : " (" + why + ")"),
-                  err);
+    av::remote_read_failed(cfg_.input, "failed: " + av_error_text(err) + (why.empty() ? "" : " (" + why + ")"),
+                           err);
 }
 
 void Pipeline::check_remote_end() const {
     // libavformat's mov demuxer takes a refused reconnection on its seek to the
     // next sample for the end of the file ("partial file", then EOF, no error on
     // the context): over http, an end before the master's own is a failed read.
-    if (!av::is_url(cfg_.input) || cfg_.remote_timeout <= 0 || master_seconds_ <= 0) return;
-    constexpr double kSlack = 0.5;  // container durations vs the frames there are
+    if (!remote() || master_seconds_ <= 0) return;
     double want = 0, got = 0;
     if (cfg_.video) {
         if (video_done_) return;  // the span's end was reached
@@ -67,10 +65,10 @@ void Pipeline::check_remote_end() const {
         want = cfg_.span_end > 0 ? std::min(cfg_.span_end, end) : end;
         got = audio_seconds_ + 0.1;  // the last packet's start, not its end
     }
-    if (got + kSlack >= want) return;
-    throw IOError("reading " + av::shown_path(cfg_.input) + " ended at " + seconds_text(got) +
-                      " of " + seconds_text(want) + ": a read failed (the connection dropped)",
-                  AVERROR(EIO));
+    if (got + kRemoteEndSlack >= want) return;
+    av::remote_read_failed(cfg_.input, "ended at " + seconds_text(got) + " of " + seconds_text(want) +
+                                           ": a read failed (the connection dropped)",
+                           AVERROR(EIO));
 }
 
 [[noreturn]] void Pipeline::read_failed(int ret) {

@@ -69,6 +69,11 @@ private:
     // decode.cpp
     void report_progress();
     [[noreturn]] void read_failed(int ret);
+    // The input is an http(s) URL read remotely (TranscodeConfig::remote_timeout).
+    bool remote() const { return cfg_.remote_timeout > 0 && av::is_url(cfg_.input); }
+    // How far short of the master's stated end a remote read may stop (container
+    // durations against the frames there are) before it counts as a failed read.
+    static constexpr double kRemoteEndSlack = 0.5;
     void check_remote_read(int ret) const;
     void check_remote_end() const;
     void note_audio(const AVPacket* pkt);

@@ -99,12 +99,11 @@ void Pipeline::seek_to_span() {
             // No clean picture from here on: past the end, or (MPEG-TS seeks by
             // bytes) inside a GOP whose keyframe lies further back. Over http,
             // before the master's end: a read that failed (check_remote_end).
-            if (av::is_url(cfg_.input) && cfg_.remote_timeout > 0 &&
-                cfg_.span_start + 0.5 < master_seconds_)
-                throw IOError("reading " + av::shown_path(cfg_.input) + " found no picture after " +
-                                  seconds_text(cfg_.span_start) + " of " +
-                                  seconds_text(master_seconds_) + ": a read failed",
-                              AVERROR(EIO));
+            if (remote() && cfg_.span_start + kRemoteEndSlack < master_seconds_)
+                av::remote_read_failed(cfg_.input, "found no picture after " + seconds_text(cfg_.span_start) +
+                                                       " of " + seconds_text(master_seconds_) +
+                                                       ": a read failed",
+                                       AVERROR(EIO));
             if (at < origin || attempt >= 12)
                 throw std::invalid_argument("span start " + seconds_text(cfg_.span_start) +
                                             " is at or past the end of " + cfg_.input);
