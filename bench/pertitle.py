@@ -1,6 +1,6 @@
 """Per-title ladder benchmark: ``--ladder auto`` against the fixed ladder, same run.
 
-    .venv/bin/python -m bench.pertitle [--seconds 20] [--long-seconds 600] [--json OUT]
+    .venv/bin/python -m bench.pertitle [--seconds 20] [--long-seconds 60,120,600] [--json OUT]
 
 Five sources of different difficulty (made once with Debian's ffmpeg, cached in
 bench/.cache; 1280x720 25 fps, x264 CRF 16 mezzanines with 2 s GOPs):
@@ -20,9 +20,10 @@ the engine stores) and upscaled to the source's size (the curve the BD-rate is
 drawn from, as rate-quality curves across sizes are). Bits are the rung's measured
 average bitrate (segment bytes over duration).
 
-``--long-seconds N`` also times the analysis against the per-title encode on an N s
-testsrc2 title (no VMAF of the whole): the analysis is bounded (at most MAX_SPANS
-spans of 1 s) while the encode grows with the title, so its share falls there.
+``--long-seconds N[,N...]`` also times the analysis against the per-title encode on
+testsrc2 titles that long (no VMAF of the whole): the analysis takes one span a
+minute, at most MAX_SPANS, while the encode grows with the title, so its share
+falls with length.
 
 BD-rate (Bjontegaard): log10(bitrate) fitted as a polynomial of VMAF (cubic with
 four or more rungs, of degree rungs - 1 below that), both ladders' fits integrated
@@ -214,7 +215,7 @@ def _fmt(value: float | None, spec: str = "+.1f") -> str:
 
 
 def report(results: list[dict[str, Any]], seconds: int,
-           long: dict[str, Any] | None = None) -> tuple[str, bool]:
+           longs: list[dict[str, Any]] | None = None) -> tuple[str, bool]:
     lines = [f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
              f"{os.cpu_count()} cores; sources {W}x{H} {FPS} fps, {seconds} s (bbb: its own "
              f"5.3 s); preset {PRESET}, GOP {GOP_SECONDS:g} s; VMAF over the whole clip, "
@@ -260,12 +261,14 @@ def report(results: list[dict[str, Any]], seconds: int,
               f"{min(res['top_delta'] for res in results):+.2f}): "
               f"{'met' if top_ok else 'NOT met'}; analysis <= 15% of the encode (worst "
               f"{max(an_ratios):.0%}): {'met' if time_ok else 'NOT met'}."]
-    if long is not None:
-        lines += ["", f"Long title ({long['source']}, {long['duration']:g} s): analysis "
-                  f"{long['analysis_seconds']:.1f} s ({long['spans']} spans) against the "
-                  f"per-title encode's {long['encode_seconds']:.1f} s: "
-                  f"{long['ratio']:.1%} ({'within' if long['ratio'] <= 0.15 else 'over'} "
-                  f"15%)."]
+    if longs:
+        lines += ["", "| longer title | spans | analysis s | per-title encode s | "
+                  "analysis / encode |", "|---|---:|---:|---:|---:|"]
+        for long in longs:
+            lines.append(f"| {long['source']} {long['duration']:g} s | {long['spans']} | "
+                         f"{long['analysis_seconds']:.1f} | {long['encode_seconds']:.1f} | "
+                         f"{long['ratio']:.1%} ({'within' if long['ratio'] <= 0.15 else 'over'}"
+                         f" 15%) |")
     return "\n".join(lines), met
 
 
@@ -273,21 +276,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--sources", default="slides,talking,testsrc2,noise,bbb")
-    parser.add_argument("--long-seconds", type=int, default=0,
-                        help="also time the analysis against the encode of a testsrc2 "
-                             "title this long (0: not)")
+    parser.add_argument("--long-seconds", default="",
+                        help="also time the analysis against the encode of testsrc2 "
+                             "titles this long (seconds, comma-separated)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     results = []
-    long = None
+    longs: list[dict[str, Any]] = []
+    lengths = [int(x) for x in args.long_seconds.split(",") if x.strip()]
     with tempfile.TemporaryDirectory(prefix="cdlc-pertitle-") as tmp:
         for name in args.sources.split(","):
             print(f"{name}...", flush=True)
             results.append(run_source(name, args.seconds, Path(tmp) / name))
-        if args.long_seconds > 0:
-            print(f"testsrc2, {args.long_seconds} s...", flush=True)
-            long = run_long("testsrc2", args.long_seconds, Path(tmp) / "long")
-    text, _ = report(results, args.seconds, long)
+        for length in lengths:
+            print(f"testsrc2, {length} s...", flush=True)
+            longs.append(run_long("testsrc2", length, Path(tmp) / f"long{length}"))
+    text, _ = report(results, args.seconds, longs)
     print(text)
     if args.json is not None:
         def plain(o: Any) -> Any:
@@ -295,7 +299,7 @@ def main() -> int:
                 return o.__dict__
             raise TypeError(type(o).__name__)
 
-        args.json.write_text(json.dumps({"sources": results, "long": long}, default=plain,
+        args.json.write_text(json.dumps({"sources": results, "long": longs}, default=plain,
                                         indent=1))
     return 0
 

@@ -27,7 +27,9 @@ with the two methods of ``DeliverySink`` (metadata/event_log_delivery.py has the
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,21 +145,90 @@ async def ingest(path: Path, sink: DeliverySink, *, attempts: int = 5) -> LogSli
     """Read what ``path`` gained since its last ingest and add it to ``sink``;
     the slice read (``lines == 0``: nothing new). LogUnreadable when the file
     cannot be read."""
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise LogUnreadable(f"{path}: {exc.strerror or exc}") from exc
+    with f:
+        return await ingest_file(f, sink, name=str(path), attempts=attempts)
+
+
+async def ingest_file(f: BinaryIO, sink: DeliverySink, *, name: str,
+                      attempts: int = 5) -> LogSlice:
+    """``ingest`` of a file already open (``name`` for messages): a follower keeps
+    the file it read last open, so a rotated-away log can still be read to its end."""
     for _ in range(attempts):
         try:
-            with open(path, "rb") as f:
-                file_id = file_identity(f)
-                if file_id is None:
-                    return LogSlice("", 0, 0)
-                start = await sink.offset(file_id)
-                size = f.seek(0, 2)
-                if start > size:  # shorter than what was read of it: nothing new
-                    return LogSlice(file_id, start, start)
-                got = read_slice(f, file_id, start)
+            file_id = file_identity(f)
+            if file_id is None:
+                return LogSlice("", 0, 0)
+            start = await sink.offset(file_id)
+            size = f.seek(0, 2)
+            if start > size:  # shorter than what was read of it: nothing new
+                return LogSlice(file_id, start, start)
+            got = read_slice(f, file_id, start)
         except OSError as exc:
-            raise LogUnreadable(f"{path}: {exc.strerror or exc}") from exc
+            raise LogUnreadable(f"{name}: {exc.strerror or exc}") from exc
         if got.end == start or await sink.ingest(file_id, start, got.end, got.counts):
             return got
         # Another ingest moved the offset meanwhile: read on from where it is now.
-    raise LogUnreadable(f"{path}: the offset kept moving under {attempts} attempts "
+    raise LogUnreadable(f"{name}: the offset kept moving under {attempts} attempts "
                         "(another ingest of this file is running)")
+
+
+class LogFollower:
+    """Ingests one log path again and again (``step``), across rotation.
+
+    It keeps the file it read last open. When the path names another file (a
+    rename and nginx's reopen on USR1, as logrotate does it), the held file is
+    read once more to its end, which holds what nginx wrote there until it
+    reopened, and then let go; the new file is read from its start. While the
+    path names nothing (renamed, not yet reopened), the held file is still read:
+    nginx writes there until it reopens. A log truncated in place (copytruncate)
+    is a new identity and is read from its start; what was written to it between
+    the last step and the truncation is lost, as with any reader of such a log."""
+
+    def __init__(self, path: Path, sink: DeliverySink) -> None:
+        self.path, self.sink = path, sink
+        self._held: BinaryIO | None = None
+        self._held_key: tuple[int, int] | None = None
+
+    async def step(self) -> list[LogSlice]:
+        """The slices ingested by this step (those with new lines). LogUnreadable
+        when the path cannot be read, except while it is missing and a held file
+        is read instead; errors of the sink pass through (the next step retries:
+        offsets move only with their counts)."""
+        try:
+            st = os.stat(self.path)
+            current: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            if self._held is None:
+                raise LogUnreadable(f"{self.path}: No such file or directory") from None
+            current = None
+        except OSError as exc:
+            raise LogUnreadable(f"{self.path}: {exc.strerror or exc}") from exc
+        out: list[LogSlice] = []
+        if self._held is not None and current != self._held_key:
+            out.append(await ingest_file(self._held, self.sink, name=f"{self.path} (rotated)"))
+            if current is None:
+                return [s for s in out if s.lines]
+            self._release()
+        if self._held is None:
+            if not stat.S_ISREG(st.st_mode):  # a FIFO would block the open
+                raise LogUnreadable(f"{self.path}: not a regular file")
+            try:
+                f = open(self.path, "rb")
+            except OSError as exc:
+                raise LogUnreadable(f"{self.path}: {exc.strerror or exc}") from exc
+            st = os.fstat(f.fileno())
+            self._held, self._held_key = f, (st.st_dev, st.st_ino)
+        out.append(await ingest_file(self._held, self.sink, name=str(self.path)))
+        return [s for s in out if s.lines]
+
+    def _release(self) -> None:
+        if self._held is not None:
+            self._held.close()
+        self._held = self._held_key = None
+
+    def close(self) -> None:
+        self._release()

@@ -9,9 +9,11 @@ before any of them load (engine/copy_run.py).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -700,8 +702,14 @@ def nginx_config_cmd(origin: str, listen: str, cache_dir: Path, foreground: bool
 
 @cdn_app.command("ingest-log")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def ingest_log_cmd(file: Path, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (with --follow: one per line, per ingest).")
+@click.option("--follow", is_flag=True,
+              help="Keep ingesting what the file gains, across rotation (rename and "
+                   "reopen), until SIGTERM or SIGINT.")
+@click.option("--every", type=click.FloatRange(min=0.05), default=10.0, show_default=True,
+              help="With --follow: seconds between ingests.")
+def ingest_log_cmd(file: Path, as_json: bool, follow: bool, every: float) -> None:
     """Add the edge-delivered bytes of an edge access log (the cdlc_edge format of
     `cdlc cdn nginx-config`) to the stats, per asset and hour. Lines already
     ingested are not counted again (a file that grew adds its new lines only);
@@ -712,6 +720,22 @@ def ingest_log_cmd(file: Path, as_json: bool) -> None:
     from metadata.event_log_delivery import open_delivery_ledger
 
     settings = load_settings()
+
+    def show(got: LogSlice) -> None:
+        if as_json:
+            print(json.dumps({"file": str(file), "lines": got.lines,
+                              "delivered_lines": got.delivered_lines,
+                              "bad_lines": got.bad_lines, "bytes": got.bytes,
+                              "assets": sorted(got.assets), "bytes_by_cache": got.by_cache,
+                              "offset": got.end}), flush=True)
+            return
+        print(f"{file}: {got.lines} new lines, {got.delivered_lines} deliveries, "
+              f"{got.bytes} bytes to {len(got.assets)} assets, {got.bad_lines} bad lines "
+              "skipped", flush=True)
+
+    if follow:
+        asyncio.run(_follow_log(file, settings, every, show))
+        return
 
     async def go() -> LogSlice:
         ledger = open_delivery_ledger(settings.events, settings.data_dir)
@@ -726,14 +750,72 @@ def ingest_log_cmd(file: Path, as_json: bool) -> None:
         fail(f"cannot ingest {exc}", 1)
     except Exception as exc:  # the ledger's store (data dir, Redis): one line too
         fail(f"cannot ingest {file}: {type(exc).__name__}: {exc}", 1)
-    if as_json:
-        print(json.dumps({"file": str(file), "lines": got.lines,
-                          "delivered_lines": got.delivered_lines, "bad_lines": got.bad_lines,
-                          "bytes": got.bytes, "assets": sorted(got.assets),
-                          "bytes_by_cache": got.by_cache, "offset": got.end}))
-        return
-    print(f"{file}: {got.lines} new lines, {got.delivered_lines} deliveries, "
-          f"{got.bytes} bytes to {len(got.assets)} assets, {got.bad_lines} bad lines skipped")
+    show(got)
+
+
+async def _follow_log(file: Path, settings: Settings, every: float,
+                      show: Callable[[Any], None]) -> None:
+    """`ingest-log --follow`: a step every ``every`` seconds, one last one on
+    SIGTERM/SIGINT. A failing step (the file missing, the ledger's store out) is
+    a warning, printed when its message changes, and the next step tries again:
+    offsets move only with their counts, so nothing is lost or counted twice. A
+    slow step is not cut short (a large log takes long to read): one that hangs on
+    a hung store is reported, and abandoned only when asked to stop."""
+    import asyncio
+    import signal
+
+    from cdn.access_log import LogFollower, LogUnreadable
+    from metadata.event_log_delivery import open_delivery_ledger
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ledger = open_delivery_ledger(settings.events, settings.data_dir)
+    follower = LogFollower(file, ledger)
+    stopping = asyncio.ensure_future(stop.wait())
+    last_error = ""
+    try:
+        while True:
+            final = stop.is_set()
+            step = asyncio.ensure_future(follower.step())
+            done, _ = await asyncio.wait({step}, timeout=max(2.0, 3 * every))
+            if not done:
+                print(f"cdlc: warning: ingesting {file} is waiting on the ledger's store",
+                      file=sys.stderr, flush=True)
+                await asyncio.wait({step, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():  # asked to stop while it waits: a grace, then go
+                    await asyncio.wait({step}, timeout=5.0)
+            if not step.done():
+                step.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await step
+                print(f"cdlc: stopped with {file} not read to its end (the store did not "
+                      "answer); the next run reads on from there", file=sys.stderr)
+                return
+            try:
+                for got in step.result():
+                    show(got)
+                if last_error:
+                    print(f"cdlc: ingesting {file} again", file=sys.stderr, flush=True)
+                last_error = ""
+            except Exception as exc:  # any failure is a retry at the next step
+                if isinstance(exc, LogUnreadable):
+                    text = f"cannot ingest {exc}"
+                else:
+                    text = f"cannot ingest {file}: {type(exc).__name__}: {exc}"
+                if text != last_error:
+                    print(f"cdlc: warning: {text}; retrying every {every:g} s",
+                          file=sys.stderr, flush=True)
+                last_error = text
+            if final:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(stopping), every)
+    finally:
+        stopping.cancel()
+        follower.close()
+        await ledger.close()
 
 
 @app.command("token")

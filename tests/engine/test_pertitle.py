@@ -206,9 +206,12 @@ def test_a_lower_rung_of_the_large_size_gets_its_own_id() -> None:
     assert rungs[2].height == 720 and rungs[2].bitrate == 800_000
 
 
-def test_analysis_spans_sit_on_whole_seconds_inside_the_master() -> None:
-    assert analysis_spans(20.0) == [Span(10.0, 1.0)]
-    assert analysis_spans(0.5) == [Span(0.0, 1.0)]
+def test_analysis_spans_sit_on_whole_spans_inside_the_master() -> None:
+    # a short title samples a shorter span (a share of itself, at least half a second)
+    assert analysis_spans(20.0) == [Span(10.0, 0.5)]
+    assert analysis_spans(0.3) == [Span(0.0, 0.5)]
+    assert analysis_spans(30.0) == [Span(15.0, 0.75)]
+    assert analysis_spans(150.0) == [Span(25.0, 1.0), Span(75.0, 1.0), Span(125.0, 1.0)]
     spans = analysis_spans(3600.0)
     assert len(spans) == 6 and all(s.start.is_integer() and s.start + 1 <= 3600 for s in spans)
     assert analysis_spans(0.0) == []

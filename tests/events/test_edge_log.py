@@ -203,3 +203,189 @@ async def test_an_unreadable_log_is_one_line_and_exit_1(tmp_path: Path) -> None:
         assert str(path) in lines[0]
     # Nothing was written anywhere.
     assert not (tmp_path / "stats" / "metadata.db").exists()
+
+
+# -- ingest-log --follow: a sidecar beside the edge -----------------------------------
+
+
+@dataclass
+class Follower:
+    """`cdlc cdn ingest-log FILE --follow` running, its output read as it comes."""
+
+    proc: asyncio.subprocess.Process
+    out: list[dict[str, Any]]
+    err: list[str]
+    readers: list[asyncio.Task[None]]
+
+    async def wait_err(self, start: str, after: int = 0, timeout: float = 20.0) -> str:
+        """The first stderr line from index ``after`` on that starts with ``start``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.err[after:]:
+                if line.startswith(start):
+                    return line
+            assert self.proc.returncode is None, f"the follower exited: {self.err}"
+            assert time.monotonic() < deadline, f"no {start!r} on stderr: {self.err}"
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> int:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+        rc = await asyncio.wait_for(self.proc.wait(), 15)
+        await asyncio.gather(*self.readers)
+        return rc
+
+
+async def follow(path: Path, data_dir: Path, **env_extra: str) -> Follower:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDLC_")}
+    env.update(CDLC_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT), **env_extra)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "engine.cli", "cdn", "ingest-log", str(path), "--follow",
+        "--every", "0.2", "--json", cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out: list[dict[str, Any]] = []
+    err: list[str] = []
+
+    async def read(stream: asyncio.StreamReader | None, sink: Any) -> None:
+        assert stream is not None
+        async for raw in stream:
+            sink(raw.decode().rstrip("\n"))
+
+    readers = [asyncio.create_task(read(proc.stdout, lambda s: out.append(json.loads(s)))),
+               asyncio.create_task(read(proc.stderr, err.append))]
+    return Follower(proc, out, err, readers)
+
+
+async def until(check: Any, want: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (got := await check()) != want:
+        assert time.monotonic() < deadline, f"{got} != {want}"
+        await asyncio.sleep(0.1)
+
+
+async def test_follow_counts_every_line_once_across_rotation(stack: Stack) -> None:
+    """Lines are counted while nginx writes them, with no second command; a log
+    renamed away (what nginx wrote there before reopening included) and its new
+    file are both read to the end, once."""
+    async def edge_bytes() -> int:
+        return int((await stack.stats())["delivered_bytes_edge"])
+
+    log = stack.edge.access_log
+    follower = await follow(log, stack.stats_dir)
+    try:
+        total = 0
+        for path in stack.segments:
+            status, body, _ = await stack.get(path)
+            assert status == 200
+            total += len(body)
+        await until(edge_bytes, total)
+
+        rotated = log.with_name("access.log.1")
+        log.rename(rotated)                        # logrotate's rename ...
+        status, first, _ = await stack.get(stack.segments[0])   # still into the old file
+        assert status == 200
+        await asyncio.sleep(0.6)                   # a step or two find no file at the path
+        stack.edge.reopen_logs()                   # ... and nginx's reopen
+        deadline = time.monotonic() + 10
+        while not log.exists():
+            assert time.monotonic() < deadline, "nginx did not reopen its log"
+            await asyncio.sleep(0.02)
+        status, second, _ = await stack.get(stack.segments[1])  # into the new file
+        assert status == 200
+        total += len(first) + len(second)
+        await until(edge_bytes, total)
+        assert len(rotated.read_text().splitlines()) == len(stack.segments) + 1
+        assert len(log.read_text().splitlines()) == 1
+    finally:
+        rc = await follower.stop()
+    assert rc == 0, follower.err
+    assert sum(d["bytes"] for d in follower.out) == total
+    assert follower.err == [], follower.err
+    assert (await stack.stats())["delivered_bytes_edge"] == total
+
+
+async def test_follow_rides_out_its_store_killed_and_hung(stack: Stack) -> None:
+    """The ledger on Redis: killed, the follower warns in one line and keeps
+    going; back (empty), the file is counted into it once; hung, the follower
+    says it is waiting and goes on when it answers. SIGTERM ends it with 0."""
+    from metadata.event_log_delivery import RedisDeliveryLedger
+    from tests.metadata.servers import own_redis
+
+    redis = own_redis().start()
+    port = redis.port
+
+    async def edge_bytes() -> int:
+        ledger = RedisDeliveryLedger.from_url(redis.url)
+        try:
+            return sum(v.get("edge", 0) for v in (await ledger.delivered(ASSET)).values())
+        finally:
+            await ledger.close()
+
+    follower = await follow(stack.edge.access_log, stack.stats_dir, CDLC_EVENTS=redis.url)
+    try:
+        sizes = []
+        for path in stack.segments[:3]:
+            status, body, _ = await stack.get(path)
+            assert status == 200
+            sizes.append(len(body))
+        await until(edge_bytes, sizes[0] + sizes[1] + sizes[2])
+
+        redis.kill()
+        status, body, _ = await stack.get(stack.segments[3])
+        assert status == 200
+        sizes.append(len(body))
+        line = await follower.wait_err("cdlc: warning: cannot ingest")
+        assert str(stack.edge.access_log) in line and "retrying" in line
+        marks = len(follower.err)
+        redis = own_redis(port).start()            # back, and empty
+        await follower.wait_err("cdlc: ingesting", after=marks)
+        await until(edge_bytes, sum(sizes))        # the whole file, once, into the new one
+
+        redis.pause()                              # hung: accepts, never answers
+        status, body, _ = await stack.get(stack.segments[4])
+        assert status == 200
+        sizes.append(len(body))
+        await follower.wait_err("cdlc: warning: ingesting", after=marks)
+        redis.resume()
+        await until(edge_bytes, sum(sizes))
+        assert follower.proc.returncode is None
+    finally:
+        rc = await follower.stop()
+        redis.stop()
+    assert rc == 0, follower.err
+    assert not any("Traceback" in ln for ln in follower.err), follower.err
+
+
+async def test_follow_waits_for_a_log_that_is_not_there_yet(stack: Stack,
+                                                            tmp_path: Path) -> None:
+    status, body, _ = await stack.get(stack.segments[0])
+    assert status == 200
+    real = (await stack.log_lines(1))[0]
+    later = tmp_path / "later.log"
+    other = tmp_path / "other-stats"
+    follower = await follow(later, other)
+    try:
+        line = await follower.wait_err("cdlc: warning: cannot ingest")
+        assert str(later) in line and "No such file" in line
+        later.write_text(real + "\n")
+        deadline = time.monotonic() + 20
+        while not follower.out:
+            assert time.monotonic() < deadline, follower.err
+            await asyncio.sleep(0.05)
+    finally:
+        rc = await follower.stop()
+    assert rc == 0
+    assert [(d["lines"], d["bytes"]) for d in follower.out] == [(1, len(body))]
+    assert len(follower.err) == 2 and follower.err[1].startswith("cdlc: ingesting")
+
+
+async def test_follow_refuses_a_bad_interval(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDLC_")}
+    env.update(CDLC_DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "engine.cli", "cdn", "ingest-log", str(tmp_path / "x.log"),
+        "--follow", "--every", "0", cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2 and out == b""
+    assert "--every" in err.decode() and "Traceback" not in err.decode()
