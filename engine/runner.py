@@ -118,14 +118,19 @@ async def _shielded(lease: Lease, **changes: object) -> None:
         log.exception("could not record the end of job %s", lease.job.id)
 
 
+def _local_file(services: Services, job: Job) -> Path | None:
+    """The master's file when it is one here: a local path, or a key of a local
+    store."""
+    if job.master.startswith("/"):
+        return Path(job.master)
+    return services.objects.local_path(job.master)
+
+
 @contextlib.asynccontextmanager
 async def local_master(services: Services, job: Job) -> AsyncIterator[Path]:
     """The job's master as a local file: a local path as it is, an object key from
     a local store as its file, else fetched into the work dir for this attempt."""
-    if job.master.startswith("/"):
-        yield Path(job.master)
-        return
-    found = services.objects.local_path(job.master)
+    found = _local_file(services, job)
     if found is not None:
         yield found
         return
@@ -153,7 +158,7 @@ async def span_master(services: Services, job: Job) -> AsyncIterator[Path | str]
     bytes, not a download of the whole master), else downloaded as
     ``local_master`` does. The URL is a credential: scrub it from what is shown
     (``scrubbed``)."""
-    if not job.master.startswith("/") and services.objects.local_path(job.master) is None:
+    if _local_file(services, job) is None:
         url = await services.objects.read_url(job.master, READ_URL_SECONDS)
         if url is not None:
             yield url
