@@ -1,5 +1,5 @@
-"""Run an nginx edge rendered by cdn/nginx.py as a child process (tests, benchmarks,
-`cdlc demo`). Production runs `nginx -c FILE` under its own supervisor instead.
+"""Run an nginx edge rendered by cdn/nginx.py as a child process (tests and
+benchmarks). Production runs `nginx -c FILE` under its own supervisor instead.
 
 This module imports nothing of ours except its sibling cdn/nginx.py.
 """
