@@ -11,14 +11,17 @@ from urllib.parse import quote
 
 @contextlib.contextmanager
 def harness_page(browser_context: Any, page_origin: str, player: str,
-                 src: str) -> Iterator[Any]:
+                 src: str, start: str = "") -> Iterator[Any]:
     """The page with ``player`` on ``src``, once the player has its manifest; the
-    page's last console lines are printed when the test fails inside."""
+    page's last console lines are printed when the test fails inside. ``start``:
+    the codec family (e.g. ``av01``) hls.js begins with."""
     page = browser_context.new_page()
     console: list[str] = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    first = f"&start={quote(start, safe='')}" if start else ""
     try:
-        page.goto(f"{page_origin}/player.html?player={player}&src={quote(src, safe='')}")
+        page.goto(f"{page_origin}/player.html?player={player}&src={quote(src, safe='')}"
+                  + first)
         page.wait_for_function("E2E.ready", timeout=20_000)
         yield page
     except BaseException:

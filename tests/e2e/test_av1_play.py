@@ -22,9 +22,12 @@ from tests.media import make_master
 # report the codec of what plays.
 PIN = {
     "hlsjs": """() => {
-        const levels = window.hls.levels;
-        window.hls.currentLevel = levels.findIndex((l) => (l.videoCodec || '').startsWith('av01'));
-        return levels.map((l) => l.videoCodec);
+        const hls = window.hls;
+        const av1 = hls.levels.findIndex((l) => (l.videoCodec || '').startsWith('av01'));
+        // Set again while it loads, currentLevel aborts that load and the restart
+        // can find no SourceBuffer (hls.js 1.7): pin only a level not loading.
+        if (hls.loadLevel !== av1) hls.currentLevel = av1;
+        return hls.levels.map((l) => l.videoCodec);
     }""",
     "dashjs": """() => {
         const p = window.dashPlayer;
@@ -85,8 +88,10 @@ def test_av1_rendition_plays_from_the_manifest_that_offers_h264(
     av1_origin: str, browser_context: Any, page_origin: str, player: str, manifest: str,
     tmp_path: Path,
 ) -> None:
-    with harness_page(browser_context, page_origin, player,
-                      f"{av1_origin}/{manifest}") as page:
+    # hls.js keeps the codec family it starts on (switching families in one
+    # SourceBuffer fails to append): its videoPreference starts it on AV1.
+    with harness_page(browser_context, page_origin, player, f"{av1_origin}/{manifest}",
+                      start="av01" if player == "hlsjs" else "") as page:
         # Shaka keeps one codec family of a manifest (its own choice, AV1 here by
         # bandwidth); dash.js and hls.js list both.
         offered = page.evaluate(PIN[player])

@@ -296,7 +296,7 @@ def test_faults_of_the_analysis_end_the_job_in_one_line(masters: dict[str, Path]
     status = json.loads(env.run("status", "nq", "--json").stdout)
     assert status["state"] == "failed" and status["renditions"] == []
     del env.env["IMAGEIO_FFMPEG_EXE"]
-    # Two 1 s spans of a 60 s master at the medium preset: seconds of analysis.
+    # A 1 s span of a 60 s master at the medium preset: seconds of analysis.
     long = source(tmp_path / "long.mp4", "testsrc2=size=640x360:rate=25", seconds=60)
     log = tmp_path / "ingest.log"
     with log.open("wb") as sink:

@@ -57,8 +57,15 @@ function loadScript(src) {
 const players = {
   async hlsjs() {
     await loadScript('/lib/hls.min.js');
-    const hls = new Hls({enableWorker: true, capLevelToPlayerSize: false});
-    hls.on(Hls.Events.ERROR, (_, d) => fail(d.fatal, 'hls.js ' + d.type + ' ' + d.details));
+    // ?start=CODEC: the codec family hls.js is to pick (its videoPreference). It
+    // keeps the family it starts on: a level of another family appended to the
+    // first one's SourceBuffer fails (bufferAppendError).
+    const start = params.get('start');
+    const hls = new Hls({enableWorker: true, capLevelToPlayerSize: false,
+                         ...(start ? {videoPreference: {videoCodec: start}} : {})});
+    hls.on(Hls.Events.ERROR, (_, d) => fail(d.fatal, 'hls.js ' + d.type + ' ' + d.details +
+      (d.frag ? ' (level ' + d.frag.level + ' fragment ' + d.frag.sn + ')' : '') +
+      (d.error ? ': ' + d.error.message : '')));
     hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => {
       E2E.switches.push(hls.levels[d.level].height);
       note('hls.js level ' + d.level);
