@@ -1,13 +1,16 @@
 """Live asset changes for the console: ``GET /v1/live``, a server-sent events
 stream (HTML Living Standard §9.2, text/event-stream).
 
-One poller per origin process reads the asset rows once a second while anyone
-listens (an asset row mirrors its current job's state and progress) and sends
-each listener only what changed: first an ``event: snapshot`` with every asset,
-then ``event: asset`` with an asset whose state, progress, error or published
-version moved, and ``event: deleted`` with ``{"id": ...}`` for one that is gone. A
-comment line every ``heartbeat`` seconds keeps proxies from closing an idle
-stream. The page reconnects by itself (EventSource) and gets a fresh snapshot.
+One poller per origin process reads the asset rows (the first ``max_assets``,
+10,000, by id) once a second while anyone listens (an asset row mirrors its
+current job's state and progress) and sends each listener only what changed:
+first an ``event: snapshot`` with every asset, then ``event: asset`` with an asset
+whose state, progress, error or published version moved, and ``event: deleted``
+with ``{"id": ...}`` for one that is gone. With more assets than that, one pushed
+past the window by a new asset sorting before it is not reported (it is not
+deleted), and a listener keeps its last row. A comment line every ``heartbeat``
+seconds keeps proxies from closing an idle stream. The page reconnects by itself
+(EventSource) and gets a fresh snapshot.
 
 Auth: the API key, as the ``Authorization`` header or ``?key=`` (EventSource
 cannot set headers).
@@ -53,16 +56,20 @@ class LiveAssets:
         self._task: asyncio.Task[None] | None = None
         self._first = asyncio.Event()
 
-    async def _all(self) -> list[Asset]:
+    async def _all(self) -> tuple[list[Asset], str | None]:
+        """The first ``max_assets`` assets by id, and the last id of that window when
+        more may follow it (None: these are all)."""
         out: list[Asset] = []
         after: str | None = None
-        while len(out) < self.max_assets:
-            page = await self.application.list_assets(limit=500, after=after)
+        while True:
+            want = min(500, self.max_assets - len(out))
+            page = await self.application.list_assets(limit=want, after=after)
             out += page
-            if len(page) < 500:
-                break
+            if len(page) < want:
+                return out, None
+            if len(out) >= self.max_assets:
+                return out, out[-1].id
             after = page[-1].id
-        return out
 
     async def _run(self) -> None:
         while self._listeners:
@@ -75,7 +82,7 @@ class LiveAssets:
         self._task = None
 
     async def _tick(self) -> None:
-        assets = await self._all()
+        assets, window_end = await self._all()
         current = {a.id: (_fingerprint(a), a) for a in assets}
         changes: list[tuple[str, Any]] = []
         for asset_id, (fp, a) in current.items():
@@ -83,7 +90,10 @@ class LiveAssets:
             if old is None or old[0] != fp:
                 changes.append(("asset", asset_json(a)))
         for asset_id in self._known.keys() - current.keys():
-            changes.append(("deleted", {"id": asset_id}))
+            # Past a full window an asset may only have been pushed out of it (a new
+            # one sorts before it): that is no delete.
+            if window_end is None or asset_id < window_end:
+                changes.append(("deleted", {"id": asset_id}))
         self._known = current
         for queue in list(self._listeners):
             for change in changes:

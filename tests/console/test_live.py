@@ -10,8 +10,10 @@ from dataclasses import replace
 from typing import Any
 
 import aiohttp
+import pytest
 
 from metadata.models import JobState
+from origin.live import LIVE
 from tests.console.conftest import API_KEY, ConsoleOrigin, MakeOrigin
 
 
@@ -68,6 +70,42 @@ async def test_live_stream_sends_a_snapshot_then_only_changes(make_origin: MakeO
         name, data = await asyncio.wait_for(anext(events), 5)
         assert (name, data) == ("deleted", {"id": "before"})
         resp.close()
+
+
+async def test_an_asset_pushed_past_a_full_window_is_not_reported_deleted(
+        make_origin: MakeOrigin) -> None:
+    """Past ``max_assets`` (two here) the stream follows the first assets by id: a
+    new asset sorting first pushes the last one out, which is not a delete; a real
+    delete inside the window still is, and the pushed-out asset comes back."""
+    o = await make_origin()
+    o.client.app[LIVE].max_assets = 2
+    await _submit(o, "b")
+    await _submit(o, "c")
+    async with aiohttp.ClientSession() as http:
+        resp = await http.get(f"{o.url}/v1/live?key={API_KEY}")
+        # A queue, so waiting for nothing can time out without ending the stream.
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+        async def pump() -> None:
+            async for event in _events(resp):
+                await queue.put(event)
+
+        reader = asyncio.create_task(pump())
+        try:
+            name, data = await asyncio.wait_for(queue.get(), 5)
+            assert (name, [a["id"] for a in data["items"]]) == ("snapshot", ["b", "c"])
+            await _submit(o, "a")
+            name, data = await asyncio.wait_for(queue.get(), 5)
+            assert (name, data["id"]) == ("asset", "a")
+            with pytest.raises(TimeoutError):  # several polls: "c" is not reported gone
+                await asyncio.wait_for(queue.get(), 1.5)
+            resp2 = await o.client.delete("/v1/assets/b", headers=o.auth())
+            assert resp2.status == 204
+            got = [await asyncio.wait_for(queue.get(), 5) for _ in range(2)]
+            assert sorted((n, d["id"]) for n, d in got) == [("asset", "c"), ("deleted", "b")]
+        finally:
+            reader.cancel()
+            resp.close()
 
 
 async def test_live_stream_needs_the_key(make_origin: MakeOrigin) -> None:
