@@ -60,14 +60,14 @@ ANALYSIS_CAP = 2
 SPAN_SECONDS = 1.0          # each sampled span, at most
 # ... and at least: a short title samples this share of itself (a 20 s title half
 # a second), so its analysis does not cost a fixed second of every candidate.
-# Half a second is 12-15 pictures, the most x264's veryfast lookahead (10) looks
-# ahead: the candidates' rate control is that of the real encode. On the bench's
-# 20 s sources it cut the analysis by a third for the same ladders.
+# Half a second is 12-15 pictures, more than veryfast's 10-picture lookahead, so
+# the candidates' rate control still sees as far ahead as the real encode's. On
+# the bench's 20 s sources it cut the analysis by a third for the same ladders.
 MIN_SPAN_SECONDS = 0.5
 SPAN_SHARE = 0.025
 # One span per this much of the master, as the quality measurement samples
-# (engine/vmaf.py): one a minute kept a 120 s title's analysis at about a tenth of
-# its encode; one per 30 s made it 22%.
+# (engine/vmaf.py): one a minute kept a 120 s title's analysis at 11.5% of its
+# encode; one per 30 s made it 22%.
 SPAN_EVERY = 60.0
 MAX_SPANS = 6
 SUBSAMPLE = 5               # libvmaf scores one picture in five of a span
