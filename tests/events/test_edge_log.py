@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,10 +27,10 @@ from metadata.event_log_delivery import SQLiteDeliveryLedger
 from metadata.event_log_sqlite import SQLiteEventLog
 from origin.app import OriginDeps, create_app
 from origin.events import EventIntake
+from tests.conftest import CDLC, ROOT, make_env
 from tests.e2e.asset import BuiltAsset, Rung, make_asset
 from tests.events.test_delivery import hours_since
 
-ROOT = Path(__file__).resolve().parents[2]
 ASSET = "edgebytes1"
 
 pytestmark = pytest.mark.skipif(
@@ -100,11 +98,10 @@ async def stack(published: tuple[Path, BuiltAsset], tmp_path: Path) -> AsyncIter
 
 
 async def ingest_log(path: Path, data_dir: Path) -> tuple[int, dict[str, Any] | None, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDLC_")}
-    env.update(CDLC_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "engine.cli", "cdn", "ingest-log", str(path), "--json",
-        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        *CDLC, "cdn", "ingest-log", str(path), "--json", cwd=ROOT,
+        env=make_env(data_dir).env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     doc = json.loads(out) if proc.returncode == 0 else None
@@ -237,11 +234,9 @@ class Follower:
 
 
 async def follow(path: Path, data_dir: Path, **env_extra: str) -> Follower:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDLC_")}
-    env.update(CDLC_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT), **env_extra)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "engine.cli", "cdn", "ingest-log", str(path), "--follow",
-        "--every", "0.2", "--json", cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
+        *CDLC, "cdn", "ingest-log", str(path), "--follow", "--every", "0.2", "--json",
+        cwd=ROOT, env=make_env(data_dir, **env_extra).env, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     out: list[dict[str, Any]] = []
     err: list[str] = []
@@ -380,11 +375,9 @@ async def test_follow_waits_for_a_log_that_is_not_there_yet(stack: Stack,
 
 
 async def test_follow_refuses_a_bad_interval(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDLC_")}
-    env.update(CDLC_DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "engine.cli", "cdn", "ingest-log", str(tmp_path / "x.log"),
-        "--follow", "--every", "0", cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
+        *CDLC, "cdn", "ingest-log", str(tmp_path / "x.log"), "--follow", "--every", "0",
+        cwd=ROOT, env=make_env(tmp_path).env, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2 and out == b""
