@@ -54,6 +54,11 @@ class DeliverySink(Protocol):
 class LogUnreadable(OSError):
     """The file cannot be opened or read (the message names it and why)."""
 
+    @classmethod
+    def of(cls, name: object, exc: OSError) -> LogUnreadable:
+        """``name: reason`` from the OSError that made it unreadable."""
+        return cls(f"{name}: {exc.strerror or exc}")
+
 
 @dataclass
 class LogSlice:
@@ -148,7 +153,7 @@ async def ingest(path: Path, sink: DeliverySink, *, attempts: int = 5) -> LogSli
     try:
         f = open(path, "rb")
     except OSError as exc:
-        raise LogUnreadable(f"{path}: {exc.strerror or exc}") from exc
+        raise LogUnreadable.of(path, exc) from exc
     with f:
         return await ingest_file(f, sink, name=str(path), attempts=attempts)
 
@@ -168,7 +173,7 @@ async def ingest_file(f: BinaryIO, sink: DeliverySink, *, name: str,
                 return LogSlice(file_id, start, start)
             got = read_slice(f, file_id, start)
         except OSError as exc:
-            raise LogUnreadable(f"{name}: {exc.strerror or exc}") from exc
+            raise LogUnreadable.of(name, exc) from exc
         if got.end == start or await sink.ingest(file_id, start, got.end, got.counts):
             return got
         # Another ingest moved the offset meanwhile: read on from where it is now.
@@ -201,28 +206,28 @@ class LogFollower:
         try:
             st = os.stat(self.path)
             current: tuple[int, int] | None = (st.st_dev, st.st_ino)
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
             if self._held is None:
-                raise LogUnreadable(f"{self.path}: No such file or directory") from None
+                raise LogUnreadable.of(self.path, exc) from exc
             current = None
         except OSError as exc:
-            raise LogUnreadable(f"{self.path}: {exc.strerror or exc}") from exc
+            raise LogUnreadable.of(self.path, exc) from exc
         out: list[LogSlice] = []
         if self._held is not None and current != self._held_key:
             out.append(await ingest_file(self._held, self.sink, name=f"{self.path} (rotated)"))
-            if current is None:
-                return [s for s in out if s.lines]
-            self._release()
-        if self._held is None:
-            if not stat.S_ISREG(st.st_mode):  # a FIFO would block the open
-                raise LogUnreadable(f"{self.path}: not a regular file")
-            try:
-                f = open(self.path, "rb")
-            except OSError as exc:
-                raise LogUnreadable(f"{self.path}: {exc.strerror or exc}") from exc
-            st = os.fstat(f.fileno())
-            self._held, self._held_key = f, (st.st_dev, st.st_ino)
-        out.append(await ingest_file(self._held, self.sink, name=str(self.path)))
+            if current is not None:  # reopened: the old file is done
+                self._release()
+        if current is not None:
+            if self._held is None:
+                if not stat.S_ISREG(st.st_mode):  # a FIFO would block the open
+                    raise LogUnreadable(f"{self.path}: not a regular file")
+                try:
+                    f = open(self.path, "rb")
+                except OSError as exc:
+                    raise LogUnreadable.of(self.path, exc) from exc
+                st = os.fstat(f.fileno())
+                self._held, self._held_key = f, (st.st_dev, st.st_ino)
+            out.append(await ingest_file(self._held, self.sink, name=str(self.path)))
         return [s for s in out if s.lines]
 
     def _release(self) -> None:

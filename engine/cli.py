@@ -34,6 +34,7 @@ from metadata.jobs import codec_list
 from metadata.models import Asset, JobState
 
 if TYPE_CHECKING:
+    from cdn.access_log import LogSlice
     from engine.config import Settings
     from engine.copy_run import CopyRun
     from engine.services import Backends
@@ -716,7 +717,7 @@ def ingest_log_cmd(file: Path, as_json: bool, follow: bool, every: float) -> Non
     lines that do not parse are skipped and counted."""
     import asyncio
 
-    from cdn.access_log import LogSlice, LogUnreadable, ingest
+    from cdn.access_log import ingest
     from metadata.event_log_delivery import open_delivery_ledger
 
     settings = load_settings()
@@ -746,15 +747,23 @@ def ingest_log_cmd(file: Path, as_json: bool, follow: bool, every: float) -> Non
 
     try:
         got = asyncio.run(go())
-    except LogUnreadable as exc:
-        fail(f"cannot ingest {exc}", 1)
-    except Exception as exc:  # the ledger's store (data dir, Redis): one line too
-        fail(f"cannot ingest {file}: {type(exc).__name__}: {exc}", 1)
+    except Exception as exc:  # the file, or the ledger's store (data dir, Redis)
+        fail(_ingest_error(file, exc), 1)
     show(got)
 
 
+def _ingest_error(file: Path, exc: Exception) -> str:
+    """One line for a failed ingest of ``file``: an unreadable file names itself
+    and why; the ledger's store, the error's type and message."""
+    from cdn.access_log import LogUnreadable
+
+    if isinstance(exc, LogUnreadable):
+        return f"cannot ingest {exc}"
+    return f"cannot ingest {file}: {type(exc).__name__}: {exc}"
+
+
 async def _follow_log(file: Path, settings: Settings, every: float,
-                      show: Callable[[Any], None]) -> None:
+                      show: Callable[[LogSlice], None]) -> None:
     """`ingest-log --follow`: a step every ``every`` seconds, one last one on
     SIGTERM/SIGINT. A failing step (the file missing, the ledger's store out) is
     a warning, printed when its message changes, and the next step tries again:
@@ -764,7 +773,7 @@ async def _follow_log(file: Path, settings: Settings, every: float,
     import asyncio
     import signal
 
-    from cdn.access_log import LogFollower, LogUnreadable
+    from cdn.access_log import LogFollower
     from metadata.event_log_delivery import open_delivery_ledger
 
     stop = asyncio.Event()
@@ -800,10 +809,7 @@ async def _follow_log(file: Path, settings: Settings, every: float,
                     print(f"cdlc: ingesting {file} again", file=sys.stderr, flush=True)
                 last_error = ""
             except Exception as exc:  # any failure is a retry at the next step
-                if isinstance(exc, LogUnreadable):
-                    text = f"cannot ingest {exc}"
-                else:
-                    text = f"cannot ingest {file}: {type(exc).__name__}: {exc}"
+                text = _ingest_error(file, exc)
                 if text != last_error:
                     print(f"cdlc: warning: {text}; retrying every {every:g} s",
                           file=sys.stderr, flush=True)
