@@ -28,6 +28,7 @@ from metadata.jobs import FailedPrecondition, Job, JobRequest, NotFound
 from metadata.keys import key_store_beside
 from metadata.local_objects import LocalObjects
 from metadata.models import Asset, JobState, master_key, media_prefix
+from metadata.store import asset_pages
 from origin.application import AssetView, StorageFull
 
 log = logging.getLogger(__name__)
@@ -160,13 +161,11 @@ class Engine:
         if state is None:
             return await store.list_assets(limit=limit, after=after)
         out: list[Asset] = []
-        cursor = after
-        while len(out) < limit:  # filtered pages: an admin read, not the hot path
-            page = await store.list_assets(limit=500, after=cursor)
+        # Filtered pages: an admin read, not the hot path.
+        async for page in asset_pages(store, after=after):
             out.extend(a for a in page if a.state == state)
-            if len(page) < 500:
+            if len(out) >= limit:
                 break
-            cursor = page[-1].id
         return out[:limit]
 
     async def jobs(self, *, state: JobState | None = None,

@@ -3,7 +3,7 @@ implementation passes tests/metadata/test_store_contract.py."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from metadata.jobs import Job
@@ -68,3 +68,30 @@ class MetadataStore(Protocol):
         """Raise if the backend is unreachable (readiness)."""
 
     async def close(self) -> None: ...
+
+
+class AssetLister(Protocol):
+    """What lists assets by id a page at a time: a store, or the application."""
+
+    async def list_assets(self, *, limit: int = 50, after: str | None = None
+                          ) -> list[Asset]: ...
+
+
+PAGE = 500
+
+
+async def asset_pages(lister: AssetLister, *, most: int | None = None,
+                      after: str | None = None) -> AsyncIterator[list[Asset]]:
+    """Every asset after ``after`` by id, ``PAGE`` at a time, the first ``most`` of
+    them (None: all): for the readers that walk the whole catalogue (the live feed,
+    the webhook poll, a state filter), which may stop early."""
+    got = 0
+    while most is None or got < most:
+        want = PAGE if most is None else min(PAGE, most - got)
+        page = await lister.list_assets(limit=want, after=after)
+        if page:
+            yield page
+        got += len(page)
+        if len(page) < want:
+            return
+        after = page[-1].id

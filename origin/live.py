@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from metadata.models import Asset
+from metadata.store import asset_pages
 from origin.admin import asset_json, problem
 from origin.application import Application
 
@@ -59,17 +60,9 @@ class LiveAssets:
     async def _all(self) -> tuple[list[Asset], str | None]:
         """The first ``max_assets`` assets by id, and the last id of that window when
         more may follow it (None: these are all)."""
-        out: list[Asset] = []
-        after: str | None = None
-        while True:
-            want = min(500, self.max_assets - len(out))
-            page = await self.application.list_assets(limit=want, after=after)
-            out += page
-            if len(page) < want:
-                return out, None
-            if len(out) >= self.max_assets:
-                return out, out[-1].id
-            after = page[-1].id
+        out = [a async for page in asset_pages(self.application, most=self.max_assets)
+               for a in page]
+        return out, (out[-1].id if len(out) >= self.max_assets else None)
 
     async def _run(self) -> None:
         while self._listeners:

@@ -59,6 +59,7 @@ from aiohttp import hdrs, web
 
 from metadata.jobs import NotFound
 from metadata.models import Asset, JobState
+from metadata.store import asset_pages
 from metadata.webhooks import (
     DELIVERED,
     EVENT_TYPES,
@@ -277,14 +278,7 @@ class WebhookDispatcher:
         return new
 
     async def _all_assets(self) -> list[Asset]:
-        out: list[Asset] = []
-        after: str | None = None
-        while True:
-            page = await self.application.list_assets(limit=500, after=after)
-            out += page
-            if len(page) < 500:
-                return out
-            after = page[-1].id
+        return [a async for page in asset_pages(self.application) for a in page]
 
     def _rows(self, subs: list[Subscription], kind: str, key: str, at: float,
               data: dict[str, Any]) -> list[Delivery]:

@@ -15,7 +15,8 @@ import pytest
 from metadata import open_store
 from metadata.models import Asset, JobState, Rendition, Segment
 from metadata.sqlite_store import SQLiteStore
-from metadata.store import MetadataStore
+from metadata import store as store_module
+from metadata.store import MetadataStore, asset_pages
 
 SCYLLA = os.environ.get("CDLC_TEST_SCYLLA", "")
 
@@ -76,6 +77,26 @@ async def test_list_is_ordered_and_paged(store: MetadataStore) -> None:
     rest = await store.list_assets(limit=50, after=first[-1].id)
     assert [a.id for a in rest if a.id.startswith(prefix)] == ids[3:]
     assert await store.list_assets(limit=0) == []
+
+
+async def test_asset_pages_walk_every_asset_once(store: MetadataStore,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "PAGE", 3)
+    prefix = uid("P")
+    ids = [f"{prefix}-{i:02d}" for i in range(7)]
+    for i in reversed(ids):
+        await store.put_asset(Asset(id=i))
+
+    async def walk(most: int | None = None) -> list[list[str]]:
+        return [[a.id for a in page if a.id.startswith(prefix)]
+                async for page in asset_pages(store, after=prefix, most=most)]
+
+    pages = await walk()
+    assert [i for p in pages for i in p] == ids  # in order, none twice, none left out
+    assert all(len(p) <= 3 for p in pages)
+    assert await walk(most=5) == [ids[:3], ids[3:5]]  # exactly the first five
+    assert await walk(most=6) == [ids[:3], ids[3:6]]
+    assert await walk(most=0) == []
 
 
 async def test_set_state(store: MetadataStore) -> None:
