@@ -11,11 +11,9 @@
 // exit status 1, so a broken server cannot pass for a fast one.
 'use strict';
 
-const path = require('path');
 const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
-
-const PROTO_ROOT = path.resolve(__dirname, '..', 'proto');
+// The .proto files loaded as the Node example client loads them.
+const { loadApi } = require('../examples/node/client.js');
 
 function parseArgs(argv) {
   const args = { target: '', rpc: '', asset: 'bench1', seconds: 3, concurrency: 64, token: '' };
@@ -32,15 +30,6 @@ function parseArgs(argv) {
     process.exit(2);
   }
   return args;
-}
-
-function loadApi() {
-  const files = ['assets.proto', 'playback.proto'].map((f) => path.join('cdlc/stream/v1', f));
-  const def = protoLoader.loadSync(files, {
-    includeDirs: [PROTO_ROOT], keepCase: true, longs: String, enums: String,
-    defaults: true, oneofs: true,
-  });
-  return grpc.loadPackageDefinition(def).cdlc.stream.v1;
 }
 
 function caller(args, api) {

@@ -128,7 +128,12 @@ async function main() {
   playback.close();
 }
 
-main().catch((err) => {
-  console.error(`error: ${err.code !== undefined ? grpc.status[err.code] + ': ' : ''}${err.details || err.message}`);
-  process.exit(1);
-});
+// The API loader is shared with the gRPC load bench, which requires this file.
+module.exports = { loadApi };
+
+if (require.main === module) {
+  main().catch((err) => {
+    console.error(`error: ${err.code !== undefined ? grpc.status[err.code] + ': ' : ''}${err.details || err.message}`);
+    process.exit(1);
+  });
+}
