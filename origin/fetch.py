@@ -177,9 +177,30 @@ async def _fetch_http(uri: str, dest: Path, policy: FetchPolicy) -> None:
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 if isinstance(exc.__cause__, SourceRefused):
                     raise exc.__cause__ from None
-                raise SourceUnavailable(f"cannot fetch {uri}: {exc or type(exc).__name__}") \
-                    from exc
+                raise SourceUnavailable(f"cannot fetch {uri}: {_why(exc)}") from exc
+            except aiohttp.ClientPayloadError as exc:  # a body cut short, a bad chunk
+                raise SourceUnavailable(f"cannot fetch {uri}: the transfer broke off "
+                                        f"({_why(exc)})") from exc
+            except aiohttp.ClientResponseError as exc:  # no HTTP, or malformed HTTP
+                raise SourceUnavailable(f"cannot fetch {uri}: not a valid HTTP answer "
+                                        f"({_why(exc)})") from exc
         raise RequestError(f"source {uri} redirects more than {policy.max_redirects} times")
+
+
+def _why(exc: BaseException) -> str:
+    """The first line of what aiohttp says (its parser errors span several; a
+    cut-short body names its parser's error as its cause; botocore wraps it), or
+    the exception's name where it says nothing (a timeout)."""
+    inner: BaseException = exc
+    wrapped = getattr(exc, "kwargs", None)  # botocore keeps the HTTP client's error
+    if isinstance(wrapped, dict) and isinstance(wrapped.get("error"), BaseException):
+        inner = wrapped["error"]
+    cause = inner.__cause__
+    if cause is not None and getattr(cause, "message", None):
+        inner = cause
+    text = getattr(inner, "message", None) or str(inner)
+    line = str(text).strip().splitlines()[0].rstrip(":") if str(text).strip() else ""
+    return line[:200] or type(exc).__name__
 
 
 async def _receive(resp: aiohttp.ClientResponse, uri: str, dest: Path,
@@ -200,12 +221,17 @@ async def _fetch_s3(bucket: str, key: str, dest: Path, policy: FetchPolicy) -> N
     if not bucket or not key:
         raise RequestError("an s3 source_uri is s3://bucket/key")
     import aioboto3
+    from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
     endpoint = policy.s3_endpoint or os.environ.get("CDLC_S3_ENDPOINT") or None
     session = aioboto3.Session()
+    where = f"s3://{bucket}/{key}"
+    config = Config(connect_timeout=policy.connect_timeout_seconds)
     try:
-        async with session.client("s3", endpoint_url=endpoint) as client:
+        # The whole transfer under one bound, as for HTTP (botocore's own is per read).
+        async with asyncio.timeout(policy.timeout_seconds), \
+                session.client("s3", endpoint_url=endpoint, config=config) as client:
             obj: dict[str, Any] = await client.get_object(Bucket=bucket, Key=key)
             size = int(obj.get("ContentLength") or 0)
             if size > policy.max_bytes:
@@ -220,9 +246,15 @@ async def _fetch_s3(bucket: str, key: str, dest: Path, policy: FetchPolicy) -> N
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in ("NoSuchKey", "NoSuchBucket", "404"):
-            raise RequestError(f"no object s3://{bucket}/{key}") from exc
+            raise RequestError(f"no object {where}") from exc
         if code in ("AccessDenied", "403", "AllAccessDisabled"):
-            raise SourceRefused(f"access to s3://{bucket}/{key} denied") from exc
-        raise SourceUnavailable(f"cannot read s3://{bucket}/{key}: {code}") from exc
+            raise SourceRefused(f"access to {where} denied") from exc
+        raise SourceUnavailable(f"cannot read {where}: {code}") from exc
     except BotoCoreError as exc:
-        raise SourceUnavailable(f"cannot read s3://{bucket}/{key}: {exc}") from exc
+        raise SourceUnavailable(f"cannot read {where}: {_why(exc)}") from exc
+    except TimeoutError as exc:
+        raise SourceUnavailable(f"cannot read {where}: not read within "
+                                f"{policy.timeout_seconds:g} s") from exc
+    except aiohttp.ClientError as exc:  # a body cut short: botocore passes it through
+        raise SourceUnavailable(f"cannot read {where}: the transfer broke off "
+                                f"({_why(exc)})") from exc

@@ -35,6 +35,7 @@ from tests.grpc.conftest import (
     wait_ready,
 )
 from tests.metadata.servers import make_bucket
+from tests.origin.broken_source import broken_source
 from tests.origin.conftest import HeldJobs
 
 CODE = grpc.StatusCode
@@ -278,6 +279,23 @@ async def test_create_asset_from_http_and_s3(make_stack: MakeStack, master: Path
         assert _uploads_left(strict) == [] and _uploads_left(stack) == []
     finally:
         await source.close()
+
+
+async def test_create_asset_from_a_source_that_breaks(make_stack: MakeStack) -> None:
+    """A source that cuts its body short, or answers no HTTP: UNAVAILABLE naming what
+    broke, in one line, and nothing kept (an unmapped aiohttp error was INTERNAL)."""
+    stack = await make_stack()
+    assets = stack.assets()
+    async with broken_source() as base:
+        for path, why in (("/short.mp4", "the transfer broke off"),
+                          ("/chunks.mp4", "not a valid HTTP answer")):
+            code, text = await _code(assets.CreateAsset(assets_pb2.CreateAssetRequest(
+                source_uri=base + path, asset_id="torn")))
+            assert code == CODE.UNAVAILABLE, text
+            assert text.startswith(f"cannot fetch {base}{path}: {why}") and "\n" not in text
+    code, _ = await _code(assets.GetAsset(assets_pb2.GetAssetRequest(asset_id="torn")))
+    assert code == CODE.NOT_FOUND
+    assert _uploads_left(stack) == []
 
 
 async def test_events_unimplemented(make_stack: MakeStack) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from metadata import open_store
+from metadata import store as store_module
 from metadata.models import Asset, JobState, Rendition, Segment
 from metadata.sqlite_store import SQLiteStore
-from metadata import store as store_module
 from metadata.store import MetadataStore, asset_pages
 
 SCYLLA = os.environ.get("CDLC_TEST_SCYLLA", "")

@@ -18,6 +18,7 @@ from engine.application import Engine
 from engine.config import Settings
 from metadata.cache import asset_key
 from metadata.models import JobState, master_key
+from tests.origin.broken_source import broken_source
 from tests.origin.conftest import MakeOrigin, Media, publish_fake
 
 API_KEY = "s3cret-admin-key"
@@ -387,3 +388,22 @@ async def test_pull_from_a_url_refuses_loopback_unless_allowed(
     # A source that answers 404 names no master: the request is wrong (400).
     assert gone.status == 400 and "404" in (await gone.json())["title"]
     assert await o.store.get_asset("other") is None
+
+
+@pytest.mark.parametrize("path", ["/short.mp4", "/garbage.mp4"])
+async def test_pull_from_a_source_that_breaks_is_502(
+        make_origin: MakeOrigin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        path: str) -> None:
+    """A source that cuts its body short or does not speak HTTP: 502 with one line,
+    nothing recorded, no part file left (it was a 500 from an unmapped aiohttp error)."""
+    monkeypatch.setenv("CDLC_FETCH_ALLOW_PRIVATE", "1")
+    uploads = tmp_path / "pulls"
+    o = await make_origin(upload_dir=uploads)
+    async with broken_source() as base:
+        resp = await o.client.post("/v1/assets", json={"source_uri": base + path, "id": "torn"})
+    doc = await resp.json()
+    assert resp.status == 502, doc
+    assert doc["title"].startswith(f"could not fetch the source: cannot fetch {base}{path}: ")
+    assert "\n" not in doc["title"]
+    assert await o.store.get_asset("torn") is None
+    assert list(uploads.glob("*")) == []
