@@ -286,7 +286,7 @@ class Authenticator:
         self.verifications += 1
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError as exc:
+        except jwt.PyJWTError as exc:  # not decodable, or a header PyJWT refuses (kid, crit)
             raise Unauthenticated(f"malformed JWT: {exc}") from exc
         alg = header.get("alg")
         if alg not in ALGORITHMS:

@@ -66,6 +66,13 @@ def hs256_with_public_key(keys: Keys) -> str:
     return f"{header}.{payload}.{_b64(sig)}"
 
 
+def forged_header(keys: Keys, header: dict[str, Any]) -> str:
+    """A token with this header (which PyJWT refuses before any key is looked up)."""
+    payload = _b64(json.dumps({"iss": keys.issuer, "aud": "cdlc-stream",
+                               "exp": int(time.time()) + 300}).encode())
+    return f"{_b64(json.dumps(header).encode())}.{payload}.AAAA"
+
+
 async def _get(stack: Any, metadata: Any = None) -> tuple[grpc.StatusCode, str]:
     try:
         await stack.assets().GetAsset(assets_pb2.GetAssetRequest(asset_id="nope"),
@@ -99,6 +106,10 @@ async def test_credentials_over_grpc(make_stack: MakeStack, keys: Keys) -> None:
         "alg none": bearer(unsigned(keys)),
         "HS256 with the public key": bearer(hs256_with_public_key(keys)),
         "garbage": bearer("a.b.c"),
+        # These two were INTERNAL (HTTP 500): PyJWT's refusal was not mapped.
+        "kid not text": bearer(forged_header(keys, {"alg": "RS256", "kid": 5})),
+        "crit header": bearer(forged_header(keys, {"alg": "RS256", "kid": "rsa-1",
+                                                   "crit": ["exp"]})),
     }
     for name, metadata in refused.items():
         code, text = await _get(stack, metadata)
@@ -173,6 +184,9 @@ async def test_jwks_url_rotation_and_check_http(keys: Keys) -> None:
             await auth.check_http(None, None, "assets:read")
         with pytest.raises(Unauthenticated):
             await auth.check_http("Token abc", None, "assets:read")
+        with pytest.raises(Unauthenticated, match="malformed JWT"):  # REST answered 500
+            await auth.check_http(f"Bearer {forged_header(keys, {'alg': 'RS256', 'kid': 5})}",
+                                  None, "assets:read")
     finally:
         await server.close()
     down = Authenticator(jwks="http://127.0.0.1:1/jwks.json", issuer=keys.issuer)
