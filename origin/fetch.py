@@ -31,6 +31,7 @@ from typing import IO, Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
@@ -108,7 +109,10 @@ async def fetch_source(uri: str, dest: Path, policy: FetchPolicy) -> None:
     """Stream ``uri`` into ``dest``; RequestError for a URI that cannot name a
     master, SourceRefused, SourceTooLarge, SourceUnavailable. ``dest`` exists
     only when this returns."""
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:  # an unclosed IPv6 bracket
+        raise RequestError(f"source_uri {uri!r} is not a valid URL: {exc}") from exc
     try:
         if parts.scheme == "s3":
             await _fetch_s3(parts.netloc, parts.path.lstrip("/"), dest, policy)
@@ -161,16 +165,19 @@ async def _fetch_http(uri: str, dest: Path, policy: FetchPolicy) -> None:
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         url = uri
         for _ in range(policy.max_redirects + 1):
-            target = urlsplit(url)
-            if target.scheme not in ("http", "https") or not target.hostname:
-                raise RequestError(f"source redirected to {url!r}: not an http(s) URL")
+            host = _http_host(url, uri)
             with contextlib.suppress(ValueError):  # an IP literal skips the resolver
-                ipaddress.ip_address(target.hostname)
-                _check_address(target.hostname, target.hostname, policy)
+                ipaddress.ip_address(host)
+                _check_address(host, host, policy)
             try:
                 async with session.get(url, allow_redirects=False) as resp:
                     if resp.status in _REDIRECTS and "Location" in resp.headers:
-                        url = urljoin(url, resp.headers["Location"])
+                        location = resp.headers["Location"]
+                        try:
+                            url = urljoin(url, location)
+                        except ValueError as exc:
+                            raise RequestError(f"source {uri} redirected to {location!r}: "
+                                               f"not a valid URL ({exc})") from exc
                         continue
                     await _receive(resp, uri, dest, policy)
                     return
@@ -185,6 +192,20 @@ async def _fetch_http(uri: str, dest: Path, policy: FetchPolicy) -> None:
                 raise SourceUnavailable(f"cannot fetch {uri}: not a valid HTTP answer "
                                         f"({_why(exc)})") from exc
         raise RequestError(f"source {uri} redirects more than {policy.max_redirects} times")
+
+
+def _http_host(url: str, uri: str) -> str:
+    """The host of ``url`` (``uri`` itself, or where it redirected), when aiohttp
+    can fetch it; RequestError naming it otherwise."""
+    what = "source_uri" if url == uri else f"source {uri} redirected to"
+    try:
+        target = urlsplit(url)
+        yarl.URL(url)  # as aiohttp parses it: a port out of range, a bad IPv6 literal
+    except ValueError as exc:
+        raise RequestError(f"{what} {url!r}: not a valid URL ({exc})") from exc
+    if target.scheme not in ("http", "https") or not target.hostname:
+        raise RequestError(f"{what} {url!r}: not an http(s) URL")
+    return target.hostname
 
 
 def _why(exc: BaseException) -> str:

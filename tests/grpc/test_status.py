@@ -283,7 +283,8 @@ async def test_create_asset_from_http_and_s3(make_stack: MakeStack, master: Path
 
 async def test_create_asset_from_a_source_that_breaks(make_stack: MakeStack) -> None:
     """A source that cuts its body short, or answers no HTTP: UNAVAILABLE naming what
-    broke, in one line, and nothing kept (an unmapped aiohttp error was INTERNAL)."""
+    broke, in one line, and nothing kept (an unmapped aiohttp error was INTERNAL); a
+    URI nobody can parse is INVALID_ARGUMENT."""
     stack = await make_stack()
     assets = stack.assets()
     async with broken_source() as base:
@@ -293,6 +294,10 @@ async def test_create_asset_from_a_source_that_breaks(make_stack: MakeStack) -> 
                 source_uri=base + path, asset_id="torn")))
             assert code == CODE.UNAVAILABLE, text
             assert text.startswith(f"cannot fetch {base}{path}: {why}") and "\n" not in text
+    for uri in ("http://[::1/m.mp4", "http://example.com:99999/m.mp4"):  # were INTERNAL
+        code, text = await _code(assets.CreateAsset(assets_pb2.CreateAssetRequest(
+            source_uri=uri, asset_id="torn")))
+        assert code == CODE.INVALID_ARGUMENT and "not a valid URL" in text, text
     code, _ = await _code(assets.GetAsset(assets_pb2.GetAssetRequest(asset_id="torn")))
     assert code == CODE.NOT_FOUND
     assert _uploads_left(stack) == []

@@ -19,6 +19,9 @@ FAULTS: dict[str, bytes | None] = {
     # Not HTTP at all.
     "/garbage.mp4": b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
     "/stall.mp4": None,
+    # A redirect to a URL nobody can parse.
+    "/moved.mp4": (b"HTTP/1.1 302 Found\r\nLocation: http://[::1/x\r\n"
+                   b"Content-Length: 0\r\n\r\n"),
 }
 NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 

@@ -4,10 +4,12 @@ file is left behind."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
+from metadata.jobs import RequestError
 from origin.fetch import FetchPolicy, SourceUnavailable, fetch_source
 from tests.origin.broken_source import broken_source
 
@@ -56,3 +58,22 @@ async def test_a_broken_s3_endpoint_is_unavailable_in_one_line(
     assert message.startswith(f"cannot read s3://masters/in/{name}: {why}"), message
     assert "\n" not in message and "\\n" not in message
     assert not dest.exists()
+
+
+@pytest.mark.parametrize(("uri", "why"), [
+    ("http://[::1/m.mp4", "source_uri 'http://[::1/m.mp4' is not a valid URL"),
+    ("http://example.com:99999/m.mp4", "not a valid URL (Port out of range"),
+    ("http:///m.mp4", "not an http(s) URL"),
+])
+async def test_a_uri_nobody_can_fetch_is_a_request_error(tmp_path: Path, uri: str,
+                                                         why: str) -> None:
+    """Refused before any connection (aiohttp's own ValueError was INTERNAL over gRPC)."""
+    with pytest.raises(RequestError, match=re.escape(why)):
+        await fetch_source(uri, tmp_path / "m.part", POLICY)
+    assert not (tmp_path / "m.part").exists()
+
+
+async def test_a_redirect_nobody_can_follow_is_a_request_error(tmp_path: Path) -> None:
+    async with broken_source() as base:
+        with pytest.raises(RequestError, match=r"redirected to 'http://\[::1/x': not a valid"):
+            await fetch_source(base + "/moved.mp4", tmp_path / "m.part", POLICY)
