@@ -24,7 +24,7 @@ from engine.job_spec import check_asset_id
 from engine.pipeline import Services, is_no_space
 from engine.runner import new_job
 from metadata.cache import invalidate_asset
-from metadata.jobs import FailedPrecondition, Job, JobRequest, NotFound
+from metadata.jobs import AlreadyExists, FailedPrecondition, Job, JobRequest, NotFound
 from metadata.keys import key_store_beside
 from metadata.local_objects import LocalObjects
 from metadata.models import Asset, JobState, master_key, media_prefix
@@ -74,8 +74,7 @@ class Engine:
         store = self.services.store
         try:
             asset_id = check_asset_id(asset_id or uuid.uuid4().hex[:16])
-            request = JobRequest.parse({**options, "source_name": source_name}, self.defaults)
-            queue = await self.scheduler.route(request)
+            request, queue = await self._planned(options, source_name)
             job = new_job(asset_id, request, master_key(asset_id),
                           max_attempts=self.settings.max_attempts, queue=queue)
             asset = Asset(id=asset_id, source_name=source_name)
@@ -102,6 +101,24 @@ class Engine:
             await store.write_job(failed)
             raise
         return AssetView(asset=asset, job=job)
+
+    async def _planned(self, options: Mapping[str, object],
+                       source_name: str) -> tuple[JobRequest, str]:
+        """The typed request and its queue; RequestError."""
+        request = JobRequest.parse({**options, "source_name": source_name}, self.defaults)
+        return request, await self.scheduler.route(request)
+
+    async def check(self, asset_id: str | None, options: Mapping[str, object], *,
+                    source_name: str) -> None:
+        if asset_id is not None:
+            check_asset_id(asset_id)
+        await self._planned(options, source_name)
+        if asset_id is not None:
+            # The rule of store.create_job (a FAILED asset may be submitted again),
+            # read ahead of it.
+            existing = await self.services.store.get_asset(asset_id)
+            if existing is not None and existing.state != JobState.FAILED:
+                raise AlreadyExists(f"asset {asset_id} exists ({existing.state})")
 
     async def _keep_master(self, key: str, master: Path) -> None:
         objects = self.services.objects

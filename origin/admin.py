@@ -292,6 +292,13 @@ class Admin:
         if asset_id is not None and not isinstance(asset_id, str):
             return problem(400, "id must be text")
         uri = body["source_uri"]
+        try:  # bad options or a taken id: refused before the master is fetched
+            await self._app().check(asset_id or None, options, source_name=source_name(uri))
+        except Exception as exc:
+            refused = refusal(exc)
+            if refused is None:
+                raise
+            return refused
         self.upload_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.upload_dir / f"pull-{uuid.uuid4().hex}.{os.getpid()}.part"
         try:

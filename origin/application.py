@@ -49,6 +49,12 @@ class Application(Protocol):
         step, keep the master (``master`` is a local file the call takes over; on
         refusal it is removed), start the job. Nothing is kept when it raises."""
 
+    async def check(self, asset_id: str | None, options: Mapping[str, object], *,
+                    source_name: str) -> None:
+        """Refuse now what ``submit`` would refuse for this id and these options
+        (RequestError, AlreadyExists), so a front door refuses before it takes in a
+        master (an upload, a fetch); ``submit`` still decides, atomically."""
+
     async def get(self, asset_id: str) -> AssetView:
         """The asset with its renditions and current job; NotFound."""
 

@@ -101,7 +101,10 @@ class _PublicOnlyResolver(AbstractResolver):
 
 def source_name(uri: str) -> str:
     """The file name a source URI ends with ("master" when it names none)."""
-    name = PurePosixPath(unquote(urlsplit(uri).path)).name
+    try:
+        name = PurePosixPath(unquote(urlsplit(uri).path)).name
+    except ValueError:  # not a URL: fetch_source says so
+        return "master"
     return name or "master"
 
 

@@ -116,10 +116,12 @@ class AssetServicer:
             raise RequestError("source_uri is required (s3://bucket/key or http(s)://...)")
         asset_id = check_asset_id(request.asset_id) if request.asset_id else None
         options = job_options(request.options)
+        name = source_name(request.source_uri)
+        # Bad options or a taken id are refused before the master is fetched.
+        await self.application.check(asset_id, options, source_name=name)
         tmp = self._temp_path()
         await fetch_source(request.source_uri, tmp, self.fetch_policy)
-        view = await self.application.submit(asset_id, tmp, options,
-                                             source_name=source_name(request.source_uri))
+        view = await self.application.submit(asset_id, tmp, options, source_name=name)
         return assets_pb2.CreateAssetResponse(asset=asset_message(view.asset, view))
 
     @mapped

@@ -10,10 +10,11 @@ origin restarts.
 
 Upload-Metadata (base64 values, tus §"Upload-Metadata"): ``filename``, ``asset_id``
 and the job options (``ladder``, ``preset``, ``segment_seconds``, ``gop_seconds``,
-``copy``, ``encoder``, ``vmaf``). They are checked with ``JobRequest.parse`` at creation, so a
-bad option is a 400 before any byte is sent. When the last byte arrives the master
-goes to ``application.submit`` and the job starts; a refusal then is answered with
-the same statuses as the REST API (origin.admin.refusal) and the upload removed.
+``copy``, ``encoder``, ``vmaf``). They are checked with ``application.check`` at
+creation, so a bad option is a 400, and an id that is ready or busy a 409, before any
+byte is sent. When the last byte arrives the master goes to ``application.submit``
+and the job starts; a refusal then is answered with the same statuses as the REST
+API (origin.admin.refusal) and the upload removed.
 
 Every request but OPTIONS needs the API key when one is configured (the callable
 given to ``add_tus_routes``, the admin API's check). Responses carry CORS headers
@@ -39,8 +40,7 @@ from typing import BinaryIO
 
 from aiohttp import hdrs, web
 
-from metadata.jobs import JobRequest, NotFound, RequestError, check_asset_id
-from metadata.models import JobState
+from metadata.jobs import AlreadyExists, RequestError, check_asset_id
 from origin.admin import problem, refusal
 from origin.application import Application
 from origin.tus_store import RECEIVING, SUBMITTED, UploadDir, UploadInfo
@@ -71,11 +71,6 @@ _EXPOSE_HEADERS = ", ".join((
 ))
 
 Authorise = Callable[[web.Request], bool]
-
-
-class _Refused(Exception):
-    def __init__(self, response: web.Response) -> None:
-        self.response = response
 
 
 def parse_metadata(header: str) -> dict[str, str]:
@@ -193,10 +188,13 @@ class TusUploads:
         try:
             metadata = parse_metadata(request.headers.get("Upload-Metadata", ""))
             filename, asset_id, options = self._job_fields(metadata)
-            await self._check_asset_free(asset_id, given="asset_id" in metadata
-                                         or "id" in metadata)
-        except _Refused as exc:
-            return self._headers(exc.response, request)
+            # Bad options, or an id that is ready or has a job running, are refused
+            # before a byte is sent (a FAILED asset may be uploaded again).
+            given = "asset_id" in metadata or "id" in metadata
+            await self.application.check(asset_id if given else None, options,
+                                         source_name=filename)
+        except AlreadyExists as exc:
+            return self._fail(request, 409, str(exc))
         except RequestError as exc:
             return self._fail(request, 400, str(exc))
         info = await asyncio.to_thread(
@@ -229,22 +227,7 @@ class TusUploads:
             elif key not in ("filename", "name", "asset_id", "id", *CLIENT_KEYS):
                 raise RequestError(f"unknown Upload-Metadata key {key!r}; known: filename, "
                                    f"asset_id, {', '.join(OPTION_KEYS)}")
-        # The application parses again at submit, with its defaults; this parse
-        # refuses a bad option before a byte is sent.
-        JobRequest.parse({**options, "source_name": filename})
         return filename, asset_id, options
-
-    async def _check_asset_free(self, asset_id: str, *, given: bool) -> None:
-        """409 now, rather than after the whole upload, for an id that is ready or
-        still has a job running (a FAILED asset may be uploaded again)."""
-        if not given:
-            return
-        try:
-            view = await self.application.get(asset_id)
-        except NotFound:
-            return
-        if view.asset.state != JobState.FAILED:
-            raise _Refused(problem(409, f"asset {asset_id} exists and is {view.asset.state}"))
 
     # -- HEAD /v1/uploads/{id} ------------------------------------------------------------
     async def head(self, request: web.Request) -> web.StreamResponse:

@@ -223,8 +223,10 @@ async def test_create_asset_from_http_and_s3(make_stack: MakeStack, master: Path
     """CreateAsset fetches over HTTP (redirects followed, bounded) and S3; private
     addresses are refused unless allowed; an unreachable source is UNAVAILABLE."""
     app = web.Application()
+    fetched: list[str] = []
 
-    async def file(_: web.Request) -> web.StreamResponse:
+    async def file(request: web.Request) -> web.StreamResponse:
+        fetched.append(request.path)
         return web.FileResponse(master)
 
     async def hop(request: web.Request) -> web.StreamResponse:
@@ -245,6 +247,17 @@ async def test_create_asset_from_http_and_s3(make_stack: MakeStack, master: Path
         assert made.asset.source_name == "2"
         assert (await wait_ready(assets, "fromhttp"))[-1].asset.state == \
             assets_pb2.ASSET_STATE_READY
+        # A taken id and bad options are refused before the master is fetched.
+        before = len(fetched)
+        code, text = await _code(assets.CreateAsset(assets_pb2.CreateAssetRequest(
+            source_uri=f"{base}/master.mp4", asset_id="fromhttp", options=opts)))
+        assert code == CODE.ALREADY_EXISTS and "fromhttp" in text
+        for bad in (assets_pb2.JobOptions(ladder="240:abc"),
+                    assets_pb2.JobOptions(codecs=["vp9"])):
+            code, text = await _code(assets.CreateAsset(assets_pb2.CreateAssetRequest(
+                source_uri=f"{base}/master.mp4", options=bad)))
+            assert code == CODE.INVALID_ARGUMENT, text
+        assert len(fetched) == before
         code, text = await _code(assets.CreateAsset(assets_pb2.CreateAssetRequest(
             source_uri=f"{base}/hop/9", options=opts)))
         assert code == CODE.INVALID_ARGUMENT and "redirects" in text

@@ -361,8 +361,10 @@ async def test_pull_from_a_url_refuses_loopback_unless_allowed(
     from aiohttp import web
 
     data = os.urandom(64_000)
+    fetched: list[str] = []
 
-    async def master(_: web.Request) -> web.Response:
+    async def master(request: web.Request) -> web.Response:
+        fetched.append(request.path)
         return web.Response(body=data, content_type="video/mp4")
 
     source = web.Application()
@@ -383,6 +385,14 @@ async def test_pull_from_a_url_refuses_loopback_unless_allowed(
     doc = await resp.json()
     assert doc["source_name"] == "harbour.mp4" and doc["job"]["request"]["ladder"] == "240:300"
     assert await o.objects.get_bytes(master_key("pulled")) == data
+    # Bad options and a taken id are refused before the master is fetched.
+    before = len(fetched)
+    resp = await o.client.post("/v1/assets", json={
+        "source_uri": url, "options": {"ladder": "240:abc"}})
+    assert resp.status == 400, await resp.text()
+    resp = await o.client.post("/v1/assets", json={"source_uri": url, "id": "pulled"})
+    assert resp.status == 409, await resp.text()
+    assert len(fetched) == before
     gone = await o.client.post("/v1/assets", json={
         "source_uri": url.replace("harbour", "nothing"), "id": "other"})
     # A source that answers 404 names no master: the request is wrong (400).
