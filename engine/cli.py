@@ -30,7 +30,8 @@ from engine.job_spec import (
     new_asset_id,
 )
 from engine.progress import JobProgress
-from metadata.jobs import codec_list
+from engine.startup import StartupError
+from metadata.jobs import StaleJob, codec_list
 from metadata.models import Asset, JobState
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ def app(verbose: bool) -> None:
     # library's reason; its raw stderr chatter would break the one-line contract.
     native.set_log_level(24 if verbose else -8)
     _print_warnings()
+    if not verbose:
+        _quiet_logs()
 
 
 def _print_warnings() -> None:
@@ -69,6 +72,17 @@ def _print_warnings() -> None:
     warnings = logging.getLogger("cdlc.warnings")
     warnings.addHandler(OneLine())
     warnings.propagate = False
+
+
+def _quiet_logs() -> None:
+    """Our packages' log lines are for servers (`serve` and `worker` configure a
+    handler); in a one-shot command Python's last-resort handler would print them
+    bare beside the one-line error that already says it ("lease of job J lost"
+    above "job J was taken over"). --verbose shows them."""
+    import logging
+
+    for name in ("engine", "metadata", "origin", "cdn", "packager"):
+        logging.getLogger(name).addHandler(logging.NullHandler())
 
 
 def load_settings() -> Settings:
@@ -159,6 +173,9 @@ async def _ingest_via_broker(settings: Settings, backends: Backends, path: Path,
 
     if not path.is_file():
         raise IngestError(f"{path}: no such file")
+    from engine.startup import check_broker
+
+    check_broker(settings)  # StartupError: one line, as `cdlc worker` gives
     # The application takes the file it is given over (a rename into a local
     # store): it gets a copy, never the user's own file.
     staging = settings.data_dir / "uploads"
@@ -171,11 +188,16 @@ async def _ingest_via_broker(settings: Settings, backends: Backends, path: Path,
            "copy": options.copy, "encoder": options.encoder,
            "encryption": options.encryption, "vmaf": options.vmaf,
            "codecs": list(options.codecs)}
+    from kombu.exceptions import OperationalError
+
     try:
         await engine.submit(asset_id, copy, raw, source_name=path.name)
     except AlreadyExists as exc:
         raise IngestError(f"asset {asset_id} already exists; delete it or choose "
                           "another --id") from exc
+    except OperationalError as exc:  # the broker went away since the check
+        raise StartupError(f"broker {settings.broker} is unreachable: "
+                           f"{str(exc).splitlines()[0] if str(exc) else 'no answer'}") from exc
     while True:
         asset = await backends.store.get_asset(asset_id)
         if asset is not None:
@@ -244,6 +266,8 @@ def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str
         summary = asyncio.run(_ingest(settings, path, aid, options, progress, started))
     except (IngestError, RequestError) as exc:
         fail(str(exc))
+    except (StaleJob, StartupError) as exc:  # taken over after a stall; no broker
+        fail(str(exc), 1)
     except OSError as exc:
         from engine.pipeline import is_no_space
 
@@ -334,9 +358,12 @@ def status_cmd(asset_id: str, as_json: bool) -> None:
 
     async def run() -> dict[str, Any] | None:
         from engine.services import open_backends
+        from engine.sweep import sweep
 
         backends = open_backends(settings)
         try:
+            # As every command does: a dead run's job shows as FAILED, not running.
+            await sweep(backends.store, settings.scratch_dirs)
             asset = await backends.store.get_asset(asset_id)
             if asset is None:
                 return None
@@ -939,11 +966,23 @@ def main() -> None:
     # 700 allocations. Raised as mypy raises them.
     gc.set_threshold(200_000, 30, 30)
     try:
-        app(prog_name="cdlc")
+        code = app.main(prog_name="cdlc", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # a bare `cdlc`: the help
+        exc.show()
+        code = exc.exit_code
+    except click.UsageError as exc:
+        # One line, as every other bad input (click's own is a usage block).
+        where = f"; see '{exc.ctx.command_path} --help'" if exc.ctx is not None else ""
+        fail(f"{exc.format_message().rstrip('.')}{where}", exc.exit_code)
+    except click.ClickException as exc:
+        fail(exc.format_message(), exc.exit_code)
+    except click.exceptions.Abort:  # Ctrl-C outside a command's own handling
+        fail("interrupted", 130)
     finally:
         # Nothing left is garbage worth finding: spare the interpreter's final
         # collection over every object (~15 ms at the end of `ingest --copy`).
         gc.freeze()
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ import ipaddress
 import os
 import socket
 import uuid
+from typing import TYPE_CHECKING
 
-from engine.config import Settings
+if TYPE_CHECKING:  # pydantic-settings is the costliest import of the CLI
+    from engine.config import Settings
 
 
 class StartupError(Exception):

@@ -45,6 +45,45 @@ def test_ingest_missing_file_is_one_line(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(("args", "said"), [
+    (["ingest", "m.mp4", "--segment-seconds", "abc"],
+     "Invalid value for '--segment-seconds': 'abc' is not a valid float; "
+     "see 'cdlc ingest --help'"),
+    (["ingest", "m.mp4", "--encryption", "rot13"], "Invalid value for '--encryption'"),
+    (["jobs", "--state", "bogus"], "Invalid value for '--state'"),
+    (["ingest"], "Missing argument 'PATH'; see 'cdlc ingest --help'"),
+    (["nosuch"], "No such command 'nosuch'; see 'cdlc --help'"),
+])
+def test_usage_errors_are_one_line(tmp_path: Path, args: list[str], said: str) -> None:
+    """What click refuses is one line and exit 2, as every other bad input (it was
+    click's usage block of three or four lines)."""
+    proc = make_env(tmp_path).run(*args)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"cdlc: error: {said}"), line
+
+
+def test_help_and_version_still_exit_0(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    assert env.run("ingest", "--help").returncode == 0
+    version = env.run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("cdlc ")
+
+
+def test_ingest_with_an_unreachable_broker_is_one_line(tmp_path: Path) -> None:
+    """As `cdlc worker` and `cdlc serve` say it (it was kombu's traceback), exit 1,
+    and nothing recorded."""
+    master = tmp_path / "m.mp4"
+    master.write_bytes(b"not looked at: the broker is checked first")
+    broker = f"redis://127.0.0.1:{free_port()}/7"
+    env = make_env(tmp_path / "data", CDLC_BROKER=broker)
+    proc = env.run("ingest", str(master), "--id", "nobroker")
+    assert proc.returncode == 1
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"cdlc: error: broker {broker} is unreachable"), line
+    assert make_env(tmp_path / "data").run("status", "nobroker").returncode == 1
+
+
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     out = make_env(tmp_path).run("--help").stdout
     for command in ("ingest", "serve", "status", "demo", "cdn"):

@@ -125,12 +125,14 @@ def test_kill_9_of_ingest_fails_its_job_and_sweeps_its_scratch(
     staged = env.data_dir / "uploads" / f"upload-x.{proc.pid}.part"
     staged.parent.mkdir(parents=True, exist_ok=True)
     staged.write_bytes(b"half an upload of the dead process")
+    # `status` is the first command after the kill: it sweeps too (it showed the
+    # dead job as still transcoding).
+    status = json.loads(env.run("status", "dead", "--json").stdout)
+    assert status["state"] == "failed" and status["renditions"] == []
     (job,) = jobs(env, "--asset", "dead")
     assert job["state"] == "failed", job
     assert f":{proc.pid}:" in str(job["error"]) and "died" in str(job["error"])
     assert "gave up after 1 attempt" in str(job["error"])
-    status = json.loads(env.run("status", "dead", "--json").stdout)
-    assert status["state"] == "failed" and status["renditions"] == []
     assert list((env.data_dir / "work").iterdir()) == []
     assert not staged.exists()
     listing = env.run("list", "--state", "failed")
@@ -139,6 +141,42 @@ def test_kill_9_of_ingest_fails_its_job_and_sweeps_its_scratch(
     small = make_master(tmp_path / "small.mp4", seconds=2, width=320, height=240)
     again = env.run("ingest", str(small), "--id", "dead", "--ladder", "240:300")
     assert again.returncode == 0, again.stderr
+
+
+def test_an_ingest_stopped_past_its_lease_ends_in_one_line(
+        tmp_path: Path, long_master: Path) -> None:
+    """SIGSTOP mid-transcode past the lease, another command sweeps the job FAILED,
+    SIGCONT: the ingest finds its job taken over and stops, exit 1 with one line (it
+    was StaleJob's traceback), and nothing is published."""
+    env = make_env(tmp_path / "data", CDLC_PRESET="medium", CDLC_LEASE_SECONDS="2")
+    err = tmp_path / "ingest.err"
+    with err.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "ingest", str(long_master),
+                                 "--id", "stalled", "--ladder", LADDER], env=env.env, cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=sink)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            out = env.run("status", "stalled", "--json")
+            if out.returncode == 0 and json.loads(out.stdout)["state"] == "transcoding":
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(err.read_text())
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(3)  # past the 2 s lease
+        (job,) = jobs(env, "--asset", "stalled")
+        assert job["state"] == "failed", job
+        proc.send_signal(signal.SIGCONT)
+        assert proc.wait(timeout=60) == 1
+    finally:
+        proc.kill()
+        proc.wait()
+    lines = err.read_text().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("cdlc: error: ") and "taken over" in lines[0], lines
+    status = json.loads(env.run("status", "stalled", "--json").stdout)
+    assert status["state"] == "failed" and status["renditions"] == []
 
 
 def test_retry_and_delete_from_the_command_line(tmp_path: Path) -> None:
