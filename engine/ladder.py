@@ -47,6 +47,9 @@ CODEC_RUNGS: dict[str, tuple[str, str, float]] = {
     "av1": ("_av1", "libsvtav1", 0.6),
 }
 H264_ENCODERS = ("libx264", "h264_nvenc")
+# The smallest picture side each family's encoder opens for (Debian 12's x265 3.5
+# and SVT-AV1 1.4 refuse smaller ones; x264 takes any even size).
+MIN_SIDE: dict[str, int] = {"h264": 2, "hevc": 16, "av1": 64}
 # What a user should hear about their request (the CLI prints these as one
 # "cdlc: warning:" line each; a server logs them).
 WARNINGS = logging.getLogger("cdlc.warnings")
@@ -146,7 +149,16 @@ def plan_ladder(
     rungs = []
     for codec in codecs:
         suffix, encoder, factor = CODEC_RUNGS[codec]
-        for label, kbps in pairs:
+        fits = [(label, kbps) for label, kbps in pairs if label >= MIN_SIDE[codec]]
+        if not fits:
+            raise ValueError(f"{codec} needs pictures of at least {MIN_SIDE[codec]} pixels "
+                             f"a side; the source is {src.width}x{src.height}: leave "
+                             f"{codec} out of --codecs")
+        if len(fits) < len(pairs):
+            WARNINGS.warning("ladder: %s below %d pixels a side, not encoded in %s", ", ".join(
+                f"{label}p" for label, _ in pairs if label < MIN_SIDE[codec]),
+                MIN_SIDE[codec], codec)
+        for label, kbps in fits:
             width, height = _size(src, label)
             rate = kbps if factor == 1.0 else _round_kbps(kbps * factor)
             rungs.append(native.Rung(id=f"v{label}{suffix}", height=height, width=width,

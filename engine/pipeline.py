@@ -422,8 +422,13 @@ async def analysed(master: Path, info: native.MediaInfo, work: Path, request: In
     ``shown``."""
     from engine.vmaf import QualityError
 
+    # Spans are planned over the video stream's own length: a container's stated
+    # duration may be far longer (a patched or broken mvhd), and spans past the
+    # pictures refused the whole job.
+    video = next((s for s in info.streams if s.kind == "video" and s.duration > 0), None)
+    duration = min(info.duration, video.duration) if video is not None else info.duration
     try:
-        return await asyncio.to_thread(analyse, master, info, info.duration, work,
+        return await asyncio.to_thread(analyse, master, info, duration or info.duration, work,
                                        gop_seconds=request.gop, preset=request.preset,
                                        progress=progress)
     except QualityError as exc:

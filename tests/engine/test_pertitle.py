@@ -26,7 +26,7 @@ from engine.pertitle import (
     analysis_spans,
     choose_rungs,
 )
-from engine.pipeline import to_models
+from engine.pipeline import analysed, to_models
 from engine.services import open_backends
 from engine.vmaf import Span, measure_rendition
 from metadata.jobs import JobRequest, RequestError
@@ -215,6 +215,25 @@ def test_analysis_spans_sit_on_whole_spans_inside_the_master() -> None:
     spans = analysis_spans(3600.0)
     assert len(spans) == 6 and all(s.start.is_integer() and s.start + 1 <= 3600 for s in spans)
     assert analysis_spans(0.0) == []
+
+
+def test_a_container_claiming_days_is_analysed_over_its_pictures(
+        masters: dict[str, Path], tmp_path: Path) -> None:
+    """The mvhd says 4,000,000 s, the video track 4 s (a broken muxer): the fixed
+    ladder ingests it, and so must auto. Spans were planned from the container's
+    duration, past the last picture, and the job was refused."""
+    data = bytearray(masters["static"].read_bytes())
+    at = data.find(b"mvhd")
+    assert data[at + 4] == 0  # version 0: 32-bit times
+    data[at + 20:at + 24] = (0xF0000000).to_bytes(4, "big")  # duration, in its timescale
+    claimed = tmp_path / "claims-days.mp4"
+    claimed.write_bytes(data)
+    info = native.probe(claimed)
+    assert info.duration > 1e6
+    analysis = asyncio.run(analysed(claimed, info, tmp_path / "analysis",
+                                    JobRequest(ladder="auto")))
+    assert analysis.spans and all(s.start + s.duration <= 4.0 + 1e-6 for s in analysis.spans)
+    assert analysis.rungs
 
 
 def test_ladder_names_in_the_request() -> None:

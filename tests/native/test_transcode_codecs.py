@@ -219,3 +219,16 @@ def test_cancelled_av1_run_stops(tmp_path: Path) -> None:
     worker.join(timeout=30)
     assert not worker.is_alive(), "the AV1 run did not stop after cancel()"
     assert len(errors) == 1 and isinstance(errors[0], native.CancelledError), errors
+
+
+@pytest.mark.parametrize(("encoder", "width", "height"), [("libx265", 16, 8),
+                                                          ("libsvtav1", 64, 32)])
+def test_an_encoder_that_refuses_a_rung_is_bad_input(tmp_path: Path, encoder: str,
+                                                     width: int, height: int) -> None:
+    """A rung its encoder will not open (past the planner's checks) is the job's
+    input, a ValueError: the job fails at once rather than being retried."""
+    master = media.make_master(tmp_path / "m.mp4", seconds=1, width=320, height=240)
+    rung = native.Rung(id="tiny", height=height, width=width, bitrate=100_000, encoder=encoder)
+    with pytest.raises(native.InvalidDataError, match=f"open encoder {encoder} for rung tiny "
+                                                      f"\\({width}x{height}\\) failed"):
+        native.Transcoder(master, tmp_path / "out", [rung], audio=False).run()

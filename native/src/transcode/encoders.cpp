@@ -145,10 +145,14 @@ av::CodecPtr open_video_encoder(const RungConfig& rung, const VideoEncoderParams
     opts.reset(o);
     if (ret < 0) {
         std::string why = av::recent_errors(name);
-        throw Error("open encoder " + name + " for rung " + rung.id + " (" +
-                        std::to_string(p.width) + "x" + std::to_string(p.height) +
-                        ") failed: " + av_error_text(ret) + (why.empty() ? "" : " (" + why + ")"),
-                    ret);
+        std::string text = "open encoder " + name + " for rung " + rung.id + " (" +
+                           std::to_string(p.width) + "x" + std::to_string(p.height) +
+                           ") failed: " + av_error_text(ret) + (why.empty() ? "" : " (" + why + ")");
+        // An encoder that refuses this rung's size or settings refuses it on every
+        // attempt: the job's input (ValueError, no retry). A shortage of memory, or
+        // of NVENC sessions on a busy GPU, may pass: those are retried.
+        if (ret == AVERROR(ENOMEM) || name.find("nvenc") != std::string::npos) throw Error(text, ret);
+        throw InvalidDataError(text, ret);
     }
     if (!enc->extradata || enc->extradata_size <= 0)
         throw Error("encoder " + name + " gave no global header (" +
