@@ -268,15 +268,16 @@ def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str
         fail(str(exc))
     except (StaleJob, StartupError) as exc:  # taken over after a stall; no broker
         fail(str(exc), 1)
-    except OSError as exc:
+    except KeyboardInterrupt:
+        fail("interrupted; nothing was published", 130)
+    except Exception as exc:  # an OSError, or sqlite3's "database or disk is full"
         from engine.pipeline import is_no_space
 
         if is_no_space(exc):
+            where = getattr(exc, "filename", None) or "the data dir"
             fail(str(exc) if "no space left" in str(exc) else
-                 f"no space left on device in {exc.filename or 'the data dir'}", 1)
+                 f"no space left on device in {where}", 1)
         raise
-    except KeyboardInterrupt:
-        fail("interrupted; nothing was published", 130)
     finally:
         if early is not None:  # started on a guess the job did not take up
             early.abandon()

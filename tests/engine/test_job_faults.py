@@ -231,6 +231,32 @@ def test_full_disk_is_one_line_and_failed_with_scratch_freed(
     assert again.returncode == 0, again.stderr
 
 
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs as the data dir: room for the metadata and a short copy."""
+    with tmpfs(tmp_path / "tmpfs", "3m") as mount:
+        yield mount
+
+
+def test_full_disk_under_a_copy_is_one_line(tiny_disk: Path, tmp_path: Path) -> None:
+    """`--copy` starts packaging before the store opens; when that fills the disk the
+    store's own write fails (sqlite3's "database or disk is full", which was a
+    traceback): one line, exit 1, the copy's output removed, the data dir usable."""
+    master = make_master(tmp_path / "long.mp4", seconds=40, width=640, height=360)
+    assert master.stat().st_size > 4 * 2**20, master.stat().st_size
+    env = make_env(tiny_disk / "data", CDLC_PRESET="ultrafast")
+    proc = env.run("ingest", str(master), "--id", "full", "--copy")
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("cdlc: error: no space left on device in "), lines
+    assert list((env.data_dir / "work").iterdir()) == []
+    assert not (env.data_dir / "objects" / "media" / "full").exists()
+    small = make_master(tmp_path / "small.mp4", seconds=2, width=320, height=240)
+    again = env.run("ingest", str(small), "--id", "fits", "--copy")
+    assert again.returncode == 0, again.stderr
+
+
 def test_serve_start_up_errors_are_one_line(tmp_path: Path) -> None:
     busy = free_port()
     holder = subprocess.Popen([sys.executable, "-c",
