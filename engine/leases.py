@@ -56,7 +56,7 @@ def holder_dead(holder: str | None) -> bool:
         return False
     host, _, rest = holder.partition(":")
     pid = rest.partition(":")[0]
-    return host == _HOST and pid.isdigit() and not pid_alive(int(pid))
+    return host == _HOST and pid.isascii() and pid.isdigit() and not pid_alive(int(pid))
 
 
 def lease_lost(job: Job, now: float) -> bool:

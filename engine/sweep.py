@@ -37,7 +37,7 @@ class SweepReport:
 def _owner_pid(name: str) -> int | None:
     """The pid a scratch name ends with (``x.<pid>`` or ``x.<pid>.part``)."""
     parts = name.removesuffix(".part").removesuffix(".master").rsplit(".", 1)
-    if len(parts) == 2 and parts[1].isdigit():
+    if len(parts) == 2 and parts[1].isascii() and parts[1].isdigit():
         return int(parts[1])
     return None
 

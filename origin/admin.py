@@ -213,7 +213,9 @@ class Admin:
             if scheme.lower() != "bearer":
                 return False
             given = value.strip()
-        return hmac.compare_digest(given.encode(), self.api_key.encode())
+        # aiohttp keeps a header's non-UTF-8 bytes as surrogates: compare the bytes.
+        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                                   self.api_key.encode())
 
     def _unauthorised(self) -> web.Response:
         resp = problem(401, "missing or wrong API key")

@@ -253,9 +253,12 @@ class Authenticator:
             return Principal("anonymous", SCOPES, "open")
         if not token:
             raise Unauthenticated("credentials required: Authorization: Bearer TOKEN")
-        if self.api_key is not None and hmac.compare_digest(token.encode(),
-                                                             self.api_key.encode()):
+        # aiohttp keeps a header's non-UTF-8 bytes as surrogates: compare the bytes.
+        if self.api_key is not None and hmac.compare_digest(
+                token.encode("utf-8", "surrogateescape"), self.api_key.encode()):
             return Principal("api-key", SCOPES, "api-key")
+        if not token.isascii():  # neither the key nor a JWT (base64url and dots)
+            raise Unauthenticated("the token is not ASCII")
         if self.keys is None or token.count(".") != 2:
             raise Unauthenticated("wrong API key" if self.keys is None else
                                   "the token is neither the API key nor a JWT")

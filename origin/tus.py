@@ -177,7 +177,7 @@ class TusUploads:
             return self._fail(request, 400, "Upload-Defer-Length is not supported; "
                                             "send Upload-Length")
         raw_length = request.headers.get("Upload-Length", "")
-        if not raw_length.isdigit():
+        if not (raw_length.isascii() and raw_length.isdigit()):
             return self._fail(request, 400, "Upload-Length must be a non-negative integer")
         length = int(raw_length)
         if length > self.max_upload_bytes:
@@ -262,7 +262,7 @@ class TusUploads:
                       creating: bool = False) -> web.StreamResponse:
         # creation-with-upload: the POST's body starts at 0, Upload-Offset optional.
         raw_offset = request.headers.get("Upload-Offset", "0" if creating else "")
-        if not raw_offset.isdigit():
+        if not (raw_offset.isascii() and raw_offset.isdigit()):
             return problem(400, "Upload-Offset must be a non-negative integer")
         if info.state == SUBMITTED:
             return self._mismatch(info, raw_offset) if int(raw_offset) != info.length \

@@ -218,6 +218,43 @@ async def test_auth_version_and_content_type_are_checked(make_origin: MakeOrigin
     assert resp.status == 401
 
 
+async def _raw_status(o: ConsoleOrigin, head: bytes) -> int:
+    """The status of a request sent as raw bytes (headers no client library sends)."""
+    reader, writer = await asyncio.open_connection(o.client.server.host, o.client.server.port)
+    try:
+        writer.write(head + b"Host: origin\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        return int((await reader.readline()).split()[1])
+    finally:
+        writer.close()
+
+
+async def test_numbers_and_credentials_a_client_should_never_send(
+        make_origin: MakeOrigin) -> None:
+    """A non-ASCII digit in Upload-Length or Upload-Offset (str.isdigit() took "²",
+    then int() raised: 500; "٣" was taken as 3), and a non-UTF-8 byte in the
+    credentials (500 from encoding it): 400 and 401."""
+    o = await make_origin()
+    auth = f"Authorization: Bearer {API_KEY}\r\n".encode()
+    for length in ("²", "٣", "-1", "1e3"):
+        status = await _raw_status(o, b"POST /v1/uploads HTTP/1.1\r\nTus-Resumable: 1.0.0\r\n"
+                                   + auth + f"Upload-Length: {length}\r\n".encode())
+        assert status == 400, length
+    location = await _create(o, 10, filename="x.mp4")
+    for offset in ("²", "٣"):
+        status = await _raw_status(o, f"PATCH {location} HTTP/1.1\r\n".encode()
+                                   + b"Tus-Resumable: 1.0.0\r\n" + auth
+                                   + f"Upload-Offset: {offset}\r\n".encode()
+                                   + b"Content-Type: application/offset+octet-stream\r\n"
+                                   + b"Content-Length: 0\r\n")
+        assert status == 400, offset
+    for header in (b"Authorization: Bearer \xff\r\n", b"X-API-Key: \xff\xfe\r\n"):
+        for line in (b"POST /v1/uploads HTTP/1.1\r\nTus-Resumable: 1.0.0\r\n"
+                     b"Upload-Length: 10\r\n", b"GET /v1/assets HTTP/1.1\r\n",
+                     b"GET /v1/live HTTP/1.1\r\n"):
+            assert await _raw_status(o, line + header) == 401, (line, header)
+
+
 async def test_sha1_checksum_is_verified_per_patch(make_origin: MakeOrigin) -> None:
     o = await make_origin()
     body = os.urandom(5000)
