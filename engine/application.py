@@ -21,9 +21,10 @@ from typing import Protocol
 from cdn.purge import purge_asset
 from engine.config import Settings
 from engine.job_spec import check_asset_id
-from engine.pipeline import Services, is_no_space
+from engine.pipeline import Services
 from engine.runner import new_job
 from metadata.cache import invalidate_asset
+from metadata.faults import is_no_space
 from metadata.jobs import AlreadyExists, FailedPrecondition, Job, JobRequest, NotFound
 from metadata.keys import key_store_beside
 from metadata.local_objects import LocalObjects

@@ -44,7 +44,6 @@ from engine.leases import Lease, holder_dead, holder_id
 from engine.pipeline import (
     Services,
     analysed,
-    is_no_space,
     measured,
     sidecars_of,
     to_models,
@@ -53,6 +52,7 @@ from engine.pipeline import (
 from engine.runner import PERMANENT, local_master, reason_of, record_failure, scrubbed, span_master
 from engine.workers import choose_encoder
 from metadata.cache import invalidate_asset
+from metadata.faults import is_no_space
 from metadata.jobs import AUTO_LADDER, Job, StaleJob, backoff_seconds
 from metadata.models import Asset, JobState, media_prefix
 

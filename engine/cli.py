@@ -271,7 +271,7 @@ def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str
     except KeyboardInterrupt:
         fail("interrupted; nothing was published", 130)
     except Exception as exc:  # an OSError, or sqlite3's "database or disk is full"
-        from engine.pipeline import is_no_space
+        from metadata.faults import is_no_space
 
         if is_no_space(exc):
             where = getattr(exc, "filename", None) or "the data dir"

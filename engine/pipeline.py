@@ -9,7 +9,6 @@ assets only, and a failed job removes what it uploaded).
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
 import shutil
@@ -29,6 +28,7 @@ from engine.pertitle import Analysis, analyse
 from engine.segment_crypto import encrypt_renditions
 from engine.workers import choose_encoder
 from metadata.cache import Cache, invalidate_asset
+from metadata.faults import is_no_space
 from metadata.jobs import AUTO_LADDER, StaleJob
 from metadata.keys import (
     AES_128,
@@ -516,21 +516,6 @@ async def content_key_for(services: Services, asset_id: str, scheme: str) -> Con
 def _scrub(exc: BaseException, master: Path, shown: str) -> str:
     """The core's message with the master's server path replaced by its name."""
     return str(exc).replace(str(master), shown)
-
-
-def is_no_space(exc: BaseException | None) -> bool:
-    """ENOSPC anywhere in the exception chain (OSError, the native core's IOError,
-    sqlite3's "database or disk is full")."""
-    seen = 0
-    while exc is not None and seen < 8:
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            return True
-        text = str(exc)
-        if "No space left on device" in text or "disk is full" in text:
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
 
 
 class NoSpaceError(OSError):

@@ -33,6 +33,7 @@ from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from metadata.cache import Cache
+from metadata.faults import backend_errors, is_no_space
 from metadata.jobs import AlreadyExists, FailedPrecondition, Job, NotFound, RequestError
 from metadata.local_objects import LocalObjects
 from metadata.models import Asset, JobState, Rendition
@@ -91,6 +92,18 @@ def refusal(exc: BaseException) -> web.Response | None:
         if isinstance(exc, kind):
             text = str(exc.args[0]) if exc.args else str(exc)
             return problem(status, text)
+    return None
+
+
+def backend_fault(exc: BaseException) -> web.Response | None:
+    """507 for a full disk, 503 (with Retry-After) for a backend that is out (the
+    store, the object store, the cache), else None: the request was not wrong."""
+    if is_no_space(exc):
+        return problem(507, "no space left on the origin's disk; nothing was kept")
+    if isinstance(exc, backend_errors()):
+        resp = problem(503, f"a backend is unavailable ({type(exc).__name__}); retry later")
+        resp.headers[hdrs.RETRY_AFTER] = "5"
+        return resp
     return None
 
 
@@ -297,7 +310,7 @@ class Admin:
         try:  # bad options or a taken id: refused before the master is fetched
             await self._app().check(asset_id or None, options, source_name=source_name(uri))
         except Exception as exc:
-            refused = refusal(exc)
+            refused = refusal(exc) or backend_fault(exc)
             if refused is None:
                 raise
             return refused
@@ -321,7 +334,7 @@ class Admin:
             view = await self._app().submit(asset_id or None, tmp, options,
                                             source_name=source_name(uri))
         except Exception as exc:
-            refused = refusal(exc)
+            refused = refusal(exc) or backend_fault(exc)
             if refused is None:
                 log.exception("submitting the pull of %s failed", uri)
                 return problem(500, "could not start the job")
@@ -370,7 +383,7 @@ class Admin:
             view = await self._app().submit(fields.get("id") or None, tmp, options,
                                             source_name=filename)
         except Exception as exc:
-            refused = refusal(exc)
+            refused = refusal(exc) or backend_fault(exc)
             if refused is None:
                 log.exception("submitting %s failed", fields.get("id"))
                 return problem(500, "could not start the job")
@@ -436,7 +449,7 @@ class Admin:
         try:
             job = await self._app().retry(asset_id)
         except Exception as exc:
-            refused = refusal(exc)
+            refused = refusal(exc) or backend_fault(exc)
             if refused is None:
                 raise
             return refused

@@ -10,6 +10,7 @@ startup (cleanup_ctx) and closed with the app only when ``close_backends`` is se
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -17,18 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_latest
 
 from metadata.cache import Cache
 from metadata.objects import ObjectStore
 from metadata.store import MetadataStore
-from origin.admin import Admin
+from origin.admin import Admin, backend_fault, problem
 from origin.application import Application
 from origin.auth import Authenticator
 from origin.events import EventIntake, add_event_routes
 from origin.job_metrics import render_job_gauges
 from origin.metrics import Metrics
 from origin.playback import Playback
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -163,9 +167,32 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body, headers={"Content-Type": m.content_type})
 
 
+@web.middleware
+async def backend_faults(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """What escapes a handler: a full disk is 507, a backend that is out 503, anything
+    else a logged 500, each as one line of problem JSON (aiohttp's own 500 is a text
+    page). Playback answers its store's faults itself (origin.playback)."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        answer = backend_fault(exc)
+        if answer is not None:
+            log.warning("%s %s: %s", request.method, request.path, _first_line(exc))
+            return answer
+        log.exception("%s %s failed", request.method, request.path)
+        return problem(500, "internal error")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 def create_app(deps: OriginDeps) -> web.Application:
     # client_max_size bounds bodies read whole (JSON); uploads are streamed.
-    app = web.Application(client_max_size=1024**2)
+    app = web.Application(client_max_size=1024**2, middlewares=[backend_faults])
     m = Metrics()
     playback = Playback(
         deps.store, deps.objects, deps.cache, m,

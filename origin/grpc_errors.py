@@ -12,13 +12,12 @@ and answered INTERNAL without its text.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
 
-from metadata.breaker import BreakerOpen
+from metadata.faults import backend_errors
 from metadata.jobs import AlreadyExists, FailedPrecondition, NotFound, RequestError
 from origin.application import StorageFull
 from origin.auth import PermissionDenied, Unauthenticated
@@ -39,37 +38,6 @@ class Refusal(Exception):
         self.message = message
 
 
-def _backend_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean a backend is out, not that the request is wrong."""
-    # OSError last resort: a disk or directory the store cannot use (StorageFull,
-    # an OSError too, is matched before).
-    kinds: list[type[BaseException]] = [BreakerOpen, ConnectionError, TimeoutError,
-                                        sqlite3.OperationalError, sqlite3.DatabaseError,
-                                        OSError]
-    try:  # scylla-driver, when installed
-        from cassandra import OperationTimedOut, Unavailable
-        from cassandra.cluster import NoHostAvailable
-
-        kinds += [NoHostAvailable, OperationTimedOut, Unavailable]
-    except ImportError:
-        pass
-    try:
-        from botocore.exceptions import ConnectionError as BotoConnectionError
-        from botocore.exceptions import EndpointConnectionError
-
-        kinds += [BotoConnectionError, EndpointConnectionError]
-    except ImportError:
-        pass
-    try:
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
-
-        kinds += [RedisConnectionError, RedisTimeoutError]
-    except ImportError:
-        pass
-    return tuple(kinds)
-
-
 # Order matters: the first match wins (StorageFull is an OSError, SourceTooLarge a
 # ValueError, BreakerOpen a ConnectionError).
 _TABLE: tuple[tuple[tuple[type[BaseException], ...], grpc.StatusCode], ...] = (
@@ -81,7 +49,7 @@ _TABLE: tuple[tuple[tuple[type[BaseException], ...], grpc.StatusCode], ...] = (
     ((NotFound,), grpc.StatusCode.NOT_FOUND),
     ((AlreadyExists,), grpc.StatusCode.ALREADY_EXISTS),
     ((FailedPrecondition,), grpc.StatusCode.FAILED_PRECONDITION),
-    (_backend_errors(), grpc.StatusCode.UNAVAILABLE),
+    (backend_errors(), grpc.StatusCode.UNAVAILABLE),
 )
 
 

@@ -41,7 +41,7 @@ from typing import BinaryIO
 from aiohttp import hdrs, web
 
 from metadata.jobs import AlreadyExists, RequestError, check_asset_id
-from origin.admin import problem, refusal
+from origin.admin import backend_fault, problem, refusal
 from origin.application import Application
 from origin.tus_store import RECEIVING, SUBMITTED, UploadDir, UploadInfo
 
@@ -391,7 +391,7 @@ class TusUploads:
                                                  source_name=info.filename)
         except Exception as exc:
             await asyncio.to_thread(self.uploads.remove, info.id)
-            answer = refusal(exc)
+            answer = refusal(exc) or backend_fault(exc)
             if answer is None:
                 log.exception("upload %s: submitting asset %s failed", info.id, info.asset_id)
                 return problem(500, "could not start the job")

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 from tusclient.client import TusClient
 
+from tests.conftest import tmpfs
 from tests.console.conftest import API_KEY, ConsoleOrigin, MakeOrigin
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -253,6 +256,36 @@ async def test_numbers_and_credentials_a_client_should_never_send(
                      b"Upload-Length: 10\r\n", b"GET /v1/assets HTTP/1.1\r\n",
                      b"GET /v1/live HTTP/1.1\r\n"):
             assert await _raw_status(o, line + header) == 401, (line, header)
+
+
+async def test_a_full_disk_is_507_at_creation_and_mid_patch(
+        make_origin: MakeOrigin, tmp_path: Path) -> None:
+    """The upload directory fills: a PATCH that cannot write is 507 with problem JSON
+    (a plain-text 500 before), and so is a creation that cannot write its record;
+    with room again the upload resumes from what was kept."""
+    with tmpfs(tmp_path / "tmpfs", "2m") as disk:
+        o = await make_origin(data_dir=disk / "data")
+        data = os.urandom(3 * 2**20)
+        location = await _create(o, len(data), filename="big.mp4")
+        resp = await o.client.patch(location, data=io.BytesIO(data), headers={
+            **TUS, **o.auth(), "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream"})
+        assert resp.status == 507, await resp.text()
+        assert resp.content_type == "application/problem+json"
+        kept = await _head(o, location)
+        assert kept < len(data)
+        filler = disk / "filler"
+        with filler.open("wb") as out, contextlib.suppress(OSError):
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        resp = await o.client.post("/v1/uploads", headers={
+            **TUS, **o.auth(), "Upload-Length": "10", "Upload-Metadata": _meta(filename="s")})
+        assert resp.status == 507, await resp.text()
+        assert resp.content_type == "application/problem+json"
+        filler.unlink()
+        assert await _head(o, location) == kept
+        await o.client.close()
 
 
 async def test_sha1_checksum_is_verified_per_patch(make_origin: MakeOrigin) -> None:

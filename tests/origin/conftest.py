@@ -199,12 +199,16 @@ MakeOrigin = Callable[..., Awaitable[Origin]]
 async def make_origin(
     aiohttp_client: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[MakeOrigin]:
-    """make_origin(storage="local"|"s3", cache="lru"|"redis"|URL, **OriginDeps fields)."""
+    """make_origin(storage="local"|"s3", cache="lru"|"redis"|URL, objects=an ObjectStore,
+    store_dir=where the SQLite store lives, **OriginDeps fields)."""
 
-    async def make(storage: str = "local", cache: str = "lru", **kw: Any) -> Origin:
-        store = open_store("", tmp_path)
-        objects: ObjectStore
-        if storage == "s3":
+    async def make(storage: str = "local", cache: str = "lru",
+                   objects: ObjectStore | None = None, store_dir: Path | None = None,
+                   **kw: Any) -> Origin:
+        store = open_store("", store_dir or tmp_path)
+        if objects is not None:  # the test's own (an S3 it kills)
+            pass
+        elif storage == "s3":
             endpoint = request.getfixturevalue("s3_endpoint")
             objects = S3Objects(make_bucket(endpoint), "cdlc", endpoint_url=endpoint)
         else:

@@ -1,0 +1,97 @@
+"""The admin API when a backend fails under it: a full disk, an S3 server killed.
+Each fault is one line of problem JSON with its status (507 for the disk, 503 and
+Retry-After for a backend that is out); before, each escaped the handler as
+aiohttp's plain-text 500. The origin answers again once the fault clears."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from metadata.s3_objects import S3Objects
+from tests.conftest import tmpfs
+from tests.metadata.servers import ServerProcess, make_bucket
+from tests.origin.conftest import MakeOrigin
+from tests.origin.test_admin import form
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    with tmpfs(tmp_path / "tmpfs", "2m") as mount:
+        yield mount
+
+
+def fill(disk: Path) -> Path:
+    """Write a file until the disk is full; it is the caller's to remove."""
+    filler = disk / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+async def problem_of(resp: aiohttp.ClientResponse) -> dict[str, object]:
+    assert resp.content_type == "application/problem+json", await resp.text()
+    doc: dict[str, object] = await resp.json()
+    assert "\n" not in str(doc["title"])
+    return doc
+
+
+async def test_upload_onto_a_full_disk_is_507_and_keeps_nothing(
+        make_origin: MakeOrigin, small_disk: Path) -> None:
+    uploads = small_disk / "uploads"
+    o = await make_origin(upload_dir=uploads)
+    big = aiohttp.FormData()
+    big.add_field("id", "big")
+    big.add_field("file", io.BytesIO(os.urandom(3 * 2**20)), filename="big.mov",
+                  content_type="video/quicktime")
+    resp = await o.client.post("/v1/assets", data=big)
+    assert resp.status == 507, await resp.text()
+    assert "no space left" in str((await problem_of(resp))["title"])
+    assert list(uploads.glob("*")) == []
+    assert await o.store.get_asset("big") is None
+    small = await o.client.post("/v1/assets", data=form(os.urandom(100_000), id="small"))
+    assert small.status == 202, await small.text()
+
+
+async def test_delete_when_the_store_cannot_write_is_507(
+        make_origin: MakeOrigin, small_disk: Path, tmp_path: Path) -> None:
+    """The SQLite store on a disk that filled: its delete fails ("database or disk is
+    full"), the asset stays, and the delete goes through once there is room."""
+    o = await make_origin(upload_dir=tmp_path / "up", store_dir=small_disk)
+    made = await o.client.post("/v1/assets", data=form(os.urandom(50_000), id="stays"))
+    assert made.status == 202, await made.text()
+    filler = fill(small_disk)
+    try:
+        resp = await o.client.delete("/v1/assets/stays")
+        assert resp.status == 507, await resp.text()
+        await problem_of(resp)
+    finally:
+        filler.unlink()
+    assert (await o.client.get("/v1/assets/stays")).status == 200
+    assert (await o.client.delete("/v1/assets/stays")).status == 204
+
+
+async def test_s3_killed_under_create_and_delete_is_503(
+        make_origin: MakeOrigin, moto: ServerProcess, tmp_path: Path) -> None:
+    objects = S3Objects(make_bucket(moto.url), "cdlc", endpoint_url=moto.url,
+                        connect_timeout=1.0, write_attempts=1)
+    o = await make_origin(objects=objects, upload_dir=tmp_path / "up")
+    made = await o.client.post("/v1/assets", data=form(os.urandom(50_000), id="kept"))
+    assert made.status == 202, await made.text()
+    moto.kill()
+    resp = await o.client.post("/v1/assets", data=form(os.urandom(50_000), id="lost"))
+    assert resp.status == 503, await resp.text()
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert "a backend is unavailable" in str((await problem_of(resp))["title"])
+    assert await o.store.get_asset("lost") is None  # refused: nothing recorded
+    assert list((tmp_path / "up").glob("*")) == []
