@@ -91,6 +91,9 @@ class S3Objects:
         self._read_timeout = read_timeout
         self._write_attempts = write_attempts
         self._write_read_timeout = write_read_timeout
+        # Every attempt may wait its read timeout (and a connect) before botocore
+        # gives up; past that the write is abandoned.
+        self._write_deadline = write_attempts * (write_read_timeout + max(connect_timeout, 5.0))
         self.breaker = CircuitBreaker(
             f"s3://{bucket}", failures=breaker_failures, cooldown=breaker_cooldown
         )
@@ -149,8 +152,16 @@ class S3Objects:
             return await getattr(client, op)(**kwargs)
 
     async def _write(self, op: str, **kwargs: Any) -> Any:
-        """One write, on the patient client."""
-        return await getattr(await self._w(), op)(**kwargs)
+        """One write, on the patient client, bounded as a whole: botocore's read
+        timeout does not end a put whose server stopped answering (a SIGSTOPped S3
+        kept put_object waiting past 400 s, and the request that stored a master
+        with it)."""
+        client = await self._w()
+        try:
+            return await asyncio.wait_for(getattr(client, op)(**kwargs), self._write_deadline)
+        except TimeoutError:
+            raise TimeoutError(f"s3://{self.bucket}: {op} got no answer within "
+                               f"{self._write_deadline:g} s") from None
 
     def _key(self, key: str) -> str:
         if not key or key.startswith("/"):

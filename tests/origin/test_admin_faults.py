@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,3 +96,27 @@ async def test_s3_killed_under_create_and_delete_is_503(
     assert "a backend is unavailable" in str((await problem_of(resp))["title"])
     assert await o.store.get_asset("lost") is None  # refused: nothing recorded
     assert list((tmp_path / "up").glob("*")) == []
+
+
+async def test_s3_hung_under_a_create_is_503_within_its_write_bound(
+        make_origin: MakeOrigin, moto: ServerProcess, tmp_path: Path) -> None:
+    """A SIGSTOPped S3: storing the master waited forever (botocore's read timeout
+    does not end a put whose server stopped), and so did the request. Now the write
+    is bounded (attempts x (read timeout + connect)): 503, nothing recorded, and the
+    next create after S3 resumes works."""
+    objects = S3Objects(make_bucket(moto.url), "cdlc", endpoint_url=moto.url,
+                        write_attempts=1, write_read_timeout=1.0)
+    o = await make_origin(objects=objects, upload_dir=tmp_path / "up")
+    moto.pause()
+    try:
+        t0 = time.monotonic()
+        resp = await o.client.post("/v1/assets", data=form(os.urandom(50_000), id="hung"))
+        took = time.monotonic() - t0
+        assert resp.status == 503, await resp.text()
+        assert "TimeoutError" in str((await problem_of(resp))["title"])
+        assert took < 15, took
+        assert await o.store.get_asset("hung") is None
+    finally:
+        moto.resume()
+    made = await o.client.post("/v1/assets", data=form(os.urandom(50_000), id="after"))
+    assert made.status == 202, await made.text()
