@@ -21,6 +21,7 @@ from typing import Protocol
 from cdn.purge import purge_asset
 from engine.config import Settings
 from engine.job_spec import check_asset_id
+from engine.leases import Lease, holder_id
 from engine.pipeline import Services
 from engine.runner import new_job
 from metadata.cache import invalidate_asset
@@ -76,15 +77,25 @@ class Engine:
         try:
             asset_id = check_asset_id(asset_id or uuid.uuid4().hex[:16])
             request, queue = await self._planned(options, source_name)
-            job = new_job(asset_id, request, master_key(asset_id),
-                          max_attempts=self.settings.max_attempts, queue=queue)
+            # Recorded under this process's lease, held while the master is kept: an
+            # executor polling for QUEUED jobs must not claim one whose master is not
+            # stored yet (a slow S3 let a job fail all its attempts on a missing
+            # master while the upload went on). A submitter that dies loses the lease
+            # and the sweep takes the job as any dead holder's.
+            ttl = self.services.lease_seconds
+            job = replace(new_job(asset_id, request, master_key(asset_id),
+                                  max_attempts=self.settings.max_attempts, queue=queue),
+                          lease_holder=holder_id(), lease_expires=time.time() + ttl)
             asset = Asset(id=asset_id, source_name=source_name)
             await store.create_job(asset, job)
         except BaseException:
             master.unlink(missing_ok=True)
             raise
         try:
-            await self._keep_master(job.master, master)
+            async with Lease(store, job, ttl) as lease:
+                await self._keep_master(job.master, master)
+                await lease.write(lease_holder=None, lease_expires=0.0)  # claimable now
+            job = lease.job
         except BaseException as exc:
             # Refused after all: nothing of this submit stays.
             master.unlink(missing_ok=True)
