@@ -274,6 +274,8 @@ class Admin:
                     fields[part.name] = text.decode("utf-8", "replace")
             if tmp is None:
                 return problem(400, "no 'file' part in the upload")
+            if tmp.stat().st_size == 0:  # as tus refuses it: no job for nothing
+                return problem(400, "an empty file is not a master")
             return await self._accept(tmp, filename, fields)
         except _TooLarge:
             return problem(413, f"upload larger than {self.max_upload_bytes} bytes")

@@ -417,3 +417,15 @@ async def test_pull_from_a_source_that_breaks_is_502(
     assert "\n" not in doc["title"]
     assert await o.store.get_asset("torn") is None
     assert list(uploads.glob("*")) == []
+
+
+async def test_an_empty_master_is_400_and_records_nothing(make_origin: MakeOrigin,
+                                                          tmp_path: Path) -> None:
+    """As tus refuses it at creation (it was 202, then a job failing on it)."""
+    o = await make_origin(upload_dir=tmp_path / "up")
+    resp = await o.client.post("/v1/assets", data=form(b"", id="nothing"))
+    assert resp.status == 400
+    assert (await resp.json())["title"] == "an empty file is not a master"
+    assert await o.store.get_asset("nothing") is None
+    assert o.held.jobs == []
+    assert list((tmp_path / "up").glob("*")) == []
