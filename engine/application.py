@@ -215,12 +215,16 @@ class Engine:
         existed = await store.delete_asset(asset_id)
         await self._invalidate(asset_id)
         await self._forget_keys(asset_id)
+        # Nothing is served from here, so the edges can drop their copies now: were
+        # they purged after the bytes, an object store that fails that step would
+        # leave them cached, and a second delete no longer knows the renditions.
+        if self.edges and counts:
+            await self._purge_edges(asset_id, counts, text)
+        # A second delete after a failed one removes what the first left.
         removed = await objects.delete_prefix(media_prefix(asset_id) + "/")
         removed += await objects.delete_prefix(f"masters/{asset_id}/")
         if not existed and removed == 0:
             raise NotFound(f"no asset {asset_id}")
-        if self.edges and counts:
-            await self._purge_edges(asset_id, counts, text)
 
     async def _forget_keys(self, asset_id: str) -> None:
         """A taken-down asset's content keys go with it (nothing they open is left)."""

@@ -120,3 +120,27 @@ async def test_s3_hung_under_a_create_is_503_within_its_write_bound(
         moto.resume()
     made = await o.client.post("/v1/assets", data=form(os.urandom(50_000), id="after"))
     assert made.status == 202, await made.text()
+
+
+async def test_a_delete_that_s3_fails_is_503_and_a_second_one_finishes_it(
+        make_origin: MakeOrigin, moto: ServerProcess, tmp_path: Path) -> None:
+    """The metadata goes first (nothing is served), then the bytes: when S3 hangs
+    under that step the delete is 503 (it was a plain-text 500), the asset is gone
+    from the API, and a second delete once S3 answers removes what was left."""
+    objects = S3Objects(make_bucket(moto.url), "cdlc", endpoint_url=moto.url,
+                        write_attempts=1, write_read_timeout=1.0)
+    o = await make_origin(objects=objects, upload_dir=tmp_path / "up")
+    made = await o.client.post("/v1/assets", data=form(os.urandom(50_000), id="gone"))
+    assert made.status == 202, await made.text()
+    assert await objects.stat("masters/gone/source") is not None
+    moto.pause()
+    try:
+        resp = await o.client.delete("/v1/assets/gone")
+        assert resp.status == 503, await resp.text()
+        await problem_of(resp)
+    finally:
+        moto.resume()
+    assert (await o.client.get("/v1/assets/gone")).status == 404
+    assert (await o.client.delete("/v1/assets/gone")).status == 204
+    assert await objects.stat("masters/gone/source") is None
+    assert (await o.client.delete("/v1/assets/gone")).status == 404
