@@ -11,7 +11,15 @@ import av
 import pytest
 
 import native
-from tests.media import bigbuckbunny, decode_errors, ffmpeg, ffprobe, joined, make_master
+from tests.media import (
+    bigbuckbunny,
+    decode_errors,
+    ffmpeg,
+    ffprobe,
+    joined,
+    make_master,
+    make_rotated_master,
+)
 from tests.native import isobmff
 
 SEGMENT_SECONDS = 2.0
@@ -228,6 +236,16 @@ def test_codecs_that_cannot_be_copied(tmp_path: Path, args: list[str], message: 
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=1", "-f", "lavfi",
            "-i", "sine=duration=1", *args, str(src))
     with pytest.raises(native.InvalidDataError, match=message):
+        native.package_copy(src, tmp_path / "out", 2.0)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_rotated_master_is_not_copied(tmp_path: Path) -> None:
+    """The copy keeps pictures as coded under a unity matrix: a phone capture whose
+    display matrix turns it upright would play sideways (it was published so).
+    Refused as input, pointing at the transcode, which turns it upright."""
+    src = make_rotated_master(tmp_path / "rot.mp4", seconds=1.0, rotate=90)
+    with pytest.raises(native.InvalidDataError, match=r"rotated for display.*transcode"):
         native.package_copy(src, tmp_path / "out", 2.0)
     assert not (tmp_path / "out").exists()
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "av/av_util.h"
 #include "codec/nal.h"
 #include "common/error.h"
 #include "text/subtitle_parse.h"
@@ -109,6 +110,11 @@ void CopyJob::open_video() {
         if (par->codec_id != AV_CODEC_ID_H264 && par->codec_id != AV_CODEC_ID_HEVC)
             throw InvalidDataError("video codec '" + codec_name(par->codec_id) + "' in " + input_ + transcode_hint_ +
                                    " (copy supports h264, hevc)");
+        // The copy keeps pictures as coded, under a unity matrix: a master that
+        // asks for rotation on display would play sideways.
+        if (av::stream_rotation(video_.st) != 0)
+            throw InvalidDataError("video in " + input_ + " is rotated for display and" + transcode_hint_ +
+                                   " (copy keeps pictures as coded)");
     }
 
     if (video_.st) {
