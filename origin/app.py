@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_latest
 
@@ -174,8 +174,17 @@ async def backend_faults(request: web.Request, handler: Handler) -> web.StreamRe
     page). Playback answers its store's faults itself (origin.playback)."""
     try:
         return await handler(request)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400 or not request.path.startswith("/v1/"):
+            raise
+        # The API answers problem JSON, aiohttp's own refusals too (a body past
+        # client_max_size, a method a route does not take), headers kept.
+        refused = problem(exc.status, exc.text if exc.text and not exc.text.startswith(
+            f"{exc.status}:") else exc.reason)
+        for name, value in exc.headers.items():
+            if name not in (hdrs.CONTENT_TYPE, hdrs.CONTENT_LENGTH):
+                refused.headers[name] = value
+        return refused
     except Exception as exc:
         answer = backend_fault(exc)
         if answer is not None:

@@ -144,3 +144,19 @@ async def test_a_delete_that_s3_fails_is_503_and_a_second_one_finishes_it(
     assert (await o.client.delete("/v1/assets/gone")).status == 204
     assert await objects.stat("masters/gone/source") is None
     assert (await o.client.delete("/v1/assets/gone")).status == 404
+
+
+async def test_aiohttp_refusals_under_the_api_are_problem_json(make_origin: MakeOrigin) -> None:
+    """A JSON body past client_max_size (1 MiB) and a method a route does not take:
+    aiohttp's own plain-text pages before, problem JSON now, with their headers."""
+    o = await make_origin()
+    resp = await o.client.post("/v1/assets", data=io.BytesIO(b"{" + b" " * 2**21 + b"}"),
+                               headers={"Content-Type": "application/json"})
+    assert resp.status == 413
+    assert "Maximum request body size" in str((await problem_of(resp))["title"])
+    resp = await o.client.put("/v1/assets")
+    assert resp.status == 405 and "GET" in resp.headers["Allow"]
+    assert (await problem_of(resp))["title"] == "Method Not Allowed"
+    resp = await o.client.get("/v1/nothing-here")
+    assert resp.status == 404
+    await problem_of(resp)
