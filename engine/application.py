@@ -97,10 +97,16 @@ class Engine:
                 await lease.write(lease_holder=None, lease_expires=0.0)  # claimable now
             job = lease.job
         except BaseException as exc:
-            # Refused after all: nothing of this submit stays.
+            # Refused after all: nothing of this submit stays. The object store may
+            # be what failed: its clean-up is bounded, so the caller hears now.
             master.unlink(missing_ok=True)
             await store.delete_asset(asset_id)
-            await self.services.objects.delete_prefix(f"masters/{asset_id}/")
+            try:
+                await asyncio.wait_for(
+                    self.services.objects.delete_prefix(f"masters/{asset_id}/"), 10.0)
+            except Exception:
+                log.warning("removing what was kept of the master of %s failed", asset_id,
+                            exc_info=True)
             if is_no_space(exc):
                 raise StorageFull(f"no space left to keep the master of {asset_id}") from exc
             raise

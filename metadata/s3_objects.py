@@ -75,6 +75,7 @@ class S3Objects:
         breaker_cooldown: float = 2.0,
         write_attempts: int = 5,
         write_read_timeout: float = 30.0,
+        write_deadline: float | None = None,
     ) -> None:
         if part_size < 5 * 2**20:
             raise ValueError("S3 parts (but the last) must be at least 5 MiB")
@@ -91,9 +92,12 @@ class S3Objects:
         self._read_timeout = read_timeout
         self._write_attempts = write_attempts
         self._write_read_timeout = write_read_timeout
-        # Every attempt may wait its read timeout (and a connect) before botocore
-        # gives up; past that the write is abandoned.
-        self._write_deadline = write_attempts * (write_read_timeout + max(connect_timeout, 5.0))
+        # One write, its retries included, at most this long (botocore's own read
+        # timeout does not end a put whose server stopped): an API request that
+        # stores a master answers 503 within it. Parts of a large upload are
+        # bounded each.
+        self._write_deadline = write_deadline or min(
+            60.0, write_attempts * (write_read_timeout + max(connect_timeout, 5.0)))
         self.breaker = CircuitBreaker(
             f"s3://{bucket}", failures=breaker_failures, cooldown=breaker_cooldown
         )
@@ -320,7 +324,15 @@ class S3Objects:
             raise ValueError("refusing to delete the whole store")
         paginator = (await self._w()).get_paginator("list_objects_v2")
         count = 0
-        async for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+        pages = aiter(paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)))
+        while True:
+            try:  # each listing bounded as a write is (_write)
+                page = await asyncio.wait_for(anext(pages), self._write_deadline)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise TimeoutError(f"s3://{self.bucket}: listing {prefix} got no answer within "
+                                   f"{self._write_deadline:g} s") from None
             keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
             for i in range(0, len(keys), 1000):  # DeleteObjects takes 1000 at most
                 batch = keys[i : i + 1000]
