@@ -12,6 +12,13 @@ deleted), and a listener keeps its last row. A comment line every ``heartbeat``
 seconds keeps proxies from closing an idle stream. The page reconnects by itself
 (EventSource) and gets a fresh snapshot.
 
+Faults: while the asset rows cannot be read (the store is out) a listener gets
+``event: unavailable`` with ``{"detail": ...}`` once, never an empty snapshot
+passed off as the catalogue; the first good poll after it sends every listener a
+fresh ``snapshot``. A listener that does not read (a stalled or vanished client)
+is dropped once ``max_pending`` changes wait for it, or once one write has waited
+``write_timeout`` seconds: its connection is closed, and what it holds is freed.
+
 Auth: the API key, as the ``Authorization`` header or ``?key=`` (EventSource
 cannot set headers).
 """
@@ -38,6 +45,16 @@ Authorise = Callable[[web.Request], bool]
 _Message = tuple[str, Any] | None  # (event name, data); None ends the stream
 
 
+class _Listener:
+    """One stream's queue of changes; ``dropped`` once it fell too far behind."""
+
+    __slots__ = ("dropped", "queue")
+
+    def __init__(self, most: int) -> None:
+        self.queue: asyncio.Queue[_Message] = asyncio.Queue(most)
+        self.dropped = False
+
+
 def _fingerprint(a: Asset) -> tuple[Any, ...]:
     return (a.state, round(a.progress, 3), a.error, a.version, a.current_job, a.duration)
 
@@ -47,15 +64,20 @@ class LiveAssets:
 
     def __init__(self, application: Application, *, authorise: Authorise,
                  poll_seconds: float = 1.0, heartbeat_seconds: float = 15.0,
-                 max_assets: int = 10_000) -> None:
+                 max_assets: int = 10_000, max_pending: int = 1000,
+                 write_timeout: float = 30.0) -> None:
         self.application = application
         self.authorise = authorise
         self.poll, self.heartbeat = poll_seconds, heartbeat_seconds
         self.max_assets = max_assets
-        self._listeners: set[asyncio.Queue[_Message]] = set()
+        self.max_pending, self.write_timeout = max_pending, write_timeout
+        self._listeners: set[_Listener] = set()
         self._known: dict[str, tuple[tuple[Any, ...], Asset]] = {}
         self._task: asyncio.Task[None] | None = None
         self._first = asyncio.Event()
+        # The last poll's outcome: None before the first, else whether it read.
+        self._ok: bool | None = None
+        self._why = ""
 
     async def _all(self) -> tuple[list[Asset], str | None]:
         """The first ``max_assets`` assets by id, and the last id of that window when
@@ -68,11 +90,29 @@ class LiveAssets:
         while self._listeners:
             try:
                 await self._tick()
-            except Exception:  # the store is out: listeners keep their last view
-                log.warning("live: reading assets failed", exc_info=True)
+            except Exception as exc:  # the store is out: listeners keep their last view
+                if self._ok is not False:
+                    log.warning("live: reading assets failed", exc_info=True)
+                    self._why = f"the asset list cannot be read now ({type(exc).__name__}); " \
+                                "retrying"
+                    self._send(("unavailable", {"detail": self._why}))
+                self._ok = False
             self._first.set()
             await asyncio.sleep(self.poll)
         self._task = None
+
+    def _send(self, *messages: tuple[str, Any]) -> None:
+        """Queue ``messages`` for every listener; one whose queue is full is dropped
+        (its stream ends; EventSource reconnects and gets a snapshot)."""
+        for listener in list(self._listeners):
+            for message in messages:
+                try:
+                    listener.queue.put_nowait(message)
+                except asyncio.QueueFull:
+                    log.info("live: dropping a listener %d changes behind", self.max_pending)
+                    listener.dropped = True
+                    self._listeners.discard(listener)
+                    break
 
     async def _tick(self) -> None:
         assets, window_end = await self._all()
@@ -88,9 +128,10 @@ class LiveAssets:
             if window_end is None or asset_id < window_end:
                 changes.append(("deleted", {"id": asset_id}))
         self._known = current
-        for queue in list(self._listeners):
-            for change in changes:
-                queue.put_nowait(change)
+        if self._ok is False:  # back after an outage: everyone starts afresh
+            changes = [("snapshot", {"items": self._snapshot()})]
+        self._ok = True
+        self._send(*changes)
 
     def _snapshot(self) -> list[dict[str, Any]]:
         return [asset_json(a) for _, a in sorted(self._known.values(), key=lambda v: v[1].id)]
@@ -100,11 +141,13 @@ class LiveAssets:
             denied = problem(401, "missing or wrong API key")
             denied.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="cdlc"'
             return denied
-        queue: asyncio.Queue[_Message] = asyncio.Queue()
+        listener = _Listener(self.max_pending)
+        queue = listener.queue
         if self._task is None:
             self._known = {}
+            self._ok = None
             self._first.clear()
-            self._listeners.add(queue)
+            self._listeners.add(listener)
             self._task = asyncio.create_task(self._run())
             await self._first.wait()
             with contextlib.suppress(asyncio.QueueEmpty):  # the first tick's changes
@@ -112,33 +155,48 @@ class LiveAssets:
                     queue.get_nowait()
         else:
             await self._first.wait()
-            self._listeners.add(queue)
+            self._listeners.add(listener)
         resp = web.StreamResponse(headers={
             hdrs.CONTENT_TYPE: "text/event-stream", hdrs.CACHE_CONTROL: "no-store",
             "X-Accel-Buffering": "no",  # nginx: pass events through at once
         })
         try:
             await resp.prepare(request)
-            await resp.write(_event("snapshot", {"items": self._snapshot()}))
-            while True:
+            first = ("snapshot", {"items": self._snapshot()}) if self._ok \
+                else ("unavailable", {"detail": self._why})
+            await self._write(resp, _event(*first))
+            while not listener.dropped:
                 try:
                     message = await asyncio.wait_for(queue.get(), self.heartbeat)
                 except TimeoutError:
-                    await resp.write(b": keep-alive\n\n")
+                    await self._write(resp, b": keep-alive\n\n")
                     continue
-                if message is None:
+                if message is None or listener.dropped:
                     break
-                await resp.write(_event(*message))
+                await self._write(resp, _event(*message))
+        except TimeoutError:  # the client stopped reading: let its connection go
+            log.info("live: a listener read nothing for %.0f s; closing it", self.write_timeout)
+            listener.dropped = True
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
-            self._listeners.discard(queue)
+            self._listeners.discard(listener)
+        if listener.dropped and request.transport is not None:
+            # Not a clean end: write_eof would wait on the same full socket.
+            request.transport.abort()
         return resp
+
+    async def _write(self, resp: web.StreamResponse, data: bytes) -> None:
+        async with asyncio.timeout(self.write_timeout):
+            await resp.write(data)
 
     async def shutdown(self) -> None:
         """End every stream (the app is stopping; clients reconnect elsewhere)."""
-        for queue in list(self._listeners):
-            queue.put_nowait(None)
+        for listener in list(self._listeners):
+            try:
+                listener.queue.put_nowait(None)
+            except asyncio.QueueFull:  # too far behind to be told: cut off
+                listener.dropped = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -137,3 +137,99 @@ async def test_console_pages_are_served_from_the_origin(make_origin: MakeOrigin)
     assert await resp.json() == {"hls": "/vod/abc/master.m3u8",
                                  "dash": "/vod/abc/manifest.mpd",
                                  "poster": "/vod/abc/poster.jpg", "expires_in": None}
+
+
+# -- faults -----------------------------------------------------------------------------
+
+async def _raw_listener(o: ConsoleOrigin) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A client that asks for the stream, then never reads (a stalled tab, a
+    vanished phone): a small receive window, so the origin's writes back up."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    port = o.client.port
+    assert port is not None
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(f"GET /v1/live?key={API_KEY} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    return reader, writer
+
+
+@pytest.mark.parametrize("limit", ["pending", "write_timeout"])
+async def test_a_listener_that_stops_reading_is_cut_off(make_origin: MakeOrigin,
+                                                        limit: str) -> None:
+    """Changes kept coming for a client that read nothing: the origin queued them
+    for ever (memory without bound) and its write waited for ever. The listener
+    is now dropped past ``max_pending`` queued changes or one write that waited
+    ``write_timeout``, its connection closed; a reading listener is unaffected."""
+    o = await make_origin()
+    live = o.client.app[LIVE]
+    live.max_pending = 4 if limit == "pending" else 10_000
+    live.write_timeout = 1.0 if limit == "write_timeout" else 60.0
+    await _submit(o, "busy")
+    assert o.held is not None
+    job = o.held.jobs[0]
+    reader, writer = await _raw_listener(o)
+    async with aiohttp.ClientSession() as http:
+        good = await http.get(f"{o.url}/v1/live?key={API_KEY}")
+        events = _events(good)
+        name, _ = await asyncio.wait_for(anext(events), 5)
+        assert name == "snapshot" and len(live._listeners) == 2
+        # ~60 kB per change (a long error text), a change every poll (0.25 s).
+        step = 0
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(live._listeners) == 2:
+            assert asyncio.get_running_loop().time() < deadline, "the stalled one stayed"
+            step += 1
+            job = replace(job, state=JobState.TRANSCODING, progress=step / 1000,
+                          error="x" * 60_000)
+            assert await o.deps.store.write_job(job)  # (it moves job.rev on)
+            while True:  # the reading listener gets every change
+                name, data = await asyncio.wait_for(anext(events), 5)
+                if data.get("progress") == step / 1000:
+                    break
+        assert len(live._listeners) == 1
+        # The stalled client's connection is closed: what it did not read, then EOF.
+        with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+            await asyncio.wait_for(reader.readexactly(1 << 30), 10)
+        writer.close()
+        good.close()
+
+
+async def test_a_store_that_is_out_is_never_an_empty_snapshot(make_origin: MakeOrigin,
+                                                              monkeypatch: Any) -> None:
+    """The asset rows could not be read when a console connected: it was sent an
+    empty snapshot, shown as "No assets yet.". It now gets ``unavailable``, and
+    the real snapshot once the store answers again."""
+    o = await make_origin()
+    await _submit(o, "kept")
+    out = True
+    real = o.engine.list_assets
+
+    async def list_assets(*args: Any, **kw: Any) -> Any:
+        if out:
+            raise ConnectionError("the metadata store is out")
+        return await real(*args, **kw)
+
+    monkeypatch.setattr(o.engine, "list_assets", list_assets)
+    async with aiohttp.ClientSession() as http:
+        resp = await http.get(f"{o.url}/v1/live?key={API_KEY}")
+        assert resp.status == 200
+        events = _events(resp)
+        name, data = await asyncio.wait_for(anext(events), 5)
+        assert name == "unavailable" and "ConnectionError" in data["detail"]
+        out = False
+        name, data = await asyncio.wait_for(anext(events), 5)
+        assert (name, [a["id"] for a in data["items"]]) == ("snapshot", ["kept"])
+        # Out again under a running stream: told once, then the snapshot again.
+        out = True
+        name, data = await asyncio.wait_for(anext(events), 5)
+        assert name == "unavailable"
+        await asyncio.sleep(1.0)  # several failed polls: no second "unavailable"
+        out = False
+        name, data = await asyncio.wait_for(anext(events), 5)
+        assert (name, [a["id"] for a in data["items"]]) == ("snapshot", ["kept"])
+        resp.close()
