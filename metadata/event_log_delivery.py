@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from metadata.sqlite_side import SQLiteThread
 
@@ -173,14 +172,10 @@ class RedisDeliveryLedger:
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str | None = None) -> RedisDeliveryLedger:
-        import redis.asyncio as aioredis
+        from metadata.event_log_redis import redis_client
 
-        parts = urlsplit(url)
-        query = parse_qs(parts.query)
-        chosen = prefix or query.pop("prefix", ["cdlc:events"])[0]
-        rest = "&".join(f"{k}={v[0]}" for k, v in query.items())
-        return cls(aioredis.Redis.from_url(urlunsplit(parts._replace(query=rest))),
-                   prefix=chosen)
+        client, chosen = redis_client(url, prefix, "cdlc:events")
+        return cls(client, prefix=chosen)
 
     async def add(self, source: str, counts: Counts) -> None:
         _check_source(source)

@@ -40,6 +40,25 @@ return out
 """
 
 _TRIM_EVERY = 1000
+# A hung server (connections taken, never answered) fails a call after this
+# long rather than holding a player's beacon or a stats page for ever; redis-py
+# before 6 waited without bound by default.
+SOCKET_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 2.0
+
+
+def redis_client(url: str, prefix: str | None, default_prefix: str,
+                 ) -> tuple[aioredis.Redis[bytes], str]:
+    """The client of ``url`` (its ``?prefix=`` taken out) with bounded calls, and the
+    key prefix: ``prefix``, else the URL's, else ``default_prefix``."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    chosen = prefix or query.pop("prefix", [default_prefix])[0]
+    rest = "&".join(f"{k}={v[0]}" for k, v in query.items())
+    client = aioredis.Redis.from_url(urlunsplit(parts._replace(query=rest)),
+                                     socket_timeout=SOCKET_TIMEOUT,
+                                     socket_connect_timeout=CONNECT_TIMEOUT)
+    return client, chosen
 
 
 class RedisEventLog:
@@ -58,11 +77,7 @@ class RedisEventLog:
     @classmethod
     def from_url(cls, url: str, *, retention: Retention | None = None,
                  prefix: str | None = None) -> RedisEventLog:
-        parts = urlsplit(url)
-        query = parse_qs(parts.query)
-        chosen = prefix or query.pop("prefix", ["cdlc:events"])[0]
-        rest = "&".join(f"{k}={v[0]}" for k, v in query.items())
-        client = aioredis.Redis.from_url(urlunsplit(parts._replace(query=rest)))
+        client, chosen = redis_client(url, prefix, "cdlc:events")
         return cls(client, prefix=chosen, retention=retention)
 
     async def append(self, events: Sequence[WatchEvent]) -> AppendResult:
@@ -86,6 +101,9 @@ class RedisEventLog:
 
     async def read(self, after: str, limit: int = 500, wait: float = 0.0,
                    ) -> list[LoggedEvent]:
+        # Under the socket timeout, or the wait itself would read as a hung server
+        # (the contract allows an earlier empty answer).
+        wait = min(wait, SOCKET_TIMEOUT - 1.0)
         block = int(wait * 1000) if wait > 0 else None
         answer = await self.client.xread({self.stream: after or "0-0"}, count=limit,
                                          block=block)

@@ -106,10 +106,14 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 
 async def readyz(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
-    names = ("store", "objects", "cache")
+    names: tuple[str, ...] = ("store", "objects", "cache")
+    pings: list[Callable[[], Awaitable[None]]] = [deps.store.ping, deps.objects.ping,
+                                                  deps.cache.ping]
+    if deps.events is not None:  # the players' beacons and the stats depend on it
+        names += ("events",)
+        pings.append(deps.events.log.ping)
     results = await asyncio.gather(
-        *(asyncio.wait_for(b.ping(), _READY_TIMEOUT)
-          for b in (deps.store, deps.objects, deps.cache)),
+        *(asyncio.wait_for(ping(), _READY_TIMEOUT) for ping in pings),
         return_exceptions=True,
     )
     report = {

@@ -13,8 +13,9 @@ Routes (``add_event_routes(app, intake)`` installs them):
   ``{"accepted", "duplicates", "rejected": [{"index", "reason"}]}``; a body over
   ``max_body_bytes`` 413, more than ``max_events`` events 413, not a JSON array
   400, more than ``rate`` requests per second (burst ``burst``) for one token 429
-  with ``Retry-After``. CORS: any origin (the token, not a cookie, is the
-  credential).
+  with ``Retry-After``, the event log out 503 with ``Retry-After`` (nothing of
+  the batch recorded past what the log took: a resend is deduped). CORS: any
+  origin (the token, not a cookie, is the credential).
 - ``GET /v1/assets/{id}/stats``: the asset's stats (metadata/stats.py) and their
   hours, with the bytes the origin and the edge delivered beside what players
   reported; needs ``assets:read`` once auth is configured. With the application
@@ -73,7 +74,7 @@ from metadata.event_log import (
 )
 from metadata.event_log_delivery import DeliveryCounter, DeliveryLedger
 from metadata.stats import AssetStats, StatsModel
-from origin.admin import auth_refusal, problem
+from origin.admin import auth_refusal, backend_fault, problem
 from origin.application import Application
 from origin.auth import (
     ASSETS_READ,
@@ -352,7 +353,17 @@ class EventIntake:
         except Refused as exc:
             self.m_rejected.labels("forged").inc()
             return _cors(problem(exc.status, exc.detail))
-        result = await self.record(good)
+        try:
+            result = await self.record(good)
+        except Exception as exc:
+            # The log is out: a 503 the page can read (CORS, like every answer here)
+            # so the beacon keeps the batch for its next flush.
+            answer = backend_fault(exc)
+            if answer is None:
+                raise
+            log.warning("POST /v1/events: the event log is out: %s", type(exc).__name__)
+            self.m_rejected.labels("unavailable").inc()
+            return _cors(answer)
         self.observe_startups([e.event for e in result.added])
         return _cors(web.json_response({"accepted": result.accepted,
                                         "duplicates": result.duplicates,

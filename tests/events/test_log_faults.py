@@ -1,0 +1,168 @@
+"""The watch-event intake over a Redis Streams log this test owns and breaks:
+killed, hung (SIGSTOP: connections taken, never answered), brought back.
+
+What must hold, over REST (POST /v1/events, the stats, /readyz) and gRPC
+(RecordWatchEvents): an outage is a 503 / UNAVAILABLE within seconds, never a
+hang or a 500; the 503 carries CORS and Retry-After, so a page's beacon can read
+it and keep its batch; /readyz names the log; once Redis is back the same batch
+sent again is recorded once (what the log took before the 503 counts as a
+duplicate, nothing twice)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from metadata import open_cache, open_objects, open_store
+from metadata.event_log_redis import RedisEventLog
+from origin.app import OriginDeps, create_app
+from origin.auth import Authenticator
+from origin.events import EventIntake
+from origin.grpc_auth import AuthInterceptor
+from origin.grpc_events import EventServicer
+from origin.grpc_proto import events_pb2, events_pb2_grpc
+from tests.metadata.servers import ServerProcess, own_redis
+
+# A hung Redis fails a call after the log's 5 s socket timeout; the slack is a
+# loaded CI machine's.
+BOUND_S = 9.0
+
+
+@pytest.fixture
+def redis_server() -> Iterator[ServerProcess]:
+    server = own_redis().start()
+    yield server
+    server.stop()
+
+
+def batch(session: str, n: int) -> list[dict[str, Any]]:
+    return [{"event_id": f"{session}-{i}", "session_id": session, "asset_id": "a1",
+             "type": "heartbeat", "time": f"2026-12-01T08:00:{i:02d}Z",
+             "position_seconds": i} for i in range(n)]
+
+
+@pytest.fixture
+async def origin(redis_server: ServerProcess, tmp_path: Path,
+                 ) -> AsyncIterator[tuple[TestClient[Any, Any], RedisEventLog]]:
+    log = RedisEventLog.from_url(redis_server.url, prefix=f"t:{uuid.uuid4().hex}")
+    deps = OriginDeps(store=open_store("", tmp_path), objects=open_objects("", tmp_path),
+                      cache=open_cache(""), close_backends=True, events=EventIntake(log))
+    client: TestClient[Any, Any] = TestClient(TestServer(create_app(deps)))
+    await client.start_server()
+    yield client, log
+    await client.close()
+
+
+async def timed(call: Any) -> tuple[Any, float]:
+    t0 = time.monotonic()
+    result = await asyncio.wait_for(call, 30)
+    return result, time.monotonic() - t0
+
+
+async def test_a_hung_then_killed_log_is_a_503_the_beacon_can_read(
+        origin: tuple[TestClient[Any, Any], RedisEventLog],
+        redis_server: ServerProcess) -> None:
+    client, log = origin
+    events = batch("s1", 5)
+    r = await client.post("/v1/events", json=events[:2])
+    assert r.status == 200 and (await r.json())["accepted"] == 2
+
+    redis_server.pause()
+    r, took = await timed(client.post("/v1/events", json=events))
+    assert r.status == 503 and took < BOUND_S, (r.status, took)
+    assert r.headers["Access-Control-Allow-Origin"] == "*"
+    assert r.headers["Retry-After"] and "unavailable" in (await r.json())["title"]
+    r, took = await timed(client.get("/v1/assets/a1/stats"))
+    assert r.status == 503 and took < BOUND_S, (r.status, took)
+    r, took = await timed(client.get("/readyz"))
+    body = await r.json()
+    assert r.status == 503 and body["events"].startswith("error") and took < BOUND_S
+    assert body["store"] == "ok"
+
+    redis_server.kill()
+    r, took = await timed(client.post("/v1/events", json=events))
+    assert r.status == 503 and took < 2.0
+    assert (await client.get("/readyz")).status == 503
+
+    # Back on its port (an empty Redis: it keeps nothing on disk); the beacon sends
+    # the batch again and it is taken.
+    redis_server.start()
+    deadline = time.monotonic() + 15
+    while True:
+        r = await client.post("/v1/events", json=events)
+        if r.status == 200 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert r.status == 200, await r.text()
+    doc = await r.json()
+    assert doc["accepted"] + doc["duplicates"] == 5 and doc["rejected"] == []
+    assert (await client.get("/readyz")).status == 200
+    r = await client.get("/v1/events/metrics")
+    assert 'cdlc_watch_events_rejected_total{reason="unavailable"} 2.0' in await r.text()
+
+
+async def test_a_batch_the_hung_log_took_late_is_not_counted_twice(
+        origin: tuple[TestClient[Any, Any], RedisEventLog],
+        redis_server: ServerProcess) -> None:
+    """SIGSTOP keeps the command in the socket: Redis runs it when it wakes, after
+    the 503. The resend then finds those events seen: duplicates, not new."""
+    client, log = origin
+    events = batch("s2", 4)
+    redis_server.pause()
+    r = await client.post("/v1/events", json=events)
+    assert r.status == 503
+    redis_server.resume()
+    await asyncio.sleep(0.3)  # the server works through what waited in its socket
+    r = await client.post("/v1/events", json=events)
+    assert r.status == 200
+    doc = await r.json()
+    assert doc["accepted"] + doc["duplicates"] == 4
+    logged = await log.read("", 100)
+    assert sorted(e.event.event_id for e in logged) == sorted(e["event_id"] for e in events)
+
+
+async def test_grpc_record_is_unavailable_while_the_log_hangs(
+        redis_server: ServerProcess) -> None:
+    log = RedisEventLog.from_url(redis_server.url, prefix=f"t:{uuid.uuid4().hex}")
+    intake = EventIntake(log)
+    await intake.start()
+    server = grpc.aio.server(interceptors=[AuthInterceptor(Authenticator(api_key="k"))])
+    events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(intake), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    stub = events_pb2_grpc.EventServiceStub(channel)
+    ts = Timestamp()
+    ts.FromSeconds(1_800_000_000)
+
+    async def requests() -> AsyncIterator[Any]:
+        yield events_pb2.RecordWatchEventsRequest(event=events_pb2.WatchEvent(
+            event_id="g-1", session_id="g", asset_id="a1", viewer_id="u1",
+            type=events_pb2.WatchEventType.WATCH_EVENT_TYPE_HEARTBEAT, time=ts))
+
+    try:
+        redis_server.pause()
+        t0 = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.RecordWatchEvents(requests(), metadata=(("authorization", "Bearer k"),),
+                                         timeout=30)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value
+        assert time.monotonic() - t0 < BOUND_S
+        redis_server.resume()
+        answer = await stub.RecordWatchEvents(requests(),
+                                              metadata=(("authorization", "Bearer k"),))
+        assert answer.accepted + answer.duplicates == 1
+    finally:
+        await channel.close()
+        await server.stop(0)
+        await intake.close()
