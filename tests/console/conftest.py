@@ -57,7 +57,7 @@ MakeOrigin = Callable[..., Awaitable[ConsoleOrigin]]
 def build_app(data: Path, *, jobs: str = "held", api_key: str | None = API_KEY,
               max_upload_bytes: int = 64 * 2**20, expire_seconds: float = 3600.0,
               webhook_poll: float = 0.2, retry_base: float = 0.2,
-              allow_private: bool = True,
+              webhook_timeout: float = 10.0, allow_private: bool = True,
               settings: Settings | None = None,
               ) -> tuple[web.Application, OriginDeps, Engine, TusUploads, WebhookDispatcher,
                          HeldJobs | None, InProcessExecutor | None]:
@@ -87,7 +87,8 @@ def build_app(data: Path, *, jobs: str = "held", api_key: str | None = API_KEY,
                          expire_seconds=expire_seconds)
     hooks = add_webhook_routes(app, engine, open_webhook_store("", data), authorise=authorise,
                                allow_private=allow_private, poll_seconds=webhook_poll,
-                               retry_base_seconds=retry_base)
+                               retry_base_seconds=retry_base,
+                               timeout_seconds=webhook_timeout)
     add_live_routes(app, engine, authorise=authorise, poll_seconds=0.25)
     add_console_routes(app, authorise=authorise, signing_key=deps.signing_key)
     if executor is not None:

@@ -253,3 +253,70 @@ def test_signature_matches_the_reference_implementation() -> None:
     ref = Webhook(secret).sign("msg_p5jXN8AQM9LWM0D4loKWxJek",
                                datetime.fromtimestamp(ts, UTC), body.decode())
     assert ours == ref
+
+
+# -- receivers that misbehave ---------------------------------------------------------------
+
+async def _raw_receiver(behaviour: str) -> tuple[asyncio.Server, str, list[bytes]]:
+    """A receiver on 127.0.0.1 that reads each request's head, then: ``hang`` (never
+    answers), ``cut`` (closes the connection), ``garbage`` (answers what is not
+    HTTP) or ``redirect`` (302 elsewhere). Returns the server, its URL and the
+    request heads it saw."""
+    heads: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            heads.append(await reader.readuntil(b"\r\n\r\n"))
+            if behaviour == "hang":
+                await asyncio.sleep(3600)
+            elif behaviour == "garbage":
+                writer.write(b"SMTP 220 hello there\r\n\r\n")
+            elif behaviour == "redirect":
+                writer.write(b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/\r\n"
+                             b"Content-Length: 0\r\n\r\n")
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}/hook", heads
+
+
+@pytest.mark.parametrize("behaviour", ["hang", "cut", "garbage", "redirect"])
+async def test_a_receiver_that_misbehaves_is_retried_and_does_not_hold_others(
+        make_origin: MakeOrigin, receiver: Receiver, behaviour: str) -> None:
+    """Each attempt ends (a hung receiver at the send timeout), is logged with what
+    went wrong, and is tried again later; a healthy subscription's delivery of the
+    same event is not held behind it."""
+    server, bad_url, heads = await _raw_receiver(behaviour)
+    try:
+        o = await make_origin(retry_base=0.3, webhook_timeout=1.0)
+        bad = await _subscribe(o, bad_url, ["asset.deleted"])
+        good = await _subscribe(o, receiver.url, ["asset.deleted"])
+        receiver.secret = good["secret"]
+        t0 = time.monotonic()
+        await o.webhooks.record_deleted("gone")
+        await _until(lambda: receiver.accepted("asset.deleted"), 10, "the healthy delivery")
+        assert time.monotonic() - t0 < (2.0 if behaviour != "hang" else 2.5)
+        await _until(lambda: len(heads) >= 2, 15, "a second try at the bad receiver")
+
+        resp = await o.client.get(f"/v1/webhooks/{bad['id']}/deliveries", headers=o.auth())
+        [d] = (await resp.json())["items"]
+        assert d["state"] == "pending" and d["attempts"] >= 1 and d["next_attempt"]
+        first = d["log"][0]
+        if behaviour == "redirect":  # not followed: a webhook goes where it was sent
+            assert first["status"] == 302 and d["last_error"] == "HTTP 302"
+        else:
+            assert first["status"] is None or first["status"] == 0
+            assert first["error"], first
+        if behaviour == "hang":
+            assert "Timeout" in first["error"] and first["duration_ms"] < 3000
+        # Every try is the same message (one id), signed afresh.
+        ids = {line.split(b": ", 1)[1] for h in heads for line in h.split(b"\r\n")
+               if line.lower().startswith(b"webhook-id:")}
+        assert len(ids) == 1
+    finally:
+        server.close()

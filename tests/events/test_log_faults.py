@@ -72,7 +72,7 @@ async def timed(call: Any) -> tuple[Any, float]:
 async def test_a_hung_then_killed_log_is_a_503_the_beacon_can_read(
         origin: tuple[TestClient[Any, Any], RedisEventLog],
         redis_server: ServerProcess) -> None:
-    client, log = origin
+    client, _log = origin
     events = batch("s1", 5)
     r = await client.post("/v1/events", json=events[:2])
     assert r.status == 200 and (await r.json())["accepted"] == 2

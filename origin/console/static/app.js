@@ -120,7 +120,16 @@
     live.addEventListener("error", () => {
       $("live-state").textContent = "reconnecting…";  // EventSource retries by itself
     });
+    live.addEventListener("unavailable", (ev) => {
+      // The server cannot read the asset list now: what is shown is kept, marked
+      // stale, until the snapshot that follows the outage.
+      const { detail } = JSON.parse(ev.data);
+      $("live-state").textContent = `not live: ${detail}`;
+      $("assets-empty").textContent = "The asset list cannot be read now.";
+    });
     live.addEventListener("snapshot", (ev) => {
+      $("live-state").textContent = "live";
+      $("assets-empty").textContent = "No assets yet.";
       assets.clear();
       for (const a of JSON.parse(ev.data).items) assets.set(a.id, a);
       renderList();
@@ -621,12 +630,19 @@
     }
   }
 
+  // A hash typed or pasted by hand may hold a stray "%": decodeURIComponent would
+  // throw and leave the page half-routed. Kept as typed, the server refuses it as
+  // an id, and the page says so.
+  function fromHash(part) {
+    try { return decodeURIComponent(part); } catch { return part; }
+  }
+
   function route() {
     if (!key()) { signOut(); return; }
     const hook = location.hash.match(/^#\/webhooks(?:\/(.+))?$/);
     if (hook) {
       markNav("webhooks");
-      showWebhooks(hook[1] ? decodeURIComponent(hook[1]) : null);
+      showWebhooks(hook[1] ? fromHash(hook[1]) : null);
       return;
     }
     markNav("assets");
@@ -635,7 +651,7 @@
     $("webhooks-view").hidden = true;
     forgetSecret();
     const m = location.hash.match(/^#\/assets\/(.+)$/);
-    if (m) { showAsset(decodeURIComponent(m[1])); return; }
+    if (m) { showAsset(fromHash(m[1])); return; }
     shownAsset = null;
     stopPreview();
     document.title = "cdlc-stream console";
