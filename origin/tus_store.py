@@ -84,9 +84,14 @@ class UploadDir:
         info = UploadInfo(id=uuid.uuid4().hex, length=length, filename=filename,
                           asset_id=asset_id, options=options, metadata=metadata,
                           created_at=now, expires_at=now + self.ttl)
-        with open(self.data_path(info.id), "xb") as f:
-            os.fsync(f.fileno())
-        self.save(info)
+        try:
+            with open(self.data_path(info.id), "xb") as f:
+                os.fsync(f.fileno())
+            self.save(info)
+        except BaseException:
+            # All or nothing (a full disk): no empty data file left for the sweep.
+            self.remove(info.id)
+            raise
         return info
 
     def load(self, upload_id: str) -> UploadInfo | None:
@@ -141,11 +146,15 @@ class UploadDir:
         """Replace the sidecar atomically and durably."""
         path = self.info_path(info.id)
         tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(asdict(info), f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w") as f:
+                json.dump(asdict(info), f, separators=(",", ":"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk: the old sidecar stands alone
+            raise
         _fsync_dir(self.root)
 
     def remove(self, upload_id: str) -> bool:

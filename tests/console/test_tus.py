@@ -283,6 +283,10 @@ async def test_a_full_disk_is_507_at_creation_and_mid_patch(
             **TUS, **o.auth(), "Upload-Length": "10", "Upload-Metadata": _meta(filename="s")})
         assert resp.status == 507, await resp.text()
         assert resp.content_type == "application/problem+json"
+        # Nothing half-made: no empty data file, no sidecar's temporary (the two
+        # were left for the sweep); the first upload's files stand.
+        first = location.rsplit("/", 1)[1]
+        assert _upload_dir_files(o) == [f"{first}.bin", f"{first}.json"]
         filler.unlink()
         assert await _head(o, location) == kept
         await o.client.close()
