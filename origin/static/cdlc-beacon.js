@@ -20,6 +20,12 @@
  * default 20, or every ``flushSeconds``, default 2) and sent as text/plain
  * (no CORS preflight); on pagehide what is left goes by navigator.sendBeacon.
  * Every event has its own id, so a batch sent twice (a retry) counts once.
+ *
+ * While the origin cannot take events (a 5xx, a 429, no network) they stay
+ * queued and go with a later flush, at most ``maxBatch`` (default 100) per
+ * request, under the origin's 500 events and sendBeacon's 64 KiB; past
+ * ``maxQueued`` (default 2000, hours of heartbeats) the oldest are dropped
+ * (counted in ``dropped``), so a long outage costs a bounded amount of memory.
  */
 (function (global) {
   'use strict';
@@ -63,6 +69,10 @@
     this.heartbeatMs = (opts.heartbeatSeconds || 5) * 1000;
     this.batchSize = opts.batchSize || 20;
     this.flushMs = (opts.flushSeconds || 2) * 1000;
+    this.maxBatch = opts.maxBatch || 100;
+    this.maxQueued = opts.maxQueued || 2000;
+    this.dropped = 0;       // events dropped past maxQueued during an outage
+    this._sending = null;   // the request in flight (one at a time)
     this.sessionId = uuid();
     this.seq = 0;
     this.queue = [];
@@ -108,30 +118,65 @@
     };
     if (type === 'heartbeat') this.lastBeat = Date.now();
     this.queue.push(e);
+    this._trim();
     if (this.queue.length >= this.batchSize || type === 'end' || type === 'error') this.flush();
   };
 
-  // Send what is queued: fetch (keepalive) normally, sendBeacon when the page goes.
+  // Send what is queued, maxBatch events a request: fetch (keepalive) normally,
+  // sendBeacon when the page goes. One flush at a time: a batch out for sending is
+  // not in the queue, and a failed one goes back to its front.
   Beacon.prototype.flush = function (leaving) {
-    if (!this.queue.length) return Promise.resolve();
-    var batch = this.queue.splice(0, this.queue.length);
-    var body = JSON.stringify(batch);
-    this.sent += batch.length;
-    if (leaving && navigator.sendBeacon &&
-        navigator.sendBeacon(this.url(), new Blob([body], {type: 'text/plain'}))) {
-      return Promise.resolve();
+    if (leaving) {
+      while (this.queue.length && navigator.sendBeacon) {
+        var last = this.queue.slice(0, this.maxBatch);
+        if (!navigator.sendBeacon(this.url(), new Blob([JSON.stringify(last)],
+                                                       {type: 'text/plain'}))) break;
+        this.queue.splice(0, last.length);
+        this.sent += last.length;
+      }
     }
     var self = this;
-    return fetch(this.url(), {method: 'POST', body: body, keepalive: body.length < 60000,
-                              headers: {'Content-Type': 'text/plain'}, mode: 'cors'})
+    // After the request in flight, if it went through, whatever is queued then.
+    if (this._sending) {
+      return this._sending.then(function (ok) { return ok ? self.flush() : false; });
+    }
+    if (!this.queue.length) return Promise.resolve(true);
+    var batch = this.queue.splice(0, this.maxBatch);
+    var body = JSON.stringify(batch);
+    this.sent += batch.length;
+    // Bounded: one request at a time, so a request the network swallowed must
+    // not hold every later event.
+    var signal = global.AbortSignal && AbortSignal.timeout ? AbortSignal.timeout(15000)
+      : undefined;
+    var sent = fetch(this.url(), {method: 'POST', body: body,
+                                  keepalive: body.length < 60000, signal: signal,
+                                  headers: {'Content-Type': 'text/plain'}, mode: 'cors'})
       .then(function (r) {
         if (r.status >= 500 || r.status === 429) throw new Error('status ' + r.status);
+        return true;
       })
       .catch(function () {
         // Kept for the next flush; the ids make a resend harmless.
         self.sent -= batch.length;
         self.queue = batch.concat(self.queue);
+        self._trim();
+        return false;
       });
+    this._sending = sent.then(function (ok) {
+      self._sending = null;
+      // More was waiting (past maxBatch, or queued meanwhile): it goes now.
+      return ok && self.queue.length ? self.flush() : ok;
+    });
+    return this._sending;
+  };
+
+  // Past maxQueued the oldest events go: a long outage costs bounded memory.
+  Beacon.prototype._trim = function () {
+    var over = this.queue.length - this.maxQueued;
+    if (over > 0) {
+      this.dropped += over;
+      this.queue.splice(0, over);
+    }
   };
 
   Beacon.prototype.setRendition = function (id, bitrate) {

@@ -166,3 +166,44 @@ async def test_grpc_record_is_unavailable_while_the_log_hangs(
         await channel.close()
         await server.stop(0)
         await intake.close()
+
+
+async def test_the_beacon_keeps_a_bounded_queue_through_an_outage_and_sends_it_after(
+        origin: tuple[TestClient[Any, Any], RedisEventLog],
+        redis_server: ServerProcess) -> None:
+    """The page's beacon (run in Node, its own fetch) while the log is out: every
+    flush is a 503 and the events stay queued, at most ``maxQueued`` (the oldest
+    dropped). Before, the queue grew without bound and went as one request once
+    the origin was back: past 500 events a 413, and all of it was lost."""
+    import json
+    import shutil
+
+    from origin.events import BEACON_JS
+
+    node = shutil.which("node")
+    assert node is not None, "node is installed by make setup"
+    client, log = origin
+    redis_server.kill()
+    endpoint = str(client.make_url("/v1/events"))
+    proc = await asyncio.create_subprocess_exec(
+        node, str(Path(__file__).with_name("beacon_node.cjs")), str(BEACON_JS), endpoint,
+        "a1", "1200", "700", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        # 1201 events: the start and 1200 heartbeats.
+        assert line.decode().split() == ["queued", "700", "dropped", "501"], line
+        redis_server.start()
+        proc.stdin.write(b"go\n")
+        await proc.stdin.drain()
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert json.loads(out.decode().splitlines()[-1]) == {"sent": 700, "dropped": 501,
+                                                         "queued": 0}
+    logged = await log.read("", 2000)
+    seqs = sorted(int(e.event.event_id.rsplit("-", 1)[1]) for e in logged)
+    assert seqs == list(range(501, 1201))  # the newest 700, each once
