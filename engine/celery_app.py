@@ -40,6 +40,7 @@ JOB_TASK = "cdlc.job"
 # A QUEUED job nobody has touched for this long lost its message (a submitter
 # killed between recording and sending, a purged queue): the reaper sends it again.
 LOST_MESSAGE_SECONDS = 300.0
+BROKER_TIMEOUT_S = 5.0
 
 
 def make_app(settings: Settings) -> Celery:
@@ -51,9 +52,24 @@ def make_app(settings: Settings) -> Celery:
         task_default_queue="cpu",
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
-        # Redelivery of an unacknowledged task (Redis) after a worker died: the
-        # reaper normally gets there first; this bounds the case with no reaper alive.
-        broker_transport_options={"visibility_timeout": 3600},
+        broker_transport_options={
+            # Redelivery of an unacknowledged task (Redis) after a worker died: the
+            # reaper normally gets there first; this bounds the case with no reaper
+            # alive.
+            "visibility_timeout": 3600,
+            # A hung broker (connections taken, never answered) fails a publish or a
+            # broadcast after this long: kombu's Redis transport waits for ever by
+            # default, and the submitter's thread with it (a POST /v1/assets never
+            # answered, the process's default thread pool used up). py-amqp takes
+            # the write bound; it ignores the Redis names, as Redis ignores it.
+            "socket_timeout": BROKER_TIMEOUT_S,
+            "socket_connect_timeout": BROKER_TIMEOUT_S,
+            "write_timeout": BROKER_TIMEOUT_S,
+        },
+        # One more try after a failed publish, not three: with the bound above a
+        # submit against a hung broker is refused in ~10 s.
+        task_publish_retry_policy={"max_retries": 1, "interval_start": 0,
+                                   "interval_step": 0.5, "interval_max": 0.5},
         worker_hijack_root_logger=False,
     )
     app.task(name=JOB_TASK)(run_job_task)

@@ -1,5 +1,5 @@
 """What a failure means, wherever it surfaced: a full disk, or a backend (metadata
-store, object store, cache, broker breaker) that is out rather than a request
+store, object store, cache, Celery broker, a breaker) that is out rather than a request
 that is wrong. Each front door maps these to its own answer (HTTP 507 / 503, gRPC
 RESOURCE_EXHAUSTED / UNAVAILABLE, the CLI's one line)."""
 
@@ -58,6 +58,12 @@ def backend_errors() -> tuple[type[BaseException], ...]:
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
         kinds += [RedisConnectionError, RedisTimeoutError]
+    except ImportError:
+        pass
+    try:  # the Celery broker (kombu wraps its transports' errors in this)
+        from kombu.exceptions import OperationalError as BrokerError
+
+        kinds.append(BrokerError)
     except ImportError:
         pass
     return tuple(kinds)
