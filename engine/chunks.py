@@ -66,7 +66,7 @@ AUDIO = "audio"
 # send(job, part name, countdown seconds): queue one part's task.
 SendPart = Callable[[Job, str, float], None]
 
-TRACK_FIELDS = ("codec", "timescale", "width", "height", "sar_num", "sar_den",
+TRACK_FIELDS = ("codec", "timescale", "width", "height", "sar_num", "sar_den", "rotation",
                 "frame_rate_num", "frame_rate_den", "sample_rate", "channels", "bitrate",
                 "language", "name", "presentation_offset", "forced", "sdh")
 _KIND_NAMES = {native.TrackKind.VIDEO: "video", native.TrackKind.AUDIO: "audio",
@@ -464,6 +464,7 @@ class _Track:
     height: int = 0
     sar_num: int = 1
     sar_den: int = 1
+    rotation: int = 0
     frame_rate_num: int = 0
     frame_rate_den: int = 1
     sample_rate: int = 0

@@ -127,6 +127,8 @@ class TrackFacts(Protocol):
     @property
     def sar_den(self) -> int: ...
     @property
+    def rotation(self) -> int: ...
+    @property
     def frame_rate_num(self) -> int: ...
     @property
     def frame_rate_den(self) -> int: ...
@@ -208,12 +210,18 @@ def to_models(
                for s in r.segments]
         # The same measure the manifests state (packager.bitrates), stored once.
         avg = average_bitrate(own, t.timescale)
+        # What a viewer sees (HLS RESOLUTION, DASH @width/@height): a copy of a
+        # portrait phone capture keeps its pictures sideways under a quarter-turn
+        # matrix, so its display size is the coded one turned.
+        turned = t.rotation in (90, 270)
+        width, height = (t.height, t.width) if turned else (t.width, t.height)
+        sar = f"{t.sar_den}:{t.sar_num}" if turned else f"{t.sar_num}:{t.sar_den}"
         renditions.append(Rendition(
             asset_id=asset_id, id=r.id, kind=_KINDS[t.kind], codec=t.codec,
             codec_string=codec_string(t.codec, t.extradata), timescale=t.timescale,
             bitrate=t.bitrate or avg, avg_bitrate=avg,
             peak_bitrate=peak_bitrate(own, t.timescale),
-            width=t.width, height=t.height, sar=f"{t.sar_num}:{t.sar_den}",
+            width=width, height=height, sar=sar,
             frame_rate=_frame_rate(t) if is_video else "",
             sample_rate=t.sample_rate, channels=t.channels, language=t.language,
             name=t.name, forced=t.forced,

@@ -93,6 +93,7 @@ void init_models(py::module_& m) {
         .def_readonly("height", &TrackInfo::height)
         .def_readonly("sar_num", &TrackInfo::sar_num)
         .def_readonly("sar_den", &TrackInfo::sar_den)
+        .def_readonly("rotation", &TrackInfo::rotation)
         .def_readonly("frame_rate_num", &TrackInfo::frame_rate_num)
         .def_readonly("frame_rate_den", &TrackInfo::frame_rate_den)
         .def_readonly("sample_rate", &TrackInfo::sample_rate)

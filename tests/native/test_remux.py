@@ -240,14 +240,31 @@ def test_codecs_that_cannot_be_copied(tmp_path: Path, args: list[str], message: 
     assert not (tmp_path / "out").exists()
 
 
-def test_a_rotated_master_is_not_copied(tmp_path: Path) -> None:
-    """The copy keeps pictures as coded under a unity matrix: a phone capture whose
-    display matrix turns it upright would play sideways (it was published so).
-    Refused as input, pointing at the transcode, which turns it upright."""
-    src = make_rotated_master(tmp_path / "rot.mp4", seconds=1.0, rotate=90)
-    with pytest.raises(native.InvalidDataError, match=r"rotated for display.*transcode"):
-        native.package_copy(src, tmp_path / "out", 2.0)
-    assert not (tmp_path / "out").exists()
+def _display_rotation(path: Path) -> float:
+    """ffprobe's rotation of the first video stream's display matrix (0 without)."""
+    doc = ffprobe(path, "-select_streams", "v:0", "-show_entries", "stream_side_data")
+    for side in doc["streams"][0].get("side_data_list", []):
+        if "rotation" in side:
+            return float(side["rotation"])
+    return 0.0
+
+
+@pytest.mark.parametrize("rotate", [90, 180, 270])
+def test_a_rotated_master_is_copied_with_its_matrix(tmp_path: Path, rotate: int) -> None:
+    """A phone capture is stored sideways with a display matrix that turns it. The
+    copy keeps the pictures as coded, so its tkhd carries the same quarter turn
+    (it wrote a unity matrix, and the asset played sideways; then it was refused).
+    The track reports the turn, the coded size stays; FFmpeg reads the output's
+    rotation as the master's."""
+    src = make_rotated_master(tmp_path / "rot.mp4", seconds=1.0, rotate=rotate)
+    result = native.package_copy(src, tmp_path / "out", 2.0)
+    [video] = [r for r in result.renditions if r.track.kind == native.TrackKind.VIDEO]
+    master_turn = next(s.rotation for s in native.probe(src).streams if s.width)
+    assert master_turn in (90, 180, 270)
+    assert video.track.rotation == master_turn
+    assert (video.track.width, video.track.height) == (320, 180)
+    fragmented = joined(tmp_path / "out", video, tmp_path / "v.mp4")
+    assert _display_rotation(fragmented) == _display_rotation(src) != 0.0
 
 
 def test_missing_and_garbage_inputs(tmp_path: Path) -> None:

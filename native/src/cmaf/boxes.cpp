@@ -8,9 +8,17 @@ namespace cdlc::box {
 
 namespace {
 
-// Unity matrix, §8.2.2.3 (16.16 and 2.30 fixed point).
-void write_matrix(ByteWriter& w) {
-    const uint32_t m[9] = {0x00010000, 0, 0, 0, 0x00010000, 0, 0, 0, 0x40000000};
+// The transformation matrix {a b u, c d v, x y w}, §8.2.2.3 (16.16 and 2.30 fixed
+// point): unity, or a clockwise quarter turn for display. These are the values
+// FFmpeg writes and reads back as that rotation (libavutil/display.h: a 90-degree
+// clockwise display is b = 1, c = -1); no translation, as FFmpeg writes it.
+void write_matrix(ByteWriter& w, int rotation = 0) {
+    constexpr uint32_t one = 0x00010000, minus_one = 0xFFFF0000;
+    uint32_t a = one, b = 0, c = 0, d = one;
+    if (rotation == 90) a = 0, b = one, c = minus_one, d = 0;
+    else if (rotation == 180) a = minus_one, d = minus_one;
+    else if (rotation == 270) a = 0, b = minus_one, c = one, d = 0;
+    const uint32_t m[9] = {a, b, 0, c, d, 0, 0, 0, 0x40000000};
     for (uint32_t v : m) w.u32(v);
 }
 
@@ -79,7 +87,7 @@ void TrackHeader::write(ByteWriter& w) const {
     w.u16(audio ? 1 : 0);  // alternate_group: tracks of one kind are alternatives
     w.u16(audio ? 0x0100 : 0);  // volume
     w.u16(0);
-    write_matrix(w);
+    write_matrix(w, rotation);
     w.u32(width_fixed);
     w.u32(height_fixed);
 }

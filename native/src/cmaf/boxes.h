@@ -43,6 +43,7 @@ struct TrackHeader {
     bool audio = false;
     uint32_t width_fixed = 0;   // 16.16, display size (SAR applied)
     uint32_t height_fixed = 0;
+    int rotation = 0;           // clockwise quarter turns for display (the matrix)
     uint64_t size() const { return 92; }
     void write(ByteWriter& w) const;
 };

@@ -69,6 +69,9 @@ std::vector<uint8_t> build_init_segment(const TrackInfo& track, const TrackProte
         // tkhd carries the display size: coded width stretched by the SAR (§8.3.2.3).
         moov.trak.tkhd.width_fixed = to_fixed16(double(track.width) * sar_num / sar_den);
         moov.trak.tkhd.height_fixed = to_fixed16(track.height);
+        if (track.rotation != 0 && track.rotation != 90 && track.rotation != 180 && track.rotation != 270)
+            throw InvalidDataError("track rotation must be 0, 90, 180 or 270 degrees");
+        moov.trak.tkhd.rotation = track.rotation;
         box::VisualSampleEntry v;
         v.type = entry;
         v.width = static_cast<uint16_t>(track.width);

@@ -25,6 +25,10 @@ struct TrackInfo {
     int height = 0;
     int sar_num = 1;
     int sar_den = 1;
+    // Clockwise quarter turns (0/90/180/270) a player applies to the coded
+    // pictures for display: the tkhd matrix. The copy keeps a phone's portrait
+    // capture as coded, sideways, and says so here; a transcode turns it upright.
+    int rotation = 0;
     int frame_rate_num = 0;          // constant output frame rate, e.g. 30000/1001
     int frame_rate_den = 1;
     // audio

@@ -110,11 +110,6 @@ void CopyJob::open_video() {
         if (par->codec_id != AV_CODEC_ID_H264 && par->codec_id != AV_CODEC_ID_HEVC)
             throw InvalidDataError("video codec '" + codec_name(par->codec_id) + "' in " + input_ + transcode_hint_ +
                                    " (copy supports h264, hevc)");
-        // The copy keeps pictures as coded, under a unity matrix: a master that
-        // asks for rotation on display would play sideways.
-        if (av::stream_rotation(video_.st) != 0)
-            throw InvalidDataError("video in " + input_ + " is rotated for display and" + transcode_hint_ +
-                                   " (copy keeps pictures as coded)");
     }
 
     if (video_.st) {
@@ -126,6 +121,9 @@ void CopyJob::open_video() {
         t.timescale = static_cast<uint32_t>(video_.out_tb.den);
         t.width = par->width;
         t.height = par->height;
+        // Pictures stay as coded; the output's matrix turns them as the master's
+        // does (a phone's portrait capture, stored sideways).
+        t.rotation = av::stream_rotation(video_.st);
         const AVRational sar = av_guess_sample_aspect_ratio(fmt_.get(), video_.st, nullptr);
         if (sar.num > 0 && sar.den > 0) {
             t.sar_num = sar.num;
