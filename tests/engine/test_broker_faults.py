@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +24,13 @@ from engine.celery_executor import CeleryExecutor
 from engine.config import Settings
 from engine.pipeline import Services
 from metadata.models import JobState
-from tests.metadata.servers import ServerProcess, own_redis
+from tests.metadata.servers import ServerProcess, redis_server
 from tests.origin.conftest import MakeOrigin, make_origin
 
-__all__ = ["make_origin"]  # the fixture
+__all__ = ["make_origin", "redis_server"]  # the fixtures
 
 # Two publish tries against a 5 s socket bound, and a loaded CI machine's slack.
 BOUND_S = 25.0
-
-
-@pytest.fixture
-def broker() -> Iterator[ServerProcess]:
-    server = own_redis().start()
-    yield server
-    server.stop()
 
 
 async def _origin(make_origin: MakeOrigin, tmp_path: Path, broker: ServerProcess) -> Any:
@@ -64,12 +56,12 @@ async def _post(o: Any, asset_id: str) -> tuple[int, dict[str, Any], float]:
 
 @pytest.mark.parametrize("fault", ["hung", "killed"])
 async def test_a_submit_to_a_broken_broker_is_a_503_and_the_job_fails(
-        make_origin: MakeOrigin, tmp_path: Path, broker: ServerProcess, fault: str) -> None:
-    o, engine = await _origin(make_origin, tmp_path, broker)
+        make_origin: MakeOrigin, tmp_path: Path, redis_server: ServerProcess, fault: str) -> None:
+    o, engine = await _origin(make_origin, tmp_path, redis_server)
     status, _, _ = await _post(o, "first")
     assert status == 202
 
-    broker.pause() if fault == "hung" else broker.kill()
+    redis_server.pause() if fault == "hung" else redis_server.kill()
     status, doc, took = await _post(o, "second")
     assert status == 503, doc
     assert "unavailable" in doc["title"] and "OperationalError" in doc["title"]
@@ -79,7 +71,7 @@ async def test_a_submit_to_a_broken_broker_is_a_503_and_the_job_fails(
     assert view.job is not None and "could not queue the job" in (view.job.error or "")
 
     # Back: the same upload is taken (a FAILED asset may be submitted again).
-    broker.resume() if fault == "hung" else broker.start()
+    redis_server.resume() if fault == "hung" else redis_server.start()
     status, doc, _ = await _post(o, "second")
     assert status == 202, doc
     assert (await engine.get("second")).asset.state == JobState.QUEUED

@@ -4,16 +4,19 @@ Kafka where CDLC_TEST_KAFKA names a broker (host:port; skipped otherwise)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from metadata.event_log import EventLog, Retention, WatchEvent
 from metadata.event_log_redis import RedisEventLog
 from metadata.event_log_sqlite import SQLiteEventLog
+from origin.events import EventIntake
 from tests.metadata.servers import redis_url
 
 __all__ = ["redis_url"]
@@ -64,3 +67,29 @@ def event(n: int, *, session: str = "s1", asset: str = "a1", viewer: str = "u1",
     return WatchEvent(event_id=f"{session}-{n}", session_id=session, asset_id=asset,
                       viewer_id=viewer, type=kind, time=at, position_seconds=position,
                       rendition_id=rendition)
+
+
+@contextlib.asynccontextmanager
+async def event_service(intake: EventIntake, api_key: str = "k") -> AsyncIterator[Any]:
+    """EventService over ``intake`` on a real grpc.aio server on 127.0.0.1, the auth
+    interceptor in front (``Bearer {api_key}``); yields a client stub. The intake is
+    started here and closed after."""
+    import grpc.aio
+
+    from origin.auth import Authenticator
+    from origin.grpc_auth import AuthInterceptor
+    from origin.grpc_events import EventServicer
+    from origin.grpc_proto import events_pb2_grpc
+
+    await intake.start()
+    server = grpc.aio.server(interceptors=[AuthInterceptor(Authenticator(api_key=api_key))])
+    events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(intake), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield events_pb2_grpc.EventServiceStub(channel)
+    finally:
+        await channel.close()
+        await server.stop(0)
+        await intake.close()

@@ -14,12 +14,9 @@ import grpc.aio
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from origin.auth import Authenticator
 from origin.events import EventIntake
-from origin.grpc_auth import AuthInterceptor
-from origin.grpc_events import EventServicer
-from origin.grpc_proto import events_pb2, events_pb2_grpc
-from tests.events.conftest import MakeLog
+from origin.grpc_proto import events_pb2
+from tests.events.conftest import MakeLog, event_service
 
 AUTH = (("authorization", "Bearer k"),)
 T = events_pb2.WatchEventType
@@ -36,19 +33,8 @@ def msg(n: int, *, asset: str = "a1", session: str = "s1",
 
 @pytest.fixture
 async def stub(make_log: MakeLog) -> AsyncIterator[Any]:
-    intake = EventIntake(make_log())
-    await intake.start()
-    server = grpc.aio.server(interceptors=[AuthInterceptor(Authenticator(api_key="k"))])
-    events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(intake), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        yield events_pb2_grpc.EventServiceStub(channel)
-    finally:
-        await channel.close()
-        await server.stop(0)
-        await intake.close()
+    async with event_service(EventIntake(make_log())) as client:
+        yield client
 
 
 async def record(stub: Any, requests: list[Any]) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +26,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from metadata import open_cache, open_objects, open_store
 from metadata.event_log_redis import RedisEventLog
 from origin.app import OriginDeps, create_app
-from origin.auth import Authenticator
 from origin.events import EventIntake
-from origin.grpc_auth import AuthInterceptor
-from origin.grpc_events import EventServicer
-from origin.grpc_proto import events_pb2, events_pb2_grpc
-from tests.metadata.servers import ServerProcess, own_redis
+from origin.grpc_proto import events_pb2
+from tests.events.conftest import event_service
+from tests.metadata.servers import ServerProcess, redis_server
 
 # A hung Redis fails a call after the log's 5 s socket timeout; the slack is a
 # loaded CI machine's.
 BOUND_S = 9.0
 
-
-@pytest.fixture
-def redis_server() -> Iterator[ServerProcess]:
-    server = own_redis().start()
-    yield server
-    server.stop()
+__all__ = ["redis_server"]  # the fixture
 
 
 def batch(session: str, n: int) -> list[dict[str, Any]]:
@@ -134,14 +127,6 @@ async def test_a_batch_the_hung_log_took_late_is_not_counted_twice(
 async def test_grpc_record_is_unavailable_while_the_log_hangs(
         redis_server: ServerProcess) -> None:
     log = RedisEventLog.from_url(redis_server.url, prefix=f"t:{uuid.uuid4().hex}")
-    intake = EventIntake(log)
-    await intake.start()
-    server = grpc.aio.server(interceptors=[AuthInterceptor(Authenticator(api_key="k"))])
-    events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(intake), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    stub = events_pb2_grpc.EventServiceStub(channel)
     ts = Timestamp()
     ts.FromSeconds(1_800_000_000)
 
@@ -150,7 +135,7 @@ async def test_grpc_record_is_unavailable_while_the_log_hangs(
             event_id="g-1", session_id="g", asset_id="a1", viewer_id="u1",
             type=events_pb2.WatchEventType.WATCH_EVENT_TYPE_HEARTBEAT, time=ts))
 
-    try:
+    async with event_service(EventIntake(log)) as stub:
         redis_server.pause()
         t0 = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -162,10 +147,6 @@ async def test_grpc_record_is_unavailable_while_the_log_hangs(
         answer = await stub.RecordWatchEvents(requests(),
                                               metadata=(("authorization", "Bearer k"),))
         assert answer.accepted + answer.duplicates == 1
-    finally:
-        await channel.close()
-        await server.stop(0)
-        await intake.close()
 
 
 async def test_the_beacon_keeps_a_bounded_queue_through_an_outage_and_sends_it_after(

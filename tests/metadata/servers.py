@@ -159,6 +159,14 @@ def own_redis(port: int = 0) -> ServerProcess:
                           "--appendonly", "no"], port, f"redis://127.0.0.1:{port}/0")
 
 
+@pytest.fixture
+def redis_server() -> Iterator[ServerProcess]:
+    """A redis-server of this test's own (own_redis), to hang or kill; stopped after."""
+    server = own_redis().start()
+    yield server
+    server.stop()
+
+
 class Relay:
     """A TCP relay on a free 127.0.0.1 port in front of a server of the test's own
     (``start()`` it): it counts the bytes the server sends back (``sent``), and

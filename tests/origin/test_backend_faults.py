@@ -15,7 +15,7 @@ import asyncio
 import gc
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +31,14 @@ from metadata.objects import ObjectStore
 from metadata.s3_objects import S3Objects
 from metadata.store import MetadataStore
 from origin.app import PLAYBACK, OriginDeps, create_app
-from tests.metadata.servers import ServerProcess, make_bucket, own_redis
+from tests.metadata.servers import ServerProcess, make_bucket, redis_server
 from tests.origin.conftest import Media, publish_fake
+
+__all__ = ["redis_server"]  # the fixture
 
 
 def uid() -> str:
     return f"a{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def redis_server() -> Iterator[ServerProcess]:
-    server = own_redis().start()
-    yield server
-    server.stop()
 
 
 App = Callable[..., Any]
