@@ -35,11 +35,13 @@ def check_data_dir(settings: Settings) -> None:
 def check_backends(settings: Settings) -> None:
     """Backend URLs name backends we have (opening connects lazily)."""
     from metadata import open_cache, open_objects, open_store
+    from metadata.event_log import event_log_kind
 
     for what, url, opener in (
         ("CDLC_METADATA", settings.metadata, lambda u: open_store(u, settings.data_dir)),
         ("CDLC_STORAGE", settings.storage, lambda u: open_objects(u, settings.data_dir)),
         ("CDLC_CACHE", settings.cache, open_cache),
+        ("CDLC_EVENTS", settings.events, event_log_kind),
     ):
         try:
             opener(url)

@@ -247,19 +247,30 @@ def open_event_log(url: str, data_dir: Path, *, retention: Retention | None = No
     ``data_dir/metadata.db``), ``sqlite:///path.db``, ``redis://host:port/db``
     (Redis Streams; ``?prefix=`` names the keys), ``kafka://host:port/topic``."""
     keep = retention or Retention()
-    if url in ("", "sqlite") or url.startswith("sqlite:"):
+    kind = event_log_kind(url)
+    if kind == "sqlite":
         from metadata.event_log_sqlite import SQLiteEventLog
 
         path = Path(data_dir) / "metadata.db"
         if url.startswith("sqlite:///"):
             path = Path(url[len("sqlite://"):])
         return SQLiteEventLog(path, retention=keep)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if kind == "redis":
         from metadata.event_log_redis import RedisEventLog
 
         return RedisEventLog.from_url(url, retention=keep)
-    if url.startswith("kafka://"):
-        from metadata.event_log_kafka import KafkaEventLog
+    from metadata.event_log_kafka import KafkaEventLog
 
-        return KafkaEventLog.from_url(url, retention=keep)
+    return KafkaEventLog.from_url(url, retention=keep)
+
+
+def event_log_kind(url: str) -> str:
+    """"sqlite", "redis" or "kafka" for a ``CDLC_EVENTS`` URL; ValueError for any
+    other (what `cdlc serve` checks before it starts, opening nothing)."""
+    if url in ("", "sqlite") or url.startswith("sqlite:"):
+        return "sqlite"
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return "redis"
+    if url.startswith("kafka://"):
+        return "kafka"
     raise ValueError(f"unknown event log URL {url!r} (sqlite, redis://, kafka://)")

@@ -248,8 +248,17 @@ class EventIntake:
 
     async def start(self) -> None:
         """Rebuild the read model from the log (the stats survive a restart) and
-        start adding the delivered bytes to the ledger every flush_seconds."""
-        await self.stats_model.rebuild(self.log)
+        start adding the delivered bytes to the ledger every flush_seconds. A log
+        that does not answer does not stop the origin (playback needs none of it):
+        its routes answer 503 until it does, and the next stats read rebuilds."""
+        try:
+            await self.stats_model.rebuild(self.log)
+        except Exception as exc:
+            if backend_fault(exc) is None:
+                raise
+            log.warning("watch events: the event log does not answer (%s: %s); its "
+                        "routes answer 503 until it does", type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "")
         if self.counter is not None and self._flusher is None:
             self._flusher = asyncio.create_task(self.counter.run(self.flush_seconds))
 

@@ -267,6 +267,7 @@ def test_serve_start_up_errors_are_one_line(tmp_path: Path) -> None:
         cases = [
             ({}, ["--port", str(busy)], f"cannot listen on 127.0.0.1:{busy}: already in use"),
             ({"CDLC_STORAGE": "ftp://x"}, [], "CDLC_STORAGE='ftp://x': unknown storage URL"),
+            ({"CDLC_EVENTS": "bogus://x"}, [], "CDLC_EVENTS='bogus://x': unknown event log URL"),
             ({"CDLC_BROKER": f"redis://127.0.0.1:{free_port()}/0"}, [], "is unreachable"),
             ({}, ["--host", "0.0.0.0"], "refusing to listen on 0.0.0.0: no auth is configured"),
             ({"CDLC_LEASE_SECONDS": "0"}, [], "CDLC_LEASE_SECONDS"),

@@ -188,3 +188,40 @@ async def test_the_beacon_keeps_a_bounded_queue_through_an_outage_and_sends_it_a
     logged = await log.read("", 2000)
     seqs = sorted(int(e.event.event_id.rsplit("-", 1)[1]) for e in logged)
     assert seqs == list(range(501, 1201))  # the newest 700, each once
+
+
+def test_serve_starts_without_its_event_log_and_takes_events_once_it_answers(
+        tmp_path: Path) -> None:
+    """`cdlc serve` with CDLC_EVENTS naming a Redis that is not up exited with a
+    100-line traceback: playback went down with the analytics. It now serves, says
+    so in one warning, answers 503 on the event routes and 503 on /readyz (naming
+    the log), and takes events once the Redis answers."""
+    import json
+    import urllib.request
+
+    from cdn.edge import free_port
+    from tests.conftest import http_status, make_env
+    from tests.metadata.servers import own_redis
+
+    redis_port, port = free_port(), free_port()
+    env = make_env(tmp_path / "data", CDLC_EVENTS=f"redis://127.0.0.1:{redis_port}/0")
+    proc = env.serve(port)
+    base = f"http://127.0.0.1:{port}"
+    body = json.dumps(batch("boot", 2)).encode()
+    server = None
+    try:
+        assert http_status(f"{base}/healthz") == 200
+        assert http_status(f"{base}/readyz") == 503
+        assert http_status(f"{base}/v1/events", data=body, method="POST") == 503
+        server = own_redis(redis_port).start()
+        assert http_status(f"{base}/v1/events", data=body, method="POST") == 200
+        with urllib.request.urlopen(f"{base}/readyz", timeout=10) as resp:
+            assert json.loads(resp.read())["events"] == "ok"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        if server is not None:
+            server.stop()
+    log = (tmp_path / "data" / f"serve-{port}.log").read_text()
+    warned = [line for line in log.splitlines() if "event log does not answer" in line]
+    assert len(warned) == 1 and "Traceback" not in log, log[-3000:]
