@@ -46,13 +46,22 @@ _Message = tuple[str, Any] | None  # (event name, data); None ends the stream
 
 
 class _Listener:
-    """One stream's queue of changes; ``dropped`` once it fell too far behind."""
+    """One stream's queue of changes and its connection; ``dropped`` once it fell
+    too far behind."""
 
-    __slots__ = ("dropped", "queue")
+    __slots__ = ("dropped", "queue", "transport")
 
-    def __init__(self, most: int) -> None:
+    def __init__(self, most: int, transport: asyncio.Transport | None) -> None:
         self.queue: asyncio.Queue[_Message] = asyncio.Queue(most)
+        self.transport = transport
         self.dropped = False
+
+    def drop(self) -> None:
+        """Cut it off now: a handler waiting on its full socket is woken by the
+        abort, not only by the write timeout."""
+        self.dropped = True
+        if self.transport is not None:
+            self.transport.abort()
 
 
 def _fingerprint(a: Asset) -> tuple[Any, ...]:
@@ -110,8 +119,8 @@ class LiveAssets:
                     listener.queue.put_nowait(message)
                 except asyncio.QueueFull:
                     log.info("live: dropping a listener %d changes behind", self.max_pending)
-                    listener.dropped = True
                     self._listeners.discard(listener)
+                    listener.drop()
                     break
 
     async def _tick(self) -> None:
@@ -141,7 +150,7 @@ class LiveAssets:
             denied = problem(401, "missing or wrong API key")
             denied.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="cdlc"'
             return denied
-        listener = _Listener(self.max_pending)
+        listener = _Listener(self.max_pending, request.transport)
         queue = listener.queue
         if self._task is None:
             self._known = {}
@@ -176,14 +185,11 @@ class LiveAssets:
                 await self._write(resp, _event(*message))
         except TimeoutError:  # the client stopped reading: let its connection go
             log.info("live: a listener read nothing for %.0f s; closing it", self.write_timeout)
-            listener.dropped = True
+            listener.drop()  # not a clean end: write_eof would wait on the same socket
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
             self._listeners.discard(listener)
-        if listener.dropped and request.transport is not None:
-            # Not a clean end: write_eof would wait on the same full socket.
-            request.transport.abort()
         return resp
 
     async def _write(self, resp: web.StreamResponse, data: bytes) -> None:
@@ -196,7 +202,7 @@ class LiveAssets:
             try:
                 listener.queue.put_nowait(None)
             except asyncio.QueueFull:  # too far behind to be told: cut off
-                listener.dropped = True
+                listener.drop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
