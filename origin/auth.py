@@ -56,6 +56,8 @@ from typing import Any
 
 import jwt
 
+from origin.bodies import read_bounded
+
 log = logging.getLogger(__name__)
 
 ASSETS_READ = "assets:read"
@@ -181,7 +183,7 @@ class KeySet:
                     session.get(self.source, allow_redirects=False) as resp:
                 if resp.status != 200:
                     raise OSError(f"{self.source} answered {resp.status}")
-                body = await resp.content.read(_MAX_JWKS_BYTES + 1)
+                body = await read_bounded(resp.content, _MAX_JWKS_BYTES)
                 if len(body) > _MAX_JWKS_BYTES:
                     raise OSError(f"{self.source}: JWKS larger than 1 MiB")
                 return body

@@ -80,6 +80,7 @@ from origin.auth import (
     ASSETS_READ,
     Authenticator,
 )
+from origin.bodies import read_bounded
 from origin.playback import ASSET_RE
 
 log = logging.getLogger(__name__)
@@ -342,7 +343,7 @@ class EventIntake:
         if request.content_length is not None and request.content_length > limit:
             self.m_rejected.labels("size").inc()
             return _cors(problem(413, f"the body is over {limit} bytes"))
-        body = await request.content.read(limit + 1)
+        body = await read_bounded(request.content, limit)
         if len(body) > limit:
             self.m_rejected.labels("size").inc()
             return _cors(problem(413, f"the body is over {limit} bytes"))

@@ -39,6 +39,7 @@ from aiohttp import hdrs, web
 from cdn.tokens import TokenError, verify
 from metadata.keys import ContentKey, KeyStore, kid_from_text
 from metadata.models import ASSET_ID_RE
+from origin.bodies import read_bounded
 
 # 32 hex digits or the UUID form; kid_from_text decides (a bad one is a 404).
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ class KeyRoutes:
             return refused
         wanted: set[bytes] | None = None
         if request.method == hdrs.METH_POST:
-            body = await request.content.read(_MAX_REQUEST + 1)
+            body = await read_bounded(request.content, _MAX_REQUEST)
             if len(body) > _MAX_REQUEST:
                 return _error(413, "license request too large")
             try:

@@ -111,6 +111,31 @@ async def test_limits_and_cors(make_client: MakeClient) -> None:
     assert r.status == 400
 
 
+async def test_a_body_of_many_chunks_is_read_whole(make_client: MakeClient) -> None:
+    """The intake read one chunk of the body (StreamReader.read(n) answers what has
+    arrived): a 250 KB batch, under the 256 KiB limit, was refused as not JSON.
+    Sent chunked, without a Content-Length, as well as with one."""
+    client, intake = await make_client()
+    token = tokens.sign_for(KEY, "a1", 600)
+    batch = [ev(i % 60, session=f"big{i // 60}", error="x" * 350) for i in range(450)]
+    body = json.dumps(batch).encode()
+    assert 200_000 < len(body) <= intake.limits.max_body_bytes
+
+    async def pieces() -> Any:
+        for i in range(0, len(body), 8192):
+            yield body[i:i + 8192]
+
+    r = await client.post(f"/v1/events?token={token}", data=body)
+    assert r.status == 200, await r.text()
+    assert (await r.json())["accepted"] == 450
+    r = await client.post(f"/v1/events?token={token}", data=pieces())
+    assert r.status == 200, await r.text()
+    assert (await r.json())["duplicates"] == 450
+    over = body[:-1] + b"," + b" " * intake.limits.max_body_bytes + b"]"
+    r = await client.post(f"/v1/events?token={token}", data=over)
+    assert r.status == 413
+
+
 async def test_stats_need_assets_read_once_auth_is_configured(make_client: MakeClient) -> None:
     client, _ = await make_client(authenticator=Authenticator(api_key="k"))
     assert (await client.get("/v1/assets/a1/stats")).status == 401

@@ -40,7 +40,7 @@ __all__ = ["redis_server"]  # the fixture
 
 def batch(session: str, n: int) -> list[dict[str, Any]]:
     return [{"event_id": f"{session}-{i}", "session_id": session, "asset_id": "a1",
-             "type": "heartbeat", "time": f"2026-12-01T08:00:{i:02d}Z",
+             "type": "heartbeat", "time": 1_800_000_000 + i,
              "position_seconds": i} for i in range(n)]
 
 
@@ -225,3 +225,42 @@ def test_serve_starts_without_its_event_log_and_takes_events_once_it_answers(
     log = (tmp_path / "data" / f"serve-{port}.log").read_text()
     warned = [line for line in log.splitlines() if "event log does not answer" in line]
     assert len(warned) == 1 and "Traceback" not in log, log[-3000:]
+
+
+async def test_a_full_disk_under_the_sqlite_log_is_a_507_and_keeps_nothing_half(
+        tmp_path: Path) -> None:
+    """The embedded log (a table in metadata.db) on a disk that fills: a batch it
+    cannot write is a 507 the beacon can read (CORS), none of its events recorded;
+    with room again the same batch is taken whole, each event once."""
+    import contextlib
+    import os
+
+    from metadata.event_log_sqlite import SQLiteEventLog
+    from tests.conftest import tmpfs
+
+    with tmpfs(tmp_path / "disk", "2m") as disk:
+        log = SQLiteEventLog(disk / "metadata.db")
+        deps = OriginDeps(store=open_store("", tmp_path), objects=open_objects("", tmp_path),
+                          cache=open_cache(""), close_backends=True, events=EventIntake(log))
+        client: TestClient[Any, Any] = TestClient(TestServer(create_app(deps)))
+        await client.start_server()
+        try:
+            r = await client.post("/v1/events", json=batch("warm", 3))
+            assert r.status == 200
+            filler = disk / "filler"
+            with contextlib.suppress(OSError), filler.open("wb") as out:
+                while True:
+                    out.write(os.urandom(65536))
+                    out.flush()
+            # Big enough that SQLite needs pages it cannot get.
+            events = [{**e, "error": "x" * 900} for e in batch("full", 200)]
+            r = await client.post("/v1/events", json=events)
+            assert r.status == 507, await r.text()
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+            assert [e.event.session_id for e in await log.read("", 1000)] == ["warm"] * 3
+            filler.unlink()
+            r = await client.post("/v1/events", json=events)
+            assert r.status == 200 and (await r.json())["accepted"] == 200
+            assert len(await log.read("", 1000)) == 203
+        finally:
+            await client.close()
