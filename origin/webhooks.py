@@ -336,6 +336,12 @@ class WebhookDispatcher:
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
         self._gate.release()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # The store failed around the send (reading the subscription, recording
+            # the attempt): the row stays claimed until claim_seconds, then is sent
+            # again (at least once). Said here, not as asyncio's "never retrieved".
+            log.warning("webhooks: a delivery's record failed (%s: %s); it is tried "
+                        "again after its claim", type(exc).__name__, exc)
 
     async def _send(self, d: Delivery) -> None:
         sub = await self.store.get_subscription(d.subscription_id)

@@ -320,3 +320,38 @@ async def test_a_receiver_that_misbehaves_is_retried_and_does_not_hold_others(
         assert len(ids) == 1
     finally:
         server.close()
+
+
+async def test_a_store_that_fails_recording_an_attempt_is_sent_again_after_the_claim(
+        make_origin: MakeOrigin, receiver: Receiver, monkeypatch: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The webhook store fails as a try is recorded (the receiver got it): the row
+    stays claimed, is claimed again once the claim runs out and sent again (at
+    least once, the same webhook-id); the failure is one warning, not asyncio's
+    "Task exception was never retrieved"."""
+    o = await make_origin()
+    o.webhooks.claim_seconds = 0.5  # a minute in production
+    sub = await _subscribe(o, receiver.url, ["asset.deleted"])
+    receiver.secret = sub["secret"]
+    real = o.webhooks.store.finish_attempt
+    failures = 0
+
+    async def finish_attempt(*args: Any) -> None:
+        nonlocal failures
+        if failures == 0:
+            failures += 1
+            raise OSError("disk I/O error")
+        await real(*args)
+
+    monkeypatch.setattr(o.webhooks.store, "finish_attempt", finish_attempt)
+    with caplog.at_level("WARNING", logger="origin.webhooks"):
+        await o.webhooks.record_deleted("gone")
+        await _until(lambda: len(receiver.accepted("asset.deleted")) >= 2, 10,
+                     "the delivery sent again after its claim")
+    tries = receiver.accepted("asset.deleted")
+    assert len({t["id"] for t in tries}) == 1
+    warned = [r.getMessage() for r in caplog.records if "record failed" in r.getMessage()]
+    assert len(warned) == 1 and "disk I/O error" in warned[0], warned
+    resp = await o.client.get(f"/v1/webhooks/{sub['id']}/deliveries", headers=o.auth())
+    [d] = (await resp.json())["items"]
+    assert d["state"] == "delivered"
