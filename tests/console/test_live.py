@@ -169,6 +169,7 @@ async def test_a_listener_that_stops_reading_is_cut_off(make_origin: MakeOrigin,
     live = o.client.app[LIVE]
     live.max_pending = 4 if limit == "pending" else 10_000
     live.write_timeout = 1.0 if limit == "write_timeout" else 60.0
+    live.poll = 0.05  # a change every 50 ms: the stalled socket fills sooner
     await _submit(o, "busy")
     assert o.held is not None
     job = o.held.jobs[0]
@@ -178,7 +179,7 @@ async def test_a_listener_that_stops_reading_is_cut_off(make_origin: MakeOrigin,
         events = _events(good)
         name, _ = await asyncio.wait_for(anext(events), 5)
         assert name == "snapshot" and len(live._listeners) == 2
-        # ~60 kB per change (a long error text), a change every poll (0.25 s).
+        # ~60 kB per change (a long error text), a change every poll.
         step = 0
         deadline = asyncio.get_running_loop().time() + 30
         while len(live._listeners) == 2:
