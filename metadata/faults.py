@@ -11,7 +11,7 @@ import sqlite3
 
 from metadata.breaker import BreakerOpen
 
-__all__ = ["backend_errors", "is_no_space"]
+__all__ = ["backend_errors", "first_line", "is_no_space"]
 
 
 def is_no_space(exc: BaseException | None) -> bool:
@@ -27,6 +27,12 @@ def is_no_space(exc: BaseException | None) -> bool:
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return False
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of its text`` (or the type alone): a fault in one log line."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 @functools.cache

@@ -22,6 +22,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_latest
 
 from metadata.cache import Cache
+from metadata.faults import first_line
 from metadata.objects import ObjectStore
 from metadata.store import MetadataStore
 from origin.admin import Admin, backend_fault, problem
@@ -192,15 +193,10 @@ async def backend_faults(request: web.Request, handler: Handler) -> web.StreamRe
     except Exception as exc:
         answer = backend_fault(exc)
         if answer is not None:
-            log.warning("%s %s: %s", request.method, request.path, _first_line(exc))
+            log.warning("%s %s: %s", request.method, request.path, first_line(exc))
             return answer
         log.exception("%s %s failed", request.method, request.path)
         return problem(500, "internal error")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def create_app(deps: OriginDeps) -> web.Application:

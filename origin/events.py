@@ -73,6 +73,7 @@ from metadata.event_log import (
     event_from_json,
 )
 from metadata.event_log_delivery import DeliveryCounter, DeliveryLedger
+from metadata.faults import first_line
 from metadata.stats import AssetStats, StatsModel
 from origin.admin import auth_refusal, backend_fault, problem
 from origin.application import Application
@@ -257,9 +258,8 @@ class EventIntake:
         except Exception as exc:
             if backend_fault(exc) is None:
                 raise
-            log.warning("watch events: the event log does not answer (%s: %s); its "
-                        "routes answer 503 until it does", type(exc).__name__,
-                        str(exc).splitlines()[0] if str(exc) else "")
+            log.warning("watch events: the event log does not answer (%s); its "
+                        "routes answer 503 until it does", first_line(exc))
         if self.counter is not None and self._flusher is None:
             self._flusher = asyncio.create_task(self.counter.run(self.flush_seconds))
 
