@@ -25,13 +25,13 @@ from engine.leases import Lease, holder_id
 from engine.pipeline import Services
 from engine.runner import new_job
 from metadata.cache import invalidate_asset
-from metadata.faults import is_no_space
+from metadata.faults import first_line, is_no_space
 from metadata.jobs import AlreadyExists, FailedPrecondition, Job, JobRequest, NotFound
 from metadata.keys import key_store_beside
 from metadata.local_objects import LocalObjects
 from metadata.models import Asset, JobState, master_key, media_prefix
 from metadata.store import asset_pages
-from origin.application import AssetView, StorageFull
+from origin.application import AssetView, NotQueued, StorageFull
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +111,21 @@ class Engine:
                 raise StorageFull(f"no space left to keep the master of {asset_id}") from exc
             raise
         await self._invalidate(asset_id)
+        await self._enqueue(job)
+        return AssetView(asset=asset, job=job)
+
+    async def _enqueue(self, job: Job) -> None:
+        """Send a recorded job; when the queue refuses, the job is FAILED with the
+        reason (a QUEUED record always has its message, or is the reaper's to send
+        after a crash) and NotQueued raised: the master stays for a retry."""
         try:
             await self.scheduler.enqueue(job)
         except Exception as exc:
-            log.exception("queueing job %s failed", job.id)
+            log.warning("queueing job %s failed: %s", job.id, first_line(exc))
             failed = replace(job, state=JobState.FAILED, error=f"could not queue the job: {exc}")
-            await store.write_job(failed)
-            raise
-        return AssetView(asset=asset, job=job)
+            await self.services.store.write_job(failed)
+            await self._invalidate(job.asset_id)
+            raise NotQueued(job.asset_id, type(exc).__name__) from exc
 
     async def _planned(self, options: Mapping[str, object],
                        source_name: str) -> tuple[JobRequest, str]:
@@ -282,7 +289,7 @@ class Engine:
                       max_attempts=max(last.max_attempts, self.settings.max_attempts), queue=queue)
         await store.create_job(replace(asset, state=JobState.QUEUED, error=None), job)
         await self._invalidate(asset_id)
-        await self.scheduler.enqueue(job)
+        await self._enqueue(job)
         return job
 
     async def _master_present(self, master: str) -> bool:

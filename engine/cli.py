@@ -190,14 +190,22 @@ async def _ingest_via_broker(settings: Settings, backends: Backends, path: Path,
            "codecs": list(options.codecs)}
     from kombu.exceptions import OperationalError
 
+    from metadata.faults import message_line
+    from origin.application import NotQueued
+
     try:
         await engine.submit(asset_id, copy, raw, source_name=path.name)
     except AlreadyExists as exc:
         raise IngestError(f"asset {asset_id} already exists; delete it or choose "
                           "another --id") from exc
+    except NotQueued as exc:  # the broker went away since the check; the master is kept
+        cause = exc.__cause__ or exc
+        raise StartupError(f"broker {settings.broker} is unreachable: {message_line(cause)}"
+                           f"; the master is kept: `cdlc retry {asset_id}` once it is back"
+                           ) from exc
     except OperationalError as exc:  # the broker went away since the check
         raise StartupError(f"broker {settings.broker} is unreachable: "
-                           f"{str(exc).splitlines()[0] if str(exc) else 'no answer'}") from exc
+                           f"{message_line(exc)}") from exc
     while True:
         asset = await backends.store.get_asset(asset_id)
         if asset is not None:

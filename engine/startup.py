@@ -55,13 +55,14 @@ def check_broker(settings: Settings, timeout: float = 3.0) -> None:
         return
     from kombu.connection import Connection
 
+    from metadata.faults import message_line
+
     try:
         with Connection(settings.broker, connect_timeout=timeout) as conn:  # type: ignore[no-untyped-call]
             conn.ensure_connection(max_retries=1, timeout=timeout)
     except Exception as exc:
         raise StartupError(f"broker {settings.broker} is unreachable: "
-                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                           ) from None
+                           f"{message_line(exc)}") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import native
+from metadata.faults import message_line
 from metadata.models import Rendition, Segment
 from packager.storyboard import COLUMNS, ROWS, STORYBOARD_ID, tiles_text
 
@@ -102,9 +103,8 @@ async def settle(task: asyncio.Future[Stills | None], master: Path,
     try:
         return await task
     except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         WARNINGS.warning("%s: no storyboard or poster (%s)", shown,
-                         text.replace(str(master), shown))
+                         message_line(exc).replace(str(master), shown))
         return None
 
 

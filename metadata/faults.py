@@ -35,6 +35,13 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
+def message_line(exc: BaseException) -> str:
+    """The first line of the fault's text, or its type when it has none: the tail of
+    a one-line error a user reads ("broker X is unreachable: <this>")."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 @functools.cache
 def backend_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean a backend is out, not that the request is wrong."""

@@ -39,7 +39,7 @@ from metadata.local_objects import LocalObjects
 from metadata.models import Asset, JobState, Rendition
 from metadata.objects import ObjectStore
 from metadata.store import MetadataStore
-from origin.application import Application, AssetView, StorageFull
+from origin.application import Application, AssetView, NotQueued, StorageFull
 from origin.auth import (
     ASSETS_READ,
     ASSETS_WRITE,
@@ -100,6 +100,11 @@ def backend_fault(exc: BaseException) -> web.Response | None:
     store, the object store, the cache), else None: the request was not wrong."""
     if is_no_space(exc):
         return problem(507, "no space left on the origin's disk; nothing was kept")
+    if isinstance(exc, NotQueued):
+        # Kept, not lost: the answer says so, and how to start it.
+        resp = problem(503, f"{exc}: POST /v1/assets/{exc.asset_id}/retry")
+        resp.headers[hdrs.RETRY_AFTER] = "5"
+        return resp
     if isinstance(exc, backend_errors()):
         resp = problem(503, f"a backend is unavailable ({type(exc).__name__}); retry later")
         resp.headers[hdrs.RETRY_AFTER] = "5"

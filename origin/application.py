@@ -14,6 +14,7 @@ Errors every operation may raise, and what each front door answers:
 | AlreadyExists | 409 | ALREADY_EXISTS | exit 2 |
 | FailedPrecondition | 409 | FAILED_PRECONDITION | exit 2 |
 | StorageFull (an OSError) | 507 | RESOURCE_EXHAUSTED | exit 1 |
+| NotQueued | 503 | UNAVAILABLE | exit 1 |
 """
 
 from __future__ import annotations
@@ -29,6 +30,17 @@ from metadata.models import Asset, JobState, Rendition
 
 class StorageFull(OSError):
     """No room to keep the master: the request was refused and nothing kept."""
+
+
+class NotQueued(Exception):
+    """The asset and its job are recorded and the master is kept, but the queue
+    would not take the job: it is FAILED with that reason, and ``retry`` queues it
+    once the queue is back. The queue's own fault is ``__cause__``."""
+
+    def __init__(self, asset_id: str, reason: str) -> None:
+        super().__init__(f"asset {asset_id} is kept but its job could not be queued "
+                         f"({reason}); retry it once the queue is back")
+        self.asset_id = asset_id
 
 
 @dataclass
@@ -47,7 +59,9 @@ class Application(Protocol):
                      *, source_name: str) -> AssetView:
         """Check the options and the id, record the asset and its job in one atomic
         step, keep the master (``master`` is a local file the call takes over; on
-        refusal it is removed), start the job. Nothing is kept when it raises."""
+        refusal it is removed), start the job. Nothing is kept when it raises,
+        except NotQueued: the queue refused the recorded job (it is FAILED, its
+        master kept for ``retry``)."""
 
     async def check(self, asset_id: str | None, options: Mapping[str, object], *,
                     source_name: str) -> None:
@@ -68,7 +82,8 @@ class Application(Protocol):
 
     async def retry(self, asset_id: str) -> Job:
         """A new job for a FAILED asset, from its kept master and request;
-        NotFound, FailedPrecondition (not failed, or the master is gone)."""
+        NotFound, FailedPrecondition (not failed, or the master is gone), NotQueued
+        (the queue refused it: FAILED again, the master still kept)."""
 
     async def jobs(self, *, state: JobState | None = None,
                    asset_id: str | None = None) -> list[Job]:

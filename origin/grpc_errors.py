@@ -19,7 +19,7 @@ import grpc
 
 from metadata.faults import backend_errors
 from metadata.jobs import AlreadyExists, FailedPrecondition, NotFound, RequestError
-from origin.application import StorageFull
+from origin.application import NotQueued, StorageFull
 from origin.auth import PermissionDenied, Unauthenticated
 from origin.fetch import SourceRefused, SourceTooLarge, SourceUnavailable
 
@@ -44,7 +44,7 @@ _TABLE: tuple[tuple[tuple[type[BaseException], ...], grpc.StatusCode], ...] = (
     ((Unauthenticated,), grpc.StatusCode.UNAUTHENTICATED),
     ((PermissionDenied, SourceRefused), grpc.StatusCode.PERMISSION_DENIED),
     ((StorageFull, SourceTooLarge), grpc.StatusCode.RESOURCE_EXHAUSTED),
-    ((SourceUnavailable,), grpc.StatusCode.UNAVAILABLE),
+    ((SourceUnavailable, NotQueued), grpc.StatusCode.UNAVAILABLE),
     ((RequestError,), grpc.StatusCode.INVALID_ARGUMENT),
     ((NotFound,), grpc.StatusCode.NOT_FOUND),
     ((AlreadyExists,), grpc.StatusCode.ALREADY_EXISTS),
@@ -59,7 +59,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return exc.code, exc.message
     for kinds, code in _TABLE:
         if isinstance(exc, kinds):
-            if code is grpc.StatusCode.UNAVAILABLE and not isinstance(exc, SourceUnavailable):
+            if code is grpc.StatusCode.UNAVAILABLE and not isinstance(
+                    exc, (SourceUnavailable, NotQueued)):
                 return code, f"a backend is unavailable: {type(exc).__name__}"
             text = str(exc.args[0]) if exc.args else str(exc)
             return code, text[:500]

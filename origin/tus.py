@@ -14,7 +14,10 @@ and the job options (``ladder``, ``preset``, ``segment_seconds``, ``gop_seconds`
 creation, so a bad option is a 400, and an id that is ready or busy a 409, before any
 byte is sent. When the last byte arrives the master goes to ``application.submit``
 and the job starts; a refusal then is answered with the same statuses as the REST
-API (origin.admin.refusal) and the upload removed.
+API (origin.admin.refusal) and the upload removed. When only the queue refused (the
+job is recorded FAILED, the master kept) the answer is a 503 and the upload stays:
+the client's resume, a HEAD or the last PATCH again, queues the job then (a HEAD
+while the queue is still out is a 423 with Retry-After, which clients retry).
 
 Every request but OPTIONS needs the API key when one is configured (the callable
 given to ``add_tus_routes``, the admin API's check). Responses carry CORS headers
@@ -40,10 +43,18 @@ from typing import BinaryIO
 
 from aiohttp import hdrs, web
 
-from metadata.jobs import AlreadyExists, RequestError, check_asset_id
+from metadata.faults import first_line
+from metadata.jobs import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    RequestError,
+    check_asset_id,
+)
+from metadata.models import JobState
 from origin.admin import backend_fault, problem, refusal
-from origin.application import Application
-from origin.tus_store import RECEIVING, SUBMITTED, UploadDir, UploadInfo
+from origin.application import Application, NotQueued
+from origin.tus_store import RECEIVING, SUBMITTED, UNQUEUED, UploadDir, UploadInfo
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +246,15 @@ class TusUploads:
         if refused is not None:
             return refused
         info = await self._load(request.match_info["id"])
+        if info is not None and info.state == UNQUEUED:
+            settled = await self._queued(info)
+            if isinstance(settled, web.Response):
+                if settled.status == 503:
+                    # 423, not 503: tus-js-client answers a HEAD's 503 (any status but
+                    # 2xx and 423) with a new upload from byte 0; a 423 it retries.
+                    settled.set_status(423)
+                return self._headers(settled, request)
+            info = settled
         if info is None:
             # tus §HEAD: 404 (or 410) without a body, for a gone upload.
             return self._headers(web.Response(status=404), request)
@@ -256,6 +276,11 @@ class TusUploads:
         if info is None:
             return self._fail(request, 404, "no such upload (finished long ago, terminated "
                                             "or expired)")
+        if info.state == UNQUEUED:
+            settled = await self._queued(info)
+            if isinstance(settled, web.Response):
+                return self._headers(settled, request)
+            info = settled
         return self._headers(await self._append(request, info), request)
 
     async def _append(self, request: web.Request, info: UploadInfo, *,
@@ -389,6 +414,14 @@ class TusUploads:
         try:
             view = await self.application.submit(info.asset_id, data, info.options,
                                                  source_name=info.filename)
+        except NotQueued as exc:
+            # The master is the application's now, in a FAILED job: this upload stays,
+            # so the client's retry of the same upload starts it (the job is queued
+            # again on its next HEAD or PATCH) instead of a 404 and a second upload.
+            await asyncio.to_thread(self.uploads.save, replace(info, state=UNQUEUED))
+            log.warning("upload %s: asset %s kept, not queued: %s", info.id, info.asset_id,
+                        first_line(exc.__cause__ or exc))
+            return backend_fault(exc) or problem(503, str(exc))
         except Exception as exc:
             await asyncio.to_thread(self.uploads.remove, info.id)
             answer = refusal(exc) or backend_fault(exc)
@@ -404,6 +437,37 @@ class TusUploads:
         resp = web.Response(status=204)
         self._state_headers(resp, info)
         return resp
+
+    async def _queued(self, info: UploadInfo) -> UploadInfo | web.Response:
+        """An UNQUEUED upload's job queued again (``retry``): the upload SUBMITTED, or
+        the answer for now: 503 while the queue is still out, 404 when the asset went
+        (deleted, or its master lost: upload it again)."""
+        try:
+            await self.application.retry(info.asset_id)
+        except (FailedPrecondition, AlreadyExists):
+            # Not FAILED any more: queued meanwhile (the console's Retry, another
+            # origin process) or uploaded again. Unless the master is what is gone.
+            try:
+                current = (await self.application.get(info.asset_id)).asset.state
+            except NotFound:
+                current = None
+            if current is None or current == JobState.FAILED:
+                await asyncio.to_thread(self.uploads.remove, info.id)
+                return problem(404, f"asset {info.asset_id} cannot be started from this "
+                                    "upload any more; upload it again")
+        except NotFound:
+            await asyncio.to_thread(self.uploads.remove, info.id)
+            return problem(404, f"asset {info.asset_id} was deleted")
+        except Exception as exc:
+            answer = backend_fault(exc)
+            if answer is None:
+                raise
+            return answer
+        info = replace(info, state=SUBMITTED)
+        await asyncio.to_thread(self.uploads.save, info)
+        log.info("upload %s: job of asset %s queued on the client's resume", info.id,
+                 info.asset_id)
+        return info
 
     # -- DELETE /v1/uploads/{id} (termination) ------------------------------------------
     async def delete(self, request: web.Request) -> web.StreamResponse:

@@ -36,6 +36,9 @@ UPLOAD_ID_RE = re.compile(r"[0-9a-f]{32}")
 # States of an upload's sidecar.
 RECEIVING = "receiving"
 SUBMITTED = "submitted"   # the last byte arrived and the job was accepted
+# The last byte arrived and the job is recorded with its master, but the queue would
+# not take it (the job is FAILED): the client's resume (HEAD, PATCH) queues it again.
+UNQUEUED = "unqueued"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ over real stores in a data dir that outlives one app, so a test can stop an
 origin and start another over the same files (a restart of `cdlc serve`).
 
 ``jobs="held"`` keeps submitted jobs (tests/origin/conftest.HeldJobs);
-``jobs="run"`` runs them for real with engine.executor.InProcessExecutor."""
+``jobs="run"`` runs them for real with engine.executor.InProcessExecutor;
+``jobs="celery"`` publishes them to ``settings.broker``."""
 
 from __future__ import annotations
 
@@ -72,6 +73,10 @@ def build_app(data: Path, *, jobs: str = "held", api_key: str | None = API_KEY,
     if jobs == "run":
         executor = InProcessExecutor(settings, services, poll_seconds=0.2)
         scheduler = executor
+    elif jobs == "celery":  # published to settings.broker; no worker takes them here
+        from engine.celery_executor import CeleryExecutor
+
+        scheduler = CeleryExecutor(settings, services)
     else:
         held = HeldJobs(objects)
         scheduler = held

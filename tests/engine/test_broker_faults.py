@@ -64,7 +64,9 @@ async def test_a_submit_to_a_broken_broker_is_a_503_and_the_job_fails(
     redis_server.pause() if fault == "hung" else redis_server.kill()
     status, doc, took = await _post(o, "second")
     assert status == 503, doc
-    assert "unavailable" in doc["title"] and "OperationalError" in doc["title"]
+    # One line that says the upload is not lost and how to start it.
+    assert "kept" in doc["title"] and "OperationalError" in doc["title"], doc
+    assert "/v1/assets/second/retry" in doc["title"], doc
     assert took < (BOUND_S if fault == "hung" else 5.0), took
     view = await engine.get("second")
     assert view.asset.state == JobState.FAILED

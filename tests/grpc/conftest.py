@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from engine.application import Engine
+from engine.celery_executor import CeleryExecutor
 from engine.config import Settings
 from engine.executor import InProcessExecutor
 from engine.services import open_backends
@@ -82,20 +83,26 @@ MakeStack = Callable[..., Awaitable[Stack]]
 
 @pytest.fixture
 async def make_stack(tmp_path: Path) -> AsyncIterator[MakeStack]:
-    """make_stack(authenticator=..., signing_key=..., max_upload_bytes=...)."""
+    """make_stack(authenticator=..., signing_key=..., max_upload_bytes=..., broker=a
+    Celery broker URL)."""
     opened: list[tuple[Stack, Any, Any]] = []
 
     async def make(*, authenticator: Authenticator | None = None,
                    signing_key: bytes | None = SIGNING_KEY, max_upload_bytes: int = 50 * 2**20,
                    allow_private_sources: bool = True, hold_jobs: bool = False,
-                   s3_endpoint: str | None = None) -> Stack:
+                   s3_endpoint: str | None = None, broker: str | None = None) -> Stack:
         settings = Settings(data_dir=tmp_path / f"data{len(opened)}", preset="ultrafast",
                             segment_seconds=1.0, gop_seconds=1.0, max_attempts=1,
-                            max_upload_bytes=max_upload_bytes)
+                            max_upload_bytes=max_upload_bytes, broker=broker or "",
+                            encoder="cpu" if broker else "auto")
         backends = open_backends(settings)
-        executor: InProcessExecutor | HeldJobs = (
-            HeldJobs(backends.objects) if hold_jobs  # jobs recorded, never run
-            else InProcessExecutor(settings, backends, poll_seconds=0.2))
+        executor: InProcessExecutor | HeldJobs | CeleryExecutor
+        if broker:  # published to the broker; no worker takes them here
+            executor = CeleryExecutor(settings, backends)
+        elif hold_jobs:  # jobs recorded, never run
+            executor = HeldJobs(backends.objects)
+        else:
+            executor = InProcessExecutor(settings, backends, poll_seconds=0.2)
         engine = Engine(settings, backends, executor)
         await executor.start()
         grants = SQLiteGrants(settings.data_dir / "metadata.db")

@@ -34,11 +34,12 @@ from tests.grpc.conftest import (
     upload_messages,
     wait_ready,
 )
-from tests.metadata.servers import make_bucket
+from tests.metadata.servers import ServerProcess, make_bucket, redis_server
 from tests.origin.broken_source import broken_source
 from tests.origin.conftest import HeldJobs
 
 CODE = grpc.StatusCode
+__all__ = ["redis_server"]  # the fixture
 
 
 async def _code(call: Any) -> tuple[grpc.StatusCode, str]:
@@ -375,3 +376,25 @@ async def test_unavailable_store_and_health(tmp_path: Path) -> None:
         await server.stop(0.5)
         await grants.close()
         await objects.close()
+
+
+async def test_unavailable_when_the_job_queue_refuses_and_the_retry_after(
+        make_stack: MakeStack, master: Path, redis_server: ServerProcess) -> None:
+    """A killed Celery broker: the upload is recorded and its master kept, the call
+    UNAVAILABLE saying so; RetryAsset is UNAVAILABLE too while the broker is out,
+    and queues the job once it is back."""
+    stack = await make_stack(broker=redis_server.url)
+    assets = stack.assets()
+    redis_server.kill()
+    code, text = await _code(upload(assets, master, asset_id="unq"))
+    assert code == CODE.UNAVAILABLE and "kept" in text and "OperationalError" in text, text
+    got = await assets.GetAsset(assets_pb2.GetAssetRequest(asset_id="unq"))
+    assert got.asset.state == assets_pb2.ASSET_STATE_FAILED
+    code, text = await _code(assets.RetryAsset(assets_pb2.RetryAssetRequest(asset_id="unq")))
+    assert code == CODE.UNAVAILABLE and "kept" in text, text
+    got = await assets.GetAsset(assets_pb2.GetAssetRequest(asset_id="unq"))
+    assert got.asset.state == assets_pb2.ASSET_STATE_FAILED  # not QUEUED without a message
+    redis_server.start()
+    await assets.RetryAsset(assets_pb2.RetryAssetRequest(asset_id="unq"))
+    got = await assets.GetAsset(assets_pb2.GetAssetRequest(asset_id="unq"))
+    assert got.asset.state == assets_pb2.ASSET_STATE_QUEUED
