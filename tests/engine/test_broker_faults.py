@@ -24,7 +24,7 @@ from engine.celery_executor import CeleryExecutor
 from engine.config import Settings
 from engine.pipeline import Services
 from metadata.models import JobState
-from tests.metadata.servers import ServerProcess, redis_server
+from tests.metadata.servers import Relay, ServerProcess, redis_server
 from tests.origin.conftest import MakeOrigin, make_origin
 
 __all__ = ["make_origin", "redis_server"]  # the fixtures
@@ -33,11 +33,12 @@ __all__ = ["make_origin", "redis_server"]  # the fixtures
 BOUND_S = 25.0
 
 
-async def _origin(make_origin: MakeOrigin, tmp_path: Path, broker: ServerProcess) -> Any:
+async def _origin(make_origin: MakeOrigin, tmp_path: Path, broker: ServerProcess | str) -> Any:
     from metadata import open_cache, open_objects, open_store
 
     # encoder=cpu: the route needs no broadcast, so the publish is what is tried.
-    settings = Settings(data_dir=tmp_path, broker=broker.url, encoder="cpu")
+    url = broker if isinstance(broker, str) else broker.url
+    settings = Settings(data_dir=tmp_path, broker=url, encoder="cpu")
     store, objects = open_store("", tmp_path), open_objects("", tmp_path)
     services = Services(store=store, objects=objects, cache=open_cache(""),
                         work_dir=tmp_path / "work")
@@ -77,3 +78,55 @@ async def test_a_submit_to_a_broken_broker_is_a_503_and_the_job_fails(
     status, doc, _ = await _post(o, "second")
     assert status == 202, doc
     assert (await engine.get("second")).asset.state == JobState.QUEUED
+
+
+def _queued_on_rabbitmq(amqp: str) -> int:
+    """Messages ready in the "cpu" queue of the test's vhost (0 when not declared)."""
+    from kombu import Connection
+
+    with Connection(amqp, connect_timeout=5) as conn:  # type: ignore[no-untyped-call]
+        channel = conn.channel()
+        try:
+            _, count, _ = channel.queue_declare("cpu", passive=True)
+        except Exception:
+            return 0
+        return int(count)
+
+
+@pytest.mark.parametrize("when", ["idle", "connected"])
+async def test_a_hung_rabbitmq_never_holds_a_submit_and_loses_no_job(
+        make_origin: MakeOrigin, tmp_path: Path, amqp_url: str, when: str) -> None:
+    """RabbitMQ hung behind a relay that holds every byte (SIGSTOP of the real one
+    would hang every test's broker). Before the submitter has a connection, the
+    AMQP handshake gets no answer: 503 within the bound, the job FAILED. With a
+    connection open, a publish is a write that needs no answer: 202 at once, and
+    the message reaches the queue once the broker wakes."""
+    relay = Relay(5672).start()
+    vhost = amqp_url.rsplit("/", 1)[1]
+    broker = f"amqp://guest:guest@127.0.0.1:{relay.port}/{vhost}"
+    try:
+        o, engine = await _origin(make_origin, tmp_path, broker)
+        if when == "connected":
+            status, doc, _ = await _post(o, "first")
+            assert status == 202, doc
+        relay.hung = True
+        status, doc, took = await _post(o, "second")
+        assert took < BOUND_S, took
+        if when == "idle":
+            assert status == 503, doc
+            assert "kept" in doc["title"], doc
+            assert (await engine.get("second")).asset.state == JobState.FAILED
+            relay.hung = False
+            status, doc, _ = await _post(o, "second")
+        assert status == 202, doc
+        assert (await engine.get("second")).asset.state == JobState.QUEUED
+        relay.hung = False
+        expected = 2 if when == "connected" else 1
+        for _ in range(100):
+            if await asyncio.to_thread(_queued_on_rabbitmq, amqp_url) == expected:
+                break
+            await asyncio.sleep(0.1)
+        assert await asyncio.to_thread(_queued_on_rabbitmq, amqp_url) == expected
+    finally:
+        relay.hung = False
+        relay.close()

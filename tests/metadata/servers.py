@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,13 +174,16 @@ class Relay:
     while ``cut_after`` is set it cuts every response after that many bytes (both
     sockets closed: a connection that drops mid-body, on every reconnection too).
     With ``refuse``, once a response was cut, every new connection is closed at once
-    (the server gone for good mid-read)."""
+    (the server gone for good mid-read). While ``hung`` is set, bytes either way are
+    read and held, not passed on (a server that takes connections and answers
+    nothing, as under SIGSTOP); cleared, what was held goes on in order."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.port = free_port()
         self.cut_after: int | None = None
         self.refuse = False
+        self.hung = False
         self.cuts = 0
         self.sent = 0
         self._lock = threading.Lock()
@@ -214,6 +218,8 @@ class Relay:
         relayed = 0
         try:
             while data := src.recv(65536):
+                while self.hung:
+                    time.sleep(0.02)
                 if limit is not None and relayed + len(data) >= limit:
                     dst.sendall(data[:max(0, limit - relayed)])
                     self.cuts += 1
