@@ -82,7 +82,7 @@ async def test_a_submit_to_a_broken_broker_is_a_503_and_the_job_fails(
 
 def _queued_on_rabbitmq(amqp: str) -> int:
     """Messages ready in the "cpu" queue of the test's vhost (0 when not declared)."""
-    from kombu import Connection
+    from kombu.connection import Connection
 
     with Connection(amqp, connect_timeout=5) as conn:  # type: ignore[no-untyped-call]
         channel = conn.channel()
