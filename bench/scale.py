@@ -131,7 +131,8 @@ def run_one(name: str, master: Path, workers: int, chunk_seconds: float, preset:
     try:
         t0 = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "engine.cli", "ingest", str(master),
-                               "--id", name, "--json", "--no-progress"], env=env, cwd=ROOT,
+                               "--id", name, "--ladder", "fixed", "--json", "--no-progress"],
+                              env=env, cwd=ROOT,
                               capture_output=True, text=True)
         turnaround = time.monotonic() - t0
         if done.returncode != 0:

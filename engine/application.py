@@ -51,8 +51,11 @@ class Scheduler(Protocol):
 
 
 def request_defaults(settings: Settings) -> JobRequest:
+    """What a request takes from the deployment where the caller says nothing (the
+    ladder where it applies: JobRequest.parse)."""
     return JobRequest(preset=settings.preset, segment_seconds=settings.segment_seconds,
-                      gop_seconds=settings.gop_seconds, encoder=settings.encoder)
+                      gop_seconds=settings.gop_seconds, encoder=settings.encoder,
+                      ladder=settings.ladder)
 
 
 class Engine:

@@ -31,7 +31,7 @@ from engine.job_spec import (
 )
 from engine.progress import JobProgress
 from engine.startup import StartupError
-from metadata.jobs import StaleJob, codec_list
+from metadata.jobs import StaleJob, codec_list, default_ladder
 from metadata.models import Asset, JobState
 
 if TYPE_CHECKING:
@@ -224,7 +224,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--id", "asset_id", help="Asset id (default: from the file name).")
 @click.option("--ladder", help="HEIGHT:KBPS[,HEIGHT:KBPS...], fixed (planned from the source's "
-                              "size: the default) or auto (per-title, measured with VMAF).")
+                              "size) or auto (per-title, measured with VMAF). Default: "
+                              "CDLC_LADDER, auto (fixed for codecs other than h264).")
 @click.option("--preset", help="x264 preset (default veryfast).")
 @click.option("--codecs", metavar="h264[,hevc][,av1]",
               help="Video codecs, one ladder each, in one playlist and MPD (default h264).")
@@ -258,12 +259,13 @@ def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str
             early = start_early_copy(path, aid, segment_seconds)
         settings = load_settings()
         seg = settings.segment_seconds if segment_seconds is None else segment_seconds
+        families = codec_list(codecs) if codecs else ("h264",)
         options = IngestOptions(
-            ladder=ladder, preset=preset or settings.preset, segment_seconds=seg,
+            ladder=ladder or default_ladder(settings.ladder, copy=copy, codecs=families),
+            preset=preset or settings.preset, segment_seconds=seg,
             gop_seconds=settings.gop_seconds, copy=copy, encoder=settings.encoder,
             audio=sidecars[0], subtitles=sidecars[1], encryption=encryption or "",
-            vmaf=vmaf,
-            codecs=codec_list(codecs) if codecs else ("h264",),
+            vmaf=vmaf, codecs=families,
         )
         check_options(options)
         started = None
@@ -927,6 +929,7 @@ async def _demo(settings: Settings, host: str, port: int, once: bool) -> None:
                 print("making a 10 s 1080p30 master with audio ...", file=sys.stderr)
                 make_demo_master(master)
             options = IngestOptions(
+                ladder=default_ladder(settings.ladder, copy=False, codecs=("h264",)),
                 preset=settings.preset, segment_seconds=settings.segment_seconds,
                 gop_seconds=settings.gop_seconds, encoder=settings.encoder,
             )

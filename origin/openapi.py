@@ -295,6 +295,9 @@ OPENAPI: dict[str, Any] = {
                             "options": {"type": "string",
                                         "description": "JSON object of job options"},
                             "ladder": {"type": "string",
+                                       "description": "HEIGHT:KBPS,..., auto (per-title) "
+                                       "or fixed; absent: the engine's default (auto "
+                                       "where it applies)",
                                        "examples": ["720:3000,360:800", "auto", "fixed"]},
                             "preset": {"type": "string"},
                             "segment_seconds": {"type": "number", "exclusiveMinimum": 0},

@@ -25,6 +25,10 @@ CDLC = [sys.executable, "-m", "engine.cli"]
 # Every `cdlc serve` a test starts leaves the gRPC port (50051 by default) alone
 # unless the test asks for one: several servers run at once in the suite.
 os.environ["CDLC_GRPC_PORT"] = "0"
+# The suite's jobs plan the fixed ladder (its rendition ids, a second faster per
+# ingest) unless a test asks for another; the deployment default (auto) has tests
+# of its own (tests/engine/test_default_ladder.py).
+os.environ["CDLC_LADDER"] = "fixed"
 
 
 def kill_group(group: int) -> None:
@@ -108,6 +112,7 @@ def make_env(data_dir: Path, **overrides: str) -> CdlcEnv:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDLC_")}
     env["CDLC_DATA_DIR"] = str(data_dir)
     env["CDLC_GRPC_PORT"] = "0"
+    env["CDLC_LADDER"] = "fixed"  # as in this process (above)
     env.update(overrides)
     return CdlcEnv(data_dir, env)
 

@@ -283,6 +283,50 @@ def test_a_chunked_job_analyses_once_and_keeps_the_analysis(
     asyncio.run(run())
 
 
+def test_auto_is_the_default_ladder_where_it_applies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CDLC_LADDER (default auto) is the ladder of a request that names none; a copy
+    has none and other codecs than H.264 get the fixed one, so neither is refused."""
+    monkeypatch.delenv("CDLC_LADDER")  # the suite pins fixed (tests/conftest.py)
+    from engine.application import request_defaults
+
+    settings = Settings()
+    assert settings.ladder == "auto"
+    defaults = request_defaults(settings)
+    assert JobRequest.parse({}, defaults).ladder == "auto"
+    assert JobRequest.parse({"ladder": "fixed"}, defaults).ladder == "fixed"
+    assert JobRequest.parse({"ladder": "360:800"}, defaults).ladder == "360:800"
+    assert JobRequest.parse({"copy": True}, defaults).ladder is None
+    assert JobRequest.parse({"codecs": "h264,av1"}, defaults).ladder is None
+    fixed = request_defaults(Settings(ladder="FIXED"))
+    assert JobRequest.parse({}, fixed).ladder is None  # the fixed ladder
+    spec = request_defaults(Settings(ladder="480:1200"))
+    assert JobRequest.parse({}, spec).ladder == "480:1200"
+    assert JobRequest.parse({"copy": True}, spec).ladder is None
+    with pytest.raises(ValueError, match="bad ladder item 'best'"):
+        Settings(ladder="best")
+
+
+def test_an_ingest_that_names_no_ladder_is_per_title(masters: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    env = make_env(tmp_path / "data", CDLC_PRESET="ultrafast")
+    env.env.pop("CDLC_LADDER")  # the deployment default
+    proc = env.run("ingest", str(masters["static"]), "--id", "dflt", "--json")
+    assert proc.returncode == 0, proc.stderr
+    video = [r for r in json.loads(proc.stdout)["renditions"] if r["kind"] == "video"]
+    assert video and all(r["analysis"]["mode"] == "auto" for r in video), video
+    # Where auto does not apply the default steps aside, never a refusal.
+    proc = env.run("ingest", str(masters["static"]), "--id", "dfcopy", "--copy", "--json")
+    assert proc.returncode == 0, proc.stderr
+    proc = env.run("ingest", str(masters["static"]), "--id", "dfhevc", "--codecs", "hevc",
+                   "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert all("analysis" not in r for r in json.loads(proc.stdout)["renditions"])
+    bad = make_env(tmp_path / "data", CDLC_LADDER="best").run(
+        "ingest", str(masters["static"]), "--id", "dfbad")
+    assert bad.returncode != 0
+    assert bad.stderr.count("\n") == 1 and "CDLC_LADDER" in bad.stderr, bad.stderr
+
+
 def test_the_cli_shows_what_the_analysis_chose(masters: dict[str, Path],
                                                tmp_path: Path) -> None:
     env = make_env(tmp_path / "data", CDLC_PRESET="veryfast")
