@@ -154,11 +154,13 @@ async def maybe_split(services: Services, job: Job, chunk_seconds: float, window
                     analysis = await analysed(master, info, services.work_dir / work_dir_name(
                         f"{job.asset_id}-analysis"), job.request,
                         shown=job.request.source_name or "master")
-                planned, records = analysis.rungs, analysis.records
+                if analysis is not None:  # None: unmeasurable, the fixed ladder
+                    planned, records = analysis.rungs, analysis.records
             try:
                 encoder = choose_encoder(job.queue or job.request.encoder)
                 if not records:
-                    planned = plan_ladder(info, job.request.ladder, job.request.codecs)
+                    planned = plan_ladder(info, None if job.request.ladder == AUTO_LADDER
+                                          else job.request.ladder, job.request.codecs)
                 rungs = with_h264_encoder(planned, encoder)
             except ValueError as exc:
                 raise IngestError(str(exc)) from exc

@@ -43,7 +43,14 @@ from typing import Any
 
 import native
 from engine.ladder import SourceDims, plan_ladder, source_dims
-from engine.vmaf import QualityError, Span, compare_clips, first_picture_time, vmaf_binary
+from engine.vmaf import (
+    QualityError,
+    Span,
+    TooFewFrames,
+    compare_clips,
+    first_picture_time,
+    vmaf_binary,
+)
 from metadata.models import Rendition, Segment
 
 __all__ = ["ANALYSIS_CRFS", "Analysis", "analyse", "analysis_spans", "choose_rungs"]
@@ -76,6 +83,9 @@ BELOW_FIXED = 0.5           # ... but then at most this far below the fixed rung
 MIN_STEP = 1.3              # bitrate ratio between adjacent rungs, at least
 KEEP_FIXED = 0.85           # a rung needing this share of the fixed bitrate keeps it
 MIN_KBPS = 30
+# libvmaf scores no picture under 18 px a side (16 px gives no score; measured with
+# the imageio-ffmpeg binary): a smaller display size cannot be analysed.
+MIN_MEASURED_SIDE = 18
 # A lower CRF rung's maxrate against its bitrate (bufsize twice that): where the
 # span under-predicted what the title needs, the rung still fits the bandwidth
 # it was planned for (1.5 let bbb's lower rungs run 11-27% over their bitrate,
@@ -403,16 +413,30 @@ def _models(r: native.RenditionResult) -> tuple[Rendition, list[Segment]]:
     return rend, segs
 
 
+class Unmeasurable(QualityError):
+    """The master is too short or too small for the analysis to measure it; the job
+    plans the fixed ladder instead (a warning, not a failure: per-title is a saving,
+    and the default)."""
+
+
 def analyse(master: Path, info: native.MediaInfo | SourceDims, duration: float, work: Path,
             *, gop_seconds: float = 2.0, preset: str = "veryfast",
             ffmpeg: str | None = None,
             progress: Callable[[float], None] | None = None) -> Analysis:
     """The per-title ladder of ``master``: sampled spans encoded and measured, rungs
     chosen (``choose_rungs``). Raises QualityError (one line) when it cannot
-    measure, ValueError for a master without video."""
+    measure (Unmeasurable when the master itself is too short or too small for it),
+    ValueError for a master without video."""
     started = time.monotonic()
     src = source_dims(info)
     fixed = plan_ladder(src)
+    # Candidates are scored at the top rung's size, never above the source's.
+    if min(src.width, src.height) < MIN_MEASURED_SIDE:
+        raise Unmeasurable(f"{src.width}x{src.height} is below the {MIN_MEASURED_SIDE} "
+                           "pixels a side VMAF measures")
+    if duration < MIN_SPAN_SECONDS:
+        raise Unmeasurable(f"{duration:.2f} s is shorter than one {MIN_SPAN_SECONDS:g} s "
+                           "span")
     exe = vmaf_binary(ffmpeg)
     zero = first_picture_time(master, ffmpeg=exe)
     spans = analysis_spans(duration)
@@ -426,6 +450,12 @@ def analyse(master: Path, info: native.MediaInfo | SourceDims, duration: float, 
                 progress((i + 1) / len(spans))
     except native.NativeError as exc:
         raise QualityError(f"ladder analysis: {exc}") from exc
+    except TooFewFrames as exc:  # a span holds too few pictures to score (low fps)
+        raise Unmeasurable(f"too few pictures to measure ({exc})") from exc
+    except ValueError as exc:
+        # The core refuses a span with no picture in it (a frame rate under one per
+        # span); bad media is a NativeError, above.
+        raise Unmeasurable(str(exc).replace(str(master), "the master")) from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
     # Pool the spans: per (size, CRF) the bitrate and VMAF averaged over spans.

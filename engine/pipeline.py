@@ -22,7 +22,7 @@ import native
 from engine import storyboard
 from engine.copy_run import CopyRun
 from engine.job_spec import IngestError, IngestOptions, work_dir_name
-from engine.ladder import plan_ladder, with_h264_encoder
+from engine.ladder import WARNINGS, plan_ladder, with_h264_encoder
 from engine.leases import Lease
 from engine.pertitle import Analysis, analyse
 from engine.segment_crypto import encrypt_renditions
@@ -337,7 +337,8 @@ async def run_pipeline(
             report(JobState.PROBING, 1.0)
             try:
                 rungs = analysis.rungs if analysis is not None else plan_ladder(
-                    info, options.ladder, options.codecs)
+                    info, None if options.ladder == AUTO_LADDER else options.ladder,
+                    options.codecs)
                 # The queue a job was routed to names its worker class; in-process
                 # jobs ("") follow the request (auto: this machine's hardware).
                 encoder = choose_encoder(job.queue or options.encoder)
@@ -424,10 +425,12 @@ async def run_pipeline(
 
 async def analysed(master: Path, info: native.MediaInfo, work: Path, request: IngestOptions,
                    progress: Callable[[float], None] | None = None,
-                   shown: str | None = None) -> Analysis:
+                   shown: str | None = None) -> Analysis | None:
     """The per-title ladder of the master (engine.pertitle), measured in a worker
-    thread; a failure to measure is the job's IngestError, naming the master as
-    ``shown``."""
+    thread; None (the fixed ladder, said in a warning) for a master too short or
+    too small to measure; any other failure to measure is the job's IngestError,
+    naming the master as ``shown``."""
+    from engine.pertitle import Unmeasurable
     from engine.vmaf import QualityError
 
     # Spans are planned over the video stream's own length: a container's stated
@@ -439,6 +442,11 @@ async def analysed(master: Path, info: native.MediaInfo, work: Path, request: In
         return await asyncio.to_thread(analyse, master, info, duration or info.duration, work,
                                        gop_seconds=request.gop, preset=request.preset,
                                        progress=progress)
+    except Unmeasurable as exc:
+        text = str(exc) if shown is None else str(exc).replace(str(master), shown)
+        WARNINGS.warning("ladder: auto cannot measure this master (%s); the fixed ladder",
+                         text)
+        return None
     except QualityError as exc:
         text = str(exc) if shown is None else str(exc).replace(str(master), shown)
         raise IngestError(text) from exc

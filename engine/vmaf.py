@@ -217,14 +217,14 @@ def _distorted(width: int, height: int, compare_at: tuple[int, int] | None, subs
             f"fps={fps.numerator}/{fps.denominator}:eof_action=pass")
 
 
-class _TooFewFrames(QualityError):
+class TooFewFrames(QualityError):
     """libvmaf paired fewer pictures than the span holds."""
 
 
 def _libvmaf(exe: str, inputs: list[str], graph: str, log_path: Path, timeout: float,
              expected: float, subsample: int = 1) -> tuple[float, int]:
     """Run ``graph`` (ending in ``[dist][ref]``) into libvmaf; (mean, frames) from
-    its JSON log. _TooFewFrames when fewer than MIN_FRAME_SHARE of ``expected``
+    its JSON log. TooFewFrames when fewer than MIN_FRAME_SHARE of ``expected``
     pictures were compared."""
     graph += (f";[dist][ref]libvmaf=log_fmt=json:log_path={log_path}:"
               f"n_threads={os.cpu_count() or 1}:n_subsample={max(1, subsample)}:shortest=1")
@@ -238,7 +238,7 @@ def _libvmaf(exe: str, inputs: list[str], graph: str, log_path: Path, timeout: f
     if proc.returncode != 0:
         raise QualityError(_reason(proc.stderr))
     if not log_path.is_file():  # libvmaf writes its log only once it paired pictures
-        raise _TooFewFrames(f"no pictures to compare ({_reason(proc.stderr)})")
+        raise TooFewFrames(f"no pictures to compare ({_reason(proc.stderr)})")
     try:
         doc = json.loads(log_path.read_text())
         mean = float(doc["pooled_metrics"]["vmaf"]["mean"])
@@ -249,7 +249,7 @@ def _libvmaf(exe: str, inputs: list[str], graph: str, log_path: Path, timeout: f
     finally:
         log_path.unlink(missing_ok=True)
     if frames == 0 or frames < MIN_FRAME_SHARE * expected:
-        raise _TooFewFrames(f"only {frames} of {expected:.0f} pictures compared")
+        raise TooFewFrames(f"only {frames} of {expected:.0f} pictures compared")
     return mean, frames
 
 
@@ -262,7 +262,7 @@ def _run_span(exe: str, distorted: Path, master: Path, ref_time: float, span: Sp
     the master from ``ref_time`` (absolute seconds), ``span.duration`` long. With
     ``seek`` the master is entered near ``ref_time`` instead of decoded from its
     start; a master with sparse keyframes may then yield no pictures
-    (_TooFewFrames), and the caller decodes from the start instead."""
+    (TooFewFrames), and the caller decodes from the start instead."""
     # -copyts keeps the master's own times, so the reference is cut at the absolute
     # time of the wanted picture, half a frame early to be safe from rounding.
     half = 0.5 / float(fps) if fps else 0.01
@@ -304,7 +304,7 @@ def compare_clips(master: Path, ref_start: float, clips: Sequence[tuple[Path, in
     args = (exe, master, ref_start, clips, frames, fps, subsample, timeout)
     try:
         return _compare(*args, seek=True, compare_at=compare_at)
-    except _TooFewFrames:  # sparse keyframes: decode the master from its start
+    except TooFewFrames:  # sparse keyframes: decode the master from its start
         return _compare(*args, seek=False, compare_at=compare_at)
 
 
@@ -349,7 +349,7 @@ def _compare(exe: str, master: Path, ref_start: float, clips: Sequence[tuple[Pat
     try:
         for (clip, _, _), log in zip(clips, logs, strict=True):
             if not log.is_file():
-                raise _TooFewFrames(f"VMAF of {clip.name}: no pictures compared")
+                raise TooFewFrames(f"VMAF of {clip.name}: no pictures compared")
             try:
                 doc = json.loads(log.read_text())
                 scores.append(float(doc["pooled_metrics"]["vmaf"]["mean"]))
@@ -358,7 +358,7 @@ def _compare(exe: str, master: Path, ref_start: float, clips: Sequence[tuple[Pat
                 raise QualityError(f"VMAF of {clip.name}: unreadable libvmaf log "
                                    f"({exc.__class__.__name__})") from None
             if scored < MIN_FRAME_SHARE * frames / max(1, subsample):
-                raise _TooFewFrames(f"VMAF of {clip.name}: only {scored} pictures compared")
+                raise TooFewFrames(f"VMAF of {clip.name}: only {scored} pictures compared")
     finally:
         for log in logs:
             log.unlink(missing_ok=True)
@@ -435,7 +435,7 @@ def measure_rendition(
                 try:
                     mean, frames = _run_span(*args, seek=True, compare_at=compare_at,
                                              subsample=subsample)
-                except _TooFewFrames:
+                except TooFewFrames:
                     mean, frames = _run_span(*args, seek=False, compare_at=compare_at,
                                              subsample=subsample)
             except QualityError as exc:

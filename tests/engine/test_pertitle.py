@@ -327,6 +327,36 @@ def test_an_ingest_that_names_no_ladder_is_per_title(masters: dict[str, Path],
     assert bad.stderr.count("\n") == 1 and "CDLC_LADDER" in bad.stderr, bad.stderr
 
 
+@pytest.mark.parametrize("graph,seconds,why", [
+    ("testsrc2=size=320x240:rate=25", 0.2, "shorter than one 0.5 s span"),
+    ("testsrc2=size=16x16:rate=25", 2, "below the 18 pixels a side"),
+    ("testsrc2=size=640x360:rate=1", 3, "holds no video frame of the master"),
+])
+def test_a_master_the_analysis_cannot_measure_gets_the_fixed_ladder(
+        tmp_path: Path, graph: str, seconds: float, why: str) -> None:
+    """Too short, too small for libvmaf, or too few pictures a span: before, the
+    job failed ("only 1 pictures compared", "no message from ffmpeg") where the
+    fixed ladder encodes it. Now auto, asked for or the default, steps aside to the
+    fixed ladder with one warning line."""
+    master = tmp_path / "m.mp4"
+    ffmpeg("-f", "lavfi", "-i", graph, "-t", str(seconds), "-pix_fmt", "yuv420p",
+           str(master))
+    env = make_env(tmp_path / "data", CDLC_PRESET="ultrafast")
+    env.env.pop("CDLC_LADDER")  # the deployment default: auto
+    fixed = env.run("ingest", str(master), "--id", "fx", "--ladder", "fixed", "--json")
+    assert fixed.returncode == 0, fixed.stderr
+    expected = [r["id"] for r in json.loads(fixed.stdout)["renditions"] if r["kind"] == "video"]
+    for asset_id, args in (("dflt", ()), ("asked", ("--ladder", "auto"))):
+        proc = env.run("ingest", str(master), "--id", asset_id, "--json", *args)
+        assert proc.returncode == 0, proc.stderr
+        warnings = [line for line in proc.stderr.splitlines() if "auto cannot measure" in line]
+        assert len(warnings) == 1 and why in warnings[0], proc.stderr
+        assert str(master) not in proc.stderr
+        video = [r for r in json.loads(proc.stdout)["renditions"] if r["kind"] == "video"]
+        assert [r["id"] for r in video] == expected
+        assert all("analysis" not in r for r in video)
+
+
 def test_the_cli_shows_what_the_analysis_chose(masters: dict[str, Path],
                                                tmp_path: Path) -> None:
     env = make_env(tmp_path / "data", CDLC_PRESET="veryfast")
