@@ -232,6 +232,7 @@ def test_a_container_claiming_days_is_analysed_over_its_pictures(
     assert info.duration > 1e6
     analysis = asyncio.run(analysed(claimed, info, tmp_path / "analysis",
                                     JobRequest(ladder="auto")))
+    assert analysis is not None
     assert analysis.spans and all(s.start + s.duration <= 4.0 + 1e-6 for s in analysis.spans)
     assert analysis.rungs
 
