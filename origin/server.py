@@ -125,6 +125,12 @@ def _enable_multiprocess_metrics() -> str | None:
     return path
 
 
+# A worker that exits this soon after it was started died at start.
+FAST_EXIT_S = 2.0
+# Workers killed by a signal at start, one after another, before the server stops.
+MAX_FAST_DEATHS = 3
+
+
 def run(app_factory: AppFactory, host: str, port: int, workers: int) -> None:
     """Serve until SIGTERM/SIGINT with ``workers`` processes on ``host:port``
     (``port`` 0: a free port, printed on stderr)."""
@@ -145,6 +151,8 @@ def run(app_factory: AppFactory, host: str, port: int, workers: int) -> None:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     children: dict[int, float] = {}
+    fast_deaths = 0
+    failed = False
     try:
         for _ in range(workers):
             children[_spawn(app_factory, host, port)] = time.monotonic()
@@ -160,11 +168,18 @@ def run(app_factory: AppFactory, host: str, port: int, workers: int) -> None:
             if started is None or stopping:
                 continue
             code = os.waitstatus_to_exitcode(status)
-            if time.monotonic() - started < 2.0:
-                # Dying at start (port taken, bad configuration): restarting would loop.
-                log.error("origin worker %d exited at start (%d); stopping", pid, code)
-                stopping = True
-                break
+            if time.monotonic() - started < FAST_EXIT_S:
+                fast_deaths += 1
+                # Failing at start by its own hand (port taken, bad configuration):
+                # restarting would loop. Killed by a signal (the OOM killer, an
+                # operator's kill -9) is no fault of its start: restarted, unless
+                # that too repeats.
+                if code >= 0 or fast_deaths >= MAX_FAST_DEATHS:
+                    log.error("origin worker %d exited at start (%d); stopping", pid, code)
+                    stopping = failed = True
+                    break
+            else:
+                fast_deaths = 0
             log.warning("origin worker %d exited (%d); starting another", pid, code)
             children[_spawn(app_factory, host, port)] = time.monotonic()
     finally:
@@ -191,3 +206,5 @@ def run(app_factory: AppFactory, host: str, port: int, workers: int) -> None:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if failed:  # the server never stood: its command fails, the log says why
+        raise SystemExit(1)
