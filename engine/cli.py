@@ -261,7 +261,8 @@ def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str
         seg = settings.segment_seconds if segment_seconds is None else segment_seconds
         families = codec_list(codecs) if codecs else ("h264",)
         options = IngestOptions(
-            ladder=ladder or default_ladder(settings.ladder, copy=copy, codecs=families),
+            ladder=ladder or default_ladder(settings.ladder, copy=copy, codecs=families,
+                                            encoder=settings.encoder),
             preset=preset or settings.preset, segment_seconds=seg,
             gop_seconds=settings.gop_seconds, copy=copy, encoder=settings.encoder,
             audio=sidecars[0], subtitles=sidecars[1], encryption=encryption or "",
@@ -929,7 +930,8 @@ async def _demo(settings: Settings, host: str, port: int, once: bool) -> None:
                 print("making a 10 s 1080p30 master with audio ...", file=sys.stderr)
                 make_demo_master(master)
             options = IngestOptions(
-                ladder=default_ladder(settings.ladder, copy=False, codecs=("h264",)),
+                ladder=default_ladder(settings.ladder, copy=False, codecs=("h264",),
+                                      encoder=settings.encoder),
                 preset=settings.preset, segment_seconds=settings.segment_seconds,
                 gop_seconds=settings.gop_seconds, encoder=settings.encoder,
             )

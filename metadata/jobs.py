@@ -183,14 +183,15 @@ def _check_codecs(codecs: tuple[str, ...], copy: bool, encryption: str) -> None:
                            "from codecs or the encryption")
 
 
-def default_ladder(default: str | None, *, copy: bool, codecs: tuple[str, ...]) -> str | None:
+def default_ladder(default: str | None, *, copy: bool, codecs: tuple[str, ...],
+                   encoder: str = "cpu") -> str | None:
     """The ladder of a request that names none: ``default`` (the deployment's
     CDLC_LADDER), except where it cannot apply. A copy has no ladder, and the auto
-    ladder is measured for H.264 only, so other codecs get the fixed one. None is
-    the fixed ladder."""
+    ladder is measured with x264, so other codecs and NVENC (``encoder`` gpu) get
+    the fixed one. None is the fixed ladder."""
     if copy or default in (None, "", "fixed"):
         return None
-    if default == AUTO_LADDER and codecs != ("h264",):
+    if default == AUTO_LADDER and (codecs != ("h264",) or encoder == "gpu"):
         return None
     return default
 
@@ -265,7 +266,8 @@ class JobRequest:
         request = replace(base, **values)
         if "ladder" not in values:  # the default where it applies (default_ladder)
             request = replace(request, ladder=default_ladder(
-                base.ladder, copy=request.copy, codecs=request.codecs))
+                base.ladder, copy=request.copy, codecs=request.codecs,
+                encoder=request.encoder))
         request.check()
         return request
 

@@ -298,6 +298,8 @@ def test_auto_is_the_default_ladder_where_it_applies(monkeypatch: pytest.MonkeyP
     assert JobRequest.parse({"ladder": "360:800"}, defaults).ladder == "360:800"
     assert JobRequest.parse({"copy": True}, defaults).ladder is None
     assert JobRequest.parse({"codecs": "h264,av1"}, defaults).ladder is None
+    assert JobRequest.parse({"encoder": "gpu"}, defaults).ladder is None  # x264-measured
+    assert JobRequest.parse({"encoder": "gpu", "ladder": "auto"}, defaults).ladder == "auto"
     fixed = request_defaults(Settings(ladder="FIXED"))
     assert JobRequest.parse({}, fixed).ladder is None  # the fixed ladder
     spec = request_defaults(Settings(ladder="480:1200"))
