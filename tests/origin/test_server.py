@@ -21,11 +21,13 @@ from tests.metadata.servers import wait_port
 from tests.origin.conftest import Media, publish_fake
 
 
-async def test_two_workers_serve_and_stop_gracefully(tmp_path: Path, media: Media) -> None:
+async def _two_workers(tmp_path: Path, media: Media, asset_id: str,
+                       port: int) -> subprocess.Popen[bytes]:
+    """origin.server.run with two workers on ``port`` over a data dir holding one
+    published asset."""
     store, objects = open_store("", tmp_path), open_objects("", tmp_path)
-    await publish_fake(store, objects, "srv1", media)
+    await publish_fake(store, objects, asset_id, media)
     await store.close()
-    port = free_port()
     code = textwrap.dedent(f"""
         from pathlib import Path
         from metadata import open_cache, open_objects, open_store
@@ -39,7 +41,12 @@ async def test_two_workers_serve_and_stop_gracefully(tmp_path: Path, media: Medi
 
         run(factory, "127.0.0.1", {port}, 2)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[2])
+    return subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[2])
+
+
+async def test_two_workers_serve_and_stop_gracefully(tmp_path: Path, media: Media) -> None:
+    port = free_port()
+    proc = await _two_workers(tmp_path, media, "srv1", port)
     try:
         await asyncio.to_thread(wait_port, port, 30)
         expected = media.file("v240", "1.m4s")
@@ -105,24 +112,8 @@ async def test_kill_9_of_one_worker_keeps_serving_and_a_new_one_starts(
     parent starts a replacement, and the whole server still stops cleanly. Killed
     within its first 2 s here: before, the parent took that for a failed start and
     stopped the whole server."""
-    store, objects = open_store("", tmp_path), open_objects("", tmp_path)
-    await publish_fake(store, objects, "srv2", media)
-    await store.close()
     port = free_port()
-    code = textwrap.dedent(f"""
-        from pathlib import Path
-        from metadata import open_cache, open_objects, open_store
-        from origin.app import OriginDeps, create_app
-        from origin.server import run
-
-        async def factory():
-            d = Path({str(tmp_path)!r})
-            return create_app(OriginDeps(open_store("", d), open_objects("", d), open_cache(""),
-                                 close_backends=True))
-
-        run(factory, "127.0.0.1", {port}, 2)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[2])
+    proc = await _two_workers(tmp_path, media, "srv2", port)
     url = f"http://127.0.0.1:{port}/vod/srv2/v240/1.m4s"
     expected = media.file("v240", "1.m4s")
 
