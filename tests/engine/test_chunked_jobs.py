@@ -143,7 +143,8 @@ def test_chunked_encode_is_the_one_piece_encode(tmp_path: Path, master: Path, br
 
 def test_kill_9_of_a_whole_worker_mid_chunk(tmp_path: Path, broker: str,
                                             workers: list[Worker]) -> None:
-    big = make_master(tmp_path / "big.mp4", seconds=24, width=1280, height=720)
+    # Two 8 s parts at the medium preset: long enough to be killed mid-part.
+    big = make_master(tmp_path / "big.mp4", seconds=16, width=1280, height=720)
     env = chunked_env(tmp_path, broker, CDLC_PRESET="medium")
     victim, survivor = start_workers(env, workers, 2, "--class", "cpu")
     log = tmp_path / "ingest.log"
@@ -182,10 +183,10 @@ def test_kill_9_of_a_whole_worker_mid_chunk(tmp_path: Path, broker: str,
         base = f"http://127.0.0.1:{port}/vod/killed"
         assert http_status(f"{base}/master.m3u8") == 200
         probe = ffprobe(f"{base}/v720/media.m3u8", "-show_entries", "format=duration")
-        assert float(probe["format"]["duration"]) == pytest.approx(24, abs=0.5)
+        assert float(probe["format"]["duration"]) == pytest.approx(16, abs=0.5)
         frames = ffprobe(f"{base}/v720/media.m3u8", "-select_streams", "v:0", "-count_frames",
                          "-show_entries", "stream=nb_read_frames")["streams"][0]
-        assert int(frames["nb_read_frames"]) == 24 * 30
+        assert int(frames["nb_read_frames"]) == 16 * 30
     finally:
         server.terminate()
         server.wait(timeout=20)
