@@ -263,6 +263,7 @@ def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str
         options = IngestOptions(
             ladder=ladder or default_ladder(settings.ladder, copy=copy, codecs=families,
                                             encoder=settings.encoder),
+            ladder_default=not ladder,
             preset=preset or settings.preset, segment_seconds=seg,
             gop_seconds=settings.gop_seconds, copy=copy, encoder=settings.encoder,
             audio=sidecars[0], subtitles=sidecars[1], encryption=encryption or "",
@@ -932,6 +933,7 @@ async def _demo(settings: Settings, host: str, port: int, once: bool) -> None:
             options = IngestOptions(
                 ladder=default_ladder(settings.ladder, copy=False, codecs=("h264",),
                                       encoder=settings.encoder),
+                ladder_default=True,
                 preset=settings.preset, segment_seconds=settings.segment_seconds,
                 gop_seconds=settings.gop_seconds, encoder=settings.encoder,
             )

@@ -26,7 +26,7 @@ from engine.ladder import WARNINGS, plan_ladder, with_h264_encoder
 from engine.leases import Lease
 from engine.pertitle import Analysis, analyse
 from engine.segment_crypto import encrypt_renditions
-from engine.workers import choose_encoder
+from engine.workers import WorkerClass, choose_encoder
 from metadata.cache import Cache, invalidate_asset
 from metadata.faults import is_no_space
 from metadata.jobs import AUTO_LADDER, StaleJob
@@ -330,6 +330,13 @@ async def run_pipeline(
             if not any(s.kind == "video" for s in info.streams):
                 raise IngestError(f"{shown}: no video stream")
             work.mkdir(parents=True, exist_ok=True)
+            try:
+                # The queue a job was routed to names its worker class; in-process
+                # jobs ("") follow the request (auto: this machine's hardware).
+                encoder = choose_encoder(job.queue or options.encoder)
+            except ValueError as exc:
+                raise IngestError(str(exc)) from exc
+            options = ladder_on(options, encoder)
             if options.ladder == AUTO_LADDER:  # planning measures the master first
                 analysis = await _until_lost(lease, analysed(
                     master, info, work / "analysis", options,
@@ -339,9 +346,6 @@ async def run_pipeline(
                 rungs = analysis.rungs if analysis is not None else plan_ladder(
                     info, None if options.ladder == AUTO_LADDER else options.ladder,
                     options.codecs)
-                # The queue a job was routed to names its worker class; in-process
-                # jobs ("") follow the request (auto: this machine's hardware).
-                encoder = choose_encoder(job.queue or options.encoder)
             except ValueError as exc:
                 raise IngestError(str(exc)) from exc
             rungs = with_h264_encoder(rungs, encoder)
@@ -421,6 +425,17 @@ async def run_pipeline(
     finally:
         if run is None:  # a copy's work directory goes with the copy (runner)
             shutil.rmtree(work, ignore_errors=True)
+
+
+def ladder_on(options: IngestOptions, encoder: str) -> IngestOptions:
+    """``options`` for a run on ``encoder``: the auto *default* steps aside for NVENC
+    (metadata.jobs.default_ladder; the analysis measures x264). An in-process job
+    with encoder auto learns its encoder only when it runs. An auto the caller asked
+    for stays."""
+    if options.ladder == AUTO_LADDER and options.ladder_default and \
+            encoder != WorkerClass.CPU.encoder:
+        return replace(options, ladder=None)
+    return options
 
 
 async def analysed(master: Path, info: native.MediaInfo, work: Path, request: IngestOptions,

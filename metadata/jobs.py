@@ -225,9 +225,14 @@ class JobRequest:
     vmaf: bool = False
     # Video codec families, one rung set each (engine.ladder): ("h264", "av1").
     codecs: tuple[str, ...] = ("h264",)
+    # The ladder is the deployment's default, not the caller's: an auto default
+    # still steps aside where the job runs on NVENC (engine.pipeline), which is only
+    # known there for an in-process job with encoder auto.
+    ladder_default: bool = False
 
     FIELDS = ("ladder", "preset", "segment_seconds", "gop_seconds", "copy", "encoder",
-              "source_name", "audio", "subtitles", "encryption", "vmaf", "codecs")
+              "source_name", "audio", "subtitles", "encryption", "vmaf", "codecs",
+              "ladder_default")
     # What a remote caller may set (REST, gRPC, the console).
     REMOTE_FIELDS = (*FIELDS[:7], "encryption", "vmaf", "codecs")
 
@@ -267,7 +272,7 @@ class JobRequest:
         if "ladder" not in values:  # the default where it applies (default_ladder)
             request = replace(request, ladder=default_ladder(
                 base.ladder, copy=request.copy, codecs=request.codecs,
-                encoder=request.encoder))
+                encoder=request.encoder), ladder_default=True)
         request.check()
         return request
 

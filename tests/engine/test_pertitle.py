@@ -307,6 +307,16 @@ def test_auto_is_the_default_ladder_where_it_applies(monkeypatch: pytest.MonkeyP
     assert JobRequest.parse({"copy": True}, spec).ladder is None
     with pytest.raises(ValueError, match="bad ladder item 'best'"):
         Settings(ladder="best")
+    # On NVENC (known only when an in-process job runs) the default steps aside, an
+    # auto the caller asked for stays; the job record keeps which it was.
+    from engine.pipeline import ladder_on
+
+    by_default = JobRequest.parse({}, defaults)
+    asked = JobRequest.parse({"ladder": "auto"}, defaults)
+    assert JobRequest.from_json(by_default.to_json()).ladder_default
+    assert ladder_on(by_default, "h264_nvenc").ladder is None
+    assert ladder_on(by_default, "libx264").ladder == "auto"
+    assert ladder_on(asked, "h264_nvenc").ladder == "auto"
 
 
 def test_an_ingest_that_names_no_ladder_is_per_title(masters: dict[str, Path],
