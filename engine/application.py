@@ -26,14 +26,7 @@ from engine.pipeline import Services
 from engine.runner import new_job
 from metadata.cache import invalidate_asset
 from metadata.faults import first_line, is_no_space
-from metadata.jobs import (
-    AlreadyExists,
-    FailedPrecondition,
-    Job,
-    JobRequest,
-    NotFound,
-    default_ladder,
-)
+from metadata.jobs import AlreadyExists, FailedPrecondition, Job, JobRequest, NotFound
 from metadata.keys import key_store_beside
 from metadata.local_objects import LocalObjects
 from metadata.models import Asset, JobState, master_key, media_prefix
@@ -141,12 +134,7 @@ class Engine:
                        source_name: str) -> tuple[JobRequest, str]:
         """The typed request and its queue; RequestError."""
         request = JobRequest.parse({**options, "source_name": source_name}, self.defaults)
-        queue = await self.scheduler.route(request)
-        if queue == "gpu" and not options.get("ladder"):
-            # Routed to NVENC: the default steps aside there too (default_ladder).
-            request = replace(request, ladder=default_ladder(
-                request.ladder, copy=request.copy, codecs=request.codecs, encoder="gpu"))
-        return request, queue
+        return request, await self.scheduler.route(request)
 
     async def check(self, asset_id: str | None, options: Mapping[str, object], *,
                     source_name: str) -> None:

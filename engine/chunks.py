@@ -39,12 +39,14 @@ from typing import Any
 import native
 from engine import storyboard
 from engine.job_spec import IngestError, work_dir_name
-from engine.ladder import plan_ladder, with_h264_encoder
+from engine.ladder import with_h264_encoder
 from engine.leases import Lease, holder_dead, holder_id
 from engine.pipeline import (
     Services,
     analysed,
+    ladder_on,
     measured,
+    planned_rungs,
     sidecars_of,
     to_models,
     with_analysis,
@@ -147,25 +149,24 @@ async def maybe_split(services: Services, job: Job, chunk_seconds: float, window
                                       f"playable media file ({exc})") from exc
             if not should_chunk(chunk_seconds, job, info.duration):
                 return lease.job
-            records: dict[str, dict[str, Any]] = {}
-            if job.request.ladder == AUTO_LADDER:
+            try:
+                encoder = choose_encoder(job.queue or job.request.encoder)
+            except ValueError as exc:
+                raise IngestError(str(exc)) from exc
+            request = ladder_on(job.request, encoder)
+            analysis = None
+            if request.ladder == AUTO_LADDER:
                 # Once per master, here: every chunk encodes the rungs chosen now.
                 async with local_master(services, job) as master:
                     analysis = await analysed(master, info, services.work_dir / work_dir_name(
-                        f"{job.asset_id}-analysis"), job.request,
-                        shown=job.request.source_name or "master")
-                if analysis is not None:  # None: unmeasurable, the fixed ladder
-                    planned, records = analysis.rungs, analysis.records
+                        f"{job.asset_id}-analysis"), request,
+                        shown=request.source_name or "master")
             try:
-                encoder = choose_encoder(job.queue or job.request.encoder)
-                if not records:
-                    planned = plan_ladder(info, None if job.request.ladder == AUTO_LADDER
-                                          else job.request.ladder, job.request.codecs)
-                rungs = with_h264_encoder(planned, encoder)
+                rungs = with_h264_encoder(planned_rungs(info, request, analysis), encoder)
             except ValueError as exc:
                 raise IngestError(str(exc)) from exc
             await split(services, lease, rungs, info.duration, chunk_seconds, window, send,
-                        records)
+                        analysis.records if analysis is not None else {})
             return None
         except StaleJob:
             return None

@@ -31,7 +31,7 @@ from engine.job_spec import (
 )
 from engine.progress import JobProgress
 from engine.startup import StartupError
-from metadata.jobs import StaleJob, codec_list, default_ladder
+from metadata.jobs import StaleJob, codec_list
 from metadata.models import Asset, JobState
 
 if TYPE_CHECKING:
@@ -259,16 +259,15 @@ def ingest_cmd(path: Path, asset_id: str | None, ladder: str | None, preset: str
             early = start_early_copy(path, aid, segment_seconds)
         settings = load_settings()
         seg = settings.segment_seconds if segment_seconds is None else segment_seconds
-        families = codec_list(codecs) if codecs else ("h264",)
         options = IngestOptions(
-            ladder=ladder or default_ladder(settings.ladder, copy=copy, codecs=families,
-                                            encoder=settings.encoder),
-            ladder_default=not ladder,
-            preset=preset or settings.preset, segment_seconds=seg,
+            ladder=ladder, preset=preset or settings.preset, segment_seconds=seg,
             gop_seconds=settings.gop_seconds, copy=copy, encoder=settings.encoder,
             audio=sidecars[0], subtitles=sidecars[1], encryption=encryption or "",
-            vmaf=vmaf, codecs=families,
+            vmaf=vmaf,
+            codecs=codec_list(codecs) if codecs else ("h264",),
         )
+        if not ladder:
+            options = options.with_default_ladder(settings.ladder)
         check_options(options)
         started = None
         if copy and not settings.broker and not any(sidecars) and not encryption:
@@ -931,12 +930,9 @@ async def _demo(settings: Settings, host: str, port: int, once: bool) -> None:
                 print("making a 10 s 1080p30 master with audio ...", file=sys.stderr)
                 make_demo_master(master)
             options = IngestOptions(
-                ladder=default_ladder(settings.ladder, copy=False, codecs=("h264",),
-                                      encoder=settings.encoder),
-                ladder_default=True,
                 preset=settings.preset, segment_seconds=settings.segment_seconds,
                 gop_seconds=settings.gop_seconds, encoder=settings.encoder,
-            )
+            ).with_default_ladder(settings.ladder)
             with JobProgress(asset_id) as progress:
                 try:
                     asset = await ingest(backends, asset_id, master, options, on_progress=progress)

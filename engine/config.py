@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.config_defaults import DATA_DIR, ENV_PREFIX, SEGMENT_SECONDS, work_dir_of
-from metadata.jobs import DEFAULT_LADDER, LADDER_MODES, parse_ladder_spec
+from metadata.jobs import AUTO_LADDER, LADDER_MODES, parse_ladder_spec
 
 
 class Settings(BaseSettings):
@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     gop_seconds: float = Field(2.0, gt=0)
     preset: str = "veryfast"
     encoder: str = Field("auto", description="auto | cpu | gpu")
-    ladder: str = Field(DEFAULT_LADDER, description="the ladder of a job that names none: "
+    # Per-title where it applies (JobRequest.with_default_ladder).
+    ladder: str = Field(AUTO_LADDER, description="the ladder of a job that names none: "
                         "auto (per-title, measured with VMAF; H.264 jobs, else fixed), "
                         "fixed (planned from the source's size) or HEIGHT:KBPS,...")
     max_jobs: int = Field(1, ge=1, description="concurrent jobs of the in-process executor")
@@ -67,10 +68,10 @@ class Settings(BaseSettings):
     @field_validator("ladder")
     @classmethod
     def _ladder_known(cls, value: str) -> str:
-        value = value.strip().lower() if value.strip().lower() in LADDER_MODES \
-            else value.strip()
-        if value not in LADDER_MODES:
-            parse_ladder_spec(value)  # RequestError, a ValueError: pydantic's message
+        value = value.strip()
+        if value.lower() in LADDER_MODES:
+            return value.lower()
+        parse_ladder_spec(value)  # RequestError, a ValueError: pydantic's message
         return value
 
     @property

@@ -343,12 +343,9 @@ async def run_pipeline(
                     lambda f: report(JobState.PROBING, f), shown))
             report(JobState.PROBING, 1.0)
             try:
-                rungs = analysis.rungs if analysis is not None else plan_ladder(
-                    info, None if options.ladder == AUTO_LADDER else options.ladder,
-                    options.codecs)
+                rungs = with_h264_encoder(planned_rungs(info, options, analysis), encoder)
             except ValueError as exc:
                 raise IngestError(str(exc)) from exc
-            rungs = with_h264_encoder(rungs, encoder)
             interval = storyboard.interval_for(info.duration)
             # The key is stored before anything is encrypted with it.
             encryption = await encryption_for(services, asset_id, options)
@@ -429,13 +426,22 @@ async def run_pipeline(
 
 def ladder_on(options: IngestOptions, encoder: str) -> IngestOptions:
     """``options`` for a run on ``encoder``: the auto *default* steps aside for NVENC
-    (metadata.jobs.default_ladder; the analysis measures x264). An in-process job
-    with encoder auto learns its encoder only when it runs. An auto the caller asked
-    for stays."""
+    (the analysis measures x264), however the job came to it (encoder gpu, a gpu
+    queue, or auto on a machine with NVENC). An auto the caller asked for stays."""
     if options.ladder == AUTO_LADDER and options.ladder_default and \
             encoder != WorkerClass.CPU.encoder:
         return replace(options, ladder=None)
     return options
+
+
+def planned_rungs(info: native.MediaInfo, options: IngestOptions,
+                  analysis: Analysis | None) -> list[native.Rung]:
+    """The rungs to encode: the analysis's, else the ladder the request names (the
+    fixed one for an auto that could not measure the master); ValueError."""
+    if analysis is not None:
+        return analysis.rungs
+    spec = None if options.ladder == AUTO_LADDER else options.ladder
+    return plan_ladder(info, spec, options.codecs)
 
 
 async def analysed(master: Path, info: native.MediaInfo, work: Path, request: IngestOptions,

@@ -32,8 +32,6 @@ ENCODERS = ("auto", "cpu", "gpu")
 # (engine.pertitle); anything else is a HEIGHT:KBPS spec.
 AUTO_LADDER = "auto"
 LADDER_MODES = (AUTO_LADDER, "fixed")
-# The ladder of a job that names none (CDLC_LADDER): per-title, where it applies.
-DEFAULT_LADDER = AUTO_LADDER
 # Video codec families a ladder may be encoded in, one rung set each.
 CODECS = ("h264", "hevc", "av1")
 # CMAF common encryption schemes (ISO/IEC 23001-7 §4.2), HLS whole-segment
@@ -183,26 +181,14 @@ def _check_codecs(codecs: tuple[str, ...], copy: bool, encryption: str) -> None:
                            "from codecs or the encryption")
 
 
-def default_ladder(default: str | None, *, copy: bool, codecs: tuple[str, ...],
-                   encoder: str = "cpu") -> str | None:
-    """The ladder of a request that names none: ``default`` (the deployment's
-    CDLC_LADDER), except where it cannot apply. A copy has no ladder, and the auto
-    ladder is measured with x264, so other codecs and NVENC (``encoder`` gpu) get
-    the fixed one. None is the fixed ladder."""
-    if copy or default in (None, "", "fixed"):
-        return None
-    if default == AUTO_LADDER and (codecs != ("h264",) or encoder == "gpu"):
-        return None
-    return default
-
-
 @dataclass(frozen=True)
 class JobRequest:
     """What an ingest job asks for. Built by ``parse`` (front doors) or directly
     (code); ``check()`` is what ``parse`` runs, for requests built in code."""
 
     # "1080:5000,720:3000", "auto" or "fixed"; None: fixed. A front door's parse
-    # fills in the deployment's default (default_ladder) when the caller names none.
+    # fills in the deployment's default (with_default_ladder) when the caller names
+    # none.
     ladder: str | None = None
     preset: str = "veryfast"
     segment_seconds: float = 4.0
@@ -269,12 +255,21 @@ class JobRequest:
         if "codecs" in given:
             values["codecs"] = codec_list(given["codecs"])
         request = replace(base, **values)
-        if "ladder" not in values:  # the default where it applies (default_ladder)
-            request = replace(request, ladder=default_ladder(
-                base.ladder, copy=request.copy, codecs=request.codecs,
-                encoder=request.encoder), ladder_default=True)
+        if "ladder" not in values:
+            request = request.with_default_ladder(base.ladder)
         request.check()
         return request
+
+    def with_default_ladder(self, default: str | None) -> JobRequest:
+        """This request, which names no ladder, with the deployment's ``default``
+        (CDLC_LADDER) where it can apply: a copy has no ladder, and the auto ladder
+        is measured with x264, so other codecs get the fixed one (None). NVENC is
+        known only where the job runs, which steps an auto default aside there
+        (engine.pipeline.ladder_on): ``ladder_default`` records the difference."""
+        ladder = None if self.copy or default in (None, "", "fixed") else default
+        if ladder == AUTO_LADDER and self.codecs != ("h264",):
+            ladder = None
+        return replace(self, ladder=ladder, ladder_default=True)
 
     def check(self) -> JobRequest:
         """Raise RequestError unless this request can run; returns self."""

@@ -27,7 +27,7 @@ CDLC = [sys.executable, "-m", "engine.cli"]
 os.environ["CDLC_GRPC_PORT"] = "0"
 # The suite's jobs plan the fixed ladder (its rendition ids, a second faster per
 # ingest) unless a test asks for another; the deployment default (auto) has tests
-# of its own (tests/engine/test_default_ladder.py).
+# of its own (tests/engine/test_pertitle.py).
 os.environ["CDLC_LADDER"] = "fixed"
 
 

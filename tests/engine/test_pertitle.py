@@ -298,8 +298,6 @@ def test_auto_is_the_default_ladder_where_it_applies(monkeypatch: pytest.MonkeyP
     assert JobRequest.parse({"ladder": "360:800"}, defaults).ladder == "360:800"
     assert JobRequest.parse({"copy": True}, defaults).ladder is None
     assert JobRequest.parse({"codecs": "h264,av1"}, defaults).ladder is None
-    assert JobRequest.parse({"encoder": "gpu"}, defaults).ladder is None  # x264-measured
-    assert JobRequest.parse({"encoder": "gpu", "ladder": "auto"}, defaults).ladder == "auto"
     fixed = request_defaults(Settings(ladder="FIXED"))
     assert JobRequest.parse({}, fixed).ladder is None  # the fixed ladder
     spec = request_defaults(Settings(ladder="480:1200"))
@@ -317,6 +315,11 @@ def test_auto_is_the_default_ladder_where_it_applies(monkeypatch: pytest.MonkeyP
     assert ladder_on(by_default, "h264_nvenc").ladder is None
     assert ladder_on(by_default, "libx264").ladder == "auto"
     assert ladder_on(asked, "h264_nvenc").ladder == "auto"
+    # encoder gpu: the run is on NVENC, so the default steps aside (x264-measured).
+    on_gpu = JobRequest.parse({"encoder": "gpu"}, defaults)
+    assert ladder_on(on_gpu, "h264_nvenc").ladder is None
+    assert ladder_on(JobRequest.parse({"encoder": "gpu", "ladder": "auto"}, defaults),
+                     "h264_nvenc").ladder == "auto"
 
 
 def test_an_ingest_that_names_no_ladder_is_per_title(masters: dict[str, Path],
