@@ -7,6 +7,7 @@ import asyncio
 import json
 import shutil
 import sqlite3
+from collections.abc import Callable
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -35,7 +36,7 @@ from metadata.jobs import JobRequest, RequestError
 from metadata.models import Asset, JobState, Rendition, Segment
 from tests.conftest import make_env
 from tests.engine.conftest import claimed_job
-from tests.media import joined, make_master
+from tests.media import ffmpeg, ffprobe, joined, make_master
 
 
 class Encoded:
@@ -294,3 +295,43 @@ def test_an_mp4_master_is_entered_at_the_keyframe_before_the_span(tmp_path: Path
     late = compare_clips(master, start + 0.04, clips, frames=25, fps=Fraction(25),
                          compare_at=(640, 360), subsample=5)
     assert late[0] < every[0] - 20, (every, late)  # the pairing is what the figure rests on
+
+
+def _interlaced(path: Path) -> Path:
+    """Combed 25i: testsrc2 at 50 fps, fields of neighbouring pictures woven."""
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=720x576:rate=50", "-t", "3", "-vf",
+           "interlace", "-c:v", "mpeg2video", "-flags", "+ilme+ildct", "-b:v", "8M",
+           "-f", "mpegts", str(path))
+    return path
+
+
+def _rgb(path: Path) -> Path:
+    """FFV1 RGB, as a graphics tool exports it (its decoder says GBR, full range)."""
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-t", "3", "-c:v", "ffv1",
+           "-pix_fmt", "bgr0", str(path))
+    return path
+
+
+@pytest.mark.parametrize("make", [_interlaced, _rgb], ids=["interlaced", "rgb"])
+def test_a_master_the_core_normalises_scores_as_its_encode_deserves(
+        make: Callable[[Path], Path], tmp_path: Path) -> None:
+    """A generous encode of an interlaced master scored 71: it was measured against
+    the combed fields the core had deinterlaced. One of an RGB master scored 65:
+    its rendition said GBR and full range for the limited BT.601 YCbCr swscale made,
+    and the measuring FFmpeg took it at its word. Now the reference is deinterlaced
+    as the core does, and the rendition is tagged as it was converted."""
+    master = make(tmp_path / ("m.ts" if make is _interlaced else "m.mkv"))
+    out = tmp_path / "out"
+    result = native.Transcoder(master, out, [
+        native.Rung(id="good", height=360, bitrate=2_000_000)],
+        preset="ultrafast", audio=False).run()
+    renditions, segments = to_models("a", result)
+    (rendition,) = renditions
+    score = measure_rendition(master, out / "good", rendition, segments)
+    assert score.mean > 90, score
+    tags = ffprobe(joined(out, result.renditions[0]),
+                   "-show_entries", "stream=color_space,color_range")["streams"][0]
+    if make is _rgb:
+        assert tags == {"color_space": "smpte170m", "color_range": "tv"}, tags
+    else:
+        assert tags.get("color_space") != "gbr", tags

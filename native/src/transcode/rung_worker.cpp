@@ -14,6 +14,20 @@ namespace cdlc::transcode {
 
 namespace {
 constexpr size_t kFrameQueue = 12;  // decoded frames waiting per rung (refs, not copies)
+
+bool is_rgb(const AVFrame* f) {
+    const auto* desc = av_pix_fmt_desc_get(static_cast<AVPixelFormat>(f->format));
+    return desc && (desc->flags & AV_PIX_FMT_FLAG_RGB);
+}
+
+// The range of ``f``'s pictures once swscale made them yuv420p: limited from yuvj*
+// and from RGB (swscale's default output range), else theirs (no conversion).
+AVColorRange converted_range(const AVFrame* f) {
+    if (f->format == AV_PIX_FMT_YUV420P) return f->color_range;
+    const auto* desc = av_pix_fmt_desc_get(static_cast<AVPixelFormat>(f->format));
+    const bool jpeg_fmt = desc && std::string(desc->name).rfind("yuvj", 0) == 0;
+    return jpeg_fmt || is_rgb(f) ? AVCOL_RANGE_MPEG : f->color_range;
+}
 }  // namespace
 
 template class QueueWorker<RungWorker, av::FramePtr>;
@@ -36,14 +50,14 @@ void RungWorker::open(int width, int height, AVRational fps, uint32_t timescale,
     p.gop_frames = gop_frames;
     p.preset = cfg.preset;
     p.threads = threads;
-    const auto* desc = av_pix_fmt_desc_get(static_cast<AVPixelFormat>(first->format));
-    const bool jpeg_fmt = desc && std::string(desc->name).rfind("yuvj", 0) == 0;
-    // swscale turns yuvj* into limited range; other formats keep their range
-    // (and their matrix: swscale does not convert colour spaces, so tags carry over).
-    p.color_range = jpeg_fmt ? AVCOL_RANGE_MPEG : first->color_range;
+    p.color_range = converted_range(first);
     p.color_primaries = first->color_primaries;
     p.color_trc = first->color_trc;
-    p.colorspace = first->colorspace;
+    // An RGB master (PNG, QuickTime Animation, FFV1 RGB) is turned into YCbCr with
+    // swscale's default BT.601 matrix: the tag says that matrix, not the source's
+    // GBR (players would decode the YCbCr as RGB). YCbCr sources keep their matrix:
+    // swscale does not convert between YCbCr matrices, so their tags carry over.
+    p.colorspace = is_rgb(first) ? AVCOL_SPC_SMPTE170M : first->colorspace;
     enc_ = open_video_encoder(rung_, p);
     codec_ = encoder_codec(rung_.encoder);
 
@@ -117,7 +131,7 @@ void RungWorker::encode(AVFrame* in) {
             scaled->pts = in->pts;
             scaled->pict_type = in->pict_type;
             scaled->key_frame = in->key_frame;
-            scaled->color_range = in->color_range;
+            scaled->color_range = converted_range(in);
             send = scaled;
         }
         send->sample_aspect_ratio = AVRational{1, 1};
