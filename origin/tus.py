@@ -247,12 +247,8 @@ class TusUploads:
             return refused
         info = await self._load(request.match_info["id"])
         if info is not None and info.state == UNQUEUED:
-            settled = await self._queued(info)
+            settled = await self._queued(info, head=True)
             if isinstance(settled, web.Response):
-                if settled.status == 503:
-                    # 423, not 503: tus-js-client answers a HEAD's 503 (any status but
-                    # 2xx and 423) with a new upload from byte 0; a 423 it retries.
-                    settled.set_status(423)
                 return self._headers(settled, request)
             info = settled
         if info is None:
@@ -438,10 +434,11 @@ class TusUploads:
         self._state_headers(resp, info)
         return resp
 
-    async def _queued(self, info: UploadInfo) -> UploadInfo | web.Response:
+    async def _queued(self, info: UploadInfo, *, head: bool = False
+                      ) -> UploadInfo | web.Response:
         """An UNQUEUED upload's job queued again (``retry``): the upload SUBMITTED, or
-        the answer for now: 503 while the queue is still out, 404 when the asset went
-        (deleted, or its master lost: upload it again)."""
+        the answer for now: 503 while the queue is still out (423 to a ``head``),
+        404 when the asset went (deleted, or its master lost: upload it again)."""
         try:
             await self.application.retry(info.asset_id)
         except (FailedPrecondition, AlreadyExists):
@@ -462,6 +459,10 @@ class TusUploads:
             answer = backend_fault(exc)
             if answer is None:
                 raise
+            if head and answer.status == 503:
+                # 423, not 503: tus-js-client answers a HEAD's 503 (any status but
+                # 2xx and 423) with a new upload from byte 0; a 423 it retries.
+                answer.set_status(423)
             return answer
         info = replace(info, state=SUBMITTED)
         await asyncio.to_thread(self.uploads.save, info)
