@@ -312,14 +312,22 @@ def _rgb(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("make", [_interlaced, _rgb], ids=["interlaced", "rgb"])
+def _gray(path: Path) -> Path:
+    """FFV1 monochrome (its decoder says full range)."""
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-t", "3", "-c:v", "ffv1",
+           "-pix_fmt", "gray", str(path))
+    return path
+
+
+@pytest.mark.parametrize("make", [_interlaced, _rgb, _gray], ids=["interlaced", "rgb", "gray"])
 def test_a_master_the_core_normalises_scores_as_its_encode_deserves(
         make: Callable[[Path], Path], tmp_path: Path) -> None:
     """A generous encode of an interlaced master scored 71: it was measured against
     the combed fields the core had deinterlaced. One of an RGB master scored 65:
     its rendition said GBR and full range for the limited BT.601 YCbCr swscale made,
-    and the measuring FFmpeg took it at its word. Now the reference is deinterlaced
-    as the core does, and the rendition is tagged as it was converted."""
+    and the measuring FFmpeg took it at its word; a monochrome one's (full range,
+    made limited) scored 68. Now the reference is deinterlaced as the core does, and
+    the rendition is tagged as it was converted."""
     master = make(tmp_path / ("m.ts" if make is _interlaced else "m.mkv"))
     out = tmp_path / "out"
     result = native.Transcoder(master, out, [
@@ -333,5 +341,5 @@ def test_a_master_the_core_normalises_scores_as_its_encode_deserves(
                    "-show_entries", "stream=color_space,color_range")["streams"][0]
     if make is _rgb:
         assert tags == {"color_space": "smpte170m", "color_range": "tv"}, tags
-    else:
-        assert tags.get("color_space") != "gbr", tags
+    elif make is _gray:
+        assert tags.get("color_range", "tv") == "tv", tags  # limited, said or implied

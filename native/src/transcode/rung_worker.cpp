@@ -15,18 +15,22 @@ namespace cdlc::transcode {
 namespace {
 constexpr size_t kFrameQueue = 12;  // decoded frames waiting per rung (refs, not copies)
 
+// RGB or palette pictures: swscale makes YCbCr of them with a matrix.
 bool is_rgb(const AVFrame* f) {
     const auto* desc = av_pix_fmt_desc_get(static_cast<AVPixelFormat>(f->format));
-    return desc && (desc->flags & AV_PIX_FMT_FLAG_RGB);
+    return desc && (desc->flags & (AV_PIX_FMT_FLAG_RGB | AV_PIX_FMT_FLAG_PAL));
 }
 
-// The range of ``f``'s pictures once swscale made them yuv420p: limited from yuvj*
-// and from RGB (swscale's default output range), else theirs (no conversion).
+// The range of ``f``'s pictures once swscale made them yuv420p. It reads yuvj*,
+// gray and RGB as full range and writes limited range; other YCbCr it leaves in
+// the range it came in (their tag carries over).
 AVColorRange converted_range(const AVFrame* f) {
     if (f->format == AV_PIX_FMT_YUV420P) return f->color_range;
     const auto* desc = av_pix_fmt_desc_get(static_cast<AVPixelFormat>(f->format));
-    const bool jpeg_fmt = desc && std::string(desc->name).rfind("yuvj", 0) == 0;
-    return jpeg_fmt || is_rgb(f) ? AVCOL_RANGE_MPEG : f->color_range;
+    if (!desc) return f->color_range;
+    const bool yuvj = std::string(desc->name).rfind("yuvj", 0) == 0;
+    const bool gray = desc->nb_components <= 2 && !is_rgb(f);  // gray, gray + alpha
+    return yuvj || gray || is_rgb(f) ? AVCOL_RANGE_MPEG : f->color_range;
 }
 }  // namespace
 
