@@ -159,6 +159,8 @@ def master(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"mkv": mkv, "mp4": mp4, "vtt": vtt, "sdh": sdh}
 
 
+# libavcodec's subrip decoder drops the ASS-style {\i1} of an SRT cue (it reads
+# HTML-style <i>): the second cue comes out plain.
 MASTER_CUES = [(500, 1500, "Hello", ""), (1800, 2400, "Across the cut", ""),
                (4000, 4900, "Last words", "")]
 
@@ -198,12 +200,54 @@ def test_mov_text_forced_flag_is_carried(master: dict[str, Path], tmp_path: Path
     check_text_rendition(tmp_path / "out", sub, MASTER_CUES, 5000)
 
 
-def test_ass_styling_becomes_plain_text(master: dict[str, Path], tmp_path: Path) -> None:
+def test_ass_of_the_master_becomes_webvtt(master: dict[str, Path], tmp_path: Path) -> None:
     ass = tmp_path / "m.mkv"
     ffmpeg("-i", str(master["mkv"]), "-map", "0", "-c", "copy", "-c:s", "ass", str(ass))
     result = native.package_copy(ass, tmp_path / "out", SEGMENT)
     (sub,) = [r for r in result.renditions if r.track.kind == native.TrackKind.TEXT]
     check_text_rendition(tmp_path / "out", sub, MASTER_CUES, 5000)
+
+
+ASS_EVENTS = [
+    # italic, bold, underline on and off; positions, colours and \iclip dropped
+    ("0:00:00.50", "0:00:01.50", r"{\pos(10,10)\i1}Off screen{\i0}, {\b1\c&H0000FF&}loud{\b0} "
+                                 r"{\iclip(0,0,9,9)\u1}under{\u0}"),
+    # a weight for bold, \r resetting, spans across a line break; overlapping
+    # spans come out nested
+    ("0:00:01.60", "0:00:02.40", r"{\b700}Bold {\i1}both{\b0} italic\Nnext{\r} plain"),
+    # tags left open close at the end; a line blank but for tags goes; & < > escaped
+    ("0:00:02.50", "0:00:03.00", r"{\i1}\N5 < 6 & 7{\u1}"),
+    # nothing to show: no cue
+    ("0:00:03.10", "0:00:03.50", r"{\i1}{\i0}"),
+]
+
+
+def test_ass_italic_bold_underline_become_webvtt_spans(tmp_path: Path) -> None:
+    """WebVTT cue text has <i>, <b> and <u> (W3C WebVTT §4.2.2) and nothing for an
+    ASS position, colour or clip: those three are kept as spans, always nested,
+    and the rest goes. Italics carry meaning in subtitles (a voice off screen, a
+    song), and a sidecar SRT's <i> was already kept."""
+    script = tmp_path / "s.ass"
+    script.write_text(
+        "[Script Info]\nScriptType: v4.00+\n\n[V4+ Styles]\nFormat: Name, Fontname, "
+        "Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, "
+        "Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, "
+        "Alignment, MarginL, MarginR, MarginV, Encoding\nStyle: Default,Arial,20,&H00FFFFFF,"
+        "&H000000FF,&H00000000,&H00000000,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,1\n\n"
+        "[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, "
+        "Effect, Text\n"
+        + "".join(f"Dialogue: 0,{a},{b},Default,,0,0,0,,{text}\n" for a, b, text in ASS_EVENTS))
+    mkv = tmp_path / "m.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=4", "-i", str(script),
+           "-map", "0", "-map", "1", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
+           "-c:s", "copy", str(mkv))
+    result = native.package_copy(mkv, tmp_path / "out", SEGMENT)
+    (sub,) = [r for r in result.renditions if r.track.kind == native.TrackKind.TEXT]
+    check_text_rendition(tmp_path / "out", sub, [
+        (500, 1500, "<i>Off screen</i>, <b>loud</b> <u>under</u>", ""),
+        (1600, 2400, "<b>Bold <i>both</i></b><i> italic\nnext</i> plain", ""),
+        (2500, 3000, "<i>5 &lt; 6 &amp; 7<u></u></i>", ""),
+    ], 4000)
 
 
 def test_bad_sidecar_fails_before_media_work(master: dict[str, Path], tmp_path: Path) -> None:

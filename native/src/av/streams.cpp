@@ -1,5 +1,9 @@
 #include "av/streams.h"
 
+#include <algorithm>
+#include <cstdlib>
+#include <vector>
+
 #include "common/error.h"
 #include "common/languages.h"
 #include "common/utf8.h"
@@ -79,6 +83,86 @@ TrackInfo text_track(const StreamLabel& label, bool forced, bool sdh) {
     return t;
 }
 
+namespace {
+
+// The WebVTT spans open at a point of an ASS event, innermost last. Closing one
+// closes those inside it and opens them again, so the tags always nest.
+class Spans {
+public:
+    void set(char tag, bool on, std::string& out) {
+        const auto at = std::find(open_.begin(), open_.end(), tag);
+        if (on == (at != open_.end())) return;
+        if (on) {
+            open_.push_back(tag);
+            out += std::string("<") + tag + ">";
+            return;
+        }
+        const std::vector<char> inner(at + 1, open_.end());
+        close_from(static_cast<size_t>(at - open_.begin()), out);
+        for (char t : inner) set(t, true, out);
+    }
+    void close_all(std::string& out) { close_from(0, out); }
+
+private:
+    void close_from(size_t first, std::string& out) {
+        while (open_.size() > first) {
+            out += std::string("</") + open_.back() + ">";
+            open_.pop_back();
+        }
+    }
+    std::vector<char> open_;
+};
+
+// One override block's tags ("\i1\pos(10,10)\b0"): italic, bold and underline
+// switched on or off, \r resets them; the rest (positions, colours, fonts,
+// \iclip, \bord, \blur...) has no WebVTT cue-text form and is dropped.
+void apply_overrides(const std::string& block, Spans& spans, std::string& out) {
+    size_t i = block.find('\\');
+    while (i != std::string::npos) {
+        const size_t next = block.find('\\', i + 1);
+        const std::string tag = block.substr(i + 1, next == std::string::npos ? std::string::npos : next - i - 1);
+        i = next;
+        if (tag.empty()) continue;
+        if (tag[0] == 'r') {
+            spans.close_all(out);
+            continue;
+        }
+        const char kind = tag[0];
+        const std::string value = tag.substr(1);
+        if ((kind != 'i' && kind != 'b' && kind != 'u') ||
+            value.find_first_not_of("0123456789") != std::string::npos)
+            continue;
+        // \b takes a weight too (\b700); \i alone returns to the style's (upright).
+        const long v = value.empty() ? 0 : std::strtol(value.c_str(), nullptr, 10);
+        spans.set(kind, kind == 'b' ? (v == 1 || v >= 600) : v != 0, out);
+    }
+}
+
+// Whether a line of cue text shows anything: a character outside its tags that
+// is not a space.
+bool visible_text(const std::string& line) {
+    bool in_tag = false;
+    for (char c : line) {
+        if (c == '<') in_tag = true;
+        else if (c == '>') in_tag = false;
+        else if (!in_tag && c != ' ' && c != '\t') return true;
+    }
+    return false;
+}
+
+std::string tags_of(const std::string& line) {
+    std::string tags;
+    bool in_tag = false;
+    for (char c : line) {
+        if (c == '<') in_tag = true;
+        if (in_tag) tags += c;
+        if (c == '>') in_tag = false;
+    }
+    return tags;
+}
+
+}  // namespace
+
 std::string ass_to_text(const std::string& event) {
     size_t pos = 0;
     for (int commas = 0; commas < 8; ++commas) {
@@ -87,11 +171,13 @@ std::string ass_to_text(const std::string& event) {
         ++pos;
     }
     std::string out;
+    Spans spans;
     for (size_t i = pos; i < event.size(); ++i) {
         const char c = event[i];
         if (c == '{') {
             const size_t close = event.find('}', i);
             if (close == std::string::npos) break;
+            apply_overrides(event.substr(i + 1, close - i - 1), spans, out);
             i = close;
         } else if (c == '\\' && i + 1 < event.size() && (event[i + 1] == 'N' || event[i + 1] == 'n')) {
             out += '\n';
@@ -109,18 +195,25 @@ std::string ass_to_text(const std::string& event) {
             out += c;
         }
     }
-    // No blank lines inside a cue (they would end it), none at its ends.
-    std::string clean;
+    spans.close_all(out);
+    // No blank lines inside a cue (they would end it), none at its ends. A line
+    // blank but for tags gives them to the next line with text (the last one's
+    // go to the line before): their order, and so their nesting, is kept.
+    std::string clean, carried;
     size_t start = 0;
     while (start <= out.size()) {
         size_t nl = out.find('\n', start);
         if (nl == std::string::npos) nl = out.size();
-        std::string line = out.substr(start, nl - start);
-        const bool empty = line.find_first_not_of(" \t") == std::string::npos;
-        if (!empty) clean += (clean.empty() ? "" : "\n") + line;
+        const std::string line = out.substr(start, nl - start);
+        if (visible_text(line)) {
+            clean += (clean.empty() ? "" : "\n") + carried + line;
+            carried.clear();
+        } else {
+            carried += tags_of(line);
+        }
         start = nl + 1;
     }
-    return clean;
+    return clean.empty() ? "" : clean + carried;
 }
 
 TextStreamReader::TextStreamReader(AVStream* st, int64_t origin, const std::string& input)

@@ -70,8 +70,9 @@ private:
 };
 
 // The Text part of an ASS dialogue event ("ReadOrder,Layer,Style,Name,MarginL,
-// MarginR,MarginV,Effect,Text"), override blocks removed, \N as a line break,
-// escaped as WebVTT cue text.
+// MarginR,MarginV,Effect,Text") as WebVTT cue text: italic, bold and underline
+// overrides (\i1 \i0, \b1 \b0, \u1 \u0, \r) as <i>, <b>, <u> spans, every other
+// override dropped, \N as a line break, the rest escaped.
 std::string ass_to_text(const std::string& event);
 
 }  // namespace cdlc
