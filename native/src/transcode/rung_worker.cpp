@@ -28,9 +28,10 @@ AVColorRange converted_range(const AVFrame* f) {
     if (f->format == AV_PIX_FMT_YUV420P) return f->color_range;
     const auto* desc = av_pix_fmt_desc_get(static_cast<AVPixelFormat>(f->format));
     if (!desc) return f->color_range;
+    const bool rgb = is_rgb(f);
     const bool yuvj = std::string(desc->name).rfind("yuvj", 0) == 0;
-    const bool gray = desc->nb_components <= 2 && !is_rgb(f);  // gray, gray + alpha
-    return yuvj || gray || is_rgb(f) ? AVCOL_RANGE_MPEG : f->color_range;
+    const bool gray = desc->nb_components <= 2 && !rgb;  // gray, gray + alpha
+    return yuvj || gray || rgb ? AVCOL_RANGE_MPEG : f->color_range;
 }
 }  // namespace
 
@@ -54,7 +55,8 @@ void RungWorker::open(int width, int height, AVRational fps, uint32_t timescale,
     p.gop_frames = gop_frames;
     p.preset = cfg.preset;
     p.threads = threads;
-    p.color_range = converted_range(first);
+    range_ = converted_range(first);
+    p.color_range = range_;
     p.color_primaries = first->color_primaries;
     p.color_trc = first->color_trc;
     // An RGB master (PNG, QuickTime Animation, FFV1 RGB) is turned into YCbCr with
@@ -135,7 +137,7 @@ void RungWorker::encode(AVFrame* in) {
             scaled->pts = in->pts;
             scaled->pict_type = in->pict_type;
             scaled->key_frame = in->key_frame;
-            scaled->color_range = converted_range(in);
+            scaled->color_range = range_;  // what the encoder was opened with
             send = scaled;
         }
         send->sample_aspect_ratio = AVRational{1, 1};

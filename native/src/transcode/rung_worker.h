@@ -67,6 +67,7 @@ private:
     std::string codec_ = "h264";      // the encoder's codec family (encoder_codec)
     bool av1_reduced_still_ = false;  // from the AV1 sequence header
     av::SwsPtr sws_;
+    AVColorRange range_ = AVCOL_RANGE_UNSPECIFIED;  // of the pictures swscale makes (open)
     // Scaled pictures, reused once the encoder and the rungs fed from this one
     // have let go of them (at most a queue's worth each).
     std::vector<av::FramePtr> pool_;
